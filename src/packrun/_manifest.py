@@ -1,0 +1,593 @@
+"""Manifests: the integration manifest, ``pack.json``, content-entry manifests and the pack index.
+
+Every document is a tree of ``msgspec.Struct`` types that refuse unknown fields. Decoding takes the
+fast path (msgspec decodes straight into the Structs); when that fails, a second pass walks the raw
+JSON against the same Struct definitions (read through ``msgspec.inspect``) and collects *every*
+problem, each with its ``$.path``, into one :class:`~packrun.errors.InvalidManifest`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
+
+import msgspec
+import msgspec.inspect as mi
+
+from packrun._versions import Version
+from packrun.errors import InvalidManifest, InvalidVersion, Problem
+
+__all__ = [
+    "CONTENT_KINDS",
+    "AuthMode",
+    "AuthSpec",
+    "ContentKind",
+    "ContentRef",
+    "CredentialField",
+    "EntryManifest",
+    "Event",
+    "Field",
+    "FieldType",
+    "Group",
+    "IndexEntry",
+    "Manifest",
+    "PackIndex",
+    "PackInfo",
+    "PackManifest",
+    "Pagination",
+    "Tool",
+    "decode_entry_manifest",
+    "decode_index",
+    "decode_manifest",
+    "decode_pack_manifest",
+    "encode_manifest",
+]
+
+_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
+
+PackId = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
+"""A pack or integration id: lowercase letters, digits, ``_`` and ``-`` (it names files)."""
+ItemId = Annotated[str, msgspec.Meta(pattern=_NAME_PATTERN)]
+"""A tool, group, event or field name: ``contact.created``, ``list_contacts``."""
+
+AuthMode: TypeAlias = Literal["none", "api_key", "basic", "oauth2"]
+FieldType: TypeAlias = Literal["string", "integer", "number", "boolean", "object", "array"]
+HttpMethod: TypeAlias = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+ActionType: TypeAlias = Literal["read", "write", "delete"]
+PaginationStyle: TypeAlias = Literal["none", "cursor", "offset", "page"]
+ContentKind: TypeAlias = Literal[
+    "integration", "process_flow", "ontology", "kb_domain", "workflow", "data_source"
+]
+Channel: TypeAlias = Literal["vendor", "custom"]
+
+CONTENT_KINDS: Final[tuple[str, ...]] = (
+    "integration", "process_flow", "ontology", "kb_domain", "workflow", "data_source",
+)
+
+
+class _Doc(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every manifest Struct: keyword-only, unknown fields refused, immutable."""
+
+
+class CredentialField(_Doc, kw_only=True):
+    """A credential the installation must supply (``key``, ``client_secret``)."""
+
+    name: ItemId
+    required: bool = True
+    display_name: str | None = None
+    description: str = ""
+
+
+class AuthSpec(_Doc, kw_only=True):
+    """How the integration authenticates: its mode, the scopes it needs and its credential fields."""
+
+    mode: AuthMode = "none"
+    scopes: tuple[str, ...] = ()
+    credential_fields: tuple[CredentialField, ...] = ()
+
+
+class Field(_Doc, kw_only=True):
+    """A field of a tool's input, filters or output, of an event, or a connection property.
+
+    ``object`` fields carry ``fields``; ``array`` fields carry ``items``; nesting has no fixed depth.
+    """
+
+    name: ItemId
+    type: FieldType
+    required: bool = False
+    default: Any = None
+    enum: tuple[Any, ...] | None = None
+    display_name: str | None = None
+    description: str = ""
+    fields: tuple[Field, ...] | None = None
+    items: Field | None = None
+
+
+class Pagination(_Doc, kw_only=True):
+    """How a tool pages through results."""
+
+    style: PaginationStyle = "none"
+    page_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class Tool(_Doc, kw_only=True):
+    """One callable tool of an integration."""
+
+    id: ItemId
+    name: str = ""
+    summary: str = ""
+    description: str = ""
+    group: str | None = None
+    method: HttpMethod = "GET"
+    action_type: ActionType = "read"
+    endpoint_api_version: str | None = None
+    pagination: Pagination | None = None
+    input: tuple[Field, ...] = ()
+    filters: tuple[Field, ...] = ()
+    output: tuple[Field, ...] = ()
+
+
+class Event(_Doc, kw_only=True):
+    """An event the integration can emit."""
+
+    id: ItemId
+    name: str = ""
+    description: str = ""
+    payload: tuple[Field, ...] = ()
+
+
+class Group(_Doc, kw_only=True):
+    """A group of tools, for display."""
+
+    id: ItemId
+    name: str = ""
+    description: str = ""
+
+
+class Manifest(_Doc, kw_only=True):
+    """The integration manifest (``manifest.json``). Inside a built bundle ``contract`` is required."""
+
+    id: PackId
+    name: str = ""
+    version: Version
+    contract: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    description: str = ""
+    category: str = ""
+    secondary_category: str | None = None
+    family: str | None = None
+    icon: str | None = None
+    auth: AuthSpec = AuthSpec()
+    connection_properties: tuple[Field, ...] = ()
+    events: tuple[Event, ...] = ()
+    groups: tuple[Group, ...] = ()
+    tools: tuple[Tool, ...]
+
+    def tool_ids(self) -> tuple[str, ...]:
+        """The ids of the tools, in manifest order."""
+        return tuple(tool.id for tool in self.tools)
+
+
+class EntryManifest(_Doc, kw_only=True):
+    """The ``manifest.json`` of a non-integration content entry (process flow, ontology, ...).
+
+    ``spec`` holds the kind's own payload (the steps of a flow, the terms of an ontology).
+    """
+
+    id: PackId
+    version: Version
+    name: str = ""
+    description: str = ""
+    spec: dict[str, Any] = {}
+
+
+class PackInfo(_Doc, kw_only=True):
+    """``pack.json`` → ``package``. A pack authored without a version is ``1.0.0``."""
+
+    id: PackId
+    name: str = ""
+    version: Version = Version(1, 0, 0)
+    description: str = ""
+
+
+class ContentRef(_Doc, kw_only=True):
+    """``pack.json`` → ``contents[]``: one entry of the pack, its kind, id, version and folder."""
+
+    kind: ContentKind
+    id: PackId
+    version: Version
+    path: str
+
+
+class PackManifest(_Doc, kw_only=True):
+    """``pack.json``: the pack's own version and its content entries."""
+
+    package: PackInfo
+    contents: tuple[ContentRef, ...] = ()
+
+    def integration(self) -> ContentRef | None:
+        """The pack's integration entry (a pack has at most one), if any."""
+        return next((c for c in self.contents if c.kind == "integration"), None)
+
+
+class IndexEntry(_Doc, kw_only=True):
+    """One line of a pack-source index: which pack, which version, where, and on which channel."""
+
+    id: PackId
+    version: Version
+    path: str
+    channel: Channel = "vendor"
+
+
+class PackIndex(_Doc, kw_only=True):
+    """``index.json`` of a pack-source tree: the packs and versions it holds."""
+
+    packs: tuple[IndexEntry, ...] = ()
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+_T = TypeVar("_T", bound=_Doc)
+_Check: TypeAlias = Callable[[Any, list[Problem], bool], None]
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _describe(t: mi.Type) -> str:
+    if isinstance(t, mi.StructType):
+        return "an object"
+    if isinstance(t, mi.ListType | mi.VarTupleType | mi.TupleType):
+        return "an array"
+    if isinstance(t, mi.DictType):
+        return "an object"
+    if isinstance(t, mi.StrType):
+        return "a string"
+    if isinstance(t, mi.BoolType):
+        return "a boolean"
+    if isinstance(t, mi.IntType):
+        return "an integer"
+    if isinstance(t, mi.FloatType):
+        return "a number"
+    if isinstance(t, mi.NoneType):
+        return "null"
+    if isinstance(t, mi.LiteralType):
+        return "one of " + ", ".join(repr(v) for v in t.values)
+    if isinstance(t, mi.UnionType):
+        return " or ".join(_describe(x) for x in t.types)
+    return "a value"
+
+
+def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], strict: bool) -> None:
+    """Collect every structural problem of ``value`` against the msgspec type ``t``."""
+    if isinstance(t, mi.AnyType):
+        return
+    if isinstance(t, mi.CustomType) and t.cls is Version:
+        try:
+            Version.parse(value, strict=strict)
+        except InvalidVersion as exc:
+            problems.append(
+                Problem(path, f"{value!r} is not a valid version: expected {exc.expected}")
+            )
+        return
+    if isinstance(t, mi.UnionType):
+        if value is None and any(isinstance(x, mi.NoneType) for x in t.types):
+            return
+        others = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if len(others) == 1:
+            _walk(value, others[0], path, problems, strict)
+            return
+        probe: list[Problem] = []
+        for option in others:
+            probe.clear()
+            _walk(value, option, path, probe, strict)
+            if not probe:
+                return
+        problems.append(Problem(path, f"expected {_describe(t)}, got {_type_name(value)}"))
+        return
+    if isinstance(t, mi.StructType):
+        if not isinstance(value, dict):
+            problems.append(Problem(path, f"expected an object, got {_type_name(value)}"))
+            return
+        known = {f.encode_name: f for f in t.fields}
+        for key in value:
+            if key not in known:
+                expected = ", ".join(sorted(known))
+                problems.append(
+                    Problem(f"{path}.{key}", f"unknown field {key!r}; expected one of: {expected}")
+                )
+        for name, field in known.items():
+            if name in value:
+                _walk(value[name], field.type, f"{path}.{name}", problems, strict)
+            elif field.required:
+                problems.append(Problem(f"{path}.{name}", "required field is missing"))
+        return
+    if isinstance(t, mi.ListType | mi.VarTupleType):
+        if not isinstance(value, list):
+            problems.append(Problem(path, f"expected an array, got {_type_name(value)}"))
+            return
+        for i, item in enumerate(value):
+            _walk(item, t.item_type, f"{path}[{i}]", problems, strict)
+        return
+    if isinstance(t, mi.DictType):
+        if not isinstance(value, dict):
+            problems.append(Problem(path, f"expected an object, got {_type_name(value)}"))
+            return
+        for key, item in value.items():
+            _walk(item, t.value_type, f"{path}.{key}", problems, strict)
+        return
+    if isinstance(t, mi.LiteralType):
+        if value not in t.values or isinstance(value, bool) != any(
+            isinstance(v, bool) for v in t.values if v == value
+        ):
+            problems.append(Problem(path, f"expected {_describe(t)}, got {value!r}"))
+        return
+    if isinstance(t, mi.StrType):
+        if not isinstance(value, str):
+            problems.append(Problem(path, f"expected a string, got {_type_name(value)}"))
+            return
+        try:
+            msgspec.convert(value, Annotated[str, _meta_of(t)])
+        except msgspec.ValidationError as exc:
+            problems.append(Problem(path, f"{_strip_path(exc)}, got {value!r}"))
+        return
+    if isinstance(t, mi.IntType | mi.FloatType):
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not is_number or (isinstance(t, mi.IntType) and not isinstance(value, int)):
+            problems.append(Problem(path, f"expected {_describe(t)}, got {_type_name(value)}"))
+            return
+        target = int if isinstance(t, mi.IntType) else float
+        try:
+            msgspec.convert(value, Annotated[target, _meta_of(t)])  # type: ignore[valid-type]
+        except msgspec.ValidationError as exc:
+            problems.append(Problem(path, f"{_strip_path(exc)}, got {value!r}"))
+        return
+    if isinstance(t, mi.BoolType):
+        if not isinstance(value, bool):
+            problems.append(Problem(path, f"expected a boolean, got {_type_name(value)}"))
+        return
+    if isinstance(t, mi.NoneType):
+        if value is not None:
+            problems.append(Problem(path, f"expected null, got {_type_name(value)}"))
+        return
+    raise TypeError(f"manifest type {t!r} has no structural check")  # pragma: no cover
+
+
+def _version_hook(strict: bool) -> Callable[[type, Any], Any]:
+    def hook(cls: type, value: Any) -> Any:
+        if cls is Version and isinstance(value, str):
+            try:
+                return Version.parse(value, strict=strict)
+            except InvalidVersion as exc:
+                raise ValueError(exc.detail) from None
+        raise NotImplementedError(f"no decoder for {cls.__name__}")
+
+    return hook
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, Version):
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def _meta_of(t: mi.Type) -> msgspec.Meta:
+    names = ("min_length", "max_length", "pattern", "ge", "gt", "le", "lt", "multiple_of")
+    return msgspec.Meta(**{n: getattr(t, n) for n in names if getattr(t, n, None) is not None})
+
+
+def _strip_path(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    return text.split(" - at `", 1)[0]
+
+
+def _decode(
+    data: bytes | str | dict[str, Any],
+    cls: type[_T],
+    source: str,
+    checks: Iterable[_Check],
+    strict_versions: bool,
+) -> _T:
+    raw: Any
+    problems: list[Problem] = []
+    doc: _T | None = None
+    if isinstance(data, dict):
+        raw = data
+    else:
+        try:
+            raw = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise InvalidManifest(source, [Problem("$", f"not valid JSON: {exc}")]) from None
+    try:
+        doc = msgspec.convert(raw, cls, dec_hook=_version_hook(strict_versions))
+    except msgspec.ValidationError:
+        _walk(raw, mi.type_info(cls), "$", problems, strict_versions)
+        if not problems:  # the walker and msgspec must agree; never let a bad document through
+            problems.append(Problem("$", f"does not match the {cls.__name__} schema"))
+    if doc is not None:
+        for check in checks:
+            check(doc, problems, strict_versions)
+    if problems:
+        raise InvalidManifest(source, problems)
+    assert doc is not None
+    return doc
+
+
+# --- semantic checks, run once the structure is right --------------------------------------------
+
+
+def _check_unique(ids: Sequence[str], path: str, what: str, problems: list[Problem]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(ids):
+        if name in seen:
+            problems.append(Problem(f"{path}[{i}]", f"duplicate {what} {name!r}"))
+        seen.add(name)
+
+
+def _check_fields(fields: Sequence[Field], path: str, problems: list[Problem]) -> None:
+    _check_unique([f.name for f in fields], path, "field name", problems)
+    for i, field in enumerate(fields):
+        here = f"{path}[{i}]"
+        if field.type == "object":
+            if field.items is not None:
+                problems.append(Problem(f"{here}.items", "only an array field has 'items'"))
+            _check_fields(field.fields or (), f"{here}.fields", problems)
+        elif field.type == "array":
+            if field.items is None:
+                problems.append(Problem(f"{here}.items", "an array field needs 'items'"))
+            else:
+                _check_fields((field.items,), f"{here}.items", problems)
+            if field.fields is not None:
+                problems.append(Problem(f"{here}.fields", "only an object field has 'fields'"))
+        else:
+            for extra in ("fields", "items"):
+                if getattr(field, extra) is not None:
+                    problems.append(
+                        Problem(f"{here}.{extra}", f"a {field.type} field has no {extra!r}")
+                    )
+        if field.enum is not None:
+            for j, value in enumerate(field.enum):
+                if not _matches(value, field.type):
+                    problems.append(
+                        Problem(f"{here}.enum[{j}]", f"{value!r} is not a {field.type}")
+                    )
+
+
+def _matches(value: object, field_type: str) -> bool:
+    if isinstance(value, bool):
+        return field_type == "boolean"
+    return {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int),
+        "number": isinstance(value, int | float),
+    }.get(field_type, False)
+
+
+def _manifest_checks(require_contract: bool) -> list[_Check]:
+    def check(doc: Manifest, problems: list[Problem], strict: bool) -> None:
+        if require_contract and doc.contract is None:
+            problems.append(
+                Problem("$.contract", "required in a built bundle: the build stamps it")
+            )
+        if not doc.tools:
+            problems.append(Problem("$.tools", "an integration needs at least one tool"))
+        _check_unique(doc.tool_ids(), "$.tools", "tool id", problems)
+        _check_unique([g.id for g in doc.groups], "$.groups", "group id", problems)
+        _check_unique([e.id for e in doc.events], "$.events", "event id", problems)
+        _check_unique(
+            [c.name for c in doc.auth.credential_fields], "$.auth.credential_fields",
+            "credential field", problems,
+        )
+        if doc.auth.mode == "none" and doc.auth.credential_fields:
+            problems.append(
+                Problem("$.auth.credential_fields", "auth mode 'none' takes no credential fields")
+            )
+        groups = {g.id for g in doc.groups}
+        for i, tool in enumerate(doc.tools):
+            here = f"$.tools[{i}]"
+            if tool.group is not None and tool.group not in groups:
+                known = ", ".join(sorted(groups)) or "none declared"
+                problems.append(
+                    Problem(f"{here}.group", f"unknown group {tool.group!r}; groups: {known}")
+                )
+            for part in ("input", "filters", "output"):
+                _check_fields(getattr(tool, part), f"{here}.{part}", problems)
+        for i, event in enumerate(doc.events):
+            _check_fields(event.payload, f"$.events[{i}].payload", problems)
+        _check_fields(doc.connection_properties, "$.connection_properties", problems)
+
+    return [check]  # type: ignore[list-item]
+
+
+def _check_relative_path(value: str, path: str, problems: list[Problem]) -> None:
+    normal = posixpath.normpath(value) if value else ""
+    if (
+        not value
+        or "\\" in value
+        or value.startswith("/")
+        or normal == ".."
+        or normal.startswith("../")
+    ):
+        problems.append(Problem(path, f"{value!r} must be a relative path inside the pack source"))
+
+
+def _check_pack(doc: PackManifest, problems: list[Problem], strict: bool) -> None:
+    _check_unique([c.id for c in doc.contents], "$.contents", "entry id", problems)
+    integrations = [i for i, c in enumerate(doc.contents) if c.kind == "integration"]
+    for i in integrations[1:]:
+        problems.append(Problem(f"$.contents[{i}]", "a pack has at most one integration entry"))
+    for i, ref in enumerate(doc.contents):
+        _check_relative_path(ref.path, f"$.contents[{i}].path", problems)
+
+
+def _check_index(doc: PackIndex, problems: list[Problem], strict: bool) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, entry in enumerate(doc.packs):
+        _check_relative_path(entry.path, f"$.packs[{i}].path", problems)
+        if (entry.id, entry.version) in seen:
+            problems.append(
+                Problem(f"$.packs[{i}]", f"{entry.id} {entry.version} is listed twice")
+            )
+        seen.add((entry.id, entry.version))
+
+
+def decode_manifest(
+    data: bytes | str | dict[str, Any],
+    *,
+    source: str = "manifest.json",
+    require_contract: bool = False,
+    strict_versions: bool = False,
+) -> Manifest:
+    """Decode and validate an integration manifest; every problem is reported at once.
+
+    Raises :class:`~packrun.errors.InvalidManifest` (``invalid_manifest``) naming ``source``.
+    """
+    return _decode(data, Manifest, source, _manifest_checks(require_contract), strict_versions)
+
+
+def decode_pack_manifest(
+    data: bytes | str | dict[str, Any], *, source: str = "pack.json", strict_versions: bool = False
+) -> PackManifest:
+    """Decode and validate a ``pack.json``."""
+    return _decode(data, PackManifest, source, [_check_pack], strict_versions)  # type: ignore[list-item]
+
+
+def decode_entry_manifest(
+    data: bytes | str | dict[str, Any],
+    *,
+    source: str = "manifest.json",
+    strict_versions: bool = False,
+) -> EntryManifest:
+    """Decode and validate the manifest of a non-integration content entry."""
+    return _decode(data, EntryManifest, source, [], strict_versions)
+
+
+def decode_index(
+    data: bytes | str | dict[str, Any], *, source: str = "index.json", strict_versions: bool = False
+) -> PackIndex:
+    """Decode and validate a pack-source index."""
+    return _decode(data, PackIndex, source, [_check_index], strict_versions)  # type: ignore[list-item]
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """The canonical JSON of a manifest: fields in schema order, two-space indent, final newline.
+
+    Canonical bytes are what makes a build reproducible: the same manifest always encodes the same.
+    """
+    return msgspec.json.format(msgspec.json.encode(manifest, enc_hook=_enc_hook), indent=2) + b"\n"

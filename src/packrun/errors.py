@@ -1,0 +1,305 @@
+"""Every error packrun raises.
+
+One root, :class:`PackrunError`; a family per subject beneath it; a concrete class per stable ``code``::
+
+    PackrunError
+    ├── VersionError
+    │   ├── InvalidVersion ·················· invalid_version
+    │   └── DowngradeNotAllowed ············· downgrade_not_allowed
+    ├── ArtifactError
+    │   ├── InvalidManifest ················· invalid_manifest
+    │   ├── InvalidBundle ··················· invalid_bundle
+    │   └── ArtifactMismatch ················ artifact_mismatch
+    ├── CatalogError
+    │   ├── VersionExists ··················· version_exists
+    │   └── NotFound ························ not_found
+    ├── ContractError
+    │   ├── IntegrationContractIncompatible · integration_contract_incompatible
+    │   └── BundleContractIncompatible ······ BUNDLE_CONTRACT_INCOMPATIBLE
+    ├── UpdateError
+    │   ├── BreakingDiff ···················· breaking_diff
+    │   └── DrainTimeout ···················· drain_timeout
+    ├── ToolFailed ·························· tool_error
+    └── StoreError ·························· store_error
+
+``code`` is stable: match on it (or on the class), never on the message. Every message starts with its
+code in brackets and says what was given and what was expected. Structured attributes (``pack``,
+``version``, ``path``, ...) carry the same facts for programs.
+
+Credentials never appear in a message: callers pass them per run and packrun does not put them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactMismatch",
+    "BreakingDiff",
+    "BundleContractIncompatible",
+    "CatalogError",
+    "ContractError",
+    "DowngradeNotAllowed",
+    "DrainTimeout",
+    "IntegrationContractIncompatible",
+    "InvalidBundle",
+    "InvalidManifest",
+    "InvalidVersion",
+    "LayerValue",
+    "NotFound",
+    "PackrunError",
+    "Problem",
+    "StoreError",
+    "ToolFailed",
+    "UpdateError",
+    "VersionError",
+    "VersionExists",
+]
+
+
+class PackrunError(Exception):
+    """Root of every packrun error. ``code`` is a stable string; the message is for people."""
+
+    code: str = "packrun_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"[{self.code}] {message}")
+        self.detail = message
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+class VersionError(PackrunError):
+    """A version string or a version order is wrong."""
+
+
+class InvalidVersion(VersionError):
+    """The string is not a version packrun accepts (strict Semantic Versioning 2.0)."""
+
+    code = "invalid_version"
+
+    def __init__(self, given: object, expected: str) -> None:
+        self.given = given
+        self.expected = expected
+        super().__init__(f"{given!r} is not a valid version: expected {expected}")
+
+
+class DowngradeNotAllowed(VersionError):
+    """A new version is not above every existing version of its release line."""
+
+    code = "downgrade_not_allowed"
+
+    def __init__(self, pack: str, version: str, highest: str, line: str) -> None:
+        self.pack = pack
+        self.version = version
+        self.highest = highest
+        self.line = line
+        super().__init__(
+            f"{pack} {version} is below {highest}, the highest published version of the {line} line: "
+            f"a new version must be above every existing version of its line (minor and patch never "
+            f"go down); publish a version above {highest}, or start a new major"
+        )
+
+
+# --- manifests, bundles and the three version layers --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem found in a document: where (a ``$.path``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"at {self.path}: {self.message}"
+
+
+class ArtifactError(PackrunError):
+    """A manifest, a bundle or a pack source is not what it must be."""
+
+
+class InvalidManifest(ArtifactError):
+    """A manifest, ``pack.json`` or index document is malformed. Lists every problem found."""
+
+    code = "invalid_manifest"
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(f"{source} has {count} problem{'s' if count != 1 else ''}:\n{lines}")
+
+
+class InvalidBundle(ArtifactError):
+    """A bundle file is corrupt, hostile, incomplete, or its code does not match its manifest."""
+
+    code = "invalid_bundle"
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class LayerValue:
+    """What one version layer says: ``layer`` names it, ``where`` is the file, ``value`` the version."""
+
+    layer: str
+    where: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.layer} ({self.where}) = {self.value}"
+
+
+class ArtifactMismatch(ArtifactError):
+    """The layers that carry a version (pack, content entry, artifact) disagree."""
+
+    code = "artifact_mismatch"
+
+    def __init__(self, subject: str, layers: Sequence[LayerValue], hint: str = "") -> None:
+        self.subject = subject
+        self.layers = tuple(layers)
+        said = "; ".join(str(layer) for layer in self.layers)
+        tail = f" — {hint}" if hint else ""
+        super().__init__(f"{subject}: version layers disagree: {said}{tail}")
+
+
+# --- catalog ------------------------------------------------------------------------------------
+
+
+class CatalogError(PackrunError):
+    """A catalog or installation operation was refused."""
+
+
+class VersionExists(CatalogError):
+    """The version is already published and may not be published again."""
+
+    code = "version_exists"
+
+    def __init__(self, pack: str, version: str, reason: str) -> None:
+        self.pack = pack
+        self.version = version
+        super().__init__(f"{pack} {version} is already published: {reason}")
+
+
+class NotFound(CatalogError):
+    """A pack, version, installation, run or tool does not exist."""
+
+    code = "not_found"
+
+    def __init__(self, kind: str, name: str, known: Sequence[str] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = tuple(known)
+        tail = ""
+        if self.known:
+            shown = ", ".join(self.known[:10]) + (", ..." if len(self.known) > 10 else "")
+            tail = f"; known: {shown}"
+        super().__init__(f"no {kind} {name!r}{tail}")
+
+
+# --- contract generations -----------------------------------------------------------------------
+
+
+class ContractError(PackrunError):
+    """A bundle's contract generation is outside what this runtime supports."""
+
+    def __init__(
+        self, bundle: str, version: str, generation: int, supported: Sequence[int], advice: str
+    ) -> None:
+        self.bundle = bundle
+        self.version = version
+        self.generation = generation
+        self.supported = tuple(sorted(supported))
+        listed = ", ".join(str(g) for g in self.supported)
+        direction = (
+            "older than this runtime supports"
+            if self.supported and generation < self.supported[0]
+            else "newer than this runtime supports"
+        )
+        self.direction = "too_old" if direction.startswith("older") else "too_new"
+        super().__init__(
+            f"{bundle} {version} was built against contract generation {generation}, {direction}; "
+            f"this runtime supports {listed} — {advice}"
+        )
+
+
+class IntegrationContractIncompatible(ContractError):
+    """Refused at publish or install: the bundle's generation is outside the supported window."""
+
+    code = "integration_contract_incompatible"
+
+
+class BundleContractIncompatible(ContractError):
+    """Refused at run time: the pinned bundle's generation is no longer (or not yet) supported."""
+
+    code = "BUNDLE_CONTRACT_INCOMPATIBLE"
+
+
+# --- updates ------------------------------------------------------------------------------------
+
+
+class UpdateError(PackrunError):
+    """An update, rollback or drain did not go through."""
+
+
+class BreakingDiff(UpdateError):
+    """The update target has breaking findings (or is a major) and was not acknowledged."""
+
+    code = "breaking_diff"
+
+    def __init__(self, installation: str, from_version: str, to_version: str, reason: str) -> None:
+        self.installation = installation
+        self.from_version = from_version
+        self.to_version = to_version
+        super().__init__(
+            f"updating {installation} from {from_version} to {to_version} needs "
+            f"acknowledge_breaking=True: {reason}"
+        )
+
+
+class DrainTimeout(UpdateError):
+    """Runs were still in flight on a version when the drain timeout ran out."""
+
+    code = "drain_timeout"
+
+    def __init__(self, pack: str, version: str, timeout: float, run_ids: Sequence[str]) -> None:
+        self.pack = pack
+        self.version = version
+        self.timeout = timeout
+        self.run_ids = tuple(run_ids)
+        shown = ", ".join(self.run_ids[:10]) + (", ..." if len(self.run_ids) > 10 else "")
+        super().__init__(
+            f"{pack} {version} still has {len(self.run_ids)} run(s) in flight after {timeout:g}s: {shown}"
+        )
+
+
+# --- tools and stores ---------------------------------------------------------------------------
+
+
+class ToolFailed(PackrunError):
+    """A tool reported a failure. ``tool_code`` is the tool's own code, ``tool`` its id."""
+
+    code = "tool_error"
+
+    def __init__(self, tool: str, tool_code: str, message: str) -> None:
+        self.tool = tool
+        self.tool_code = tool_code
+        self.tool_message = message
+        super().__init__(f"tool {tool!r} failed with {tool_code!r}: {message}")
+
+
+class StoreError(PackrunError):
+    """The store is unreachable, unknown, corrupt, or was written by a newer packrun."""
+
+    code = "store_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
