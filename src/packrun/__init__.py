@@ -1,1 +1,110 @@
+"""packrun: run versioned integration bundles safely.
+
+Per request, packrun answers *which artifact of this integration runs now?* and runs it: a contract
+gate admits bundles of the current and the previous runtime-contract generation, and every run keeps
+the version it started with while pins move underneath.
+
+The names below are the public surface; everything in a module whose name starts with ``_`` is
+private and may change.
+"""
+
 from __future__ import annotations
+
+from packrun._auth import Auth
+from packrun._bundle import (
+    Bundle,
+    BundleLimits,
+    LoadedBundle,
+    build_bundle,
+    bundle_filename,
+    load_bundle,
+    read_bundle,
+)
+from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
+from packrun._manifest import (
+    EntryManifest,
+    Manifest,
+    PackIndex,
+    PackManifest,
+    decode_entry_manifest,
+    decode_index,
+    decode_manifest,
+    decode_pack_manifest,
+)
+from packrun._source import CheckReport, Finding, check, verify
+from packrun._versions import (
+    BumpKind,
+    BumpProblem,
+    ChangeLevel,
+    Version,
+    allowed_change,
+    bump_kind,
+    bump_problem,
+    check_publish_order,
+    release_line,
+)
+from packrun.errors import (
+    ArtifactMismatch,
+    BreakingDiff,
+    BundleContractIncompatible,
+    DowngradeNotAllowed,
+    DrainTimeout,
+    IntegrationContractIncompatible,
+    InvalidBundle,
+    InvalidManifest,
+    InvalidVersion,
+    NotFound,
+    PackrunError,
+    StoreError,
+    ToolFailed,
+    VersionExists,
+)
+
+__all__ = [
+    "ArtifactMismatch",
+    "Auth",
+    "BreakingDiff",
+    "BumpKind",
+    "BumpProblem",
+    "Bundle",
+    "BundleContractIncompatible",
+    "BundleLimits",
+    "CURRENT_GENERATION",
+    "ChangeLevel",
+    "CheckReport",
+    "DEFAULT_GENERATIONS",
+    "DowngradeNotAllowed",
+    "DrainTimeout",
+    "EntryManifest",
+    "Finding",
+    "IntegrationContractIncompatible",
+    "InvalidBundle",
+    "InvalidManifest",
+    "InvalidVersion",
+    "LoadedBundle",
+    "Manifest",
+    "NotFound",
+    "PackIndex",
+    "PackManifest",
+    "PackrunError",
+    "StoreError",
+    "ToolFailed",
+    "Version",
+    "VersionExists",
+    "allowed_change",
+    "build_bundle",
+    "bump_kind",
+    "bump_problem",
+    "bundle_filename",
+    "check",
+    "check_generation",
+    "check_publish_order",
+    "decode_entry_manifest",
+    "decode_index",
+    "decode_manifest",
+    "decode_pack_manifest",
+    "load_bundle",
+    "read_bundle",
+    "release_line",
+    "verify",
+]

@@ -62,8 +62,6 @@ class Auth:
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.credentials)) or "none"
-        return (
-            f"Auth(mode={self.mode!r}, credentials=<redacted: {names}>, scopes={self.scopes!r})"
-        )
+        return f"Auth(mode={self.mode!r}, credentials=<redacted: {names}>, scopes={self.scopes!r})"
 
     __str__ = __repr__

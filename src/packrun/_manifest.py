@@ -63,7 +63,12 @@ ContentKind: TypeAlias = Literal[
 Channel: TypeAlias = Literal["vendor", "custom"]
 
 CONTENT_KINDS: Final[tuple[str, ...]] = (
-    "integration", "process_flow", "ontology", "kb_domain", "workflow", "data_source",
+    "integration",
+    "process_flow",
+    "ontology",
+    "kb_domain",
+    "workflow",
+    "data_source",
 )
 
 
@@ -71,7 +76,7 @@ class _Doc(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
     """Base of every manifest Struct: keyword-only, unknown fields refused, immutable."""
 
 
-class CredentialField(_Doc, kw_only=True):
+class CredentialField(_Doc, kw_only=True, frozen=True):
     """A credential the installation must supply (``key``, ``client_secret``)."""
 
     name: ItemId
@@ -80,7 +85,7 @@ class CredentialField(_Doc, kw_only=True):
     description: str = ""
 
 
-class AuthSpec(_Doc, kw_only=True):
+class AuthSpec(_Doc, kw_only=True, frozen=True):
     """How the integration authenticates: its mode, the scopes it needs and its credential fields."""
 
     mode: AuthMode = "none"
@@ -88,7 +93,7 @@ class AuthSpec(_Doc, kw_only=True):
     credential_fields: tuple[CredentialField, ...] = ()
 
 
-class Field(_Doc, kw_only=True):
+class Field(_Doc, kw_only=True, frozen=True):
     """A field of a tool's input, filters or output, of an event, or a connection property.
 
     ``object`` fields carry ``fields``; ``array`` fields carry ``items``; nesting has no fixed depth.
@@ -105,14 +110,14 @@ class Field(_Doc, kw_only=True):
     items: Field | None = None
 
 
-class Pagination(_Doc, kw_only=True):
+class Pagination(_Doc, kw_only=True, frozen=True):
     """How a tool pages through results."""
 
     style: PaginationStyle = "none"
     page_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class Tool(_Doc, kw_only=True):
+class Tool(_Doc, kw_only=True, frozen=True):
     """One callable tool of an integration."""
 
     id: ItemId
@@ -129,7 +134,7 @@ class Tool(_Doc, kw_only=True):
     output: tuple[Field, ...] = ()
 
 
-class Event(_Doc, kw_only=True):
+class Event(_Doc, kw_only=True, frozen=True):
     """An event the integration can emit."""
 
     id: ItemId
@@ -138,7 +143,7 @@ class Event(_Doc, kw_only=True):
     payload: tuple[Field, ...] = ()
 
 
-class Group(_Doc, kw_only=True):
+class Group(_Doc, kw_only=True, frozen=True):
     """A group of tools, for display."""
 
     id: ItemId
@@ -146,7 +151,7 @@ class Group(_Doc, kw_only=True):
     description: str = ""
 
 
-class Manifest(_Doc, kw_only=True):
+class Manifest(_Doc, kw_only=True, frozen=True):
     """The integration manifest (``manifest.json``). Inside a built bundle ``contract`` is required."""
 
     id: PackId
@@ -169,7 +174,7 @@ class Manifest(_Doc, kw_only=True):
         return tuple(tool.id for tool in self.tools)
 
 
-class EntryManifest(_Doc, kw_only=True):
+class EntryManifest(_Doc, kw_only=True, frozen=True):
     """The ``manifest.json`` of a non-integration content entry (process flow, ontology, ...).
 
     ``spec`` holds the kind's own payload (the steps of a flow, the terms of an ontology).
@@ -182,7 +187,7 @@ class EntryManifest(_Doc, kw_only=True):
     spec: dict[str, Any] = {}
 
 
-class PackInfo(_Doc, kw_only=True):
+class PackInfo(_Doc, kw_only=True, frozen=True):
     """``pack.json`` → ``package``. A pack authored without a version is ``1.0.0``."""
 
     id: PackId
@@ -191,7 +196,7 @@ class PackInfo(_Doc, kw_only=True):
     description: str = ""
 
 
-class ContentRef(_Doc, kw_only=True):
+class ContentRef(_Doc, kw_only=True, frozen=True):
     """``pack.json`` → ``contents[]``: one entry of the pack, its kind, id, version and folder."""
 
     kind: ContentKind
@@ -200,7 +205,7 @@ class ContentRef(_Doc, kw_only=True):
     path: str
 
 
-class PackManifest(_Doc, kw_only=True):
+class PackManifest(_Doc, kw_only=True, frozen=True):
     """``pack.json``: the pack's own version and its content entries."""
 
     package: PackInfo
@@ -211,7 +216,7 @@ class PackManifest(_Doc, kw_only=True):
         return next((c for c in self.contents if c.kind == "integration"), None)
 
 
-class IndexEntry(_Doc, kw_only=True):
+class IndexEntry(_Doc, kw_only=True, frozen=True):
     """One line of a pack-source index: which pack, which version, where, and on which channel."""
 
     id: PackId
@@ -220,7 +225,7 @@ class IndexEntry(_Doc, kw_only=True):
     channel: Channel = "vendor"
 
 
-class PackIndex(_Doc, kw_only=True):
+class PackIndex(_Doc, kw_only=True, frozen=True):
     """``index.json`` of a pack-source tree: the packs and versions it holds."""
 
     packs: tuple[IndexEntry, ...] = ()
@@ -354,7 +359,7 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], strict: bo
             return
         target = int if isinstance(t, mi.IntType) else float
         try:
-            msgspec.convert(value, Annotated[target, _meta_of(t)])  # type: ignore[valid-type]
+            msgspec.convert(value, Annotated[target, _meta_of(t)])
         except msgspec.ValidationError as exc:
             problems.append(Problem(path, f"{_strip_path(exc)}, got {value!r}"))
         return
@@ -491,8 +496,10 @@ def _manifest_checks(require_contract: bool) -> list[_Check]:
         _check_unique([g.id for g in doc.groups], "$.groups", "group id", problems)
         _check_unique([e.id for e in doc.events], "$.events", "event id", problems)
         _check_unique(
-            [c.name for c in doc.auth.credential_fields], "$.auth.credential_fields",
-            "credential field", problems,
+            [c.name for c in doc.auth.credential_fields],
+            "$.auth.credential_fields",
+            "credential field",
+            problems,
         )
         if doc.auth.mode == "none" and doc.auth.credential_fields:
             problems.append(
@@ -512,7 +519,7 @@ def _manifest_checks(require_contract: bool) -> list[_Check]:
             _check_fields(event.payload, f"$.events[{i}].payload", problems)
         _check_fields(doc.connection_properties, "$.connection_properties", problems)
 
-    return [check]  # type: ignore[list-item]
+    return [check]
 
 
 def _check_relative_path(value: str, path: str, problems: list[Problem]) -> None:
@@ -537,13 +544,11 @@ def _check_pack(doc: PackManifest, problems: list[Problem], strict: bool) -> Non
 
 
 def _check_index(doc: PackIndex, problems: list[Problem], strict: bool) -> None:
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, Version]] = set()
     for i, entry in enumerate(doc.packs):
         _check_relative_path(entry.path, f"$.packs[{i}].path", problems)
         if (entry.id, entry.version) in seen:
-            problems.append(
-                Problem(f"$.packs[{i}]", f"{entry.id} {entry.version} is listed twice")
-            )
+            problems.append(Problem(f"$.packs[{i}]", f"{entry.id} {entry.version} is listed twice"))
         seen.add((entry.id, entry.version))
 
 
@@ -565,7 +570,7 @@ def decode_pack_manifest(
     data: bytes | str | dict[str, Any], *, source: str = "pack.json", strict_versions: bool = False
 ) -> PackManifest:
     """Decode and validate a ``pack.json``."""
-    return _decode(data, PackManifest, source, [_check_pack], strict_versions)  # type: ignore[list-item]
+    return _decode(data, PackManifest, source, [_check_pack], strict_versions)
 
 
 def decode_entry_manifest(
@@ -582,7 +587,7 @@ def decode_index(
     data: bytes | str | dict[str, Any], *, source: str = "index.json", strict_versions: bool = False
 ) -> PackIndex:
     """Decode and validate a pack-source index."""
-    return _decode(data, PackIndex, source, [_check_index], strict_versions)  # type: ignore[list-item]
+    return _decode(data, PackIndex, source, [_check_index], strict_versions)
 
 
 def encode_manifest(manifest: Manifest) -> bytes:

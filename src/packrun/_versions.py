@@ -176,9 +176,8 @@ def _parse(text: object, *, strict: bool) -> Version:
         raise InvalidVersion(
             text[:40] + "...", f"at most {MAX_LENGTH} characters (given {len(text)}): {expected}"
         )
-    if strict:
-        if _STRICT.fullmatch(text) is None:
-            raise InvalidVersion(text, expected)
+    if strict and _STRICT.fullmatch(text) is None:
+        raise InvalidVersion(text, expected)
     try:
         parsed = semver.Version.parse(text)
     except (ValueError, TypeError):

@@ -1,0 +1,94 @@
+"""Every example in the README and docs/ runs: Python blocks, ``>>>`` examples and CLI lines."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import packrun
+from packrun import _versions, errors
+from packrun._cli import main
+
+ROOT = Path(__file__).parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+
+
+def _blocks(language: str) -> list[tuple[str, str]]:
+    found = []
+    for doc in DOCS:
+        for n, match in enumerate(FENCE.finditer(doc.read_text())):
+            if match[1] == language and ">>>" not in match[2]:
+                found.append((f"{doc.name}#{n}", match[2]))
+    return found
+
+
+@pytest.fixture
+def in_repo_copy(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the sample tree to run examples in, so they never write into the repository."""
+    shutil.copytree(ROOT / "bundles", tmp_path / "bundles")
+    before = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(before)
+
+
+@pytest.mark.parametrize(
+    ("where", "code"), _blocks("python"), ids=[w for w, _ in _blocks("python")]
+)
+def test_python_example__runs(where: str, code: str, in_repo_copy: Path) -> None:
+    exec(compile(code, where, "exec"), {"__name__": "__example__"})
+
+
+def _cli_lines() -> list[tuple[str, str, str | None]]:
+    """``packrun`` lines of ``sh`` blocks, and ``$ packrun`` lines of ``console`` transcripts with
+    the output the transcript shows."""
+    lines: list[tuple[str, str, str | None]] = []
+    for where, block in _blocks("sh"):
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            if command.startswith("packrun "):
+                lines.append((where, command, None))
+    for where, block in _blocks("console"):
+        command, _, shown = block.partition("\n")
+        assert command.startswith("$ packrun "), where
+        lines.append((where, command[2:], shown))
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("where", "command", "shown"), _cli_lines(), ids=[c for _, c, _ in _cli_lines()]
+)
+def test_cli_example__exits_zero_and_prints_what_the_docs_show(
+    where: str,
+    command: str,
+    shown: str | None,
+    in_repo_copy: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(shlex.split(command)[1:]) == 0, capsys.readouterr()
+    if shown is not None:
+        assert capsys.readouterr().out == shown
+
+
+def test_doctest_examples__in_docs_pass() -> None:
+    for doc in DOCS:
+        result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, doc
+
+
+@pytest.mark.parametrize(
+    "module", [packrun, _versions, errors, packrun._auth], ids=lambda m: m.__name__
+)
+def test_doctest_examples__in_docstrings_pass(module: object) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert result.failed == 0

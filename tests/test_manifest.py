@@ -1,0 +1,251 @@
+"""Manifests: the DESIGN example decodes, and every problem of a document is reported with its path."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+import packrun
+from packrun import InvalidManifest, Version
+from packrun._manifest import encode_manifest
+
+# The integration manifest as DESIGN.md section 3 shows it.
+DESIGN_EXAMPLE: dict[str, Any] = {
+    "id": "acme", "name": "Acme CRM", "version": "1.2.0", "contract": 2,
+    "description": "", "category": "crm", "secondary_category": None, "family": None, "icon": None,
+    "auth": {"mode": "api_key", "scopes": [], "credential_fields": [{"name": "key", "required": True}]},
+    "connection_properties": [],
+    "events": [{"id": "contact.created", "name": "Contact created"}],
+    "groups": [{"id": "contacts", "name": "Contacts"}],
+    "tools": [{
+        "id": "list_contacts", "name": "List contacts", "summary": "", "description": "",
+        "group": "contacts", "method": "GET", "action_type": "read", "endpoint_api_version": "v1",
+        "pagination": {"style": "cursor", "page_size": 50},
+        "input": [{"name": "limit", "type": "integer", "required": False, "default": 10}],
+        "filters": [],
+        "output": [{
+            "name": "contacts", "type": "array", "required": True,
+            "items": {"name": "contact", "type": "object", "required": True,
+                      "fields": [{"name": "id", "type": "string", "required": True}]},
+        }],
+    }],
+}  # fmt: skip
+
+
+def _problems(exc: pytest.ExceptionInfo[InvalidManifest]) -> dict[str, str]:
+    return {p.path: p.message for p in exc.value.problems}
+
+
+def test_decode__design_example__gives_typed_values() -> None:
+    manifest = packrun.decode_manifest(json.dumps(DESIGN_EXAMPLE))
+    assert manifest.version == Version.parse("1.2.0")
+    assert manifest.contract == 2
+    assert manifest.tool_ids() == ("list_contacts",)
+    output = manifest.tools[0].output[0]
+    assert output.items is not None and output.items.fields is not None
+    assert output.items.fields[0].name == "id"
+
+
+def test_decode__only_id_version_and_tools__takes_defaults() -> None:
+    manifest = packrun.decode_manifest({"id": "x", "version": "0.1.0", "tools": [{"id": "t"}]})
+    assert (manifest.auth.mode, manifest.category, manifest.contract) == ("none", "", None)
+    assert manifest.tools[0].method == "GET"
+
+
+def test_encode__round_trips_and_is_canonical() -> None:
+    manifest = packrun.decode_manifest(DESIGN_EXAMPLE)
+    first = encode_manifest(manifest)
+    assert packrun.decode_manifest(first) == manifest
+    shuffled = dict(reversed(list(DESIGN_EXAMPLE.items())))
+    assert encode_manifest(packrun.decode_manifest(shuffled)) == first
+
+
+def test_decode__many_problems__reported_together_each_with_its_path() -> None:
+    doc = copy.deepcopy(DESIGN_EXAMPLE)
+    doc["id"] = "Acme CRM"
+    doc["version"] = "v1.2"
+    doc["surprise"] = True
+    tool = doc["tools"][0]
+    tool["method"] = "FETCH"
+    tool["input"][0]["type"] = "int"
+    tool["output"][0]["items"]["fields"][0]["colour"] = "red"
+    del tool["output"][0]["items"]["fields"][0]["name"]
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc, source="acme/manifest.json")
+    problems = _problems(exc)
+    assert set(problems) == {
+        "$.id",
+        "$.version",
+        "$.surprise",
+        "$.tools[0].method",
+        "$.tools[0].input[0].type",
+        "$.tools[0].output[0].items.fields[0].colour",
+        "$.tools[0].output[0].items.fields[0].name",
+    }
+    assert "unknown field 'surprise'" in problems["$.surprise"]
+    assert "'v1.2'" in problems["$.version"]
+    assert "'FETCH'" in problems["$.tools[0].method"] and "'GET'" in problems["$.tools[0].method"]
+    assert "required field is missing" in problems["$.tools[0].output[0].items.fields[0].name"]
+    assert exc.value.code == "invalid_manifest"
+    assert "acme/manifest.json has 7 problems" in str(exc.value)
+
+
+SEMANTIC_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("no tools", {"tools": []}, "$.tools", "at least one tool"),
+    ("duplicate tool", {"tools": [{"id": "a"}, {"id": "a"}]}, "$.tools[1]", "duplicate tool id 'a'"),
+    ("unknown group", {"tools": [{"id": "a", "group": "g"}]}, "$.tools[0].group", "unknown group 'g'"),
+    (
+        "duplicate field",
+        {"tools": [{"id": "a", "input": [{"name": "x", "type": "string"}, {"name": "x", "type": "integer"}]}]},
+        "$.tools[0].input[1]",
+        "duplicate field name 'x'",
+    ),
+    (
+        "array without items",
+        {"tools": [{"id": "a", "output": [{"name": "x", "type": "array"}]}]},
+        "$.tools[0].output[0].items",
+        "needs 'items'",
+    ),
+    (
+        "string with fields",
+        {"tools": [{"id": "a", "filters": [{"name": "x", "type": "string", "fields": []}]}]},
+        "$.tools[0].filters[0].fields",
+        "no 'fields'",
+    ),
+    (
+        "enum of the wrong type",
+        {"tools": [{"id": "a", "input": [{"name": "x", "type": "integer", "enum": [1, "two"]}]}]},
+        "$.tools[0].input[0].enum[1]",
+        "'two' is not a integer",
+    ),
+    (
+        "nested duplicate",
+        {"tools": [{"id": "a", "output": [{"name": "o", "type": "object", "fields": [
+            {"name": "k", "type": "string"}, {"name": "k", "type": "string"}]}]}]},
+        "$.tools[0].output[0].fields[1]",
+        "duplicate field name 'k'",
+    ),
+    (
+        "credentials without auth",
+        {"auth": {"mode": "none", "credential_fields": [{"name": "key"}]}},
+        "$.auth.credential_fields",
+        "takes no credential fields",
+    ),
+    ("negative contract", {"contract": -1}, "$.contract", ">= 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "fragment"),
+    [c[1:] for c in SEMANTIC_CASES],
+    ids=[c[0] for c in SEMANTIC_CASES],
+)
+def test_decode__rule_broken__reported_at_its_path(
+    change: dict[str, Any], path: str, fragment: str
+) -> None:
+    doc: dict[str, Any] = {"id": "acme", "version": "1.0.0", "tools": [{"id": "t"}]}
+    doc.update(change)
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc)
+    problems = _problems(exc)
+    assert path in problems, problems
+    assert fragment in problems[path]
+
+
+def test_decode__built_bundle_needs_contract() -> None:
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(
+            {"id": "a", "version": "1.0.0", "tools": [{"id": "t"}]}, require_contract=True
+        )
+    assert "$.contract" in _problems(exc)
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe"])
+def test_decode__not_a_json_object__is_invalid_manifest(data: bytes) -> None:
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(data)
+    assert exc.value.problems[0].path == "$"
+
+
+def test_decode__strict_versions__refuse_prereleases() -> None:
+    doc = {"id": "a", "version": "1.0.0-rc.1", "tools": [{"id": "t"}]}
+    assert packrun.decode_manifest(doc).version.is_prerelease
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc, strict_versions=True)
+    assert "strict mode" in _problems(exc)["$.version"]
+
+
+def test_pack_manifest__without_a_version__is_1_0_0() -> None:
+    pack = packrun.decode_pack_manifest({"package": {"id": "helpdesk"}})
+    assert pack.package.version == Version(1, 0, 0)
+    assert pack.contents == ()
+
+
+def test_pack_manifest__problems() -> None:
+    doc = {
+        "package": {"id": "p", "version": "1.0"},
+        "contents": [
+            {"kind": "integration", "id": "a", "version": "1.0.0", "path": "a"},
+            {"kind": "integration", "id": "b", "version": "1.0.0", "path": "../b"},
+            {"kind": "widget", "id": "c", "version": "1.0.0", "path": "/abs"},
+            {"kind": "ontology", "id": "a", "version": "1.0.0", "path": "ok"},
+        ],
+    }
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_pack_manifest(doc)
+    problems = _problems(exc)
+    assert "$.package.version" in problems
+    assert "$.contents[2].kind" in problems
+    # Once the structure is sound, the rules between fields are checked, all of them together.
+    doc["contents"][2]["kind"] = "workflow"
+    doc["package"]["version"] = "1.0.0"
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_pack_manifest(doc)
+    problems = _problems(exc)
+    assert "at most one integration" in problems["$.contents[1]"]
+    assert "relative path" in problems["$.contents[2].path"]
+    assert "duplicate entry id 'a'" in problems["$.contents[3]"]
+
+
+def test_pack_manifest__integration_entry() -> None:
+    pack = packrun.decode_pack_manifest(
+        {
+            "package": {"id": "p", "version": "2.0.0"},
+            "contents": [
+                {"kind": "process_flow", "id": "f", "version": "1.0.0", "path": "flows/f"},
+                {"kind": "integration", "id": "p", "version": "1.1.0", "path": "integration"},
+            ],
+        }
+    )
+    ref = pack.integration()
+    assert ref is not None and ref.id == "p" and ref.version == Version.parse("1.1.0")
+
+
+def test_entry_manifest__spec_is_free_form_but_fields_are_not() -> None:
+    entry = packrun.decode_entry_manifest(
+        {"id": "flow", "version": "1.0.0", "spec": {"steps": [1, 2]}}
+    )
+    assert entry.spec == {"steps": [1, 2]}
+    with pytest.raises(InvalidManifest):
+        packrun.decode_entry_manifest({"id": "flow", "version": "1.0.0", "steps": []})
+
+
+def test_index__duplicate_and_escaping_entries() -> None:
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_index(
+            {
+                "packs": [
+                    {"id": "a", "version": "1.0.0", "path": "a/1.0.0"},
+                    {"id": "a", "version": "1.0.0+build", "path": "a/again"},
+                    {"id": "b", "version": "1.0.0", "path": "../../etc", "channel": "custom"},
+                    {"id": "c", "version": "1.0.0", "path": "c", "channel": "beta"},
+                ]
+            }
+        )
+    problems = _problems(exc)
+    assert "$.packs[3].channel" in problems
+    index = packrun.decode_index({"packs": [{"id": "a", "version": "1.0.0", "path": "a"}]})
+    assert index.packs[0].channel == "vendor"
