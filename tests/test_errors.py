@@ -15,7 +15,7 @@ def _concrete_errors() -> list[type[errors.PackrunError]]:
     return [
         cls
         for _, cls in inspect.getmembers(errors, inspect.isclass)
-        if issubclass(cls, Exception) and "code" in vars(cls)
+        if issubclass(cls, errors.PackrunError) and "code" in vars(cls)
     ]
 
 

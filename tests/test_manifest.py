@@ -185,7 +185,7 @@ def test_pack_manifest__without_a_version__is_1_0_0() -> None:
 
 
 def test_pack_manifest__problems() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "package": {"id": "p", "version": "1.0"},
         "contents": [
             {"kind": "integration", "id": "a", "version": "1.0.0", "path": "a"},
