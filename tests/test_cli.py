@@ -10,7 +10,6 @@ from pathlib import Path
 
 import packrun
 from packrun._cli import main
-
 from test_source import write_integration
 
 
@@ -25,7 +24,8 @@ def test_build__writes_the_bundle_and_reports_its_digest(tmp_path: Path) -> None
     code, out, _ = run("build", str(src), "--json")
     assert code == 0
     built = json.loads(out)["built"]
-    assert built[0]["id"] == "acme" and built[0]["contract"] == packrun.CURRENT_GENERATION
+    assert built[0]["id"] == "acme"
+    assert built[0]["contract"] == packrun.CURRENT_GENERATION
     path = Path(built[0]["path"])
     assert path == src / "dist" / "acme-1.0.0.bundle.tar.gz"
     assert built[0]["digest"] == packrun.read_bundle(path).digest
@@ -34,7 +34,8 @@ def test_build__writes_the_bundle_and_reports_its_digest(tmp_path: Path) -> None
 def test_build__contract_and_output_folder(tmp_path: Path) -> None:
     src = write_integration(tmp_path / "acme")
     code, out, _ = run("build", str(src), "-o", str(tmp_path / "out"), "--contract", "1")
-    assert code == 0 and "(contract 1)" in out
+    assert code == 0
+    assert "(contract 1)" in out
     assert packrun.read_bundle(tmp_path / "out" / "acme-1.0.0.bundle.tar.gz").contract == 1
 
 
@@ -51,16 +52,19 @@ def test_build__invalid_manifest__exit_2_with_every_problem(tmp_path: Path) -> N
     assert code == 2
     error = json.loads(out)["error"]
     assert error["code"] == "invalid_manifest"
-    assert "$.version" in error["message"] and "$.tools[0].id" in error["message"]
+    assert "$.version" in error["message"]
+    assert "$.tools[0].id" in error["message"]
 
 
 def test_check__findings_exit_1__clean_exit_0(tmp_path: Path) -> None:
     src = write_integration(tmp_path / "acme")
     code, out, _ = run("check", str(src))
-    assert code == 1 and "FAIL [dist_missing]" in out
+    assert code == 1
+    assert "FAIL [dist_missing]" in out
     assert run("build", str(src))[0] == 0
     code, out, _ = run("check", str(src), "--json")
-    assert code == 0 and json.loads(out)["ok"] is True
+    assert code == 0
+    assert json.loads(out)["ok"] is True
 
 
 def test_verify__stale_dist__exit_1_naming_the_file(tmp_path: Path) -> None:
@@ -70,9 +74,8 @@ def test_verify__stale_dist__exit_1_naming_the_file(tmp_path: Path) -> None:
     code, out, _ = run("verify", str(src), "--json")
     assert code == 1
     finding = json.loads(out)["findings"][0]
-    assert finding["code"] == "dist_stale" and finding["subject"].endswith(
-        "acme-1.0.0.bundle.tar.gz"
-    )
+    assert finding["code"] == "dist_stale"
+    assert finding["subject"].endswith("acme-1.0.0.bundle.tar.gz")
 
 
 def test_usage_error__exit_2() -> None:

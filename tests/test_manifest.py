@@ -45,7 +45,8 @@ def test_decode__design_example__gives_typed_values() -> None:
     assert manifest.contract == 2
     assert manifest.tool_ids() == ("list_contacts",)
     output = manifest.tools[0].output[0]
-    assert output.items is not None and output.items.fields is not None
+    assert output.items is not None
+    assert output.items.fields is not None
     assert output.items.fields[0].name == "id"
 
 
@@ -87,7 +88,8 @@ def test_decode__many_problems__reported_together_each_with_its_path() -> None:
     }
     assert "unknown field 'surprise'" in problems["$.surprise"]
     assert "'v1.2'" in problems["$.version"]
-    assert "'FETCH'" in problems["$.tools[0].method"] and "'GET'" in problems["$.tools[0].method"]
+    assert "'FETCH'" in problems["$.tools[0].method"]
+    assert "'GET'" in problems["$.tools[0].method"]
     assert "required field is missing" in problems["$.tools[0].output[0].items.fields[0].name"]
     assert exc.value.code == "invalid_manifest"
     assert "acme/manifest.json has 7 problems" in str(exc.value)
@@ -99,7 +101,8 @@ SEMANTIC_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown group", {"tools": [{"id": "a", "group": "g"}]}, "$.tools[0].group", "unknown group 'g'"),
     (
         "duplicate field",
-        {"tools": [{"id": "a", "input": [{"name": "x", "type": "string"}, {"name": "x", "type": "integer"}]}]},
+        {"tools": [{"id": "a", "input": [
+            {"name": "x", "type": "string"}, {"name": "x", "type": "integer"}]}]},
         "$.tools[0].input[1]",
         "duplicate field name 'x'",
     ),
@@ -221,7 +224,9 @@ def test_pack_manifest__integration_entry() -> None:
         }
     )
     ref = pack.integration()
-    assert ref is not None and ref.id == "p" and ref.version == Version.parse("1.1.0")
+    assert ref is not None
+    assert ref.id == "p"
+    assert ref.version == Version.parse("1.1.0")
 
 
 def test_entry_manifest__spec_is_free_form_but_fields_are_not() -> None:

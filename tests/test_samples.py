@@ -84,10 +84,12 @@ def test_acme_1x__lists_deterministic_contacts_per_key() -> None:
     again = call("acme", "1.0.1", "list_contacts", {}, Auth.api_key("k-123"))
     other = call("acme", "1.0.0", "list_contacts", {}, Auth.api_key("k-456"))
     assert first == again != other
-    assert len(first["contacts"]) == 10 and first["next_cursor"] == "10"
+    assert len(first["contacts"]) == 10
+    assert first["next_cursor"] == "10"
     assert set(first["contacts"][0]) == {"id", "name", "email", "company"}
     last = call("acme", "1.0.0", "list_contacts", {"cursor": "20"}, Auth.api_key("k-123"))
-    assert len(last["contacts"]) == 5 and last["next_cursor"] is None
+    assert len(last["contacts"]) == 5
+    assert last["next_cursor"] is None
 
 
 def test_acme_1x__refuses_bad_credentials_without_leaking_them() -> None:
@@ -115,7 +117,8 @@ def test_acme_1_1__adds_search_and_a_company_filter() -> None:
     filtered = call(
         "acme", "1.1.0", "list_contacts", {"company": "Globex", "limit": 100}, Auth.api_key("k-123")
     )
-    assert found["contacts"] and all(c["company"] == "Globex" for c in filtered["contacts"])
+    assert found["contacts"]
+    assert all(c["company"] == "Globex" for c in filtered["contacts"])
 
 
 def test_acme_custom_1_1_1__has_its_own_default_page() -> None:
@@ -126,7 +129,8 @@ def test_acme_custom_1_1_1__has_its_own_default_page() -> None:
 def test_acme_1_2__requires_account_id_the_dishonest_change() -> None:
     with pytest.raises(ToolError) as exc:
         call("acme", "1.2.0", "list_contacts", {}, Auth.api_key("k-123"))
-    assert exc.value.code == "invalid_input" and "account_id" in str(exc.value)
+    assert exc.value.code == "invalid_input"
+    assert "account_id" in str(exc.value)
 
 
 def test_acme_2__needs_oauth2_with_its_scope_and_drops_email() -> None:
@@ -152,7 +156,8 @@ def test_acme_1_and_2__live_side_by_side_in_one_process() -> None:
         {"id": "c-001"},
         Auth.oauth2("k-123", scopes=["contacts.read"]),
     )
-    assert "email" in v1["contact"] and "email" not in v2["contact"]
+    assert "email" in v1["contact"]
+    assert "email" not in v2["contact"]
     assert v1["contact"]["name"] == v2["contact"]["name"]
 
 
