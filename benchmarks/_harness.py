@@ -1,0 +1,67 @@
+"""A small timing harness: every subject is timed against a baseline measured in the same run.
+
+Absolute times depend on the machine; the ratio to a baseline measured moments before on the same
+machine is what a benchmark reports and what the goals in the docs are stated in.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a results table."""
+
+    subject: str
+    baseline: str
+    seconds: float
+    baseline_seconds: float
+    goal: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.baseline_seconds
+
+
+def best_of(fn: Callable[[], object], *, repeat: int = 7, min_time: float = 0.05) -> float:
+    """Seconds per call: the best of ``repeat`` rounds, each long enough to be measured."""
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()
+    number = max(number, int(number * min_time / 0.2) or 1)
+    return min(timer.repeat(repeat=repeat, number=number)) / number
+
+
+def machine() -> str:
+    """The machine and versions the figures were measured with."""
+    deps = ", ".join(f"{name} {version(name)}" for name in ("packrun", "semver", "msgspec"))
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on "
+        f"{platform.system()} {platform.machine()}, {platform.processor() or 'unknown CPU'}; {deps}"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table with a ratio column."""
+    lines = [
+        "| subject | baseline | time per call | baseline per call | ratio | goal |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.subject} | {row.baseline} | {row.seconds * 1e6:.3f} µs | "
+            f"{row.baseline_seconds * 1e6:.3f} µs | {row.ratio:.2f}x | {row.goal} |"
+        )
+    return "\n".join(lines)
+
+
+def main(rows: Callable[[], list[Row]]) -> None:
+    """Print the machine line and the table of ``rows()``."""
+    print(machine(), file=sys.stdout)
+    print(file=sys.stdout)
+    print(table(rows()), file=sys.stdout)

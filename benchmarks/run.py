@@ -1,0 +1,25 @@
+"""Run every benchmark: ``python benchmarks/run.py`` prints the machine and one table per subject."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from _harness import machine, table  # noqa: E402
+
+
+def main() -> None:
+    print(machine())
+    for path in sorted(HERE.glob("bench_*.py")):
+        module = importlib.import_module(path.stem)
+        print(f"\n## {path.stem.removeprefix('bench_')}\n")
+        print((module.__doc__ or "").strip().splitlines()[0] + "\n")
+        print(table(module.rows()))
+
+
+if __name__ == "__main__":
+    main()
