@@ -105,7 +105,8 @@ def test_check__renamed_artifact__is_a_layer_mismatch(tmp_path: Path) -> None:
     built.path.rename(src / "dist" / "acme-1.0.1.bundle.tar.gz")
     report = packrun.check(src)
     assert codes(report) == ["artifact_mismatch"]
-    assert "file name" in str(report.findings[0].message) or "renamed" in report.findings[0].message
+    layers = {layer.layer: layer.value for layer in report.findings[0].layers}
+    assert layers == {"file name": "acme 1.0.1", "artifact": "acme 1.0.0"}
 
 
 def test_check__pack_entry_layers_disagree(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from packrun._manifest import (
     decode_pack_manifest,
 )
 from packrun._versions import Version, bump_kind
-from packrun.errors import ArtifactError, LayerValue, PackrunError
+from packrun.errors import ArtifactError, ArtifactMismatch, LayerValue, PackrunError
 
 __all__ = ["CheckReport", "Finding", "SourceFolder", "check", "discover", "verify"]
 
@@ -106,6 +106,11 @@ class SourceFolder:
     version: Version
 
 
+def _finding(exc: PackrunError, subject: str) -> Finding:
+    layers = exc.layers if isinstance(exc, ArtifactMismatch) else ()
+    return Finding(exc.code, subject, exc.detail, layers)
+
+
 # --- discovery ----------------------------------------------------------------------------------
 
 
@@ -147,7 +152,7 @@ def _declared(folder: Path, report: CheckReport) -> SourceFolder | None:
     try:
         return _declare(folder)
     except ArtifactError as exc:
-        report.findings.append(Finding(exc.code, str(folder), exc.detail))
+        report.findings.append(_finding(exc, str(folder)))
         return None
 
 
@@ -200,13 +205,13 @@ def _check_artifact(
     try:
         bundle = read_bundle(expected)
     except PackrunError as exc:
-        report.findings.append(Finding(exc.code, str(expected), exc.detail))
+        report.findings.append(_finding(exc, str(expected)))
         return
     _compare_layers(src, manifest, bundle, subject, report)
     try:
         _, rebuilt = build_source(src, contract=bundle.contract)
     except PackrunError as exc:
-        report.findings.append(Finding(exc.code, str(src), exc.detail))
+        report.findings.append(_finding(exc, str(src)))
         return
     if rebuilt != bundle.data:
         if _tar_payload(rebuilt) == _tar_payload(bundle.data):
@@ -227,7 +232,7 @@ def _check_artifact(
             try:
                 load_bundle(bundle, stage="publish")
             except PackrunError as exc:
-                report.findings.append(Finding(exc.code, str(expected), exc.detail))
+                report.findings.append(_finding(exc, str(expected)))
         else:
             report.notes.append(
                 f"{expected.name}: contract generation {bundle.contract} is outside this runtime's "
@@ -266,7 +271,7 @@ def _check_integration_source(src: Path, report: CheckReport, *, load: bool) -> 
             (src / "manifest.json").read_bytes(), source=str(src / "manifest.json")
         )
     except ArtifactError as exc:
-        report.findings.append(Finding(exc.code, str(src), exc.detail))
+        report.findings.append(_finding(exc, str(src)))
         return
     _check_artifact(src, manifest, src / "dist", str(src), report, load=load)
 
@@ -282,7 +287,7 @@ def _check_pack_source(src: Path, report: CheckReport, *, load: bool) -> _PackSn
     try:
         pack = decode_pack_manifest(pack_file.read_bytes(), source=str(pack_file))
     except ArtifactError as exc:
-        report.findings.append(Finding(exc.code, str(src), exc.detail))
+        report.findings.append(_finding(exc, str(src)))
         return None
     entries: dict[str, Version] = {}
     for ref in pack.contents:
@@ -305,7 +310,7 @@ def _check_pack_source(src: Path, report: CheckReport, *, load: bool) -> _PackSn
             else:
                 entry = decode_entry_manifest(entry_file.read_bytes(), source=str(entry_file))
         except ArtifactError as exc:
-            report.findings.append(Finding(exc.code, subject, exc.detail))
+            report.findings.append(_finding(exc, subject))
             continue
         entries[ref.id] = entry.version
         if (entry.id, entry.version) != (ref.id, ref.version):
@@ -386,7 +391,7 @@ def _check_index(root: Path, found: Sequence[SourceFolder], report: CheckReport)
     try:
         index = decode_index(index_file.read_bytes(), source=str(index_file))
     except ArtifactError as exc:
-        report.findings.append(Finding(exc.code, str(index_file), exc.detail))
+        report.findings.append(_finding(exc, str(index_file)))
         return
     by_path = {s.path.resolve(): s for s in found}
     listed: set[Path] = set()
@@ -478,7 +483,7 @@ def _verify_file(path: Path, report: CheckReport) -> CheckReport:
             )
         report.checked.append(str(path))
     except PackrunError as exc:
-        report.findings.append(Finding(exc.code, str(path), exc.detail))
+        report.findings.append(_finding(exc, str(path)))
     return report
 
 
