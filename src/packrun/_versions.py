@@ -62,6 +62,9 @@ _Key: TypeAlias = tuple[int, int, int, int, _PreKey]
 class Version:
     """A version: ordered by SemVer 2.0 precedence, hashable, immutable; ``str()`` round-trips.
 
+    Build one with :meth:`parse`, or from parts: ``Version(2, 0, 0, "rc.1")`` (pre-release and build
+    given as dotted text or as a sequence of identifiers).
+
     Build metadata is kept in ``str()`` but ignored for precedence, equality and hashing, so
     ``1.0.0+a`` and ``1.0.0+b`` are the same version.
 
@@ -89,8 +92,8 @@ class Version:
         prerelease: Iterable[str] = (),
         build: Iterable[str] = (),
     ) -> None:
-        pre = tuple(prerelease)
-        bld = tuple(build)
+        pre = tuple(prerelease.split(".") if isinstance(prerelease, str) else prerelease)
+        bld = tuple(build.split(".") if isinstance(build, str) else build)
         text = f"{major}.{minor}.{patch}"
         if pre:
             text += "-" + ".".join(pre)
@@ -174,8 +177,12 @@ def _parse(text: object, *, strict: bool) -> Version:
         raise InvalidVersion(text, f"a string: {expected}")
     if len(text) > MAX_LENGTH:
         raise InvalidVersion(
-            text[:40] + "...", f"at most {MAX_LENGTH} characters (given {len(text)}): {expected}"
+            text, f"at most {MAX_LENGTH} characters (given {len(text)}): {expected}"
         )
+    # Older semver releases matched with ``$`` and Unicode ``\d``: refuse what they let through
+    # (a trailing newline, non-ASCII digits) whatever release is installed.
+    if not text.isascii() or "\n" in text:
+        raise InvalidVersion(text, expected)
     if strict and _STRICT.fullmatch(text) is None:
         raise InvalidVersion(text, expected)
     try:

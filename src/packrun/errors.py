@@ -84,7 +84,10 @@ class InvalidVersion(VersionError):
     def __init__(self, given: object, expected: str) -> None:
         self.given = given
         self.expected = expected
-        super().__init__(f"{given!r} is not a valid version: expected {expected}")
+        shown = repr(given)
+        if len(shown) > 60:
+            shown = shown[:40] + "..." + shown[-8:]
+        super().__init__(f"{shown} is not a valid version: expected {expected}")
 
 
 class DowngradeNotAllowed(VersionError):
@@ -100,7 +103,7 @@ class DowngradeNotAllowed(VersionError):
         super().__init__(
             f"{pack} {version} is below {highest}, the highest published version of the {line} line: "
             f"a new version must be above every existing version of its line (minor and patch never "
-            f"go down); publish a version above {highest}, or start a new major"
+            f"go down); publish a version above {highest}, or start a new release line"
         )
 
 
