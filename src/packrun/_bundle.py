@@ -119,14 +119,29 @@ class Bundle:
 def _source_files(code_dir: Path) -> dict[str, bytes]:
     """The files of ``code/`` that go into a bundle: regular files, no caches, no hidden files."""
     files: dict[str, bytes] = {}
+    limits = DEFAULT_LIMITS
     for path in sorted(code_dir.rglob("*")):
         rel = path.relative_to(code_dir)
         if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
             continue
-        if path.suffix in (".pyc", ".pyo") or path.is_dir():
+        # A link is refused before anything follows it (is_dir() and is_file() would).
+        if path.is_symlink():
+            raise InvalidBundle(
+                str(path), "code/ may hold only regular files and folders (no links)"
+            )
+        if path.is_dir() or path.suffix in (".pyc", ".pyo"):
             continue
-        if path.is_symlink() or not path.is_file():
-            raise InvalidBundle(str(path), "code/ may hold only regular files (no links, devices)")
+        if not path.is_file():
+            raise InvalidBundle(
+                str(path), "code/ may hold only regular files and folders (no devices)"
+            )
+        name = f"code/{rel.as_posix()}"
+        if len(name) > limits.max_path_length or name.count("/") + 1 > limits.max_depth:
+            raise InvalidBundle(
+                str(path),
+                f"{name!r} is nested too deep or named too long for a bundle (at most "
+                f"{limits.max_depth} levels, {limits.max_path_length} characters)",
+            )
         files[rel.as_posix()] = path.read_bytes()
     return files
 
@@ -153,7 +168,10 @@ def bundle_bytes(manifest: Manifest, files: Mapping[str, bytes]) -> bytes:
         entries.update({f"code/{name}": data for name, data in files.items()})
         for name in sorted(entries):
             data = entries[name]
-            tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
+            try:
+                tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
+            except ValueError as exc:  # a name the USTAR format cannot hold
+                raise InvalidBundle(name, f"cannot be stored in a bundle: {exc}") from None
     out = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
         gz.write(raw.getvalue())
@@ -221,8 +239,10 @@ def _gunzip(data: bytes, source: str, limits: BundleLimits) -> bytes:
     if data[:2] != b"\x1f\x8b":
         raise InvalidBundle(source, "not a gzip file (a bundle is a .tar.gz)")
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    # Header blocks add to the file sizes, so allow a margin over the unpacked limit.
-    ceiling = limits.max_unpacked_bytes + 512 * (2 * limits.max_members + 2)
+    # This ceiling only bounds memory; the exact limits are checked member by member below. The tar
+    # stream is larger than its files: a header (and for long names, up to three more blocks) per
+    # member, padding to 512 bytes, the end blocks, and padding to a 10 KiB record.
+    ceiling = limits.max_unpacked_bytes + 512 * 4 * (limits.max_members + 1) + 2 * 10240
     try:
         out = inflater.decompress(data, ceiling + 1)
     except zlib.error as exc:
@@ -351,6 +371,13 @@ def read_bundle(
                     if rel in code:
                         raise InvalidBundle(label, f"member {name!r} appears twice")
                     code[rel] = content
+            # tarfile reads a damaged header after the first member as the end of the archive;
+            # what follows the last member read must be the end blocks (zeros) and nothing else.
+            if tar_bytes[tar.offset :].strip(b"\0"):
+                raise InvalidBundle(
+                    label,
+                    f"corrupt or truncated tar archive: a damaged header at byte {tar.offset}",
+                )
     except InvalidBundle:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeError) as exc:
@@ -483,7 +510,7 @@ def load_bundle(
         _finder.packages.setdefault(name, (bundle.filename, bundle.files))
     try:
         module = importlib.import_module(name)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # bundle code may even call sys.exit() on import
         raise InvalidBundle(
             bundle.source, f"importing code/ failed: {type(exc).__name__}: {exc}"
         ) from exc
@@ -498,7 +525,8 @@ def load_bundle(
 
 
 def _integration_tools(bundle: Bundle, module: ModuleType) -> Mapping[str, ToolFunction]:
-    found = [v for v in vars(module).values() if isinstance(v, Integration)]
+    # Keyed by identity: one Integration bound to two names is still one.
+    found = list({id(v): v for v in vars(module).values() if isinstance(v, Integration)}.values())
     if len(found) != 1:
         raise InvalidBundle(
             bundle.source,

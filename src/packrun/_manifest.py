@@ -417,7 +417,8 @@ def _decode(
     else:
         try:
             raw = msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec raises UnicodeDecodeError for bytes that are not UTF-8 inside a string.
             raise InvalidManifest(source, [Problem("$", f"not valid JSON: {exc}")]) from None
     try:
         doc = msgspec.convert(raw, cls, dec_hook=_version_hook(strict_versions))
