@@ -16,7 +16,7 @@ import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1080,38 +1080,32 @@ def generation_0_bundle(probe_name: str) -> bytes:
     )
 
 
-def test_load__generation_0_at_run__is_bundle_contract_incompatible(
+@pytest.mark.parametrize(
+    ("stage", "error_type", "code"),
+    [
+        ("run", BundleContractIncompatible, "BUNDLE_CONTRACT_INCOMPATIBLE"),
+        ("publish", IntegrationContractIncompatible, "integration_contract_incompatible"),
+    ],
+)
+def test_load__generation_0__is_refused_before_import_with_the_stage_code(
     probe: tuple[str, list[str]],
+    stage: Literal["run", "publish"],
+    error_type: type[packrun.PackrunError],
+    code: str,
 ) -> None:
     probe_name, events = probe
-    with pytest.raises(BundleContractIncompatible) as exc:
-        packrun.load_bundle(generation_0_bundle(probe_name), stage="run")
+    with pytest.raises(error_type) as exc:
+        packrun.load_bundle(generation_0_bundle(probe_name), stage=stage)
     error = exc.value
-    assert error.code == "BUNDLE_CONTRACT_INCOMPATIBLE"
+    assert error.code == code
     message = str(error)
     assert "acme 1.4.2" in message
     assert "generation 0" in message
     assert "1, 2" in message
     assert "older than this runtime supports" in message
     assert "rebuild it with a current SDK" in message
+    assert isinstance(error, packrun.errors.ContractError)
     assert (error.generation, error.supported, error.direction) == (0, (1, 2), "too_old")
-    assert events == []
-
-
-def test_load__generation_0_at_publish__is_integration_contract_incompatible(
-    probe: tuple[str, list[str]],
-) -> None:
-    probe_name, events = probe
-    with pytest.raises(IntegrationContractIncompatible) as exc:
-        packrun.load_bundle(generation_0_bundle(probe_name), stage="publish")
-    error = exc.value
-    assert error.code == "integration_contract_incompatible"
-    message = str(error)
-    assert "acme 1.4.2" in message
-    assert "generation 0" in message
-    assert "1, 2" in message
-    assert "older than this runtime supports" in message
-    assert "rebuild it with a current SDK" in message
     assert events == []
 
 

@@ -998,8 +998,3 @@ def test_version_from_parts__dotted_text_or_identifiers() -> None:
     assert Version(2, 0, 0, ("rc", "1")) == Version.parse("2.0.0-rc.1")
     with pytest.raises(InvalidVersion):
         Version(1, 2, 3, "rc..1")
-
-
-@pytest.mark.parametrize("text", ["1.2.3\n", "1\u0662.2.3", "1.2.\uff13"])
-def test_parse__non_ascii_or_newline__refused_whatever_semver_release(text: str) -> None:
-    assert parse_refused(text).given == text
