@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -935,7 +936,7 @@ def test_load__same_bytes_twice__returns_the_cached_module() -> None:
 def test_load__bundle_object__loads_too() -> None:
     bundle = packrun.read_bundle(simple_bundle())
     loaded = packrun.load_bundle(bundle)
-    assert loaded.bundle is bundle
+    assert loaded.bundle == bundle
     assert set(loaded.tools) == {"ask"}
     assert call_tool(loaded, "ask") == "ask"
 
@@ -1170,3 +1171,61 @@ def test_load__helper_module_traceback__names_its_own_file() -> None:
     frames = traceback.extract_tb(exc.value.__traceback__)
     assert frames[-1].filename.endswith("acme-1.3.1.bundle.tar.gz/code/sub/helper.py")
     assert frames[-2].filename.endswith("acme-1.3.1.bundle.tar.gz/code/__init__.py")
+
+
+def test_load__hand_built_bundle_with_foreign_code__cannot_poison_the_cache() -> None:
+    dist = Path(__file__).parents[1] / "bundles" / "acme"
+    one = packrun.read_bundle(dist / "1.0.0" / "dist" / "acme-1.0.0.bundle.tar.gz")
+    two = packrun.read_bundle(dist / "2.0.0" / "dist" / "acme-2.0.0.bundle.tar.gz")
+    forged = dataclasses.replace(one, files=two.files, data=two.data)
+    # The digest is computed from the bytes, so the forgery does not pass for 1.0.0 ...
+    with pytest.raises(InvalidBundle, match="digest mismatch"):
+        packrun.load_bundle(forged, expected_digest=one.digest)
+    # ... and without an expected digest it loads as what its bytes are: 2.0.0.
+    assert packrun.load_bundle(forged).bundle.version == "2.0.0"
+    genuine = packrun.load_bundle(one, expected_digest=one.digest)
+    assert genuine.bundle.version == "1.0.0"
+    assert "search_contacts" not in genuine.tools
+
+
+def test_read__special_files__are_refused_without_reading_them(tmp_path: Path) -> None:
+    with pytest.raises(InvalidBundle, match="not a regular file"):
+        packrun.read_bundle("/dev/zero")
+    fifo = tmp_path / "pipe.bundle.tar.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidBundle, match="not a regular file"):
+        packrun.read_bundle(fifo)
+    with pytest.raises(InvalidBundle, match="cannot be read"):
+        packrun.read_bundle(tmp_path)
+    with pytest.raises(InvalidBundle, match="expected the bundle's bytes or path"):
+        packrun.read_bundle(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("contract", "big_file", "error"),
+    [(-5, 0, packrun.InvalidManifest), (2, 17 * 1024 * 1024, InvalidBundle)],
+    ids=["negative-generation", "over-the-file-limit"],
+)
+def test_build__never_writes_a_bundle_that_reading_refuses(
+    tmp_path: Path, contract: int, big_file: int, error: type[packrun.PackrunError]
+) -> None:
+    src = tmp_path / "src"
+    (src / "code").mkdir(parents=True)
+    (src / "code" / "__init__.py").write_text("X = 1\n")
+    (src / "code" / "data.txt").write_bytes(b"x" * big_file)
+    manifest = {"id": "acme", "version": "1.0.0", "tools": [{"id": "t"}]}
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(error):
+        packrun.build_bundle(src, tmp_path / "out", contract=contract)
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_document__refuses_oversized_and_special_files(tmp_path: Path) -> None:
+    from packrun._manifest import read_document
+
+    big = tmp_path / "manifest.json"
+    big.write_bytes(b" " * (16 * 1024 * 1024 + 1))
+    with pytest.raises(packrun.InvalidManifest, match="the most accepted"):
+        read_document(big)
+    with pytest.raises(packrun.InvalidManifest, match="not a regular file"):
+        read_document(Path("/dev/zero"))

@@ -122,7 +122,7 @@ SEMANTIC_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "enum of the wrong type",
         {"tools": [{"id": "a", "input": [{"name": "x", "type": "integer", "enum": [1, "two"]}]}]},
         "$.tools[0].input[0].enum[1]",
-        "'two' is not a integer",
+        "'two' is not an integer",
     ),
     (
         "nested duplicate",
@@ -254,3 +254,74 @@ def test_index__duplicate_and_escaping_entries() -> None:
     assert "$.packs[3].channel" in problems
     index = packrun.decode_index({"packs": [{"id": "a", "version": "1.0.0", "path": "a"}]})
     assert index.packs[0].channel == "vendor"
+
+
+def test_decode__shape_and_rule_problems__reported_in_one_pass() -> None:
+    doc = {"id": "acme", "version": "1.0.0", "bogus": 1, "tools": [{"id": "x"}, {"id": "x"}]}
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc)
+    assert set(_problems(exc)) == {"$.bogus", "$.tools[1]"}
+
+
+@pytest.mark.parametrize("version", [1, 1.5, None, [1], {"major": 1}, True])
+def test_decode__non_string_version__is_a_problem_at_its_path(version: object) -> None:
+    for decode, doc, path in (
+        (
+            packrun.decode_manifest,
+            {"id": "a", "version": version, "tools": [{"id": "t"}]},
+            "$.version",
+        ),
+        (
+            packrun.decode_pack_manifest,
+            {"package": {"id": "a", "version": version}},
+            "$.package.version",
+        ),
+        (
+            packrun.decode_index,
+            {"packs": [{"id": "a", "version": version, "path": "a"}]},
+            "$.packs[0].version",
+        ),
+    ):
+        with pytest.raises(InvalidManifest) as exc:
+            decode(json.dumps(doc))
+        assert path in _problems(exc)
+
+
+@pytest.mark.parametrize("depth", [600, 5000])
+def test_decode__absurdly_nested_document__is_invalid_manifest(depth: int) -> None:
+    field = '{"name": "leaf", "type": "strin"}'
+    for _ in range(depth):
+        field = '{"name": "n", "type": "array", "items": ' + field + "}"
+    text = '{"id": "a", "version": "1.0.0", "tools": [{"id": "t", "output": [' + field + "]}]}"
+    with pytest.raises(InvalidManifest):
+        packrun.decode_manifest(text)
+
+
+@pytest.mark.parametrize("data", [None, [], 42, object()])
+def test_decode__not_a_document__is_invalid_manifest(data: object) -> None:
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(data)  # type: ignore[arg-type]
+    assert "expected JSON bytes or text" in exc.value.problems[0].message
+
+
+def test_decode__default_must_fit_its_type_and_enum() -> None:
+    doc = {
+        "id": "a",
+        "version": "1.0.0",
+        "tools": [
+            {
+                "id": "t",
+                "input": [
+                    {"name": "n", "type": "integer", "default": "abc"},
+                    {"name": "s", "type": "string", "enum": ["a", "b"], "default": "c"},
+                    {"name": "ok", "type": "number", "default": 2},
+                ],
+            }
+        ],
+    }
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc)
+    problems = _problems(exc)
+    assert problems["$.tools[0].input[0].default"] == "'abc' is not an integer"
+    assert "not one of its enum values" in problems["$.tools[0].input[1].default"]
+    assert "$.tools[0].input[2].default" not in problems

@@ -223,3 +223,63 @@ def test_check__copy_of_samples_with_a_stale_index__is_caught(tmp_path: Path) ->
     index["packs"][0]["version"] = "0.9.0"
     (tree / "index.json").write_text(json.dumps(index))
     assert "index_stale" in codes(packrun.check(tree))
+
+
+def test_check__backport_on_an_older_line__is_compared_within_its_line(tmp_path: Path) -> None:
+    write_pack(tmp_path / "a", "1.0.0", {"triage": "1.4.0"})
+    write_pack(tmp_path / "b", "2.0.0", {"triage": "2.0.0"})
+    write_pack(tmp_path / "c", "1.1.0", {"triage": "1.5.0"})  # a 1.x backport after 2.0.0
+    assert packrun.check(tmp_path).ok
+
+
+def test_check__entry_going_down__names_both_snapshots(tmp_path: Path) -> None:
+    write_pack(tmp_path / "a", "1.0.0", {"triage": "1.4.0"})
+    write_pack(tmp_path / "b", "1.1.0", {"triage": "1.3.0"})
+    report = packrun.check(tmp_path)
+    assert codes(report) == ["entry_version_decreased"]
+    layers = {layer.layer: layer.value for layer in report.findings[0].layers}
+    assert layers == {"pack 1.0.0": "1.4.0", "pack 1.1.0": "1.3.0"}
+
+
+def test_check__stale_dist__names_both_digests(tmp_path: Path) -> None:
+    src = write_integration(tmp_path / "acme")
+    built = packrun.build_bundle(src)
+    write_integration(src, answer="b")
+    (finding,) = packrun.check(src).findings
+    layers = {layer.layer: layer.value for layer in finding.layers}
+    assert layers["artifact"] == built.digest
+    assert layers["sources, rebuilt"].startswith("sha256:")
+    assert layers["sources, rebuilt"] != built.digest
+
+
+def test_check__index_path_into_a_link_loop__is_reported_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "x").symlink_to(tmp_path / "y")
+    (tmp_path / "y").symlink_to(tmp_path / "x")
+    write_pack(tmp_path / "helpdesk", "1.0.0", {})
+    _index(tmp_path, [("helpdesk", "1.0.0", "helpdesk"), ("z", "1.0.0", "x")])
+    assert codes(packrun.check(tmp_path)) == ["index_dangling"]
+
+
+def test_check__pack_entry_linked_outside_the_pack__is_refused(tmp_path: Path) -> None:
+    pack = write_pack(tmp_path / "helpdesk", "1.0.0", {"triage": "1.0.0"})
+    outside = tmp_path / "outside"
+    write_entry(outside, "triage", "1.0.0")
+    shutil.rmtree(pack / "flows" / "triage")
+    (pack / "flows" / "triage").symlink_to(outside)
+    report = packrun.check(pack)
+    assert codes(report) == ["invalid_manifest"]
+    assert "leads outside the pack source" in report.findings[0].message
+
+
+def test_verify__a_device__is_an_invalid_bundle_finding() -> None:
+    report = packrun.verify("/dev/zero")
+    assert codes(report) == ["invalid_bundle"]
+    assert "not a regular file" in report.findings[0].message
+
+
+def test_check__sources_deeper_than_searched__are_noted(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*"abcdefg")
+    packrun.build_bundle(write_integration(deep))
+    report = packrun.check(tmp_path)
+    assert codes(report) == ["not_found"]
+    assert any("not searched" in note for note in report.notes)

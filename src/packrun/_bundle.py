@@ -18,7 +18,9 @@ import importlib
 import importlib.abc
 import importlib.util
 import io
+import os
 import re
+import stat
 import sys
 import tarfile
 import threading
@@ -32,7 +34,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
-from packrun._manifest import Manifest, decode_manifest, encode_manifest
+from packrun._manifest import Manifest, decode_manifest, encode_manifest, read_document
 from packrun.errors import ArtifactMismatch, InvalidBundle, LayerValue
 from packrun.sdk import Integration, ToolFunction
 
@@ -199,12 +201,15 @@ def build_source(src: Path, *, contract: int | None = None) -> tuple[Manifest, b
         raise InvalidBundle(str(src), "an integration source needs manifest.json")
     if not (code_dir / "__init__.py").is_file():
         raise InvalidBundle(str(src), "an integration source needs code/__init__.py")
-    manifest = decode_manifest(manifest_path.read_bytes(), source=str(manifest_path))
+    manifest = decode_manifest(read_document(manifest_path), source=str(manifest_path))
     generation = contract if contract is not None else manifest.contract
     stamped = msgspec.structs.replace(
         manifest, contract=CURRENT_GENERATION if generation is None else generation
     )
-    return stamped, bundle_bytes(stamped, _source_files(code_dir))
+    data = bundle_bytes(stamped, _source_files(code_dir))
+    # Never write what reading would refuse (a negative generation, a bundle over the limits).
+    read_bundle(data, source=f"the bundle built from {src}")
+    return stamped, data
 
 
 def build_bundle(
@@ -301,6 +306,26 @@ def _kind(info: tarfile.TarInfo) -> str:
     return f"an entry of type {info.type!r}"
 
 
+def _read_file(path: Path, label: str, limits: BundleLimits) -> bytes:
+    """The bytes of a regular file, never more than the limit (a device or FIFO is refused)."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before it can be refused.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidBundle(label, "not a regular file")
+            blob = handle.read(limits.max_compressed_bytes + 1)
+    except OSError as exc:
+        raise InvalidBundle(label, f"cannot be read: {exc.strerror or exc}") from None
+    if len(blob) > limits.max_compressed_bytes:
+        raise InvalidBundle(
+            label,
+            f"the file is over {limits.max_compressed_bytes} bytes; "
+            f"at most {limits.max_compressed_bytes} are accepted",
+        )
+    return blob
+
+
 def read_bundle(
     data: bytes | str | Path, *, source: str | None = None, limits: BundleLimits = DEFAULT_LIMITS
 ) -> Bundle:
@@ -315,20 +340,15 @@ def read_bundle(
     if isinstance(data, str | Path):
         path = Path(data)
         label = source or str(path)
-        try:
-            size = path.stat().st_size
-            if size > limits.max_compressed_bytes:
-                raise InvalidBundle(
-                    label,
-                    f"the file is {size} bytes; at most {limits.max_compressed_bytes} are accepted",
-                )
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise InvalidBundle(label, f"cannot be read: {exc.strerror or exc}") from None
+        blob = _read_file(path, label, limits)
         name_from_path = path.name
-    else:
+    elif isinstance(data, bytes | bytearray | memoryview):
         blob = bytes(data)
         label = source or "<bytes>"
+    else:
+        raise InvalidBundle(
+            source or "<input>", f"expected the bundle's bytes or path, got {type(data).__name__}"
+        )
     tar_bytes = _gunzip(blob, label, limits)
 
     manifest_raw: bytes | None = None
@@ -450,6 +470,7 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self.packages: dict[str, tuple[str, Mapping[str, bytes]]] = {}
+        self.bundles: dict[str, Bundle] = {}  # by digest: bundles read from their own bytes
 
     def find_spec(
         self, fullname: str, path: Any = None, target: ModuleType | None = None
@@ -489,24 +510,42 @@ def load_bundle(
 ) -> LoadedBundle:
     """Import a bundle's code and check it against its manifest.
 
-    ``expected_digest`` (what the catalog recorded) is compared with the digest of the bytes before
-    anything is imported or taken from the cache. The generation must be in ``generations``
+    ``expected_digest`` (what the catalog recorded) is compared with the digest computed from the
+    bytes before anything is imported or taken from the cache; a bundle's code and manifest are
+    always those of its bytes. The generation must be in ``generations``
     (see :func:`packrun._contract.check_generation`). A generation-2 bundle must define one
     :class:`~packrun.sdk.Integration` with the manifest's id whose tools are exactly the manifest's
     tools; a generation-1 bundle must define ``handle(action, params, auth)``.
     """
-    bundle = data if isinstance(data, Bundle) else read_bundle(data, source=source)
-    if expected_digest is not None and expected_digest != bundle.digest:
+    if isinstance(data, Bundle):
+        blob, label = data.data, data.source
+    elif isinstance(data, bytes | bytearray | memoryview):
+        blob, label = bytes(data), source or "<bytes>"
+    else:
         raise InvalidBundle(
-            bundle.source,
-            f"digest mismatch: the catalog recorded {expected_digest} but the bytes are "
-            f"{bundle.digest}; the artifact changed after it was published",
+            source or "<input>",
+            f"expected a Bundle or the bundle's bytes, got {type(data).__name__}",
         )
+    # The digest is always computed from the bytes, never taken from a field a caller could set.
+    digest = digest_of(blob)
+    if expected_digest is not None and expected_digest != digest:
+        raise InvalidBundle(
+            label,
+            f"digest mismatch: the catalog recorded {expected_digest} but the bytes are "
+            f"{digest}; the artifact changed after it was published",
+        )
+    with _finder_lock:
+        bundle = _finder.bundles.get(digest)
+    if bundle is None:
+        # Code and manifest come from these bytes, read afresh: a Bundle built by hand with files
+        # that are not its bytes' never reaches the import system.
+        bundle = read_bundle(blob, source=label)
     check_generation(bundle.id, bundle.version, bundle.contract, generations, stage=stage)
     name = _package_name(bundle)
     with _finder_lock:
         if _finder not in sys.meta_path:
             sys.meta_path.append(_finder)
+        bundle = _finder.bundles.setdefault(digest, bundle)
         _finder.packages.setdefault(name, (bundle.filename, bundle.files))
     try:
         module = importlib.import_module(name)

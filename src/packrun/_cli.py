@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from packrun._bundle import build_bundle
-from packrun._manifest import decode_pack_manifest
+from packrun._manifest import decode_pack_manifest, read_document
 from packrun._source import CheckReport, check, discover, verify
 from packrun.errors import NotFound, PackrunError
 
@@ -48,7 +48,7 @@ def _cmd_build(args: argparse.Namespace, out: _Output) -> int:
             targets.append((source.path, None))
             continue
         pack = decode_pack_manifest(
-            (source.path / "pack.json").read_bytes(), source=str(source.path / "pack.json")
+            read_document(source.path / "pack.json"), source=str(source.path / "pack.json")
         )
         ref = pack.integration()
         if ref is not None:

@@ -8,18 +8,21 @@ problem, each with its ``$.path``, into one :class:`~packrun.errors.InvalidManif
 
 from __future__ import annotations
 
+import os
 import posixpath
-from collections.abc import Callable, Iterable, Sequence
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 import msgspec.inspect as mi
 
+from packrun._auth import AuthMode
 from packrun._versions import Version
 from packrun.errors import InvalidManifest, InvalidVersion, Problem
 
 __all__ = [
-    "CONTENT_KINDS",
     "AuthMode",
     "AuthSpec",
     "ContentKind",
@@ -42,6 +45,7 @@ __all__ = [
     "decode_manifest",
     "decode_pack_manifest",
     "encode_manifest",
+    "read_document",
 ]
 
 _ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -52,7 +56,6 @@ PackId = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
 ItemId = Annotated[str, msgspec.Meta(pattern=_NAME_PATTERN)]
 """A tool, group, event or field name: ``contact.created``, ``list_contacts``."""
 
-AuthMode: TypeAlias = Literal["none", "api_key", "basic", "oauth2"]
 FieldType: TypeAlias = Literal["string", "integer", "number", "boolean", "object", "array"]
 HttpMethod: TypeAlias = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 ActionType: TypeAlias = Literal["read", "write", "delete"]
@@ -61,15 +64,6 @@ ContentKind: TypeAlias = Literal[
     "integration", "process_flow", "ontology", "kb_domain", "workflow", "data_source"
 ]
 Channel: TypeAlias = Literal["vendor", "custom"]
-
-CONTENT_KINDS: Final[tuple[str, ...]] = (
-    "integration",
-    "process_flow",
-    "ontology",
-    "kb_domain",
-    "workflow",
-    "data_source",
-)
 
 
 class _Doc(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -234,7 +228,7 @@ class PackIndex(_Doc, kw_only=True, frozen=True):
 # --- decoding -----------------------------------------------------------------------------------
 
 _T = TypeVar("_T", bound=_Doc)
-_Check: TypeAlias = Callable[[Any, list[Problem], bool], None]
+_Check: TypeAlias = Callable[[Any, list[Problem]], None]
 
 
 def _type_name(value: object) -> str:
@@ -376,12 +370,13 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], strict: bo
 
 def _version_hook(strict: bool) -> Callable[[type, Any], Any]:
     def hook(cls: type, value: Any) -> Any:
-        if cls is Version and isinstance(value, str):
-            try:
-                return Version.parse(value, strict=strict)
-            except InvalidVersion as exc:
-                raise ValueError(exc.detail) from None
-        raise NotImplementedError(f"no decoder for {cls.__name__}")
+        if cls is not Version:
+            raise TypeError(f"no decoder for {cls.__name__}")
+        # msgspec reports a TypeError or ValueError raised here as a validation error.
+        try:
+            return Version.parse(value, strict=strict)
+        except InvalidVersion as exc:
+            raise ValueError(exc.detail) from None
 
     return hook
 
@@ -410,120 +405,172 @@ def _decode(
     strict_versions: bool,
 ) -> _T:
     raw: Any
-    problems: list[Problem] = []
-    doc: _T | None = None
     if isinstance(data, dict):
         raw = data
-    else:
+    elif isinstance(data, bytes | bytearray | memoryview | str):
         try:
             raw = msgspec.json.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             # msgspec raises UnicodeDecodeError for bytes that are not UTF-8 inside a string.
             raise InvalidManifest(source, [Problem("$", f"not valid JSON: {exc}")]) from None
+        except RecursionError:
+            raise InvalidManifest(source, [Problem("$", "nested too deeply to read")]) from None
+    else:
+        raise InvalidManifest(
+            source,
+            [Problem("$", f"expected JSON bytes or text, or a dict; got {type(data).__name__}")],
+        )
+    problems: list[Problem] = []
+    doc: _T | None = None
     try:
-        doc = msgspec.convert(raw, cls, dec_hook=_version_hook(strict_versions))
-    except msgspec.ValidationError:
-        _walk(raw, mi.type_info(cls), "$", problems, strict_versions)
-        if not problems:  # the walker and msgspec must agree; never let a bad document through
-            problems.append(Problem("$", f"does not match the {cls.__name__} schema"))
-    if doc is not None:
+        try:
+            doc = msgspec.convert(raw, cls, dec_hook=_version_hook(strict_versions))
+        except msgspec.ValidationError:
+            _walk(raw, mi.type_info(cls), "$", problems, strict_versions)
+            if not problems:  # the walker and msgspec must agree; never let a bad document through
+                problems.append(Problem("$", f"does not match the {cls.__name__} schema"))
+        # The rules between fields read the raw document, so they are reported together with the
+        # problems of shape: one pass shows the author everything.
         for check in checks:
-            check(doc, problems, strict_versions)
+            check(raw, problems)
+    except RecursionError:
+        raise InvalidManifest(source, [Problem("$", "nested too deeply to check")]) from None
     if problems:
-        raise InvalidManifest(source, problems)
+        raise InvalidManifest(source, _dedupe(problems))
     assert doc is not None
     return doc
 
 
-# --- semantic checks, run once the structure is right --------------------------------------------
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
 
 
-def _check_unique(ids: Sequence[str], path: str, what: str, problems: list[Problem]) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(ids):
+# --- rules between fields; they read the raw JSON and skip whatever has the wrong shape ---------
+
+
+def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return (
+        [(i, v) for i, v in enumerate(value) if isinstance(v, dict)]
+        if isinstance(value, list)
+        else []
+    )
+
+
+def _check_unique(items: Any, key: str, path: str, what: str, problems: list[Problem]) -> None:
+    seen: set[Any] = set()
+    for i, item in _dicts(items):
+        name = item.get(key)
+        if not isinstance(name, str):
+            continue
         if name in seen:
             problems.append(Problem(f"{path}[{i}]", f"duplicate {what} {name!r}"))
         seen.add(name)
 
 
-def _check_fields(fields: Sequence[Field], path: str, problems: list[Problem]) -> None:
-    _check_unique([f.name for f in fields], path, "field name", problems)
-    for i, field in enumerate(fields):
-        here = f"{path}[{i}]"
-        if field.type == "object":
-            if field.items is not None:
-                problems.append(Problem(f"{here}.items", "only an array field has 'items'"))
-            _check_fields(field.fields or (), f"{here}.fields", problems)
-        elif field.type == "array":
-            if field.items is None:
-                problems.append(Problem(f"{here}.items", "an array field needs 'items'"))
-            else:
-                _check_fields((field.items,), f"{here}.items", problems)
-            if field.fields is not None:
-                problems.append(Problem(f"{here}.fields", "only an object field has 'fields'"))
-        else:
-            for extra in ("fields", "items"):
-                if getattr(field, extra) is not None:
-                    problems.append(
-                        Problem(f"{here}.{extra}", f"a {field.type} field has no {extra!r}")
-                    )
-        if field.enum is not None:
-            for j, value in enumerate(field.enum):
-                if not _matches(value, field.type):
-                    problems.append(
-                        Problem(f"{here}.enum[{j}]", f"{value!r} is not a {field.type}")
-                    )
+_FIELD_TYPES: Final = ("string", "integer", "number", "boolean", "object", "array")
+_ARTICLE: Final = {"integer": "an integer", "object": "an object", "array": "an array"}
 
 
-def _matches(value: object, field_type: str) -> bool:
+def _a(field_type: str) -> str:
+    return _ARTICLE.get(field_type, f"a {field_type}")
+
+
+def _matches(value: object, field_type: object) -> bool:
     if isinstance(value, bool):
         return field_type == "boolean"
     return {
         "string": isinstance(value, str),
         "integer": isinstance(value, int),
         "number": isinstance(value, int | float),
-    }.get(field_type, False)
+        "object": isinstance(value, dict),
+        "array": isinstance(value, list),
+    }.get(str(field_type), False)
+
+
+def _check_fields(fields: Any, path: str, problems: list[Problem]) -> None:
+    _check_unique(fields, "name", path, "field name", problems)
+    for i, field in _dicts(fields):
+        here = f"{path}[{i}]"
+        kind = field.get("type")
+        has_fields, has_items = field.get("fields") is not None, field.get("items") is not None
+        if kind == "object":
+            if has_items:
+                problems.append(Problem(f"{here}.items", "only an array field has 'items'"))
+            _check_fields(field.get("fields"), f"{here}.fields", problems)
+        elif kind == "array":
+            if not has_items:
+                problems.append(Problem(f"{here}.items", "an array field needs 'items'"))
+            elif isinstance(field["items"], dict):
+                _check_fields([field["items"]], f"{here}.items", problems)
+            if has_fields:
+                problems.append(Problem(f"{here}.fields", "only an object field has 'fields'"))
+        elif kind in ("string", "integer", "number", "boolean"):
+            for extra, present in (("fields", has_fields), ("items", has_items)):
+                if present:
+                    problems.append(Problem(f"{here}.{extra}", f"a {kind} field has no {extra!r}"))
+        if kind not in _FIELD_TYPES:
+            continue  # a wrong type is reported by the shape pass
+        enum = field.get("enum")
+        if isinstance(enum, list):
+            for j, value in enumerate(enum):
+                if not _matches(value, kind):
+                    problems.append(Problem(f"{here}.enum[{j}]", f"{value!r} is not {_a(kind)}"))
+        default = field.get("default")
+        if default is not None and not _matches(default, kind):
+            problems.append(Problem(f"{here}.default", f"{default!r} is not {_a(kind)}"))
+        elif isinstance(enum, list) and default is not None and default not in enum:
+            problems.append(
+                Problem(f"{here}.default", f"{default!r} is not one of its enum values")
+            )
 
 
 def _manifest_checks(require_contract: bool) -> list[_Check]:
-    def check(doc: Manifest, problems: list[Problem], strict: bool) -> None:
-        if require_contract and doc.contract is None:
+    def check(raw: Any, problems: list[Problem]) -> None:
+        if not isinstance(raw, dict):
+            return
+        if require_contract and raw.get("contract") is None:
             problems.append(
                 Problem("$.contract", "required in a built bundle: the build stamps it")
             )
-        if not doc.tools:
+        tools = raw.get("tools")
+        if isinstance(tools, list) and not tools:
             problems.append(Problem("$.tools", "an integration needs at least one tool"))
-        _check_unique(doc.tool_ids(), "$.tools", "tool id", problems)
-        _check_unique([g.id for g in doc.groups], "$.groups", "group id", problems)
-        _check_unique([e.id for e in doc.events], "$.events", "event id", problems)
-        _check_unique(
-            [c.name for c in doc.auth.credential_fields],
-            "$.auth.credential_fields",
-            "credential field",
-            problems,
-        )
-        if doc.auth.mode == "none" and doc.auth.credential_fields:
-            problems.append(
-                Problem("$.auth.credential_fields", "auth mode 'none' takes no credential fields")
-            )
-        groups = {g.id for g in doc.groups}
-        for i, tool in enumerate(doc.tools):
-            here = f"$.tools[{i}]"
-            if tool.group is not None and tool.group not in groups:
-                known = ", ".join(sorted(groups)) or "none declared"
+        _check_unique(tools, "id", "$.tools", "tool id", problems)
+        _check_unique(raw.get("groups"), "id", "$.groups", "group id", problems)
+        _check_unique(raw.get("events"), "id", "$.events", "event id", problems)
+        auth = raw.get("auth")
+        if isinstance(auth, dict):
+            creds = auth.get("credential_fields")
+            _check_unique(creds, "name", "$.auth.credential_fields", "credential field", problems)
+            if auth.get("mode", "none") == "none" and creds:
                 problems.append(
-                    Problem(f"{here}.group", f"unknown group {tool.group!r}; groups: {known}")
+                    Problem(
+                        "$.auth.credential_fields", "auth mode 'none' takes no credential fields"
+                    )
+                )
+        groups = {g.get("id") for _, g in _dicts(raw.get("groups"))}
+        for i, tool in _dicts(tools):
+            here = f"$.tools[{i}]"
+            group = tool.get("group")
+            if isinstance(group, str) and group not in groups:
+                known = (
+                    ", ".join(sorted(g for g in groups if isinstance(g, str))) or "none declared"
+                )
+                problems.append(
+                    Problem(f"{here}.group", f"unknown group {group!r}; groups: {known}")
                 )
             for part in ("input", "filters", "output"):
-                _check_fields(getattr(tool, part), f"{here}.{part}", problems)
-        for i, event in enumerate(doc.events):
-            _check_fields(event.payload, f"$.events[{i}].payload", problems)
-        _check_fields(doc.connection_properties, "$.connection_properties", problems)
+                _check_fields(tool.get(part), f"{here}.{part}", problems)
+        for i, event in _dicts(raw.get("events")):
+            _check_fields(event.get("payload"), f"$.events[{i}].payload", problems)
+        _check_fields(raw.get("connection_properties"), "$.connection_properties", problems)
 
     return [check]
 
 
-def _check_relative_path(value: str, path: str, problems: list[Problem]) -> None:
+def _check_relative_path(value: Any, path: str, problems: list[Problem]) -> None:
+    if not isinstance(value, str):
+        return
     normal = posixpath.normpath(value) if value else ""
     if (
         not value
@@ -535,22 +582,31 @@ def _check_relative_path(value: str, path: str, problems: list[Problem]) -> None
         problems.append(Problem(path, f"{value!r} must be a relative path inside the pack source"))
 
 
-def _check_pack(doc: PackManifest, problems: list[Problem], strict: bool) -> None:
-    _check_unique([c.id for c in doc.contents], "$.contents", "entry id", problems)
-    integrations = [i for i, c in enumerate(doc.contents) if c.kind == "integration"]
+def _check_pack(raw: Any, problems: list[Problem]) -> None:
+    if not isinstance(raw, dict):
+        return
+    contents = raw.get("contents")
+    _check_unique(contents, "id", "$.contents", "entry id", problems)
+    integrations = [i for i, c in _dicts(contents) if c.get("kind") == "integration"]
     for i in integrations[1:]:
         problems.append(Problem(f"$.contents[{i}]", "a pack has at most one integration entry"))
-    for i, ref in enumerate(doc.contents):
-        _check_relative_path(ref.path, f"$.contents[{i}].path", problems)
+    for i, ref in _dicts(contents):
+        _check_relative_path(ref.get("path"), f"$.contents[{i}].path", problems)
 
 
-def _check_index(doc: PackIndex, problems: list[Problem], strict: bool) -> None:
-    seen: set[tuple[str, Version]] = set()
-    for i, entry in enumerate(doc.packs):
-        _check_relative_path(entry.path, f"$.packs[{i}].path", problems)
-        if (entry.id, entry.version) in seen:
-            problems.append(Problem(f"$.packs[{i}]", f"{entry.id} {entry.version} is listed twice"))
-        seen.add((entry.id, entry.version))
+def _check_index(raw: Any, problems: list[Problem]) -> None:
+    if not isinstance(raw, dict):
+        return
+    seen: set[tuple[Any, Any]] = set()
+    for i, entry in _dicts(raw.get("packs")):
+        _check_relative_path(entry.get("path"), f"$.packs[{i}].path", problems)
+        try:
+            key = (entry.get("id"), Version.parse(entry.get("version")))  # type: ignore[arg-type]
+        except InvalidVersion:
+            continue  # reported by the shape pass
+        if key in seen:
+            problems.append(Problem(f"$.packs[{i}]", f"{key[0]} {key[1]} is listed twice"))
+        seen.add(key)
 
 
 def decode_manifest(
@@ -589,6 +645,29 @@ def decode_index(
 ) -> PackIndex:
     """Decode and validate a pack-source index."""
     return _decode(data, PackIndex, source, [_check_index], strict_versions)
+
+
+MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
+
+
+def read_document(path: Path) -> bytes:
+    """The bytes of a JSON document on disk, refused as ``invalid_manifest`` when it is not a
+    regular file, cannot be read, or is over 16 MiB."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidManifest(str(path), [Problem("$", "not a regular file")])
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise InvalidManifest(
+            str(path), [Problem("$", f"cannot be read: {exc.strerror or exc}")]
+        ) from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise InvalidManifest(
+            str(path), [Problem("$", f"over {MAX_DOCUMENT_BYTES} bytes, the most accepted")]
+        )
+    return data
 
 
 def encode_manifest(manifest: Manifest) -> bytes:

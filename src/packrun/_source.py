@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import json
+import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from packrun._bundle import (
     Bundle,
     build_source,
     bundle_filename,
+    digest_of,
     load_bundle,
     read_bundle,
 )
@@ -42,8 +43,9 @@ from packrun._manifest import (
     decode_index,
     decode_manifest,
     decode_pack_manifest,
+    read_document,
 )
-from packrun._versions import Version, bump_kind
+from packrun._versions import Version, bump_kind, release_line
 from packrun.errors import ArtifactError, ArtifactMismatch, LayerValue, PackrunError
 
 __all__ = ["CheckReport", "Finding", "SourceFolder", "check", "discover", "verify"]
@@ -106,6 +108,15 @@ class SourceFolder:
     version: Version
 
 
+def _real(path: Path) -> Path:
+    """``path`` with links followed; unlike ``Path.resolve`` on Python 3.11, a link loop is no error."""
+    return Path(os.path.realpath(path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return _real(path).is_relative_to(_real(folder))
+
+
 def _finding(exc: PackrunError, subject: str) -> Finding:
     layers = exc.layers if isinstance(exc, ArtifactMismatch) else ()
     return Finding(exc.code, subject, exc.detail, layers)
@@ -122,16 +133,18 @@ def _kind_of(folder: Path) -> Literal["integration", "pack"] | None:
     return None
 
 
-def _walk(root: Path, depth: int = 0) -> Iterator[Path]:
+def _walk(root: Path, depth: int = 0, notes: list[str] | None = None) -> Iterator[Path]:
     if _kind_of(root) is not None:
         yield root
         return
     if depth >= _MAX_DEPTH:
+        if notes is not None:
+            notes.append(f"{root}: not searched, deeper than {_MAX_DEPTH} folders below the root")
         return
     for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
         if child.name in _SKIP_DIRS or child.name.startswith("."):
             continue
-        yield from _walk(child, depth + 1)
+        yield from _walk(child, depth + 1, notes)
 
 
 def _declare(folder: Path) -> SourceFolder | None:
@@ -139,11 +152,11 @@ def _declare(folder: Path) -> SourceFolder | None:
     kind = _kind_of(folder)
     if kind == "pack":
         pack_file = folder / "pack.json"
-        pack = decode_pack_manifest(pack_file.read_bytes(), source=str(pack_file))
+        pack = decode_pack_manifest(read_document(pack_file), source=str(pack_file))
         return SourceFolder("pack", folder, pack.package.id, pack.package.version)
     if kind == "integration":
         manifest_file = folder / "manifest.json"
-        manifest = decode_manifest(manifest_file.read_bytes(), source=str(manifest_file))
+        manifest = decode_manifest(read_document(manifest_file), source=str(manifest_file))
         return SourceFolder("integration", folder, manifest.id, manifest.version)
     return None
 
@@ -225,6 +238,10 @@ def _check_artifact(
                     str(expected),
                     f"{expected.name} no longer matches its sources in {src}: "
                     f"run packrun build {src} --contract {bundle.contract}",
+                    (
+                        LayerValue("sources, rebuilt", str(src), digest_of(rebuilt)),
+                        LayerValue("artifact", str(expected), bundle.digest),
+                    ),
                 )
             )
     if load:
@@ -268,7 +285,7 @@ def _compare_layers(
 def _check_integration_source(src: Path, report: CheckReport, *, load: bool) -> None:
     try:
         manifest = decode_manifest(
-            (src / "manifest.json").read_bytes(), source=str(src / "manifest.json")
+            read_document(src / "manifest.json"), source=str(src / "manifest.json")
         )
     except ArtifactError as exc:
         report.findings.append(_finding(exc, str(src)))
@@ -285,7 +302,7 @@ class _PackSnapshot:
 def _check_pack_source(src: Path, report: CheckReport, *, load: bool) -> _PackSnapshot | None:
     pack_file = src / "pack.json"
     try:
-        pack = decode_pack_manifest(pack_file.read_bytes(), source=str(pack_file))
+        pack = decode_pack_manifest(read_document(pack_file), source=str(pack_file))
     except ArtifactError as exc:
         report.findings.append(_finding(exc, str(src)))
         return None
@@ -294,6 +311,16 @@ def _check_pack_source(src: Path, report: CheckReport, *, load: bool) -> _PackSn
         folder = src / ref.path
         entry_file = folder / "manifest.json"
         subject = f"{src} {ref.kind} {ref.id}"
+        if not _inside(entry_file, src):
+            report.findings.append(
+                Finding(
+                    "invalid_manifest",
+                    subject,
+                    f"{entry_file} leads outside the pack source {src} (through a link); "
+                    "entries must live inside it",
+                )
+            )
+            continue
         if not entry_file.is_file():
             report.findings.append(
                 Finding(
@@ -306,9 +333,9 @@ def _check_pack_source(src: Path, report: CheckReport, *, load: bool) -> _PackSn
         try:
             entry: Manifest | EntryManifest
             if ref.kind == "integration":
-                entry = decode_manifest(entry_file.read_bytes(), source=str(entry_file))
+                entry = decode_manifest(read_document(entry_file), source=str(entry_file))
             else:
-                entry = decode_entry_manifest(entry_file.read_bytes(), source=str(entry_file))
+                entry = decode_entry_manifest(read_document(entry_file), source=str(entry_file))
         except ArtifactError as exc:
             report.findings.append(_finding(exc, subject))
             continue
@@ -337,6 +364,9 @@ def _check_pack_source(src: Path, report: CheckReport, *, load: bool) -> _PackSn
     return _PackSnapshot(pack, entries)
 
 
+# How far a step moved, for the pack's pace. A pre-release step of an entry (1.0.0-rc.1 to 1.0.0)
+# asks only that the pack moves at all: read as a major it would force a major for every release
+# candidate an entry goes through.
 _RANK: Final = {"none": 0, "prerelease": 1, "patch": 1, "minor": 2, "major": 3}
 
 
@@ -358,6 +388,10 @@ def _check_pack_pace(
                         f"{new_path}",
                         f"entry {entry_id} went down from {before} to {version} between pack "
                         f"{old_v} and {new_v}",
+                        (
+                            LayerValue(f"pack {old_v}", entry_id, str(before)),
+                            LayerValue(f"pack {new_v}", entry_id, str(version)),
+                        ),
                     )
                 )
                 continue
@@ -389,14 +423,14 @@ def _check_index(root: Path, found: Sequence[SourceFolder], report: CheckReport)
     if not index_file.is_file():
         return
     try:
-        index = decode_index(index_file.read_bytes(), source=str(index_file))
+        index = decode_index(read_document(index_file), source=str(index_file))
     except ArtifactError as exc:
         report.findings.append(_finding(exc, str(index_file)))
         return
-    by_path = {s.path.resolve(): s for s in found}
+    by_path = {_real(s.path): s for s in found}
     listed: set[Path] = set()
     for entry in index.packs:
-        folder = (root / entry.path).resolve()
+        folder = _real(root / entry.path)
         listed.add(folder)
         source = by_path.get(folder)
         if source is None:
@@ -426,7 +460,7 @@ def _check_index(root: Path, found: Sequence[SourceFolder], report: CheckReport)
                 )
             )
     for source in found:
-        if source.path.resolve() not in listed:
+        if _real(source.path) not in listed:
             report.findings.append(
                 Finding(
                     "index_missing",
@@ -444,9 +478,9 @@ def _run(root: str | Path, *, load: bool, layers: bool) -> CheckReport:
     if not base.exists():
         report.findings.append(Finding("not_found", str(base), f"{base} does not exist"))
         return report
-    if base.is_file():
+    if not base.is_dir():
         return _verify_file(base, report)
-    folders = list(_walk(base))
+    folders = list(_walk(base, notes=report.notes))
     if not folders:
         report.findings.append(
             Finding(
@@ -465,8 +499,13 @@ def _run(root: str | Path, *, load: bool, layers: bool) -> CheckReport:
             snapshots[source.id].append((source.path, snapshot))
     if layers:
         for versions in snapshots.values():
-            versions.sort(key=lambda item: item[1].pack.package.version)
-            _check_pack_pace(versions, report)
+            # Each release line moves on its own: a 1.x backport after 2.0.0 is compared with 1.x.
+            lines: dict[tuple[int, ...], list[tuple[Path, _PackSnapshot]]] = defaultdict(list)
+            for path, snapshot in versions:
+                lines[release_line(snapshot.pack.package.version)].append((path, snapshot))
+            for line in lines.values():
+                line.sort(key=lambda item: item[1].pack.package.version)
+                _check_pack_pace(line, report)
         _check_index(base, found, report)
     return report
 
@@ -504,8 +543,3 @@ def verify(path: str | Path) -> CheckReport:
     ``path`` may also be a single bundle file, which is read and its code loaded and checked.
     """
     return _run(path, load=True, layers=False)
-
-
-def report_json(report: CheckReport) -> str:
-    """``report`` as indented JSON."""
-    return json.dumps(report.to_dict(), indent=2)
