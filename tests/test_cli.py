@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import packrun
 from packrun._cli import main
 from test_source import write_integration
@@ -89,3 +91,18 @@ def test_python_dash_m__runs_the_cli() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("packrun ")
+
+
+def test_unexpected_failure__exit_2_with_a_traceback_not_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import packrun._cli
+
+    def broken(root: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(packrun._cli, "check", broken)
+    code, _, err = run("check", str(tmp_path))
+    assert code == 2
+    assert "internal error" in err
+    assert "RuntimeError: boom" in err

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import doctest
+import gzip
+import io
+import json
 import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,3 +96,63 @@ def test_doctest_examples__in_docs_pass() -> None:
 def test_doctest_examples__in_docstrings_pass(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0
+
+
+def _evil_bundle() -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("../evil.py")
+        tar.addfile(info, io.BytesIO(b""))
+    return gzip.compress(raw.getvalue())
+
+
+def _raised(fn: Callable[[], object]) -> str:
+    try:
+        fn()
+    except errors.PackrunError as exc:
+        return str(exc)
+    raise AssertionError("no error raised")
+
+
+def test_error_examples__in_docs_are_what_packrun_prints(tmp_path: Path) -> None:
+    acme = ROOT / "bundles" / "acme" / "1.0.0" / "dist" / "acme-1.0.0.bundle.tar.gz"
+    renamed = tmp_path / "acme-9.9.9.bundle.tar.gz"
+    renamed.write_bytes(acme.read_bytes())
+    fields = [{"name": "a", "type": "string"}, {"name": "b", "type": "strin"}]
+    bad_manifest = {
+        "id": "acme",
+        "version": "1.0.0",
+        "tools": [{"id": "t", "method": "FETCH", "input": fields}],
+    }
+    legacy = ROOT / "bundles" / "legacy-crm" / "1.0.0" / "dist" / "legacy-crm-1.0.0.bundle.tar.gz"
+    ancient = ROOT / "bundles" / "ancient" / "1.0.0" / "dist" / "ancient-1.0.0.bundle.tar.gz"
+    messages = [
+        _raised(lambda: packrun.Version.parse("v1.2.3")),
+        _raised(lambda: packrun.check_publish_order("acme", ["1.3.0", "2.0.0"], "1.2.0")),
+        _raised(
+            lambda: packrun.decode_manifest(bad_manifest, source="bundles/acme/1.0.0/manifest.json")
+        ),
+        _raised(lambda: packrun.read_bundle(_evil_bundle(), source="acme-1.0.0.bundle.tar.gz")),
+        _raised(lambda: packrun.read_bundle(renamed, source=renamed.name)),
+        str(errors.VersionExists("acme", "1.0.0", "versions are immutable")),
+        str(errors.NotFound("installation", "acme-prod", ["acme-dev", "acme-staging"])),
+        _raised(lambda: packrun.load_bundle(packrun.read_bundle(ancient), stage="publish")),
+        _raised(lambda: packrun.load_bundle(packrun.read_bundle(legacy), generations={2})),
+        str(errors.BreakingDiff("acme-prod", "1.1.0", "2.0.0", "a major")),
+        str(errors.DrainTimeout("acme", "1.0.0", 2.5, ["r-1", "r-2"])),
+        str(errors.ToolFailed("get_contact", "not_found", "no contact c-9")),
+        str(errors.StoreError("unknown scheme 'mysql'; valid: memory, sqlite, postgresql")),
+    ]
+    text = (ROOT / "docs" / "errors.md").read_text()
+    for message in messages:
+        assert message in text, message
+
+
+def test_json_examples__in_docs_decode() -> None:
+    decoders = {"packs": packrun.decode_index, "package": packrun.decode_pack_manifest}
+    blocks = _blocks("json")
+    assert blocks
+    for where, block in blocks:
+        doc = json.loads(block)
+        decode = next((d for key, d in decoders.items() if key in doc), packrun.decode_manifest)
+        decode(block, source=where)

@@ -76,11 +76,11 @@ EXAMPLES: list[tuple[errors.PackrunError, tuple[str, ...]]] = [
     (errors.VersionExists("acme", "1.0.0", "versions are immutable"), ("acme 1.0.0", "immutable")),
     (errors.NotFound("installation", "acme-prod", ["a", "b"]), ("'acme-prod'", "known: a, b")),
     (
-        errors.IntegrationContractIncompatible("ancient", "1.0.0", 0, [2, 1], "rebuild"),
+        errors.IntegrationContractIncompatible("ancient", "1.0.0", 0, [2, 1]),
         ("ancient 1.0.0", "generation 0", "older", "supports 1, 2", "rebuild"),
     ),
     (
-        errors.BundleContractIncompatible("acme", "3.0.0", 3, [1, 2], "upgrade"),
+        errors.BundleContractIncompatible("acme", "3.0.0", 3, [1, 2]),
         ("acme 3.0.0", "generation 3", "newer", "supports 1, 2"),
     ),
     (
@@ -112,8 +112,8 @@ def test_examples__cover_every_concrete_error() -> None:
 
 
 def test_contract_error__direction_attribute() -> None:
-    old = errors.BundleContractIncompatible("x", "1.0.0", 0, [1, 2], "rebuild")
-    new = errors.BundleContractIncompatible("x", "1.0.0", 5, [1, 2], "upgrade")
+    old = errors.BundleContractIncompatible("x", "1.0.0", 0, [1, 2])
+    new = errors.BundleContractIncompatible("x", "1.0.0", 5, [1, 2])
     assert (old.direction, new.direction) == ("too_old", "too_new")
     assert old.supported == (1, 2)
 
@@ -121,3 +121,9 @@ def test_contract_error__direction_attribute() -> None:
 def test_tool_failed__keeps_the_tools_own_code() -> None:
     error = packrun.ToolFailed("get_contact", "not_found", "no such contact")
     assert (error.code, error.tool_code, error.tool) == ("tool_error", "not_found", "get_contact")
+
+
+def test_contract_error__no_supported_generation__says_so() -> None:
+    with pytest.raises(packrun.BundleContractIncompatible) as exc:
+        packrun.check_generation("acme", "1.0.0", 2, set(), stage="run")
+    assert "this runtime supports no generation" in str(exc.value)

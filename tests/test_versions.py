@@ -998,3 +998,8 @@ def test_version_from_parts__dotted_text_or_identifiers() -> None:
     assert Version(2, 0, 0, ("rc", "1")) == Version.parse("2.0.0-rc.1")
     with pytest.raises(InvalidVersion):
         Version(1, 2, 3, "rc..1")
+
+
+def test_version_from_parts__empty_text_means_no_prerelease() -> None:
+    assert Version(1, 0, 0, "", "") == Version.parse("1.0.0")
+    assert str(Version(1, 0, 0, "", "")) == "1.0.0"

@@ -12,6 +12,13 @@ __all__ = ["Auth", "AuthMode"]
 
 AuthMode: TypeAlias = Literal["none", "api_key", "basic", "oauth2"]
 
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "api_key": ("key",),
+    "oauth2": ("access_token",),
+    "basic": ("username", "password"),
+}
+
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Auth:
@@ -28,6 +35,17 @@ class Auth:
     credentials: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     scopes: tuple[str, ...] = ()
     header: str = "X-API-Key"
+
+    def __post_init__(self) -> None:
+        needed = _NEEDS.get(self.mode)
+        if needed is None:
+            raise ValueError(f"auth mode {self.mode!r} is not one of: {', '.join(_NEEDS)}")
+        missing = [name for name in needed if not isinstance(self.credentials.get(name), str)]
+        if missing:
+            # Names only: a credential value never goes into a message.
+            raise ValueError(f"auth mode {self.mode!r} needs the credentials {', '.join(missing)}")
+        object.__setattr__(self, "credentials", MappingProxyType(dict(self.credentials)))
+        object.__setattr__(self, "scopes", tuple(self.scopes))
 
     @classmethod
     def none(cls) -> Auth:

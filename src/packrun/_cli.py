@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -173,6 +174,8 @@ def main(
         else:
             print(f"packrun: error: {exc}", file=err_stream)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
     except OSError as exc:
         message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
         if args.json:
@@ -182,6 +185,10 @@ def main(
             )
         else:
             print(f"packrun: error: {message}", file=err_stream)
+        return EXIT_ERROR
+    except Exception:  # a bug, not bad input: say so, and never exit 1 ("a check failed")
+        print("packrun: internal error; please report it with this traceback:", file=err_stream)
+        traceback.print_exc(file=err_stream)
         return EXIT_ERROR
     return code
 

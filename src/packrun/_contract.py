@@ -24,11 +24,6 @@ CURRENT_GENERATION: Final = 2
 DEFAULT_GENERATIONS: Final = frozenset({CURRENT_GENERATION - 1, CURRENT_GENERATION})
 """The supported window: the current generation and the one before it."""
 
-_ADVICE: Final = {
-    "too_old": "rebuild it with a current SDK (packrun build); a patch release is enough",
-    "too_new": "upgrade packrun on this executor, or pin a version built for a supported generation",
-}
-
 
 def check_generation(
     bundle: str,
@@ -46,6 +41,5 @@ def check_generation(
     """
     if generation in supported:
         return
-    direction = "too_old" if not supported or generation < min(supported) else "too_new"
     cls = IntegrationContractIncompatible if stage == "publish" else BundleContractIncompatible
-    raise cls(bundle, version, generation, sorted(supported), _ADVICE[direction])
+    raise cls(bundle, version, generation, supported)

@@ -92,8 +92,13 @@ class Version:
         prerelease: Iterable[str] = (),
         build: Iterable[str] = (),
     ) -> None:
-        pre = tuple(prerelease.split(".") if isinstance(prerelease, str) else prerelease)
-        bld = tuple(build.split(".") if isinstance(build, str) else build)
+        # Dotted text is split; an empty text means none.
+        pre = (
+            tuple(prerelease.split(".") if prerelease else ())
+            if isinstance(prerelease, str)
+            else tuple(prerelease)
+        )
+        bld = tuple(build.split(".") if build else ()) if isinstance(build, str) else tuple(build)
         text = f"{major}.{minor}.{patch}"
         if pre:
             text += "-" + ".".join(pre)
@@ -169,6 +174,12 @@ class Version:
         if not isinstance(other, Version):
             return NotImplemented
         return self._key >= other._key
+
+
+def _identifiers(part: str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(part, str):
+        return tuple(part.split(".")) if part else ()
+    return tuple(part)
 
 
 def _parse(text: object, *, strict: bool) -> Version:

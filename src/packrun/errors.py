@@ -31,8 +31,9 @@ Credentials never appear in a message: callers pass them per run and packrun doe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Final, Literal
 
 __all__ = [
     "ArtifactError",
@@ -212,25 +213,30 @@ class NotFound(CatalogError):
 
 
 class ContractError(PackrunError):
-    """A bundle's contract generation is outside what this runtime supports."""
+    """A bundle's contract generation is outside what this runtime supports.
+
+    ``direction`` is ``"too_old"`` (rebuild the bundle) or ``"too_new"`` (upgrade the runtime).
+    """
+
+    _ADVICE: Final = {
+        "too_old": "rebuild it with a current SDK (packrun build); a patch release is enough",
+        "too_new": "upgrade packrun on this executor, or pin a version built for a supported generation",
+    }
 
     def __init__(
-        self, bundle: str, version: str, generation: int, supported: Sequence[int], advice: str
+        self, bundle: str, version: str, generation: int, supported: Collection[int]
     ) -> None:
         self.bundle = bundle
         self.version = version
         self.generation = generation
         self.supported = tuple(sorted(supported))
-        listed = ", ".join(str(g) for g in self.supported)
-        direction = (
-            "older than this runtime supports"
-            if self.supported and generation < self.supported[0]
-            else "newer than this runtime supports"
-        )
-        self.direction = "too_old" if direction.startswith("older") else "too_new"
+        too_old = not self.supported or generation < self.supported[0]
+        self.direction: Literal["too_old", "too_new"] = "too_old" if too_old else "too_new"
+        listed = ", ".join(str(g) for g in self.supported) or "no generation"
+        relation = "older than" if too_old else "newer than"
         super().__init__(
-            f"{bundle} {version} was built against contract generation {generation}, {direction}; "
-            f"this runtime supports {listed} — {advice}"
+            f"{bundle} {version} was built against contract generation {generation}, {relation} "
+            f"this runtime supports; this runtime supports {listed} — {self._ADVICE[self.direction]}"
         )
 
 
