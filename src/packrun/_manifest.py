@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
-import msgspec.inspect as mi
 
 from packrun._auth import AuthMode
+from packrun._problems import CustomCheck, collect_problems
 from packrun._versions import Version
 from packrun.errors import InvalidManifest, InvalidVersion, Problem
 
@@ -231,143 +231,6 @@ _T = TypeVar("_T", bound=_Doc)
 _Check: TypeAlias = Callable[[Any, list[Problem]], None]
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _describe(t: mi.Type) -> str:
-    if isinstance(t, mi.StructType):
-        return "an object"
-    if isinstance(t, mi.ListType | mi.VarTupleType | mi.TupleType):
-        return "an array"
-    if isinstance(t, mi.DictType):
-        return "an object"
-    if isinstance(t, mi.StrType):
-        return "a string"
-    if isinstance(t, mi.BoolType):
-        return "a boolean"
-    if isinstance(t, mi.IntType):
-        return "an integer"
-    if isinstance(t, mi.FloatType):
-        return "a number"
-    if isinstance(t, mi.NoneType):
-        return "null"
-    if isinstance(t, mi.LiteralType):
-        return "one of " + ", ".join(repr(v) for v in t.values)
-    if isinstance(t, mi.UnionType):
-        return " or ".join(_describe(x) for x in t.types)
-    return "a value"
-
-
-def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], strict: bool) -> None:
-    """Collect every structural problem of ``value`` against the msgspec type ``t``."""
-    if isinstance(t, mi.AnyType):
-        return
-    if isinstance(t, mi.CustomType) and t.cls is Version:
-        try:
-            Version.parse(value, strict=strict)
-        except InvalidVersion as exc:
-            problems.append(
-                Problem(path, f"{value!r} is not a valid version: expected {exc.expected}")
-            )
-        return
-    if isinstance(t, mi.UnionType):
-        if value is None and any(isinstance(x, mi.NoneType) for x in t.types):
-            return
-        others = [x for x in t.types if not isinstance(x, mi.NoneType)]
-        if len(others) == 1:
-            _walk(value, others[0], path, problems, strict)
-            return
-        probe: list[Problem] = []
-        for option in others:
-            probe.clear()
-            _walk(value, option, path, probe, strict)
-            if not probe:
-                return
-        problems.append(Problem(path, f"expected {_describe(t)}, got {_type_name(value)}"))
-        return
-    if isinstance(t, mi.StructType):
-        if not isinstance(value, dict):
-            problems.append(Problem(path, f"expected an object, got {_type_name(value)}"))
-            return
-        known = {f.encode_name: f for f in t.fields}
-        for key in value:
-            if key not in known:
-                expected = ", ".join(sorted(known))
-                problems.append(
-                    Problem(f"{path}.{key}", f"unknown field {key!r}; expected one of: {expected}")
-                )
-        for name, field in known.items():
-            if name in value:
-                _walk(value[name], field.type, f"{path}.{name}", problems, strict)
-            elif field.required:
-                problems.append(Problem(f"{path}.{name}", "required field is missing"))
-        return
-    if isinstance(t, mi.ListType | mi.VarTupleType):
-        if not isinstance(value, list):
-            problems.append(Problem(path, f"expected an array, got {_type_name(value)}"))
-            return
-        for i, item in enumerate(value):
-            _walk(item, t.item_type, f"{path}[{i}]", problems, strict)
-        return
-    if isinstance(t, mi.DictType):
-        if not isinstance(value, dict):
-            problems.append(Problem(path, f"expected an object, got {_type_name(value)}"))
-            return
-        for key, item in value.items():
-            _walk(item, t.value_type, f"{path}.{key}", problems, strict)
-        return
-    if isinstance(t, mi.LiteralType):
-        if value not in t.values or isinstance(value, bool) != any(
-            isinstance(v, bool) for v in t.values if v == value
-        ):
-            problems.append(Problem(path, f"expected {_describe(t)}, got {value!r}"))
-        return
-    if isinstance(t, mi.StrType):
-        if not isinstance(value, str):
-            problems.append(Problem(path, f"expected a string, got {_type_name(value)}"))
-            return
-        try:
-            msgspec.convert(value, Annotated[str, _meta_of(t)])
-        except msgspec.ValidationError as exc:
-            problems.append(Problem(path, f"{_strip_path(exc)}, got {value!r}"))
-        return
-    if isinstance(t, mi.IntType | mi.FloatType):
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not is_number or (isinstance(t, mi.IntType) and not isinstance(value, int)):
-            problems.append(Problem(path, f"expected {_describe(t)}, got {_type_name(value)}"))
-            return
-        target = int if isinstance(t, mi.IntType) else float
-        try:
-            msgspec.convert(value, Annotated[target, _meta_of(t)])
-        except msgspec.ValidationError as exc:
-            problems.append(Problem(path, f"{_strip_path(exc)}, got {value!r}"))
-        return
-    if isinstance(t, mi.BoolType):
-        if not isinstance(value, bool):
-            problems.append(Problem(path, f"expected a boolean, got {_type_name(value)}"))
-        return
-    if isinstance(t, mi.NoneType):
-        if value is not None:
-            problems.append(Problem(path, f"expected null, got {_type_name(value)}"))
-        return
-    raise TypeError(f"manifest type {t!r} has no structural check")  # pragma: no cover
-
-
 def _version_hook(strict: bool) -> Callable[[type, Any], Any]:
     def hook(cls: type, value: Any) -> Any:
         if cls is not Version:
@@ -381,20 +244,21 @@ def _version_hook(strict: bool) -> Callable[[type, Any], Any]:
     return hook
 
 
+def _version_check(strict: bool) -> CustomCheck:
+    def check(cls: type, value: Any) -> str | None:
+        try:
+            Version.parse(value, strict=strict)
+        except InvalidVersion as exc:
+            return f"{value!r} is not a valid version: expected {exc.expected}"
+        return None
+
+    return check
+
+
 def _enc_hook(value: Any) -> Any:
     if isinstance(value, Version):
         return str(value)
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-def _meta_of(t: mi.Type) -> msgspec.Meta:
-    names = ("min_length", "max_length", "pattern", "ge", "gt", "le", "lt", "multiple_of")
-    return msgspec.Meta(**{n: getattr(t, n) for n in names if getattr(t, n, None) is not None})
-
-
-def _strip_path(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    return text.split(" - at `", 1)[0]
 
 
 def _decode(
@@ -426,7 +290,7 @@ def _decode(
         try:
             doc = msgspec.convert(raw, cls, dec_hook=_version_hook(strict_versions))
         except msgspec.ValidationError:
-            _walk(raw, mi.type_info(cls), "$", problems, strict_versions)
+            problems.extend(collect_problems(raw, cls, _version_check(strict_versions)))
             if not problems:  # the walker and msgspec must agree; never let a bad document through
                 problems.append(Problem("$", f"does not match the {cls.__name__} schema"))
         # The rules between fields read the raw document, so they are reported together with the
