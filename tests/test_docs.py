@@ -135,13 +135,15 @@ def test_error_examples__in_docs_are_what_packrun_prints(tmp_path: Path) -> None
         _raised(lambda: packrun.read_bundle(_evil_bundle(), source="acme-1.0.0.bundle.tar.gz")),
         _raised(lambda: packrun.read_bundle(renamed, source=renamed.name)),
         str(errors.VersionExists("acme", "1.0.0", "versions are immutable")),
+        str(errors.InstallationExists("acme-prod", "acme", "1.1.0")),
+        _raised(lambda: packrun._resolver.normalize_pin("lastest")),
         str(errors.NotFound("installation", "acme-prod", ["acme-dev", "acme-staging"])),
         _raised(lambda: packrun.load_bundle(packrun.read_bundle(ancient), stage="publish")),
         _raised(lambda: packrun.load_bundle(packrun.read_bundle(legacy), generations={2})),
         str(errors.BreakingDiff("acme-prod", "1.1.0", "2.0.0", "a major")),
         str(errors.DrainTimeout("acme", "1.0.0", 2.5, ["r-1", "r-2"])),
         str(errors.ToolFailed("get_contact", "not_found", "no contact c-9")),
-        str(errors.StoreError("unknown scheme 'mysql'; valid: memory, sqlite, postgresql")),
+        _raised(lambda: packrun.open_runtime("mysql://db")),
     ]
     text = (ROOT / "docs" / "errors.md").read_text()
     for message in messages:

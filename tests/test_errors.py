@@ -34,6 +34,8 @@ def test_codes__are_unique_and_cover_the_documented_set() -> None:
         "invalid_bundle",
         "artifact_mismatch",
         "version_exists",
+        "installation_exists",
+        "invalid_argument",
         "downgrade_not_allowed",
         "integration_contract_incompatible",
         "BUNDLE_CONTRACT_INCOMPATIBLE",
@@ -75,6 +77,11 @@ EXAMPLES: list[tuple[errors.PackrunError, tuple[str, ...]]] = [
     ),
     (errors.VersionExists("acme", "1.0.0", "versions are immutable"), ("acme 1.0.0", "immutable")),
     (errors.NotFound("installation", "acme-prod", ["a", "b"]), ("'acme-prod'", "known: a, b")),
+    (errors.InstallationExists("acme-prod", "acme", "1.1.0"), ("'acme-prod'", "pinned to 1.1.0")),
+    (
+        errors.InvalidArgument("pin", "lastest", ["latest", "latest-vendor"]),
+        ("'lastest'", "valid pin", "latest, latest-vendor"),
+    ),
     (
         errors.IntegrationContractIncompatible("ancient", "1.0.0", 0, [2, 1]),
         ("ancient 1.0.0", "generation 0", "older", "supports 1, 2", "rebuild"),

@@ -20,6 +20,7 @@ from packrun._bundle import (
     load_bundle,
     read_bundle,
 )
+from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._manifest import (
     EntryManifest,
@@ -31,7 +32,10 @@ from packrun._manifest import (
     decode_manifest,
     decode_pack_manifest,
 )
+from packrun._resolver import Explanation, Resolution
+from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, Finding, check, verify
+from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
     BumpProblem,
@@ -49,7 +53,9 @@ from packrun.errors import (
     BundleContractIncompatible,
     DowngradeNotAllowed,
     DrainTimeout,
+    InstallationExists,
     IntegrationContractIncompatible,
+    InvalidArgument,
     InvalidBundle,
     InvalidManifest,
     InvalidVersion,
@@ -70,23 +76,36 @@ __all__ = [
     "BundleContractIncompatible",
     "BundleLimits",
     "CURRENT_GENERATION",
+    "CatalogEntry",
     "ChangeLevel",
+    "Channel",
     "CheckReport",
+    "ContentEntry",
     "DEFAULT_GENERATIONS",
     "DowngradeNotAllowed",
     "DrainTimeout",
     "EntryManifest",
+    "Explanation",
     "Finding",
+    "Installation",
+    "InstallationExists",
     "IntegrationContractIncompatible",
+    "InvalidArgument",
     "InvalidBundle",
     "InvalidManifest",
     "InvalidVersion",
     "LoadedBundle",
     "Manifest",
     "NotFound",
+    "Origin",
     "PackIndex",
     "PackManifest",
     "PackrunError",
+    "PinEvent",
+    "Policy",
+    "Resolution",
+    "Runtime",
+    "Settings",
     "StoreError",
     "ToolFailed",
     "Version",
@@ -104,6 +123,7 @@ __all__ = [
     "decode_manifest",
     "decode_pack_manifest",
     "load_bundle",
+    "open_runtime",
     "read_bundle",
     "release_line",
     "verify",

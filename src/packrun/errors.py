@@ -12,7 +12,9 @@ One root, :class:`PackrunError`; a family per subject beneath it; a concrete cla
     │   └── ArtifactMismatch ················ artifact_mismatch
     ├── CatalogError
     │   ├── VersionExists ··················· version_exists
-    │   └── NotFound ························ not_found
+    │   ├── InstallationExists ·············· installation_exists
+    │   ├── NotFound ························ not_found
+    │   └── InvalidArgument ················· invalid_argument
     ├── ContractError
     │   ├── IntegrationContractIncompatible · integration_contract_incompatible
     │   └── BundleContractIncompatible ······ BUNDLE_CONTRACT_INCOMPATIBLE
@@ -45,6 +47,8 @@ __all__ = [
     "DowngradeNotAllowed",
     "DrainTimeout",
     "IntegrationContractIncompatible",
+    "InstallationExists",
+    "InvalidArgument",
     "InvalidBundle",
     "InvalidManifest",
     "InvalidVersion",
@@ -191,6 +195,34 @@ class VersionExists(CatalogError):
         self.pack = pack
         self.version = version
         super().__init__(f"{pack} {version} is already published: {reason}")
+
+
+class InstallationExists(CatalogError):
+    """An installation with that id exists already."""
+
+    code = "installation_exists"
+
+    def __init__(self, installation: str, pack: str, pin: str) -> None:
+        self.installation = installation
+        self.pack = pack
+        super().__init__(
+            f"installation {installation!r} exists already ({pack}, pinned to {pin}); "
+            "change it with set_pin or set_policy, or pick another id"
+        )
+
+
+class InvalidArgument(CatalogError):
+    """A value is not one of those allowed (a channel, a pin, a policy, a store setting)."""
+
+    code = "invalid_argument"
+
+    def __init__(self, what: str, given: object, allowed: Sequence[str]) -> None:
+        self.what = what
+        self.given = given
+        self.allowed = tuple(allowed)
+        super().__init__(
+            f"{given!r} is not a valid {what}: expected one of {', '.join(self.allowed)}"
+        )
 
 
 class NotFound(CatalogError):

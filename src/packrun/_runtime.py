@@ -1,0 +1,406 @@
+"""The runtime: the one owner of a process's packrun state.
+
+``open_runtime(url)`` opens a store, loads the catalog and the installations into memory and keeps
+them fresh: every write goes to the store in one transaction and is applied to memory at once
+(read-your-writes), and a background task reads the store's change log every
+``refresh_interval`` seconds, so writes by other runtimes and processes are seen within about that
+bound. The hot path, :meth:`Runtime.resolve`, only reads memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Collection, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from packrun._catalog import (
+    CatalogEntry,
+    Channel,
+    ContentEntry,
+    decide_publish,
+    prepare,
+    strict_check,
+)
+from packrun._contract import DEFAULT_GENERATIONS, check_generation
+from packrun._resolver import Explanation, Resolution, Resolver, normalize_pin
+from packrun._stores import (
+    POLICIES,
+    Installation,
+    Origin,
+    PinEvent,
+    Policy,
+    Settings,
+    Store,
+    default_url,
+    open_store,
+)
+from packrun._versions import Version
+from packrun.errors import InvalidArgument, NotFound, PackrunError
+
+__all__ = ["Runtime", "open_runtime"]
+
+logger = logging.getLogger("packrun")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """A process's view of one store: the catalog, the installations and the resolver.
+
+    Make one with :func:`open_runtime` and use it as an async context manager.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        generations: Collection[int] = DEFAULT_GENERATIONS,
+        refresh_interval: float = 0.1,
+    ) -> None:
+        if not generations:
+            raise InvalidArgument("generations", generations, ["a non-empty set such as {1, 2}"])
+        self._store = store
+        self.generations = frozenset(generations)
+        """The contract generations this runtime admits."""
+        self.refresh_interval = refresh_interval
+        """Seconds between reads of the store's change log (the staleness bound for other writers)."""
+        self._resolver = Resolver()
+        self._cells = self._resolver._cells  # the hot path reads this dictionary directly
+        self._settings = Settings()
+        self._seq = 0
+        self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._last_refresh_warning = 0.0
+
+    @property
+    def url(self) -> str:
+        """The store's URL."""
+        return self._store.url
+
+    @property
+    def settings(self) -> Settings:
+        """The store-wide settings as last seen."""
+        return self._settings
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        await self._store.open()
+        try:
+            await self._load()
+            self._task_group = anyio.create_task_group()
+            await self._task_group.__aenter__()
+            if self.refresh_interval > 0:
+                self._task_group.start_soon(self._refresh_loop)
+        except BaseException:
+            await self._store.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._task_group is not None:
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(None, None, None)
+                self._task_group = None
+        finally:
+            await self._store.close()
+
+    async def _load(self) -> None:
+        state = await self._store.load()
+        self._settings = state.settings
+        by_pack: dict[str, list[CatalogEntry]] = {}
+        for entry in state.entries:
+            by_pack.setdefault(entry.pack_id, []).append(entry)
+        for pack_id, rows in by_pack.items():
+            self._resolver.set_pack(pack_id, rows)
+        events: dict[str, list[PinEvent]] = {}
+        for event in state.events:
+            events.setdefault(event.installation_id, []).append(event)
+        for inst in state.installations:
+            self._resolver.set_installation(inst, events.get(inst.id, []))
+        self._seq = state.seq
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.refresh_interval)
+            try:
+                await self.refresh()
+            except PackrunError as exc:
+                # The hot path keeps answering from memory; say so, at most once a minute.
+                now = time.monotonic()
+                if now - self._last_refresh_warning > 60:
+                    self._last_refresh_warning = now
+                    logger.warning("packrun could not refresh from %s: %s", self.url, exc)
+
+    async def refresh(self) -> None:
+        """Apply what other runtimes wrote to the store since the last refresh. Runs on its own
+        every ``refresh_interval`` seconds; call it to catch up at once."""
+        async with self._lock:
+            changes = await self._store.changes(self._seq)
+            if not changes:
+                return
+            packs = {c.key for c in changes if c.kind == "pack"}
+            installations = {c.key for c in changes if c.kind == "installation"}
+            for pack_id in sorted(packs):
+                self._resolver.set_pack(pack_id, await self._store.pack_entries(pack_id))
+            for iid in sorted(installations):
+                inst, events = await self._store.installation(iid)
+                if inst is not None:
+                    self._resolver.set_installation(inst, events)
+            if any(c.kind == "settings" for c in changes):
+                self._settings = await self._store.settings()
+            self._seq = changes[-1].seq
+
+    # --- the hot path ---------------------------------------------------------------------------
+
+    def resolve(self, installation_id: str) -> Resolution:
+        """Which artifact runs for ``installation_id`` now: ``.version .channel .contract .digest``.
+
+        Synchronous and without I/O: it reads an answer that publishes and pin changes keep
+        precomputed. ``not_found`` for an unknown installation, or when nothing satisfies its pin.
+        """
+        try:
+            value = self._cells[installation_id].value
+        except KeyError:
+            raise NotFound("installation", installation_id) from None
+        if value is None:
+            raise NotFound("version satisfying the pin of installation", installation_id)
+        return value
+
+    def explain(self, installation_id: str) -> Explanation:
+        """Why ``installation_id`` resolves as it does: pin, policy, candidates, what was skipped
+        and why, an available update, and the last pin move."""
+        return self._resolver.explain(installation_id)
+
+    # --- catalog --------------------------------------------------------------------------------
+
+    async def publish(
+        self, source: bytes | str | Path, *, channel: Channel = "vendor", force: bool = False
+    ) -> CatalogEntry:
+        """Publish a bundle (its bytes or file) or a source folder (pack or integration source).
+
+        Checks the version layers, the contract generation and the code against its manifest, then
+        applies the publish rules inside the store's transaction: immutable versions (on by
+        default; ``force`` changes nothing then), a republish needing ``force`` when they are off,
+        the per-line order, and one version number per pack whatever its channel. The row and
+        the artifact are stored atomically. Resolutions pick the new row up at once.
+        """
+        prepared = await anyio.to_thread.run_sync(
+            partial(
+                prepare,
+                source,
+                channel=channel,
+                generations=self.generations,
+                strict_versions=self._settings.strict_versions,
+                now=_now(),
+            )
+        )
+
+        def decide(
+            rows: Sequence[CatalogEntry], settings: Settings
+        ) -> Literal["insert", "replace"]:
+            if settings.strict_versions:
+                strict_check(prepared.entry, str(source))
+            return decide_publish(
+                rows, prepared.entry, immutable=settings.immutable_versions, force=force
+            )
+
+        return await self._write_row(self._store.publish(prepared, decide))
+
+    async def _write_row(self, write: Awaitable[CatalogEntry]) -> CatalogEntry:
+        async with self._lock:
+            entry = await write
+            self._resolver.put_row(entry)
+            return entry
+
+    async def retire(self, pack_id: str, version: str) -> CatalogEntry:
+        """Take a version out of ``latest`` pins and update targets; exact pins keep working."""
+        key = Version.parse(version)
+        self._resolver.rows(pack_id)  # not_found naming the known packs
+        version_key = f"{key.major}.{key.minor}.{key.patch}" + (
+            "-" + ".".join(key.prerelease) if key.prerelease else ""
+        )
+        return await self._write_row(self._store.retire(pack_id, version_key))
+
+    def versions(self, pack_id: str) -> list[CatalogEntry]:
+        """Every published version of a pack, ascending, live and retired."""
+        return self._resolver.rows(pack_id)
+
+    def process_flows(self, pack_id: str) -> dict[str, ContentEntry]:
+        """A pack's process flows: each from the latest live version that carries it."""
+        return self._resolver.process_flows(pack_id)
+
+    async def set_immutable_versions(self, on: bool) -> None:
+        """Immutable versions (on by default): a republish is refused whatever ``force`` says."""
+        await self._set_setting("immutable_versions", on)
+
+    async def set_strict_versions(self, on: bool) -> None:
+        """Strict versions (off by default): only ``MAJOR.MINOR.PATCH`` may be published."""
+        await self._set_setting("strict_versions", on)
+
+    async def _set_setting(self, name: str, value: bool) -> None:
+        async with self._lock:
+            self._settings = await self._store.set_setting(name, bool(value))
+
+    async def artifact(self, digest: str) -> bytes:
+        """The bytes of a published artifact."""
+        return await self._store.artifact(digest)
+
+    # --- installations --------------------------------------------------------------------------
+
+    def _target(
+        self, installation_id: str, pack_id: str, pin: str, allow_prerelease: bool
+    ) -> CatalogEntry:
+        row = self._resolver.pick(pack_id, pin, allow_prerelease)
+        if row is None:
+            rows = self._resolver.rows(pack_id)
+            raise NotFound(
+                f"version of {pack_id} for pin {pin!r} (installation {installation_id}); versions",
+                pin,
+                [f"{r.version} ({r.channel}, {r.state})" for r in rows],
+            )
+        if row.contract is not None:
+            check_generation(row.pack_id, str(row.version), row.contract, self.generations)
+        return row
+
+    async def install(
+        self,
+        installation_id: str,
+        pack_id: str,
+        pin: str | None = None,
+        policy: Policy = "manual",
+        *,
+        allow_prerelease: bool = False,
+        actor: str = "system",
+    ) -> Installation:
+        """Install ``pack_id`` as ``installation_id``.
+
+        Without a pin, the installation is pinned to the exact version ``latest`` picks now, so
+        later releases are inert until an update. ``pin`` may be ``latest``, ``latest-vendor``,
+        ``latest-custom`` or an exact version (which may be a pre-release or retired).
+        """
+        self._resolver.rows(pack_id)  # not_found naming the known packs
+        if policy not in POLICIES:
+            raise InvalidArgument("policy", policy, POLICIES)
+        if pin is None:
+            pin = str(self._target(installation_id, pack_id, "latest", allow_prerelease).version)
+        pin = normalize_pin(pin)
+        row = self._target(installation_id, pack_id, pin, allow_prerelease)
+        now = _now()
+        inst = Installation(installation_id, pack_id, pin, policy, allow_prerelease, now)
+        event = PinEvent(
+            0, installation_id, actor, "install", None, pin, None, str(row.version), now
+        )
+        async with self._lock:
+            stored = await self._store.create_installation(inst, event)
+            self._resolver.set_installation(inst, [stored])
+        return inst
+
+    async def set_pin(
+        self, installation_id: str, pin: str, *, actor: str = "system", origin: Origin = "user"
+    ) -> Installation:
+        """Move an installation's pin; the move is recorded with ``actor`` and ``origin``."""
+        current = self._resolver.installation(installation_id)
+        pin = normalize_pin(pin)
+        row = self._target(installation_id, current.pack_id, pin, current.allow_prerelease)
+        before = self._cells[installation_id].value
+        inst = Installation(
+            current.id,
+            current.pack_id,
+            pin,
+            current.policy,
+            current.allow_prerelease,
+            current.created_at,
+        )
+        event = PinEvent(
+            0,
+            installation_id,
+            actor,
+            origin,
+            current.pin,
+            pin,
+            before.version if before else None,
+            str(row.version),
+            _now(),
+        )
+        async with self._lock:
+            stored = await self._store.update_installation(inst, event)
+            self._resolver.set_installation(inst, self._resolver.history(installation_id))
+            if stored is not None:
+                self._resolver.add_event(stored)
+        return inst
+
+    async def set_policy(self, installation_id: str, policy: Policy) -> Installation:
+        """Change how an installation follows new versions: ``manual``, ``auto_patch``,
+        ``auto_minor``."""
+        if policy not in POLICIES:
+            raise InvalidArgument("policy", policy, POLICIES)
+        current = self._resolver.installation(installation_id)
+        inst = Installation(
+            current.id,
+            current.pack_id,
+            current.pin,
+            policy,
+            current.allow_prerelease,
+            current.created_at,
+        )
+        async with self._lock:
+            await self._store.update_installation(inst, None)
+            self._resolver.set_installation(inst, self._resolver.history(installation_id))
+        return inst
+
+    def installations(self) -> list[Installation]:
+        """Every installation, by id."""
+        return self._resolver.installations()
+
+    def installation(self, installation_id: str) -> Installation:
+        """One installation."""
+        return self._resolver.installation(installation_id)
+
+    def history(self, installation_id: str) -> list[PinEvent]:
+        """Every pin move of an installation, oldest first: ``.actor .origin .from_version
+        .to_version .at``."""
+        return self._resolver.history(installation_id)
+
+
+def open_runtime(
+    url: str | None = None,
+    *,
+    generations: Collection[int] = DEFAULT_GENERATIONS,
+    refresh_interval: float = 0.1,
+) -> Runtime:
+    """A runtime on the store at ``url``; use it with ``async with``.
+
+    ``url`` defaults to ``$PACKRUN_STORE``, else the embedded SQLite file ``./.packrun/state.db``.
+    ``generations`` restricts the contract generations admitted (``{2}`` retires generation 1).
+    ``refresh_interval`` bounds how stale this process may be on writes by other processes.
+
+    >>> import anyio, packrun
+    >>> async def main():
+    ...     async with packrun.open_runtime("memory:") as rt:
+    ...         return rt.installations()
+    >>> anyio.run(main)
+    []
+    """
+    return Runtime(
+        open_store(url or default_url()),
+        generations=generations,
+        refresh_interval=refresh_interval,
+    )

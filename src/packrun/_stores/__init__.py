@@ -1,0 +1,202 @@
+"""Stores: where a runtime keeps the catalog, the artifacts, the installations and their history.
+
+One interface, :class:`Store`, with an implementation per URL scheme (see :func:`open_store`).
+Every write is one transaction, and the rules that depend on what exists (the publish rules) are
+decided inside it, against the rows as they are then: two processes publishing the same version
+race to exactly one winner. Every write also appends to a change log, which other runtimes on the
+same store read to refresh their in-memory state.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Literal, TypeAlias
+
+from packrun._catalog import CatalogEntry, Prepared
+from packrun.errors import StoreError
+
+__all__ = [
+    "SCHEMES",
+    "Change",
+    "Decide",
+    "Installation",
+    "Origin",
+    "PinEvent",
+    "Policy",
+    "Settings",
+    "Store",
+    "StoreState",
+    "default_url",
+    "open_store",
+]
+
+Policy: TypeAlias = Literal["manual", "auto_patch", "auto_minor"]
+"""How an installation follows new versions: ``manual`` (the default), ``auto_patch``, ``auto_minor``."""
+
+POLICIES: Final[tuple[Policy, ...]] = ("manual", "auto_patch", "auto_minor")
+
+Origin: TypeAlias = Literal["user", "policy", "rollback", "install"]
+"""What moved a pin: a person (``user``), an update policy, a rollback, or the install itself."""
+
+Decide: TypeAlias = Callable[[Sequence[CatalogEntry], "Settings"], Literal["insert", "replace"]]
+"""The publish decision, given every row of the pack and the settings as they are inside the
+store's transaction."""
+
+SCHEMES: Final = ("memory", "sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class Installation:
+    """A pack installed for a tenant: what it is pinned to and how it follows new versions.
+
+    ``pin`` is ``latest``, ``latest-vendor``, ``latest-custom`` or an exact version.
+    """
+
+    id: str
+    pack_id: str
+    pin: str
+    policy: Policy
+    allow_prerelease: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PinEvent:
+    """One move of an installation's pin: who, why, from what to what, and when.
+
+    ``from_version``/``to_version`` are what the pin resolved to before and after the move.
+    """
+
+    seq: int
+    installation_id: str
+    actor: str
+    origin: Origin
+    from_pin: str | None
+    to_pin: str
+    from_version: str | None
+    to_version: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Store-wide settings: immutable versions (on by default) and strict versions (off)."""
+
+    immutable_versions: bool = True
+    strict_versions: bool = False
+
+
+SETTING_NAMES: Final = ("immutable_versions", "strict_versions")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One line of the change log: something about ``key`` (a pack id, an installation id) changed."""
+
+    seq: int
+    kind: Literal["pack", "installation", "settings"]
+    key: str
+
+
+@dataclass(slots=True)
+class StoreState:
+    """Everything a runtime holds in memory, as loaded from a store (artifacts excepted)."""
+
+    settings: Settings
+    entries: list[CatalogEntry] = field(default_factory=list)
+    installations: list[Installation] = field(default_factory=list)
+    events: list[PinEvent] = field(default_factory=list)
+    seq: int = 0
+    """The change-log position this state reflects."""
+
+
+class Store(ABC):
+    """The one store interface. Implementations: ``memory:`` and ``sqlite:///path``."""
+
+    url: str
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. The store may be opened again."""
+
+    @abstractmethod
+    async def load(self) -> StoreState:
+        """Everything but the artifacts, consistently, with the change-log position it reflects."""
+
+    @abstractmethod
+    async def changes(self, since: int) -> list[Change]:
+        """Change-log lines after ``since``, oldest first."""
+
+    @abstractmethod
+    async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
+        """Every row of one pack."""
+
+    @abstractmethod
+    async def installation(
+        self, installation_id: str
+    ) -> tuple[Installation | None, list[PinEvent]]:
+        """One installation (``None`` when there is none) and its pin events."""
+
+    @abstractmethod
+    async def settings(self) -> Settings:
+        """The store-wide settings."""
+
+    @abstractmethod
+    async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
+        """Store a row and its artifact atomically; ``decide`` runs inside the transaction."""
+
+    @abstractmethod
+    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+        """Mark a row retired; raise ``not_found`` when there is no such row."""
+
+    @abstractmethod
+    async def set_setting(self, name: str, value: bool) -> Settings:
+        """Change one store-wide setting."""
+
+    @abstractmethod
+    async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
+        """Store a new installation and its install event; ``installation_exists`` if the id is taken."""
+
+    @abstractmethod
+    async def update_installation(
+        self, installation: Installation, event: PinEvent | None
+    ) -> PinEvent | None:
+        """Replace an installation's pin or policy, with the pin event when the pin moved."""
+
+    @abstractmethod
+    async def artifact(self, digest: str) -> bytes:
+        """The bytes of an artifact; ``not_found`` when the store has none with that digest."""
+
+
+def default_url() -> str:
+    """``$PACKRUN_STORE``, else the embedded SQLite file ``./.packrun/state.db``."""
+    return os.environ.get("PACKRUN_STORE") or f"sqlite:///{Path('.packrun') / 'state.db'}"
+
+
+def open_store(url: str) -> Store:
+    """The store for ``url``: ``memory:`` or ``sqlite:///path/to/state.db``.
+
+    An unknown scheme is a ``store_error`` that lists the valid ones.
+    """
+    scheme, sep, rest = url.partition(":")
+    if scheme == "memory" and sep:
+        from packrun._stores._memory import MemoryStore
+
+        return MemoryStore(url)
+    if scheme == "sqlite" and rest.startswith("///") and len(rest) > 3:
+        from packrun._stores._sqlite import SQLiteStore
+
+        return SQLiteStore(url, Path(rest[3:]))
+    raise StoreError(
+        f"cannot open store {url!r}: expected memory: or sqlite:///path/to/state.db "
+        f"(valid schemes: {', '.join(SCHEMES)})"
+    )

@@ -1,0 +1,131 @@
+"""The in-memory store (``memory:``): for tests and one-process experiments; gone when closed.
+
+It keeps the same rules as the persistent stores: writes are serialised, the publish decision is
+taken under the same lock that guards the rows, and every write appends to the change log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import anyio
+
+from packrun._catalog import CatalogEntry, Prepared
+from packrun._stores import (
+    Change,
+    Decide,
+    Installation,
+    PinEvent,
+    Settings,
+    Store,
+    StoreState,
+)
+from packrun.errors import InstallationExists, NotFound
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """State in dictionaries of this process. Each ``memory:`` store is private to its runtime."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = anyio.Lock()
+        self._settings = Settings()
+        self._entries: dict[tuple[str, str], CatalogEntry] = {}
+        self._artifacts: dict[str, bytes] = {}
+        self._installations: dict[str, Installation] = {}
+        self._events: list[PinEvent] = []
+        self._changes: list[Change] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _log(self, kind: str, key: str) -> None:
+        self._changes.append(Change(len(self._changes) + 1, kind, key))  # type: ignore[arg-type]
+
+    async def load(self) -> StoreState:
+        async with self._lock:
+            return StoreState(
+                self._settings,
+                list(self._entries.values()),
+                list(self._installations.values()),
+                list(self._events),
+                len(self._changes),
+            )
+
+    async def changes(self, since: int) -> list[Change]:
+        return self._changes[since:]
+
+    async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
+        return [e for (p, _), e in self._entries.items() if p == pack_id]
+
+    async def installation(
+        self, installation_id: str
+    ) -> tuple[Installation | None, list[PinEvent]]:
+        events = [e for e in self._events if e.installation_id == installation_id]
+        return self._installations.get(installation_id), events
+
+    async def settings(self) -> Settings:
+        return self._settings
+
+    async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
+        entry = prepared.entry
+        async with self._lock:
+            decide(await self.pack_entries(entry.pack_id), self._settings)
+            self._entries[(entry.pack_id, entry.version_key)] = entry
+            if entry.digest is not None and prepared.artifact is not None:
+                self._artifacts.setdefault(entry.digest, prepared.artifact)
+            self._log("pack", entry.pack_id)
+            return entry
+
+    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+        async with self._lock:
+            entry = self._entries.get((pack_id, version_key))
+            if entry is None:
+                raise NotFound("version", f"{pack_id} {version_key}")
+            retired = dataclasses.replace(entry, state="retired")
+            self._entries[(pack_id, version_key)] = retired
+            self._log("pack", pack_id)
+            return retired
+
+    async def set_setting(self, name: str, value: bool) -> Settings:
+        async with self._lock:
+            self._settings = dataclasses.replace(self._settings, **{name: value})
+            self._log("settings", name)
+            return self._settings
+
+    def _append_event(self, event: PinEvent) -> PinEvent:
+        stored = dataclasses.replace(event, seq=len(self._events) + 1)
+        self._events.append(stored)
+        return stored
+
+    async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
+        async with self._lock:
+            existing = self._installations.get(installation.id)
+            if existing is not None:
+                raise InstallationExists(existing.id, existing.pack_id, existing.pin)
+            self._installations[installation.id] = installation
+            stored = self._append_event(event)
+            self._log("installation", installation.id)
+            return stored
+
+    async def update_installation(
+        self, installation: Installation, event: PinEvent | None
+    ) -> PinEvent | None:
+        async with self._lock:
+            if installation.id not in self._installations:
+                raise NotFound("installation", installation.id)
+            self._installations[installation.id] = installation
+            stored = self._append_event(event) if event is not None else None
+            self._log("installation", installation.id)
+            return stored
+
+    async def artifact(self, digest: str) -> bytes:
+        try:
+            return self._artifacts[digest]
+        except KeyError:
+            raise NotFound("artifact", digest) from None

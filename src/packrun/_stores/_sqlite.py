@@ -1,0 +1,486 @@
+"""The embedded store (``sqlite:///path/to/state.db``): one SQLite file in WAL mode.
+
+Many processes on one host may share the file. Every write is one ``BEGIN IMMEDIATE`` transaction,
+so writers are serialised by SQLite itself and a publish decides against the rows as they are at
+that moment; a process killed mid-write leaves the transaction rolled back. Calls run in a worker
+thread so the event loop never waits on the disk.
+
+The schema is versioned with ``PRAGMA user_version`` and migrated by :data:`MIGRATIONS` on open; a
+file written by a newer packrun is refused with ``store_error``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import anyio.to_thread
+import msgspec
+
+from packrun._catalog import CatalogEntry, ContentEntry, Prepared
+from packrun._manifest import decode_manifest, encode_manifest
+from packrun._stores import (
+    Change,
+    Decide,
+    Installation,
+    PinEvent,
+    Settings,
+    Store,
+    StoreState,
+)
+from packrun._versions import Version
+from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+
+_T = TypeVar("_T")
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the catalog, artifacts, installations, pin events, settings and the change log.
+    """
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE artifacts (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
+    CREATE TABLE catalog (
+        pack_id TEXT NOT NULL,
+        version_key TEXT NOT NULL,
+        version TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        entries BLOB NOT NULL,
+        manifest BLOB,
+        digest TEXT REFERENCES artifacts (digest),
+        contract INTEGER,
+        published_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (pack_id, version_key)
+    );
+    CREATE TABLE installations (
+        id TEXT PRIMARY KEY,
+        pack_id TEXT NOT NULL,
+        pin TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        allow_prerelease INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE pin_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        installation_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        from_pin TEXT,
+        to_pin TEXT NOT NULL,
+        from_version TEXT,
+        to_version TEXT,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX pin_events_by_installation ON pin_events (installation_id, seq);
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+class _EntryRecord(msgspec.Struct, frozen=True):
+    kind: str
+    id: str
+    version: str
+    name: str = ""
+    spec: dict[str, Any] = {}
+
+
+_ENTRIES = msgspec.json.Encoder()
+_ENTRIES_DECODER = msgspec.json.Decoder(list[_EntryRecord])
+_CATALOG_COLUMNS: Final = (
+    "pack_id, version, channel, entries, manifest, digest, contract, published_at, state"
+)
+
+
+def _entry_row(entry: CatalogEntry) -> tuple[Any, ...]:
+    entries = [
+        _EntryRecord(e.kind, e.id, str(e.version), e.name, dict(e.spec)) for e in entry.entries
+    ]
+    return (
+        entry.pack_id,
+        entry.version_key,
+        str(entry.version),
+        entry.channel,
+        _ENTRIES.encode(entries),
+        encode_manifest(entry.manifest) if entry.manifest is not None else None,
+        entry.digest,
+        entry.contract,
+        entry.published_at.isoformat(),
+        entry.state,
+    )
+
+
+def _entry_from(row: tuple[Any, ...]) -> CatalogEntry:
+    pack_id, version, channel, entries, manifest, digest, contract, published_at, state = row
+    return CatalogEntry(
+        pack_id=pack_id,
+        version=Version.parse(version),
+        channel=channel,
+        entries=tuple(
+            ContentEntry(r.kind, r.id, Version.parse(r.version), r.name, MappingProxyType(r.spec))  # type: ignore[arg-type]
+            for r in _ENTRIES_DECODER.decode(entries)
+        ),
+        manifest=decode_manifest(manifest, source=f"catalog row {pack_id} {version}")
+        if manifest is not None
+        else None,
+        digest=digest,
+        contract=contract,
+        published_at=datetime.fromisoformat(published_at),
+        state=state,
+    )
+
+
+def _installation_from(row: tuple[Any, ...]) -> Installation:
+    iid, pack_id, pin, policy, allow_prerelease, created_at = row
+    return Installation(
+        iid, pack_id, pin, policy, bool(allow_prerelease), datetime.fromisoformat(created_at)
+    )
+
+
+def _event_from(row: tuple[Any, ...]) -> PinEvent:
+    seq, iid, actor, origin, from_pin, to_pin, from_version, to_version, at = row
+    return PinEvent(
+        seq,
+        iid,
+        actor,
+        origin,
+        from_pin,
+        to_pin,
+        from_version,
+        to_version,
+        datetime.fromisoformat(at),
+    )
+
+
+_INSTALLATION_COLUMNS: Final = "id, pack_id, pin, policy, allow_prerelease, created_at"
+_EVENT_COLUMNS: Final = (
+    "seq, installation_id, actor, origin, from_pin, to_pin, from_version, to_version, at"
+)
+
+
+class SQLiteStore(Store):
+    """One SQLite file in WAL mode, shared by every runtime and process that opens it."""
+
+    def __init__(self, url: str, path: Path) -> None:
+        self.url = url
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await anyio.to_thread.run_sync(self._locked, fn)
+
+    def _locked(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"the store {self.url} is closed")
+            try:
+                return fn(self._conn)
+            except PackrunError:
+                raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"the store {self.url} failed: {exc}") from exc
+
+    def _write(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _read(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn.execute("BEGIN")  # one snapshot for every SELECT of the body
+        try:
+            return body(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _log(conn: sqlite3.Connection, kind: str, key: str) -> None:
+        conn.execute("INSERT INTO changes (kind, key) VALUES (?, ?)", (kind, key))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self.url}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"the store {self.url} is not a packrun SQLite store: {exc}") from exc
+        except StoreError:
+            conn.close()
+            raise
+        with self._lock:
+            self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.url} was written by a newer packrun (schema {version}; this "
+                    f"packrun knows up to {SCHEMA_VERSION}): upgrade packrun to open it"
+                )
+            if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError(f"{self.path} holds tables that are not a packrun store")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def load(self) -> StoreState:
+        def body(conn: sqlite3.Connection) -> StoreState:
+            seq = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+            return StoreState(
+                self._settings_from(conn),
+                [_entry_from(r) for r in conn.execute(f"SELECT {_CATALOG_COLUMNS} FROM catalog")],
+                [
+                    _installation_from(r)
+                    for r in conn.execute(f"SELECT {_INSTALLATION_COLUMNS} FROM installations")
+                ],
+                [
+                    _event_from(r)
+                    for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM pin_events ORDER BY seq")
+                ],
+                seq,
+            )
+
+        return await self._call(lambda conn: self._read(conn, body))
+
+    @staticmethod
+    def _settings_from(conn: sqlite3.Connection) -> Settings:
+        values = dict(conn.execute("SELECT name, value FROM settings").fetchall())
+        defaults = Settings()
+        return Settings(
+            bool(values.get("immutable_versions", defaults.immutable_versions)),
+            bool(values.get("strict_versions", defaults.strict_versions)),
+        )
+
+    async def changes(self, since: int) -> list[Change]:
+        def body(conn: sqlite3.Connection) -> list[Change]:
+            rows = conn.execute(
+                "SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (since,)
+            )
+            return [Change(*row) for row in rows]
+
+        return await self._call(body)
+
+    async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
+        return await self._call(lambda conn: self._pack_rows(conn, pack_id))
+
+    @staticmethod
+    def _pack_rows(conn: sqlite3.Connection, pack_id: str) -> list[CatalogEntry]:
+        rows = conn.execute(f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE pack_id = ?", (pack_id,))
+        return [_entry_from(r) for r in rows]
+
+    async def installation(
+        self, installation_id: str
+    ) -> tuple[Installation | None, list[PinEvent]]:
+        def body(conn: sqlite3.Connection) -> tuple[Installation | None, list[PinEvent]]:
+            row = conn.execute(
+                f"SELECT {_INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
+                (installation_id,),
+            ).fetchone()
+            events = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM pin_events WHERE installation_id = ? ORDER BY seq",
+                (installation_id,),
+            )
+            return (_installation_from(row) if row else None, [_event_from(e) for e in events])
+
+        return await self._call(lambda conn: self._read(conn, body))
+
+    async def settings(self) -> Settings:
+        return await self._call(self._settings_from)
+
+    async def artifact(self, digest: str) -> bytes:
+        def body(conn: sqlite3.Connection) -> bytes:
+            row = conn.execute("SELECT data FROM artifacts WHERE digest = ?", (digest,)).fetchone()
+            if row is None:
+                raise NotFound("artifact", digest)
+            return bytes(row[0])
+
+        return await self._call(body)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
+        entry = prepared.entry
+
+        def body(conn: sqlite3.Connection) -> CatalogEntry:
+            action = decide(self._pack_rows(conn, entry.pack_id), self._settings_from(conn))
+            if entry.digest is not None and prepared.artifact is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO artifacts (digest, data) VALUES (?, ?)",
+                    (entry.digest, prepared.artifact),
+                )
+            row = _entry_row(entry)
+            if action == "insert":
+                try:
+                    conn.execute(
+                        "INSERT INTO catalog (pack_id, version_key, version, channel, entries, "
+                        "manifest, digest, contract, published_at, state) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                except sqlite3.IntegrityError:  # a second line of defence behind decide()
+                    raise VersionExists(
+                        entry.pack_id, str(entry.version), "published meanwhile"
+                    ) from None
+            else:
+                conn.execute(
+                    "UPDATE catalog SET version = ?, channel = ?, entries = ?, manifest = ?, "
+                    "digest = ?, contract = ?, published_at = ?, state = ? "
+                    "WHERE pack_id = ? AND version_key = ?",
+                    (*row[2:], row[0], row[1]),
+                )
+            self._log(conn, "pack", entry.pack_id)
+            return entry
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+        def body(conn: sqlite3.Connection) -> CatalogEntry:
+            updated = conn.execute(
+                "UPDATE catalog SET state = 'retired' WHERE pack_id = ? AND version_key = ?",
+                (pack_id, version_key),
+            ).rowcount
+            if not updated:
+                raise NotFound("version", f"{pack_id} {version_key}")
+            self._log(conn, "pack", pack_id)
+            row = conn.execute(
+                f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
+                (pack_id, version_key),
+            ).fetchone()
+            return _entry_from(row)
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def set_setting(self, name: str, value: bool) -> Settings:
+        def body(conn: sqlite3.Connection) -> Settings:
+            conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, int(value)),
+            )
+            self._log(conn, "settings", name)
+            return self._settings_from(conn)
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, event: PinEvent) -> PinEvent:
+        cursor = conn.execute(
+            "INSERT INTO pin_events (installation_id, actor, origin, from_pin, to_pin, "
+            "from_version, to_version, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.installation_id,
+                event.actor,
+                event.origin,
+                event.from_pin,
+                event.to_pin,
+                event.from_version,
+                event.to_version,
+                event.at.isoformat(),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return PinEvent(
+            cursor.lastrowid,
+            event.installation_id,
+            event.actor,
+            event.origin,
+            event.from_pin,
+            event.to_pin,
+            event.from_version,
+            event.to_version,
+            event.at,
+        )
+
+    @staticmethod
+    def _installation_row(installation: Installation) -> tuple[Any, ...]:
+        return (
+            installation.id,
+            installation.pack_id,
+            installation.pin,
+            installation.policy,
+            int(installation.allow_prerelease),
+            installation.created_at.isoformat(),
+        )
+
+    async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
+        def body(conn: sqlite3.Connection) -> PinEvent:
+            row = conn.execute(
+                "SELECT pack_id, pin FROM installations WHERE id = ?", (installation.id,)
+            ).fetchone()
+            if row is not None:
+                raise InstallationExists(installation.id, row[0], row[1])
+            conn.execute(
+                f"INSERT INTO installations ({_INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                self._installation_row(installation),
+            )
+            stored = self._insert_event(conn, event)
+            self._log(conn, "installation", installation.id)
+            return stored
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def update_installation(
+        self, installation: Installation, event: PinEvent | None
+    ) -> PinEvent | None:
+        def body(conn: sqlite3.Connection) -> PinEvent | None:
+            updated = conn.execute(
+                "UPDATE installations SET pack_id = ?, pin = ?, policy = ?, allow_prerelease = ?, "
+                "created_at = ? WHERE id = ?",
+                (*self._installation_row(installation)[1:], installation.id),
+            ).rowcount
+            if not updated:
+                raise NotFound("installation", installation.id)
+            stored = self._insert_event(conn, event) if event is not None else None
+            self._log(conn, "installation", installation.id)
+            return stored
+
+        return await self._call(lambda conn: self._write(conn, body))
