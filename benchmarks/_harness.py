@@ -23,10 +23,25 @@ class Row:
     seconds: float
     baseline_seconds: float
     goal: str = ""
+    """A goal on the ratio: ``"<= 2"`` or ``">= 1000"`` (how many times faster the baseline is
+    slower, for speed-ups the ratio is inverted: see ``inverse``)."""
+    inverse: bool = False
+    """Report baseline/subject instead (a speed-up: how many times faster the subject is)."""
 
     @property
     def ratio(self) -> float:
+        if self.inverse:
+            return self.baseline_seconds / self.seconds
         return self.seconds / self.baseline_seconds
+
+    @property
+    def verdict(self) -> str:
+        if not self.goal:
+            return ""
+        op, _, number = self.goal.partition(" ")
+        limit = float(number)
+        met = self.ratio <= limit if op == "<=" else self.ratio >= limit
+        return "met" if met else "NOT met"
 
 
 def best_of(fn: Callable[[], object], *, repeat: int = 7, min_time: float = 0.05) -> float:
@@ -49,15 +64,22 @@ def machine() -> str:
 def table(rows: list[Row]) -> str:
     """A Markdown table with a ratio column."""
     lines = [
-        "| subject | baseline | time per call | baseline per call | ratio | goal |",
-        "|---|---|---:|---:|---:|---|",
+        "| subject | baseline | time per call | baseline per call | ratio | goal | |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
     for row in rows:
+        ratio = f"{row.ratio:,.0f}x faster" if row.inverse else f"{row.ratio:.2f}x"
         lines.append(
-            f"| {row.subject} | {row.baseline} | {row.seconds * 1e6:.3f} µs | "
-            f"{row.baseline_seconds * 1e6:.3f} µs | {row.ratio:.2f}x | {row.goal} |"
+            f"| {row.subject} | {row.baseline} | {_time(row.seconds)} | "
+            f"{_time(row.baseline_seconds)} | {ratio} | {row.goal} | {row.verdict} |"
         )
     return "\n".join(lines)
+
+
+def _time(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.3f} µs"
 
 
 def main(rows: Callable[[], list[Row]]) -> None:
