@@ -245,7 +245,9 @@ def decide_publish(
             )
         if not force:
             raise VersionExists(
-                new.pack_id, str(new.version), "publish it again with force=True to overwrite it"
+                new.pack_id,
+                str(new.version),
+                "publish it again with force (force=True, or packrun publish --force) to overwrite it",
             )
         return "replace"
     check_publish_order(new.pack_id, [e.version for e in existing], new.version)

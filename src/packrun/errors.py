@@ -207,7 +207,7 @@ class InstallationExists(CatalogError):
         self.pack = pack
         super().__init__(
             f"installation {installation!r} exists already ({pack}, pinned to {pin}); "
-            "change it with set_pin or set_policy, or pick another id"
+            "change it with set_pin or set_policy (packrun pin, packrun policy), or pick another id"
         )
 
 
