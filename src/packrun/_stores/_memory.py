@@ -75,7 +75,11 @@ class MemoryStore(Store):
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
         entry = prepared.entry
         async with self._lock:
-            decide(await self.pack_entries(entry.pack_id), self._settings)
+            action = decide(await self.pack_entries(entry.pack_id), self._settings)
+            if action == "replace":  # an overwrite keeps the row's state: a retired row stays so
+                entry = dataclasses.replace(
+                    entry, state=self._entries[(entry.pack_id, entry.version_key)].state
+                )
             self._entries[(entry.pack_id, entry.version_key)] = entry
             if entry.digest is not None and prepared.artifact is not None:
                 self._artifacts.setdefault(entry.digest, prepared.artifact)

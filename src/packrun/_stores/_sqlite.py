@@ -370,15 +370,19 @@ class SQLiteStore(Store):
                     raise VersionExists(
                         entry.pack_id, str(entry.version), "published meanwhile"
                     ) from None
-            else:
+            else:  # an overwrite keeps the row's state: a retired row stays retired
                 conn.execute(
                     "UPDATE catalog SET version = ?, channel = ?, entries = ?, manifest = ?, "
-                    "digest = ?, contract = ?, published_at = ?, state = ? "
+                    "digest = ?, contract = ?, published_at = ? "
                     "WHERE pack_id = ? AND version_key = ?",
-                    (*row[2:], row[0], row[1]),
+                    (*row[2:9], row[0], row[1]),
                 )
             self._log(conn, "pack", entry.pack_id)
-            return entry
+            stored = conn.execute(
+                f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
+                (entry.pack_id, entry.version_key),
+            ).fetchone()
+            return _entry_from(stored)
 
         return await self._call(lambda conn: self._write(conn, body))
 
