@@ -8,6 +8,7 @@ versions) are built in memory with ``bundle_bytes``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import shutil
@@ -888,3 +889,143 @@ async def test_publish__forced_overwrite_of_a_retired_version__keeps_it_retired(
         assert summary(rt, "acme") == [
             ("1.0.0", "vendor", packrun.read_bundle(replacement).digest, "retired")
         ]
+
+
+# --- writes that race, rows that rot, files that vanish ------------------------------------------
+
+
+async def test_set_pin_and_set_policy_at_once__neither_is_lost(store_url: str) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        for version in ("1.0.0", "1.0.1", "1.1.0"):
+            await rt.publish(dist("acme", version))
+        await rt.install("i", "acme", pin="1.0.0")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.set_policy, "i", "auto_minor")
+            tg.start_soon(functools.partial(rt.set_pin, "i", "1.0.1", actor="a"))
+            tg.start_soon(functools.partial(rt.set_pin, "i", "1.1.0", actor="b"))
+        inst = rt.installation("i")
+        assert inst.policy == "auto_minor"
+        moves = [(e.from_pin, e.to_pin) for e in rt.history("i")[1:]]
+        # Each move is recorded from what it replaced: the two moves chain.
+        assert moves[0][0] == "1.0.0"
+        assert moves[1][0] == moves[0][1]
+        assert inst.pin == moves[1][1]
+    async with packrun.open_runtime(store_url) as again:
+        if store_url != "memory:":
+            assert again.installation("i") == inst
+
+
+async def test_a_stale_runtime_changing_the_policy__does_not_move_the_pin_back(
+    sqlite_url: str,
+) -> None:
+    async with (
+        packrun.open_runtime(sqlite_url, refresh_interval=0) as a,
+        packrun.open_runtime(sqlite_url, refresh_interval=0) as b,
+    ):
+        for version in ("1.0.0", "1.1.0"):
+            await a.publish(dist("acme", version))
+        await a.install("i", "acme", pin="1.0.0")
+        await b.refresh()
+        await b.set_pin("i", "1.1.0", actor="ops-b")
+        await a.set_policy("i", "auto_minor")  # a has not seen b's move
+        assert (a.installation("i").pin, a.installation("i").policy) == ("1.1.0", "auto_minor")
+        assert a.resolve("i").version == "1.1.0"
+        await b.refresh()
+        assert b.installation("i").policy == "auto_minor"
+
+
+async def test_refresh__a_damaged_row_is_skipped_and_later_changes_still_arrive(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        packrun.open_runtime(sqlite_url, refresh_interval=0.05) as a,
+        packrun.open_runtime(sqlite_url, refresh_interval=0.05) as b,
+    ):
+        await a.publish(dist("acme", "1.0.0"))
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                "INSERT INTO installations VALUES ('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date')"
+            )
+            conn.execute("INSERT INTO changes (kind, key) VALUES ('installation', 'bad')")
+        await a.install("good", "acme")
+        with anyio.fail_after(10):
+            while "good" not in [i.id for i in b.installations()]:
+                await anyio.sleep(0.05)
+        assert b.resolve("good").version == "1.0.0"
+        assert "skipped installation bad" in caplog.text
+
+
+async def test_sqlite__a_store_file_deleted_while_open__refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with packrun.open_runtime(f"sqlite:///{path}", refresh_interval=0) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        await rt.install("i", "acme")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with pytest.raises(packrun.StoreError, match="gone"):
+            await rt.publish(dist("acme", "1.0.1"))
+        with pytest.raises(packrun.StoreError, match="gone"):
+            await rt.set_pin("i", "1.0.0")
+        assert rt.resolve("i").version == "1.0.0"  # the hot path keeps answering from memory
+
+
+async def test_publish__force_never_moves_a_version_to_the_other_channel(store_url: str) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        await rt.set_immutable_versions(False)
+        with pytest.raises(packrun.VersionExists, match="on the vendor channel"):
+            await rt.publish(variant(dist("acme", "1.0.0")), channel="custom", force=True)
+        assert [e.channel for e in rt.versions("acme")] == ["vendor"]
+
+
+@pytest.mark.parametrize("iid", ["", " x", "a" * 201, "tab\tid", "nul\x00", "-dash-first"])
+async def test_install__an_unusable_installation_id__is_invalid_argument(
+    store_url: str, iid: str
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        with pytest.raises(packrun.InvalidArgument, match="installation id"):
+            await rt.install(iid, "acme")
+        assert rt.installations() == []
+
+
+async def test_validation__origin_and_settings_take_only_their_values(store_url: str) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        await rt.install("i", "acme")
+        with pytest.raises(packrun.InvalidArgument, match="origin"):
+            await rt.set_pin("i", "1.0.0", origin="hacker")  # type: ignore[arg-type]
+        with pytest.raises(packrun.InvalidArgument, match="immutable versions"):
+            await rt.set_immutable_versions("false")  # type: ignore[arg-type]
+        assert rt.settings.immutable_versions is True
+
+
+async def test_retire__reports_the_installations_still_pinned_to_it(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        await rt.publish(dist("acme", "1.0.1"))
+        await rt.install("pinned", "acme", pin="1.0.0")
+        await rt.install("follows", "acme", pin="latest")
+        await rt.retire("acme", "1.0.0")
+        assert rt.pinned_to("acme", "1.0.0") == ["pinned"]
+        assert "1 installation(s) pinned to it keep running it: pinned" in caplog.text
+
+
+async def test_install__a_pin_nothing_satisfies__names_the_pin_and_the_versions(
+    store_url: str,
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        with pytest.raises(packrun.NotFound) as exc:
+            await rt.install("i", "acme", pin="9.9.9")
+        assert "no version of acme that pin '9.9.9'; known: 1.0.0 (vendor, live)" in str(exc.value)
+
+
+async def test_publish__a_folder_that_is_no_source__says_what_was_expected(
+    store_url: str, tmp_path: Path
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        with pytest.raises(packrun.InvalidBundle, match="not a source folder"):
+            await rt.publish(tmp_path)

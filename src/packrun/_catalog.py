@@ -29,7 +29,7 @@ from packrun._manifest import (
 )
 from packrun._manifest import read_document as _read_document
 from packrun._source import check as _check_source
-from packrun._versions import Version, check_publish_order
+from packrun._versions import Version, check_publish_order, version_key
 from packrun.errors import (
     ArtifactMismatch,
     InvalidArgument,
@@ -94,9 +94,7 @@ class CatalogEntry:
     @property
     def version_key(self) -> str:
         """The version without build metadata: two versions equal in precedence share it."""
-        v = self.version
-        text = f"{v.major}.{v.minor}.{v.patch}"
-        return text + ("-" + ".".join(v.prerelease) if v.prerelease else "")
+        return version_key(self.version)
 
     @property
     def is_live(self) -> bool:
@@ -204,6 +202,12 @@ def prepare(
         folder = Path(source)
         if (folder / "pack.json").is_file():
             prepared = _from_pack_source(folder, channel, now)
+        elif not (folder / "manifest.json").is_file():
+            raise InvalidBundle(
+                str(folder),
+                "not a source folder: expected pack.json (a pack source), or manifest.json with "
+                "code/ (an integration source), or give a bundle file",
+            )
         else:
             _raise_for_source(folder)
             manifest_file = folder / "manifest.json"
@@ -237,11 +241,18 @@ def decide_publish(
     """
     same = next((e for e in existing if e.version_key == new.version_key), None)
     if same is not None:
-        held = f"it is on the {same.channel} channel" if same.channel != new.channel else ""
-        if immutable:
-            reason = "versions are immutable in this store, so force=True changes nothing"
+        if same.channel != new.channel:
             raise VersionExists(
-                new.pack_id, str(new.version), f"{reason}{'; ' + held if held else ''}"
+                new.pack_id,
+                str(new.version),
+                f"it is on the {same.channel} channel, and a version number exists once per pack "
+                "whatever its channel (force changes nothing); publish another version",
+            )
+        if immutable:
+            raise VersionExists(
+                new.pack_id,
+                str(new.version),
+                "versions are immutable in this store, so force=True changes nothing",
             )
         if not force:
             raise VersionExists(

@@ -258,10 +258,13 @@ async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
 
 async def _cmd_retire(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     entry = await rt.retire(args.pack, args.version)
-    out.data(_entry_json(entry))
+    pinned = rt.pinned_to(entry.pack_id, str(entry.version))
+    out.data({**_entry_json(entry), "pinned": pinned})
     out.line(
         f"retired {entry.pack_id} {entry.version}: out of latest pins and update targets; exact pins keep it"
     )
+    if pinned:
+        out.line(f"still pinned to it ({len(pinned)}): {', '.join(pinned)}")
     return EXIT_OK
 
 

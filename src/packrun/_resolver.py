@@ -17,7 +17,7 @@ from typing import Final
 
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._stores import Installation, PinEvent
-from packrun._versions import Version, bump_kind
+from packrun._versions import Version, bump_kind, version_key
 from packrun.errors import InvalidArgument, InvalidVersion, NotFound
 
 __all__ = [
@@ -40,15 +40,9 @@ def normalize_pin(pin: str) -> str:
     if pin in DYNAMIC_PINS:
         return pin
     try:
-        return str(Version.parse(pin))
+        return version_key(Version.parse(pin))  # build metadata does not tell versions apart
     except InvalidVersion:
         raise InvalidArgument("pin", pin, _PIN_CHOICES) from None
-
-
-def _key(version: Version) -> str:
-    return f"{version.major}.{version.minor}.{version.patch}" + (
-        "-" + ".".join(version.prerelease) if version.prerelease else ""
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +61,9 @@ class Resolution:
 class _Cell:
     """One precomputed answer, shared by every installation with the same pack and pin."""
 
-    __slots__ = ("pin", "value")
+    __slots__ = ("value",)
 
-    def __init__(self, pin: str) -> None:
-        self.pin = pin
+    def __init__(self) -> None:
         self.value: Resolution | None = None
 
 
@@ -79,6 +72,7 @@ class _Pack:
     """The rows of one pack, ascending, and its cells by pin (and pre-release opt-in)."""
 
     rows: list[CatalogEntry] = field(default_factory=list)
+    by_key: dict[str, CatalogEntry] = field(default_factory=dict)
     cells: dict[tuple[str, bool], _Cell] = field(default_factory=dict)
     flows: dict[str, ContentEntry] = field(default_factory=dict)
 
@@ -136,18 +130,6 @@ class Resolver:
         self._installations: dict[str, Installation] = {}
         self._events: dict[str, list[PinEvent]] = {}
 
-    # --- the hot path ---------------------------------------------------------------------------
-
-    def resolve(self, installation_id: str) -> Resolution:
-        """The current answer for an installation. Synchronous, no I/O, no allocation."""
-        try:
-            value = self._cells[installation_id].value
-        except KeyError:
-            raise NotFound("installation", installation_id) from None
-        if value is None:
-            raise NotFound("version satisfying the pin of installation", installation_id)
-        return value
-
     # --- choosing -------------------------------------------------------------------------------
 
     @staticmethod
@@ -156,8 +138,8 @@ class Resolver:
 
     def _candidates(self, pack: _Pack, pin: str, allow_prerelease: bool) -> list[CatalogEntry]:
         if pin not in DYNAMIC_PINS:
-            key = _key(Version.parse(pin))
-            return [r for r in pack.rows if r.version_key == key]
+            row = pack.by_key.get(pin)  # an exact pin is stored as its version key
+            return [row] if row is not None else []
         eligible = [r for r in pack.rows if self._eligible(r, allow_prerelease)]
         if pin == "latest-vendor":
             return [r for r in eligible if r.channel == "vendor"]
@@ -188,16 +170,29 @@ class Resolver:
         """Replace the rows of a pack and recompute its cells (not its installations)."""
         pack = self._packs.setdefault(pack_id, _Pack())
         pack.rows = sorted(rows, key=lambda r: r.version)
-        for (pin, allow_prerelease), cell in pack.cells.items():
-            cell.value = self._answer(pack_id, pin, allow_prerelease)
-        pack.flows = self._latest_flows(pack.rows)
+        pack.by_key = {r.version_key: r for r in pack.rows}
+        self._recompute(pack_id, pack, None)
 
     def put_row(self, row: CatalogEntry) -> None:
-        """Insert or replace one row (a publish, an overwrite, a retirement)."""
-        pack = self._packs.get(row.pack_id)
-        rows = [r for r in pack.rows if r.version_key != row.version_key] if pack else []
-        bisect.insort(rows, row, key=lambda r: r.version)
-        self.set_pack(row.pack_id, rows)
+        """Insert or replace one row (a publish, an overwrite, a retirement).
+
+        Recomputes the pack's dynamic cells and the cells pinned to this row's version: the cost
+        depends on the pack's versions, never on its installations or other pinned versions.
+        """
+        pack = self._packs.setdefault(row.pack_id, _Pack())
+        old = pack.by_key.get(row.version_key)
+        if old is not None:
+            pack.rows[pack.rows.index(old)] = row
+        else:
+            bisect.insort(pack.rows, row, key=lambda r: r.version)
+        pack.by_key[row.version_key] = row
+        self._recompute(row.pack_id, pack, row.version_key)
+
+    def _recompute(self, pack_id: str, pack: _Pack, touched: str | None) -> None:
+        for (pin, allow_prerelease), cell in pack.cells.items():
+            if touched is None or pin in DYNAMIC_PINS or pin == touched:
+                cell.value = self._answer(pack_id, pin, allow_prerelease)
+        pack.flows = self._latest_flows(pack.rows)
 
     @staticmethod
     def _latest_flows(rows: Sequence[CatalogEntry]) -> dict[str, ContentEntry]:
@@ -220,7 +215,7 @@ class Resolver:
         key = (installation.pin, installation.allow_prerelease)
         cell = pack.cells.get(key)
         if cell is None:
-            cell = pack.cells[key] = _Cell(installation.pin)
+            cell = pack.cells[key] = _Cell()
             cell.value = self._answer(installation.pack_id, *key)
         self._cells[installation.id] = cell
 
@@ -270,12 +265,12 @@ class Resolver:
         for row in pack.rows:
             if id(row) in chosen:
                 continue
-            if not row.is_live:
+            if inst.pin not in DYNAMIC_PINS:
+                why = f"not the pinned version {inst.pin}"
+            elif not row.is_live:
                 why = "retired"
             elif row.version.is_prerelease and not inst.allow_prerelease:
                 why = "pre-release (allow_prerelease is off)"
-            elif inst.pin not in DYNAMIC_PINS:
-                why = f"not the pinned version {inst.pin}"
             else:
                 why = f"{row.channel} channel, not chosen by pin {inst.pin}"
             skipped.append((str(row.version), why))

@@ -9,7 +9,9 @@ bound. The hot path, :meth:`Runtime.resolve`, only reads memory.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Collection, Sequence
 from datetime import UTC, datetime
@@ -33,6 +35,7 @@ from packrun._catalog import (
 from packrun._contract import DEFAULT_GENERATIONS, check_generation
 from packrun._resolver import Explanation, Resolution, Resolver, normalize_pin
 from packrun._stores import (
+    ORIGINS,
     POLICIES,
     Installation,
     Origin,
@@ -40,10 +43,11 @@ from packrun._stores import (
     Policy,
     Settings,
     Store,
+    Update,
     default_url,
     open_store,
 )
-from packrun._versions import Version
+from packrun._versions import Version, version_key
 from packrun.errors import InvalidArgument, NotFound, PackrunError
 
 __all__ = ["Runtime", "open_runtime"]
@@ -53,6 +57,21 @@ logger = logging.getLogger("packrun")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_INSTALLATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
+
+
+def _check_installation_id(installation_id: object) -> None:
+    if not isinstance(installation_id, str) or not _INSTALLATION_ID.fullmatch(installation_id):
+        shown = installation_id[:60] if isinstance(installation_id, str) else installation_id
+        raise InvalidArgument(
+            "installation id",
+            shown,
+            [
+                "1 to 200 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
+            ],
+        )
 
 
 class Runtime:
@@ -142,12 +161,15 @@ class Runtime:
             await anyio.sleep(self.refresh_interval)
             try:
                 await self.refresh()
-            except PackrunError as exc:
-                # The hot path keeps answering from memory; say so, at most once a minute.
-                now = time.monotonic()
-                if now - self._last_refresh_warning > 60:
-                    self._last_refresh_warning = now
-                    logger.warning("packrun could not refresh from %s: %s", self.url, exc)
+            except Exception as exc:  # never let a refresh take the host's code down
+                self._warn(f"could not refresh from {self.url}: {exc}")
+
+    def _warn(self, message: str) -> None:
+        # The hot path keeps answering from memory; say so, at most once a minute.
+        now = time.monotonic()
+        if now - self._last_refresh_warning > 60:
+            self._last_refresh_warning = now
+            logger.warning("packrun %s", message)
 
     async def refresh(self) -> None:
         """Apply what other runtimes wrote to the store since the last refresh. Runs on its own
@@ -159,14 +181,29 @@ class Runtime:
             packs = {c.key for c in changes if c.kind == "pack"}
             installations = {c.key for c in changes if c.kind == "installation"}
             for pack_id in sorted(packs):
-                self._resolver.set_pack(pack_id, await self._store.pack_entries(pack_id))
+                await self._refresh_one(f"pack {pack_id}", self._reload_pack(pack_id))
             for iid in sorted(installations):
-                inst, events = await self._store.installation(iid)
-                if inst is not None:
-                    self._resolver.set_installation(inst, events)
+                await self._refresh_one(f"installation {iid}", self._reload_installation(iid))
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
             self._seq = changes[-1].seq
+
+    async def _refresh_one(self, what: str, reload: Awaitable[None]) -> None:
+        # A row that cannot be read is skipped with a warning; it must not hold back the others.
+        try:
+            await reload
+        except PackrunError as exc:
+            self._warn(f"skipped {what} while refreshing from {self.url}: {exc}")
+        except (ValueError, TypeError) as exc:  # a row damaged outside packrun
+            self._warn(f"skipped {what} while refreshing from {self.url}: unreadable row ({exc})")
+
+    async def _reload_pack(self, pack_id: str) -> None:
+        self._resolver.set_pack(pack_id, await self._store.pack_entries(pack_id))
+
+    async def _reload_installation(self, installation_id: str) -> None:
+        inst, events = await self._store.installation(installation_id)
+        if inst is not None:
+            self._resolver.set_installation(inst, events)
 
     # --- the hot path ---------------------------------------------------------------------------
 
@@ -232,12 +269,31 @@ class Runtime:
 
     async def retire(self, pack_id: str, version: str) -> CatalogEntry:
         """Take a version out of ``latest`` pins and update targets; exact pins keep working."""
-        key = Version.parse(version)
+        key = version_key(Version.parse(version))
         self._resolver.rows(pack_id)  # not_found naming the known packs
-        version_key = f"{key.major}.{key.minor}.{key.patch}" + (
-            "-" + ".".join(key.prerelease) if key.prerelease else ""
-        )
-        return await self._write_row(self._store.retire(pack_id, version_key))
+        entry = await self._write_row(self._store.retire(pack_id, key))
+        pinned = self.pinned_to(pack_id, key)
+        if pinned:
+            shown = ", ".join(pinned[:10]) + (", ..." if len(pinned) > 10 else "")
+            logger.warning(
+                "packrun retired %s %s; %d installation(s) pinned to it keep running it: %s",
+                pack_id,
+                key,
+                len(pinned),
+                shown,
+            )
+        return entry
+
+    def pinned_to(self, pack_id: str, version: str) -> list[str]:
+        """The installations whose pin resolves to ``pack_id`` ``version`` now (by id)."""
+        key = version_key(Version.parse(version))
+        return [
+            inst.id
+            for inst in self._resolver.installations()
+            if inst.pack_id == pack_id
+            and (res := self._cells[inst.id].value) is not None
+            and res.entry.version_key == key
+        ]
 
     def versions(self, pack_id: str) -> list[CatalogEntry]:
         """Every published version of a pack, ascending, live and retired."""
@@ -256,8 +312,10 @@ class Runtime:
         await self._set_setting("strict_versions", on)
 
     async def _set_setting(self, name: str, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidArgument(name.replace("_", " "), value, ["True", "False"])
         async with self._lock:
-            self._settings = await self._store.set_setting(name, bool(value))
+            self._settings = await self._store.set_setting(name, value)
 
     async def artifact(self, digest: str) -> bytes:
         """The bytes of a published artifact."""
@@ -272,7 +330,7 @@ class Runtime:
         if row is None:
             rows = self._resolver.rows(pack_id)
             raise NotFound(
-                f"version of {pack_id} for pin {pin!r} (installation {installation_id}); versions",
+                f"version of {pack_id} that pin",
                 pin,
                 [f"{r.version} ({r.channel}, {r.state})" for r in rows],
             )
@@ -296,6 +354,7 @@ class Runtime:
         later releases are inert until an update. ``pin`` may be ``latest``, ``latest-vendor``,
         ``latest-custom`` or an exact version (which may be a pre-release or retired).
         """
+        _check_installation_id(installation_id)
         self._resolver.rows(pack_id)  # not_found naming the known packs
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
@@ -316,55 +375,51 @@ class Runtime:
     async def set_pin(
         self, installation_id: str, pin: str, *, actor: str = "system", origin: Origin = "user"
     ) -> Installation:
-        """Move an installation's pin; the move is recorded with ``actor`` and ``origin``."""
+        """Move an installation's pin; the move is recorded with ``actor`` and ``origin``.
+
+        The pin's previous value and version are read inside the store's transaction, so
+        concurrent moves (in this process or another) are each recorded from what they replaced.
+        """
+        if origin not in ORIGINS:
+            raise InvalidArgument("origin", origin, ORIGINS)
         current = self._resolver.installation(installation_id)
         pin = normalize_pin(pin)
         row = self._target(installation_id, current.pack_id, pin, current.allow_prerelease)
-        before = self._cells[installation_id].value
-        inst = Installation(
-            current.id,
-            current.pack_id,
-            pin,
-            current.policy,
-            current.allow_prerelease,
-            current.created_at,
-        )
-        event = PinEvent(
-            0,
-            installation_id,
-            actor,
-            origin,
-            current.pin,
-            pin,
-            before.version if before else None,
-            str(row.version),
-            _now(),
-        )
-        async with self._lock:
-            stored = await self._store.update_installation(inst, event)
-            self._resolver.set_installation(inst, self._resolver.history(installation_id))
-            if stored is not None:
-                self._resolver.add_event(stored)
-        return inst
+        at = _now()
+
+        def update(stored: Installation) -> tuple[Installation, PinEvent | None]:
+            before = self._resolver.pick(stored.pack_id, stored.pin, stored.allow_prerelease)
+            event = PinEvent(
+                0,
+                installation_id,
+                actor,
+                origin,
+                stored.pin,
+                pin,
+                str(before.version) if before is not None else None,
+                str(row.version),
+                at,
+            )
+            return dataclasses.replace(stored, pin=pin), event
+
+        return await self._update_installation(installation_id, update)
 
     async def set_policy(self, installation_id: str, policy: Policy) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
-        ``auto_minor``."""
+        ``auto_minor``. Recorded on the installation; no pin moves."""
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
-        current = self._resolver.installation(installation_id)
-        inst = Installation(
-            current.id,
-            current.pack_id,
-            current.pin,
-            policy,
-            current.allow_prerelease,
-            current.created_at,
+        self._resolver.installation(installation_id)  # not_found naming known installations
+        return await self._update_installation(
+            installation_id, lambda stored: (dataclasses.replace(stored, policy=policy), None)
         )
+
+    async def _update_installation(self, installation_id: str, update: Update) -> Installation:
         async with self._lock:
-            await self._store.update_installation(inst, None)
-            self._resolver.set_installation(inst, self._resolver.history(installation_id))
-        return inst
+            changed, event = await self._store.update_installation(installation_id, update)
+            events = self._resolver.history(installation_id)
+            self._resolver.set_installation(changed, [*events, event] if event else events)
+            return changed
 
     def installations(self) -> list[Installation]:
         """Every installation, by id."""
@@ -400,7 +455,7 @@ def open_runtime(
     []
     """
     return Runtime(
-        open_store(url or default_url()),
+        open_store(default_url() if url is None else url),
         generations=generations,
         refresh_interval=refresh_interval,
     )

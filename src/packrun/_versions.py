@@ -27,6 +27,7 @@ __all__ = [
     "bump_problem",
     "check_publish_order",
     "release_line",
+    "version_key",
 ]
 
 MAX_LENGTH: Final = 256
@@ -304,6 +305,18 @@ def bump_problem(
     if _LEVEL_RANK[allowed] >= _LEVEL_RANK[required]:
         return None
     return "major_not_bumped" if required == "major" else "minor_not_bumped"
+
+
+def version_key(version: str | Version) -> str:
+    """The version without build metadata: what identifies it in a catalog, since versions that
+    differ only in build metadata are equal.
+
+    >>> version_key("1.2.0-rc.1+build.7")
+    '1.2.0-rc.1'
+    """
+    v = _coerce(version)
+    text = f"{v.major}.{v.minor}.{v.patch}"
+    return text + ("-" + ".".join(v.prerelease) if v.prerelease else "")
 
 
 def release_line(version: str | Version) -> tuple[int, ...]:

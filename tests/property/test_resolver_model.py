@@ -138,10 +138,13 @@ class Model:
         rows = chosen[pin]
         return rows[-1] if rows else None
 
-    def publish_errors(self, version: str, force: bool) -> set[str]:
+    def publish_errors(self, version: str, force: bool, channel: Channel = "vendor") -> set[str]:
         same = self.rows.get(key(version))
         if same is not None:
-            return {"version_exists"} if self.immutable or not force else set()
+            # One version number per pack whatever the channel: force never moves it across.
+            if same.channel != channel or self.immutable or not force:
+                return {"version_exists"}
+            return set()
         highest = [
             r.version for r in self.rows.values() if line(r.version) == line(version)
         ]  # retired rows count too
@@ -226,17 +229,25 @@ def sync_code_of(call: Callable[[], object]) -> str | None:
     return None
 
 
+def stored_pin(pin: str) -> str:
+    """A pin as stored: a dynamic pin as is, an exact one without build metadata."""
+    return pin if pin in ("latest", "latest-vendor", "latest-custom") else key(pin)
+
+
 async def apply(rt: Runtime, model: Model, op: Op) -> None:
     """Run ``op`` on the runtime and on the model; they must agree on whether it is accepted."""
     if isinstance(op, Publish):
-        expected = model.publish_errors(op.version, op.force)
+        expected = model.publish_errors(op.version, op.force, op.channel)
         data = bundle(op.version, op.variant)
         code = await code_of(rt.publish(data, channel=op.channel, force=op.force))
         if expected:
             assert code in expected, (op, code)
             return
         assert code is None, (op, code)
+        replaced = model.rows.get(key(op.version))
         model.rows[key(op.version)] = Row(op.version, op.channel, digest(data))
+        if replaced is not None:  # an overwrite keeps the row's state
+            model.rows[key(op.version)].state = replaced.state
     elif isinstance(op, Retire):
         row = model.rows.get(key(op.version))
         code = await code_of(rt.retire("acme", op.version))
@@ -260,7 +271,7 @@ async def apply(rt: Runtime, model: Model, op: Op) -> None:
             return
         assert code is None, (op, code)
         assert target is not None
-        pin = op.pin if op.pin is not None else target.version
+        pin = stored_pin(op.pin if op.pin is not None else target.version)
         assert rt.installation(op.iid).pin == pin, (op, rt.installation(op.iid))
         model.installations[op.iid] = Inst(pin, op.allow_prerelease)
     elif isinstance(op, SetPin):
@@ -274,10 +285,10 @@ async def apply(rt: Runtime, model: Model, op: Op) -> None:
         assert code is None, (op, code)
         event = rt.history(op.iid)[-1]
         assert (event.origin, event.actor) == ("user", "prop")
-        assert (event.from_pin, event.to_pin) == (current.pin, op.pin)
+        assert (event.from_pin, event.to_pin) == (current.pin, stored_pin(op.pin))
         assert event.from_version == (before.version if before else None)
         assert event.to_version == target.version
-        current.pin = op.pin
+        current.pin = stored_pin(op.pin)
         current.events += 1
     else:
         await rt.set_immutable_versions(op.on)
@@ -341,5 +352,9 @@ def test_the_model_reads_the_samples_as_the_design_says() -> None:
     assert model.pick("latest-custom", False) is None
     assert model.pick("1.1.0", False) is model.rows["1.1.0"]
     assert model.publish_errors("1.1.0", force=True) == {"version_exists"}
+    model.immutable = False
+    assert model.publish_errors("1.1.0", force=True) == set()
+    assert model.publish_errors("1.1.0", force=True, channel="custom") == {"version_exists"}
+    model.immutable = True
     assert model.publish_errors("1.0.9", force=False) == {"downgrade_not_allowed"}
     assert model.publish_errors("1.3.0", force=False) == set()

@@ -31,6 +31,7 @@ __all__ = [
     "Settings",
     "Store",
     "StoreState",
+    "Update",
     "default_url",
     "open_store",
 ]
@@ -43,9 +44,14 @@ POLICIES: Final[tuple[Policy, ...]] = ("manual", "auto_patch", "auto_minor")
 Origin: TypeAlias = Literal["user", "policy", "rollback", "install"]
 """What moved a pin: a person (``user``), an update policy, a rollback, or the install itself."""
 
+ORIGINS: Final[tuple[Origin, ...]] = ("user", "policy", "rollback", "install")
+
 Decide: TypeAlias = Callable[[Sequence[CatalogEntry], "Settings"], Literal["insert", "replace"]]
 """The publish decision, given every row of the pack and the settings as they are inside the
 store's transaction."""
+
+Update: TypeAlias = Callable[["Installation"], "tuple[Installation, PinEvent | None]"]
+"""An installation change, computed from the row as it is inside the store's transaction."""
 
 SCHEMES: Final = ("memory", "sqlite")
 
@@ -116,7 +122,18 @@ class StoreState:
 
 
 class Store(ABC):
-    """The one store interface. Implementations: ``memory:`` and ``sqlite:///path``."""
+    """The one store interface. Implementations: ``memory:`` and ``sqlite:///path``.
+
+    What an implementation must guarantee (and what a new one, such as PostgreSQL, must provide):
+
+    * ``publish`` and ``update_installation`` run their callback inside the write transaction,
+      against rows that no concurrent writer can change before the commit: SQLite gets this from
+      ``BEGIN IMMEDIATE``; a server database needs a lock per pack (``SELECT … FOR UPDATE`` or an
+      advisory lock), or two versions of one line could both pass the publish rule.
+    * Change-log sequence numbers become visible in increasing order, so a reader that has seen
+      ``n`` never misses a line below ``n`` later. A server database whose sequence values can
+      commit out of order must serialise log inserts (or use a commit-ordered cursor).
+    """
 
     url: str
 
@@ -168,9 +185,11 @@ class Store(ABC):
 
     @abstractmethod
     async def update_installation(
-        self, installation: Installation, event: PinEvent | None
-    ) -> PinEvent | None:
-        """Replace an installation's pin or policy, with the pin event when the pin moved."""
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
+        """Change an installation: ``update`` gets the row as it is inside the transaction and
+        returns the new row and, when the pin moved, its event (``from_*`` taken from that row).
+        Only ``pin`` and ``policy`` may change. ``not_found`` when there is no such installation."""
 
     @abstractmethod
     async def artifact(self, digest: str) -> bytes:
@@ -192,11 +211,11 @@ def open_store(url: str) -> Store:
         from packrun._stores._memory import MemoryStore
 
         return MemoryStore(url)
-    if scheme == "sqlite" and rest.startswith("///") and len(rest) > 3:
+    if scheme == "sqlite" and rest.startswith("///") and len(rest) > 3 and "?" not in rest:
         from packrun._stores._sqlite import SQLiteStore
 
         return SQLiteStore(url, Path(rest[3:]))
     raise StoreError(
         f"cannot open store {url!r}: expected memory: or sqlite:///path/to/state.db "
-        f"(valid schemes: {', '.join(SCHEMES)})"
+        f"(valid schemes: {', '.join(SCHEMES)}; no query parameters)"
     )

@@ -19,6 +19,7 @@ from packrun._stores import (
     Settings,
     Store,
     StoreState,
+    Update,
 )
 from packrun.errors import InstallationExists, NotFound
 
@@ -118,15 +119,17 @@ class MemoryStore(Store):
             return stored
 
     async def update_installation(
-        self, installation: Installation, event: PinEvent | None
-    ) -> PinEvent | None:
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
         async with self._lock:
-            if installation.id not in self._installations:
-                raise NotFound("installation", installation.id)
-            self._installations[installation.id] = installation
+            current = self._installations.get(installation_id)
+            if current is None:
+                raise NotFound("installation", installation_id)
+            changed, event = update(current)
+            self._installations[installation_id] = changed
             stored = self._append_event(event) if event is not None else None
-            self._log("installation", installation.id)
-            return stored
+            self._log("installation", installation_id)
+            return changed, stored
 
     async def artifact(self, digest: str) -> bytes:
         try:

@@ -11,6 +11,7 @@ file written by a newer packrun is refused with ``store_error``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from packrun._stores import (
     Settings,
     Store,
     StoreState,
+    Update,
 )
 from packrun._versions import Version
 from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
@@ -177,6 +179,7 @@ class SQLiteStore(Store):
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._identity: tuple[int, int] = (0, 0)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -194,7 +197,22 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreError(f"the store {self.url} failed: {exc}") from exc
 
+    def _check_file(self) -> None:
+        # SQLite keeps writing to an open file that was deleted or replaced, and those writes
+        # are lost: refuse them instead.
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            raise StoreError(
+                f"the store file {self.path} is gone (deleted while open); reopen the runtime"
+            ) from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise StoreError(
+                f"the store file {self.path} was replaced while open; reopen the runtime"
+            )
+
     def _write(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        self._check_file()
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = body(conn)
@@ -240,8 +258,10 @@ class SQLiteStore(Store):
         except StoreError:
             conn.close()
             raise
+        st = os.stat(self.path)
         with self._lock:
             self._conn = conn
+            self._identity = (st.st_dev, st.st_ino)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -265,6 +285,10 @@ class SQLiteStore(Store):
         conn.execute("COMMIT")
 
     async def close(self) -> None:
+        # In a worker thread: the lock may be held by a call waiting on another process's write.
+        await anyio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
@@ -302,6 +326,7 @@ class SQLiteStore(Store):
 
     async def changes(self, since: int) -> list[Change]:
         def body(conn: sqlite3.Connection) -> list[Change]:
+            self._check_file()
             rows = conn.execute(
                 "SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (since,)
             )
@@ -473,18 +498,22 @@ class SQLiteStore(Store):
         return await self._call(lambda conn: self._write(conn, body))
 
     async def update_installation(
-        self, installation: Installation, event: PinEvent | None
-    ) -> PinEvent | None:
-        def body(conn: sqlite3.Connection) -> PinEvent | None:
-            updated = conn.execute(
-                "UPDATE installations SET pack_id = ?, pin = ?, policy = ?, allow_prerelease = ?, "
-                "created_at = ? WHERE id = ?",
-                (*self._installation_row(installation)[1:], installation.id),
-            ).rowcount
-            if not updated:
-                raise NotFound("installation", installation.id)
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
+        def body(conn: sqlite3.Connection) -> tuple[Installation, PinEvent | None]:
+            row = conn.execute(
+                f"SELECT {_INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
+                (installation_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("installation", installation_id)
+            changed, event = update(_installation_from(row))
+            conn.execute(
+                "UPDATE installations SET pin = ?, policy = ? WHERE id = ?",
+                (changed.pin, changed.policy, installation_id),
+            )
             stored = self._insert_event(conn, event) if event is not None else None
-            self._log(conn, "installation", installation.id)
-            return stored
+            self._log(conn, "installation", installation_id)
+            return changed, stored
 
         return await self._call(lambda conn: self._write(conn, body))
