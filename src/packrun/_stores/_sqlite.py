@@ -11,6 +11,7 @@ file written by a newer packrun is refused with ``store_error``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -457,17 +458,7 @@ class SQLiteStore(Store):
             ),
         )
         assert cursor.lastrowid is not None
-        return PinEvent(
-            cursor.lastrowid,
-            event.installation_id,
-            event.actor,
-            event.origin,
-            event.from_pin,
-            event.to_pin,
-            event.from_version,
-            event.to_version,
-            event.at,
-        )
+        return dataclasses.replace(event, seq=cursor.lastrowid)
 
     @staticmethod
     def _installation_row(installation: Installation) -> tuple[Any, ...]:
