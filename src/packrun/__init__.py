@@ -33,6 +33,7 @@ from packrun._manifest import (
     decode_pack_manifest,
 )
 from packrun._resolver import Explanation, Resolution
+from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, Finding, check, verify
 from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
@@ -104,7 +105,9 @@ __all__ = [
     "PinEvent",
     "Policy",
     "Resolution",
+    "Run",
     "Runtime",
+    "RuntimeStats",
     "Settings",
     "StoreError",
     "ToolFailed",

@@ -13,17 +13,22 @@ import dataclasses
 import logging
 import re
 import time
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Collection, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 
+from packrun._adapters import Dispatcher, dispatcher_for
+from packrun._auth import Auth
+from packrun._bundle import load_bundle
 from packrun._catalog import (
     CatalogEntry,
     Channel,
@@ -34,13 +39,16 @@ from packrun._catalog import (
 )
 from packrun._contract import DEFAULT_GENERATIONS, check_generation
 from packrun._resolver import Explanation, Resolution, Resolver, normalize_pin
+from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._stores import (
     ORIGINS,
     POLICIES,
     Installation,
+    LiveRun,
     Origin,
     PinEvent,
     Policy,
+    RunRecord,
     Settings,
     Store,
     Update,
@@ -48,7 +56,8 @@ from packrun._stores import (
     open_store,
 )
 from packrun._versions import Version, version_key
-from packrun.errors import InvalidArgument, NotFound, PackrunError
+from packrun.errors import DrainTimeout, InvalidArgument, NotFound, PackrunError
+from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -86,7 +95,10 @@ class Runtime:
         *,
         generations: Collection[int] = DEFAULT_GENERATIONS,
         refresh_interval: float = 0.1,
+        lease_ttl: float = 30.0,
     ) -> None:
+        if lease_ttl <= 0:
+            raise InvalidArgument("lease_ttl", lease_ttl, ["a number of seconds above 0"])
         if not generations:
             raise InvalidArgument("generations", generations, ["a non-empty set such as {1, 2}"])
         self._store = store
@@ -101,6 +113,18 @@ class Runtime:
         self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
         self._task_group: anyio.abc.TaskGroup | None = None
         self._last_refresh_warning = 0.0
+        self.lease_ttl = lease_ttl
+        """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
+        self.owner = uuid.uuid4().hex
+        """This runtime's id as the holder of run leases."""
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._runs: dict[str, Run] = {}
+        self._by_version: Counter[tuple[str, str]] = Counter()
+        self._by_installation: Counter[str] = Counter()
+        self._remote: list[LiveRun] = []
+        self._runs_started = 0
+        self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
+        self._adapter_warned: dict[tuple[str, str], float] = {}
 
     @property
     def url(self) -> str:
@@ -122,6 +146,7 @@ class Runtime:
             await self._task_group.__aenter__()
             if self.refresh_interval > 0:
                 self._task_group.start_soon(self._refresh_loop)
+            self._task_group.start_soon(self._lease_loop)
         except BaseException:
             await self._store.close()
             raise
@@ -161,8 +186,22 @@ class Runtime:
             await anyio.sleep(self.refresh_interval)
             try:
                 await self.refresh()
+                await self._refresh_remote_runs()
             except Exception as exc:  # never let a refresh take the host's code down
                 self._warn(f"could not refresh from {self.url}: {exc}")
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_ttl / 3)
+            if self._runs:
+                try:
+                    await self._store.renew_leases(self.owner, time.time() + self.lease_ttl)
+                except Exception as exc:
+                    self._warn(f"could not renew run leases in {self.url}: {exc}")
+
+    async def _refresh_remote_runs(self) -> None:
+        live = await self._store.live_runs(time.time())
+        self._remote = [r for r in live if r.owner != self.owner]
 
     def _warn(self, message: str) -> None:
         # The hot path keeps answering from memory; say so, at most once a minute.
@@ -321,6 +360,191 @@ class Runtime:
         """The bytes of a published artifact."""
         return await self._store.artifact(digest)
 
+    # --- runs ---------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        installation_id: str,
+        *,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+        auth: Auth | None = None,
+    ) -> RunScope:
+        """A run of ``installation_id``: ``async with rt.run(...) as run: await run.call(...)``.
+
+        The run binds at its start to the installation's current ``(version, digest)`` and keeps
+        that binding until it ends, whatever happens to pins meanwhile. A ``run_id`` seen before (a
+        resumed run, possibly in another process) gets its original binding back. ``auth`` is
+        passed to the tools and never stored. A bundle outside this runtime's contract window is
+        refused here with ``BUNDLE_CONTRACT_INCOMPATIBLE``.
+        """
+        return RunScope(self, installation_id, run_id, workflow_id, auth or Auth.none())
+
+    async def call(
+        self,
+        installation_id: str,
+        tool: str,
+        input: dict[str, Any] | None = None,
+        *,
+        auth: Auth | None = None,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> Any:
+        """One tool call in a run of its own (started and ended around the call)."""
+        async with self.run(
+            installation_id, run_id=run_id, workflow_id=workflow_id, auth=auth
+        ) as r:
+            return await r.call(tool, input)
+
+    async def _dispatcher(self, digest: str) -> Dispatcher:
+        dispatcher = self._dispatchers.get(digest)
+        if dispatcher is None:
+            data = await self._store.artifact(digest)
+            loaded = await anyio.to_thread.run_sync(
+                partial(
+                    load_bundle,
+                    data,
+                    expected_digest=digest,
+                    generations=self.generations,
+                    stage="run",
+                )
+            )
+            dispatcher = self._dispatchers[digest] = dispatcher_for(loaded, self.generations)
+        return dispatcher
+
+    async def _start_run(
+        self, installation_id: str, run_id: str | None, workflow_id: str | None, auth: Auth
+    ) -> Run:
+        res = self.resolve(installation_id)
+        if res.digest is None:
+            raise NotFound("integration to run in pack", res.pack_id)
+        if run_id is not None and run_id in self._runs:
+            raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
+        record = RunRecord(
+            run_id or uuid.uuid4().hex,
+            installation_id,
+            res.pack_id,
+            res.version,
+            res.digest,
+            res.contract,
+            res.channel,
+            workflow_id,
+            _now(),
+        )
+        bound, resumed = await self._store.start_run(
+            record, self.owner, time.time() + self.lease_ttl
+        )
+        try:
+            if bound.digest is None:
+                raise NotFound("integration to run in pack", bound.pack_id)
+            dispatcher = await self._dispatcher(bound.digest)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._store.end_runs([bound.run_id], _now())
+            raise
+        ctx = ToolContext(
+            bound.run_id,
+            bound.installation_id,
+            bound.pack_id,
+            bound.version,
+            auth,
+            logging.getLogger(f"packrun.tools.{bound.pack_id}"),
+        )
+        run = Run(bound, dispatcher, ctx, resumed)
+        self._runs[run.run_id] = run
+        self._by_version[(run.pack_id, version_key(run.version))] += 1
+        self._by_installation[run.installation_id] += 1
+        self._runs_started += 1
+        if run.adapter is not None:
+            self._count_adapter_run(run)
+        return run
+
+    def _count_adapter_run(self, run: Run) -> None:
+        assert run.adapter is not None
+        self._adapter_runs[(run.pack_id, run.version, run.adapter)] += 1
+        key = (run.pack_id, run.version)
+        now = time.monotonic()
+        if now - self._adapter_warned.get(key, -3600.0) >= 3600:  # once an hour per version
+            self._adapter_warned[key] = now
+            logger.warning(
+                "packrun runs %s %s (contract generation %s) through the %s adapter; rebuild it "
+                "with a current SDK so generation %s can be dropped",
+                run.pack_id,
+                run.version,
+                run.generation,
+                run.adapter,
+                run.generation,
+            )
+
+    async def _end_run(self, run: Run) -> None:
+        if self._runs.pop(run.run_id, None) is None:
+            return
+        key = (run.pack_id, version_key(run.version))
+        self._by_version[key] -= 1
+        if not self._by_version[key]:
+            del self._by_version[key]
+        self._by_installation[run.installation_id] -= 1
+        if not self._by_installation[run.installation_id]:
+            del self._by_installation[run.installation_id]
+        try:
+            await self._store.end_runs([run.run_id], _now())
+        except PackrunError as exc:  # the lease expires on its own; never fail the caller's exit
+            self._warn(f"could not record the end of run {run.run_id} in {self.url}: {exc}")
+
+    def in_flight(self, pack_id: str, version: str) -> int:
+        """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
+        processes hold under live leases (as of the last refresh)."""
+        key = (pack_id, version_key(Version.parse(version)))
+        remote = sum(
+            1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
+        )
+        return self._by_version.get(key, 0) + remote
+
+    def in_flight_for(self, installation_id: str) -> int:
+        """Runs in flight of one installation (this runtime's plus other processes')."""
+        remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
+        return self._by_installation.get(installation_id, 0) + remote
+
+    def runs_in_flight(self, pack_id: str, version: str) -> list[str]:
+        """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
+        key = version_key(Version.parse(version))
+        mine = [
+            r.run_id
+            for r in self._runs.values()
+            if r.pack_id == pack_id and version_key(r.version) == key
+        ]
+        theirs = [
+            r.record.run_id
+            for r in self._remote
+            if r.record.pack_id == pack_id and version_key(r.record.version) == key
+        ]
+        return sorted(mine + theirs)
+
+    def version_status(
+        self, pack_id: str, version: str
+    ) -> Literal["active", "draining", "drained"]:
+        """``active`` while an installation resolves to the version, then ``draining`` while runs
+        are still in flight on it, then ``drained``."""
+        if self.pinned_to(pack_id, version):
+            return "active"
+        return "draining" if self.in_flight(pack_id, version) else "drained"
+
+    async def wait_drained(self, pack_id: str, version: str, timeout: float | None = None) -> None:
+        """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
+        process that died count until their leases expire). ``drain_timeout`` after ``timeout``
+        seconds, naming the runs still in flight."""
+        with anyio.move_on_after(timeout):
+            while True:
+                await self._refresh_remote_runs()
+                if not self.in_flight(pack_id, version):
+                    return
+                await anyio.sleep(min(0.05, self.refresh_interval or 0.05))
+        raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
+
+    def stats(self) -> RuntimeStats:
+        """Counters: runs started and in flight here, and runs served through adapters."""
+        return RuntimeStats(self._runs_started, len(self._runs), dict(self._adapter_runs))
+
     # --- installations --------------------------------------------------------------------------
 
     def _target(
@@ -440,12 +664,14 @@ def open_runtime(
     *,
     generations: Collection[int] = DEFAULT_GENERATIONS,
     refresh_interval: float = 0.1,
+    lease_ttl: float = 30.0,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
     ``url`` defaults to ``$PACKRUN_STORE``, else the embedded SQLite file ``./.packrun/state.db``.
     ``generations`` restricts the contract generations admitted (``{2}`` retires generation 1).
-    ``refresh_interval`` bounds how stale this process may be on writes by other processes.
+    ``refresh_interval`` bounds how stale this process may be on writes by other processes, and
+    ``lease_ttl`` how long the runs of a process that died keep counting as in flight.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -458,4 +684,5 @@ def open_runtime(
         open_store(default_url() if url is None else url),
         generations=generations,
         refresh_interval=refresh_interval,
+        lease_ttl=lease_ttl,
     )

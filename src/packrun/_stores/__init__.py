@@ -25,9 +25,11 @@ __all__ = [
     "Change",
     "Decide",
     "Installation",
+    "LiveRun",
     "Origin",
     "PinEvent",
     "Policy",
+    "RunRecord",
     "Settings",
     "Store",
     "StoreState",
@@ -87,6 +89,34 @@ class PinEvent:
     from_version: str | None
     to_version: str | None
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The durable binding of a run: what it runs, from its start to its end, whatever pins do.
+
+    Credentials are never part of it: they live only in the process that runs the run.
+    """
+
+    run_id: str
+    installation_id: str
+    pack_id: str
+    version: str
+    digest: str | None
+    contract: int | None
+    channel: str
+    workflow_id: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    """A run in flight somewhere: its binding, the runtime that holds it, and its lease."""
+
+    record: RunRecord
+    owner: str
+    lease_until: float
+    """Wall-clock seconds (``time.time()``) until which the owner vouches for the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +220,26 @@ class Store(ABC):
         """Change an installation: ``update`` gets the row as it is inside the transaction and
         returns the new row and, when the pin moved, its event (``from_*`` taken from that row).
         Only ``pin`` and ``policy`` may change. ``not_found`` when there is no such installation."""
+
+    @abstractmethod
+    async def start_run(
+        self, record: RunRecord, owner: str, lease_until: float
+    ) -> tuple[RunRecord, bool]:
+        """Record a run's start, or, for a run id seen before, reopen it: ``(binding, resumed)``.
+
+        A resumed run keeps its original binding, whatever it was given now."""
+
+    @abstractmethod
+    async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
+        """Mark runs ended (releasing their leases)."""
+
+    @abstractmethod
+    async def renew_leases(self, owner: str, lease_until: float) -> None:
+        """Extend the leases of every run in flight held by ``owner``."""
+
+    @abstractmethod
+    async def live_runs(self, now: float) -> list[LiveRun]:
+        """Every run not ended whose lease has not expired at ``now``."""
 
     @abstractmethod
     async def artifact(self, digest: str) -> bytes:

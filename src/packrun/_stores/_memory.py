@@ -7,6 +7,8 @@ taken under the same lock that guards the rows, and every write appends to the c
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
 
 import anyio
 
@@ -15,7 +17,9 @@ from packrun._stores import (
     Change,
     Decide,
     Installation,
+    LiveRun,
     PinEvent,
+    RunRecord,
     Settings,
     Store,
     StoreState,
@@ -38,6 +42,8 @@ class MemoryStore(Store):
         self._installations: dict[str, Installation] = {}
         self._events: list[PinEvent] = []
         self._changes: list[Change] = []
+        self._runs: dict[str, RunRecord] = {}
+        self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
 
     async def open(self) -> None:
         return None
@@ -130,6 +136,30 @@ class MemoryStore(Store):
             stored = self._append_event(event) if event is not None else None
             self._log("installation", installation_id)
             return changed, stored
+
+    async def start_run(
+        self, record: RunRecord, owner: str, lease_until: float
+    ) -> tuple[RunRecord, bool]:
+        existing = self._runs.get(record.run_id)
+        self._runs.setdefault(record.run_id, record)
+        self._live[record.run_id] = (owner, lease_until)
+        return (existing, True) if existing is not None else (record, False)
+
+    async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
+        for run_id in run_ids:
+            self._live.pop(run_id, None)
+
+    async def renew_leases(self, owner: str, lease_until: float) -> None:
+        for run_id, (holder, _) in list(self._live.items()):
+            if holder == owner:
+                self._live[run_id] = (owner, lease_until)
+
+    async def live_runs(self, now: float) -> list[LiveRun]:
+        return [
+            LiveRun(self._runs[run_id], owner, until)
+            for run_id, (owner, until) in self._live.items()
+            if until > now
+        ]
 
     async def artifact(self, digest: str) -> bytes:
         try:

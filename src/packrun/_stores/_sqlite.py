@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +30,9 @@ from packrun._stores import (
     Change,
     Decide,
     Installation,
+    LiveRun,
     PinEvent,
+    RunRecord,
     Settings,
     Store,
     StoreState,
@@ -86,6 +88,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         kind TEXT NOT NULL,
         key TEXT NOT NULL
     );
+    """,
+    # 2: runs, their bindings and leases.
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        installation_id TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT,
+        contract INTEGER,
+        channel TEXT NOT NULL,
+        workflow_id TEXT,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        owner TEXT,
+        lease_until REAL
+    );
+    CREATE INDEX runs_in_flight ON runs (lease_until) WHERE ended_at IS NULL;
+    CREATE INDEX runs_by_owner ON runs (owner) WHERE ended_at IS NULL;
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -167,6 +188,26 @@ def _event_from(row: tuple[Any, ...]) -> PinEvent:
 
 
 _INSTALLATION_COLUMNS: Final = "id, pack_id, pin, policy, allow_prerelease, created_at"
+_RUN_COLUMNS: Final = (
+    "run_id, installation_id, pack_id, version, digest, contract, channel, workflow_id, started_at"
+)
+
+
+def _run_from(row: tuple[Any, ...]) -> RunRecord:
+    run_id, iid, pack_id, version, digest, contract, channel, workflow_id, started_at = row
+    return RunRecord(
+        run_id,
+        iid,
+        pack_id,
+        version,
+        digest,
+        contract,
+        channel,
+        workflow_id,
+        datetime.fromisoformat(started_at),
+    )
+
+
 _EVENT_COLUMNS: Final = (
     "seq, installation_id, actor, origin, from_pin, to_pin, from_version, to_version, at"
 )
@@ -361,6 +402,69 @@ class SQLiteStore(Store):
 
     async def settings(self) -> Settings:
         return await self._call(self._settings_from)
+
+    async def start_run(
+        self, record: RunRecord, owner: str, lease_until: float
+    ) -> tuple[RunRecord, bool]:
+        def body(conn: sqlite3.Connection) -> tuple[RunRecord, bool]:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (record.run_id,)
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
+                    (owner, lease_until, record.run_id),
+                )
+                return _run_from(row), True
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}, owner, lease_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.run_id,
+                    record.installation_id,
+                    record.pack_id,
+                    record.version,
+                    record.digest,
+                    record.contract,
+                    record.channel,
+                    record.workflow_id,
+                    record.started_at.isoformat(),
+                    owner,
+                    lease_until,
+                ),
+            )
+            return record, False
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE runs SET ended_at = ? WHERE run_id = ?",
+                [(at.isoformat(), run_id) for run_id in run_ids],
+            )
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def renew_leases(self, owner: str, lease_until: float) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET lease_until = ? WHERE owner = ? AND ended_at IS NULL",
+                (lease_until, owner),
+            )
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def live_runs(self, now: float) -> list[LiveRun]:
+        def body(conn: sqlite3.Connection) -> list[LiveRun]:
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS}, owner, lease_until FROM runs "
+                "WHERE ended_at IS NULL AND lease_until > ?",
+                (now,),
+            )
+            return [LiveRun(_run_from(r[:9]), r[9], r[10]) for r in rows]
+
+        return await self._call(body)
 
     async def artifact(self, digest: str) -> bytes:
         def body(conn: sqlite3.Connection) -> bytes:
