@@ -83,6 +83,19 @@ def _check_installation_id(installation_id: object) -> None:
         )
 
 
+_END_BATCH_SECONDS = 0.005
+
+
+class _StartWaiter:
+    __slots__ = ("done", "error", "record", "result")
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self.done = anyio.Event()
+        self.result: tuple[RunRecord, bool] | None = None
+        self.error: BaseException | None = None
+
+
 class Runtime:
     """A process's view of one store: the catalog, the installations and the resolver.
 
@@ -125,6 +138,10 @@ class Runtime:
         self._runs_started = 0
         self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
         self._adapter_warned: dict[tuple[str, str], float] = {}
+        self._pending_starts: list[_StartWaiter] = []
+        self._start_leader = False
+        self._pending_ends: list[str] = []
+        self._ends_ready = anyio.Event()
 
     @property
     def url(self) -> str:
@@ -147,6 +164,7 @@ class Runtime:
             if self.refresh_interval > 0:
                 self._task_group.start_soon(self._refresh_loop)
             self._task_group.start_soon(self._lease_loop)
+            self._task_group.start_soon(self._end_loop)
         except BaseException:
             await self._store.close()
             raise
@@ -163,6 +181,10 @@ class Runtime:
                 self._task_group.cancel_scope.cancel()
                 await self._task_group.__aexit__(None, None, None)
                 self._task_group = None
+            with anyio.CancelScope(shield=True):
+                self._pending_ends.extend(self._runs)  # runs still open when the runtime closes
+                self._runs.clear()
+                await self._flush_ends()
         finally:
             await self._store.close()
 
@@ -431,16 +453,13 @@ class Runtime:
             workflow_id,
             _now(),
         )
-        bound, resumed = await self._store.start_run(
-            record, self.owner, time.time() + self.lease_ttl
-        )
+        bound, resumed = await self._record_start(record)
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
             dispatcher = await self._dispatcher(bound.digest)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._store.end_runs([bound.run_id], _now())
+            self._queue_end(bound.run_id)
             raise
         ctx = ToolContext(
             bound.run_id,
@@ -486,10 +505,61 @@ class Runtime:
         self._by_installation[run.installation_id] -= 1
         if not self._by_installation[run.installation_id]:
             del self._by_installation[run.installation_id]
+        self._queue_end(run.run_id)
+
+    # Starts are written in groups: concurrent starts share one transaction, and each waits for
+    # its commit (a binding is durable before the run makes its first call). Ends are written
+    # behind: a background task records them in batches, and a crash in between is covered by
+    # the run's lease.
+
+    async def _record_start(self, record: RunRecord) -> tuple[RunRecord, bool]:
+        waiter = _StartWaiter(record)
+        self._pending_starts.append(waiter)
+        if not self._start_leader:
+            self._start_leader = True
+            try:
+                with anyio.CancelScope(shield=True):  # the others wait on this batch
+                    while self._pending_starts:
+                        batch, self._pending_starts = self._pending_starts, []
+                        try:
+                            results = await self._store.start_runs(
+                                [w.record for w in batch], self.owner, time.time() + self.lease_ttl
+                            )
+                        except BaseException as exc:
+                            for w in batch:
+                                w.error = exc
+                                w.done.set()
+                            continue
+                        for w, result in zip(batch, results, strict=True):
+                            w.result = result
+                            w.done.set()
+            finally:
+                self._start_leader = False
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    def _queue_end(self, run_id: str) -> None:
+        self._pending_ends.append(run_id)
+        self._ends_ready.set()
+
+    async def _end_loop(self) -> None:
+        while True:
+            await self._ends_ready.wait()
+            await anyio.sleep(_END_BATCH_SECONDS)  # let the ends of a busy moment share a write
+            self._ends_ready = anyio.Event()
+            await self._flush_ends()
+
+    async def _flush_ends(self) -> None:
+        if not self._pending_ends:
+            return
+        batch, self._pending_ends = self._pending_ends, []
         try:
-            await self._store.end_runs([run.run_id], _now())
-        except PackrunError as exc:  # the lease expires on its own; never fail the caller's exit
-            self._warn(f"could not record the end of run {run.run_id} in {self.url}: {exc}")
+            await self._store.end_runs(batch, _now())
+        except PackrunError as exc:  # the leases expire on their own
+            self._warn(f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}")
 
     def in_flight(self, pack_id: str, version: str) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other

@@ -222,12 +222,12 @@ class Store(ABC):
         Only ``pin`` and ``policy`` may change. ``not_found`` when there is no such installation."""
 
     @abstractmethod
-    async def start_run(
-        self, record: RunRecord, owner: str, lease_until: float
-    ) -> tuple[RunRecord, bool]:
-        """Record a run's start, or, for a run id seen before, reopen it: ``(binding, resumed)``.
-
-        A resumed run keeps its original binding, whatever it was given now."""
+    async def start_runs(
+        self, records: Sequence[RunRecord], owner: str, lease_until: float
+    ) -> list[tuple[RunRecord, bool]]:
+        """Record runs' starts in one transaction; for a run id seen before, reopen it instead.
+        Returns ``(binding, resumed)`` per record, in order: a resumed run keeps its original
+        binding, whatever it was given now."""
 
     @abstractmethod
     async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:

@@ -137,13 +137,16 @@ class MemoryStore(Store):
             self._log("installation", installation_id)
             return changed, stored
 
-    async def start_run(
-        self, record: RunRecord, owner: str, lease_until: float
-    ) -> tuple[RunRecord, bool]:
-        existing = self._runs.get(record.run_id)
-        self._runs.setdefault(record.run_id, record)
-        self._live[record.run_id] = (owner, lease_until)
-        return (existing, True) if existing is not None else (record, False)
+    async def start_runs(
+        self, records: Sequence[RunRecord], owner: str, lease_until: float
+    ) -> list[tuple[RunRecord, bool]]:
+        started = []
+        for record in records:
+            existing = self._runs.get(record.run_id)
+            self._runs.setdefault(record.run_id, record)
+            self._live[record.run_id] = (owner, lease_until)
+            started.append((existing, True) if existing is not None else (record, False))
+        return started
 
     async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
         for run_id in run_ids:

@@ -403,37 +403,42 @@ class SQLiteStore(Store):
     async def settings(self) -> Settings:
         return await self._call(self._settings_from)
 
-    async def start_run(
-        self, record: RunRecord, owner: str, lease_until: float
-    ) -> tuple[RunRecord, bool]:
-        def body(conn: sqlite3.Connection) -> tuple[RunRecord, bool]:
-            row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (record.run_id,)
-            ).fetchone()
-            if row is not None:
+    async def start_runs(
+        self, records: Sequence[RunRecord], owner: str, lease_until: float
+    ) -> list[tuple[RunRecord, bool]]:
+        def body(conn: sqlite3.Connection) -> list[tuple[RunRecord, bool]]:
+            started = []
+            for record in records:
+                row = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (record.run_id,)
+                ).fetchone()
+                if row is not None:
+                    conn.execute(
+                        "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? "
+                        "WHERE run_id = ?",
+                        (owner, lease_until, record.run_id),
+                    )
+                    started.append((_run_from(row), True))
+                    continue
                 conn.execute(
-                    "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
-                    (owner, lease_until, record.run_id),
+                    f"INSERT INTO runs ({_RUN_COLUMNS}, owner, lease_until) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.run_id,
+                        record.installation_id,
+                        record.pack_id,
+                        record.version,
+                        record.digest,
+                        record.contract,
+                        record.channel,
+                        record.workflow_id,
+                        record.started_at.isoformat(),
+                        owner,
+                        lease_until,
+                    ),
                 )
-                return _run_from(row), True
-            conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}, owner, lease_until) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.run_id,
-                    record.installation_id,
-                    record.pack_id,
-                    record.version,
-                    record.digest,
-                    record.contract,
-                    record.channel,
-                    record.workflow_id,
-                    record.started_at.isoformat(),
-                    owner,
-                    lease_until,
-                ),
-            )
-            return record, False
+                started.append((record, False))
+            return started
 
         return await self._call(lambda conn: self._write(conn, body))
 
