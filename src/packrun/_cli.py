@@ -3,17 +3,22 @@
 Exit codes: 0 when all is well, 1 when a check found something wrong, 2 on an error (bad input, a
 refused operation). Every command takes ``--json`` for output a program can read.
 
-The runtime commands (``publish``, ``install``, ``resolve`` ...) each open the store given by
-``--store`` (default: ``$PACKRUN_STORE``, else ``./.packrun/state.db``), call one method of the
-runtime and close it.
+The runtime commands (``publish``, ``install``, ``resolve``, ``call``, ``status`` ...) each open the
+store given by ``--store`` (default: ``$PACKRUN_STORE``, else ``./.packrun/state.db``), call one
+method of the runtime and close it.
+
+``call`` takes credentials from options or from ``$PACKRUN_AUTH_KEY``, ``$PACKRUN_AUTH_TOKEN``,
+``$PACKRUN_AUTH_USERNAME`` and ``$PACKRUN_AUTH_PASSWORD``; none of them is ever printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from importlib.metadata import version as dist_version
@@ -22,14 +27,16 @@ from typing import Any, TextIO, TypeAlias
 
 import anyio
 
+from packrun._auth import Auth, AuthMode
 from packrun._bundle import build_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
 from packrun._manifest import decode_pack_manifest, read_document
 from packrun._resolver import Explanation, Resolution
+from packrun._runs import Run
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, check, discover, verify
 from packrun._stores import POLICIES, Installation, PinEvent, Settings, default_url
-from packrun.errors import NotFound, PackrunError
+from packrun.errors import InvalidArgument, NotFound, PackrunError, ToolFailed
 
 __all__ = ["main"]
 
@@ -115,10 +122,18 @@ def _cmd_verify(args: argparse.Namespace, out: _Output) -> int:
 RuntimeBody: TypeAlias = Callable[[Runtime, argparse.Namespace, _Output], Awaitable[int]]
 
 
-def _on_runtime(body: RuntimeBody) -> Callable[[argparse.Namespace, _Output], int]:
-    """A command that runs ``body`` on a runtime over ``--store`` (default: ``default_url()``)."""
+def _on_runtime(
+    body: RuntimeBody, check: Callable[[argparse.Namespace], None] | None = None
+) -> Callable[[argparse.Namespace, _Output], int]:
+    """A command that runs ``body`` on a runtime over ``--store`` (default: ``default_url()``).
+
+    ``check`` validates the arguments first, so bad input is reported before the store is opened
+    (or created)."""
 
     def run(args: argparse.Namespace, out: _Output) -> int:
+        if check is not None:
+            check(args)
+
         async def session() -> int:
             # A command lives for one operation on what it has just loaded (and its own writes),
             # so a background refresh from the change log would only add work.
@@ -359,6 +374,271 @@ async def _cmd_settings(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
     return EXIT_OK
 
 
+# --- call: one tool call in a run of its own ----------------------------------------------------
+
+
+class ArgumentProblem(InvalidArgument):
+    """A command-line value the CLI cannot use (code ``invalid_argument``, as for any value that
+    is not one of those allowed). The message names the option and the problem and never repeats
+    a credential."""
+
+    def __init__(self, what: str, problem: str, expected: str) -> None:
+        self.what = what
+        self.given = None
+        self.allowed = (expected,)
+        PackrunError.__init__(self, f"{what}: {problem}; expected {expected}")
+
+
+AUTH_MODES: tuple[AuthMode, ...] = ("none", "api_key", "oauth2", "basic")
+AUTH_ENV = {
+    "key": "PACKRUN_AUTH_KEY",
+    "token": "PACKRUN_AUTH_TOKEN",
+    "username": "PACKRUN_AUTH_USERNAME",
+    "password": "PACKRUN_AUTH_PASSWORD",
+}
+"""The environment variables ``call`` reads credentials from, by the option each stands for."""
+_OPTIONS = {name: f"--{name}" for name in AUTH_ENV}
+_MODE_FIELDS: dict[AuthMode, tuple[str, ...]] = {
+    "none": (),
+    "api_key": ("key",),
+    "oauth2": ("token",),
+    "basic": ("username", "password"),
+}
+_MODE_EXPECTS: dict[AuthMode, str] = {
+    "none": "no credentials",
+    "api_key": "--key",
+    "oauth2": "--token and any --scope",
+    "basic": "--username and --password",
+}
+_EXAMPLE_INPUT = 'a JSON object, such as {"limit": 2}'
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
+def _tool_input(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The tool's input from ``--input`` or ``--input-file`` (``-``: standard input), if given."""
+    if args.input is not None:
+        what, text = "--input", args.input
+    elif args.input_file is not None:
+        what = f"--input-file {args.input_file}"
+        path = args.input_file
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ArgumentProblem(
+                what, f"not UTF-8 text (byte {exc.start})", _EXAMPLE_INPUT
+            ) from None
+    else:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArgumentProblem(
+            what,
+            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            _EXAMPLE_INPUT,
+        ) from None
+    if not isinstance(value, dict):
+        raise ArgumentProblem(what, f"{_json_kind(value)}, not an object", _EXAMPLE_INPUT)
+    return value
+
+
+def _mode_of(given: dict[str, str | None], names: dict[str, str], where: str) -> AuthMode | None:
+    """The one auth mode the credentials ``given`` are for; ``None`` when there are none."""
+    modes = [m for m, fields in _MODE_FIELDS.items() if any(given[f] is not None for f in fields)]
+    if len(modes) > 1:
+        shown = ", ".join(names[f] for f in AUTH_ENV if given[f] is not None)  # names, not values
+        raise ArgumentProblem(
+            "credentials",
+            f"the {where} has credentials for more than one auth mode ({shown})",
+            f"--auth to choose one of {', '.join(AUTH_MODES)}",
+        )
+    return modes[0] if modes else None
+
+
+def _auth(args: argparse.Namespace) -> Auth:
+    """The run's credentials: each from its option, else from its ``$PACKRUN_AUTH_*`` variable.
+
+    The mode is ``--auth``, else the one the options' credentials (or ``--scope``) are for, else
+    the one the environment's are for, else ``none`` (a tool that needs credentials refuses).
+    """
+    options: dict[str, str | None] = {f: getattr(args, f) for f in AUTH_ENV}
+    env: dict[str, str | None] = {f: os.environ.get(var) or None for f, var in AUTH_ENV.items()}
+    scopes: list[str] = args.scope or []
+    mode: AuthMode | None = args.auth
+    if mode is None:
+        mode = (
+            _mode_of(options, _OPTIONS, "command line")
+            or ("oauth2" if scopes else None)
+            or _mode_of(env, {f: f"${var}" for f, var in AUTH_ENV.items()}, "environment")
+            or "none"
+        )
+    fields = _MODE_FIELDS[mode]
+    stray = [_OPTIONS[f] for f, v in options.items() if v is not None and f not in fields]
+    if scopes and mode != "oauth2":
+        stray.append("--scope")
+    if stray:
+        verb = "does" if len(stray) == 1 else "do"
+        raise ArgumentProblem(
+            f"--auth {mode}", f"{', '.join(stray)} {verb} not go with it", _MODE_EXPECTS[mode]
+        )
+    values = {f: options[f] if options[f] is not None else env[f] for f in fields}
+    missing = [f"{_OPTIONS[f]} (or ${AUTH_ENV[f]})" for f, v in values.items() if v is None]
+    if missing:
+        raise ArgumentProblem(
+            f"--auth {mode}", f"missing {' and '.join(missing)}", _MODE_EXPECTS[mode]
+        )
+    if mode == "api_key":
+        return Auth.api_key(values["key"] or "")
+    if mode == "oauth2":
+        return Auth.oauth2(values["token"] or "", scopes=scopes)
+    if mode == "basic":
+        return Auth.basic(values["username"] or "", values["password"] or "")
+    return Auth.none()
+
+
+def _check_call(args: argparse.Namespace) -> None:
+    """Read the input and the credentials before the store is opened."""
+    args.tool_input = _tool_input(args)
+    args.credentials = _auth(args)
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """A run's binding (credentials are not part of it)."""
+    return {
+        "run_id": run.run_id,
+        "installation_id": run.installation_id,
+        "workflow_id": run.workflow_id,
+        "pack_id": run.pack_id,
+        "version": run.version,
+        "channel": run.channel,
+        "contract": run.contract,
+        "digest": run.digest,
+        "generation": run.generation,
+        "adapter": run.adapter,
+        "resumed": run.resumed,
+        "started_at": run.started_at.isoformat(),
+    }
+
+
+async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    # rt.call() in its two steps, so that --json can show the run's binding as well.
+    async with rt.run(
+        args.id, run_id=args.run_id, workflow_id=args.workflow_id, auth=args.credentials
+    ) as run:
+        output = await run.call(args.tool, args.tool_input)
+    payload = {"run": _run_json(run), "output": output} if args.json else output
+    # A value JSON has no type for (a datetime, a set) is printed as its text.
+    print(json.dumps(payload, indent=2, default=str), file=out.stream)
+    return EXIT_OK
+
+
+# --- status: installations, versions with their runs in flight, totals ---------------------------
+
+
+def _pack_ids(rt: Runtime) -> list[str]:
+    # The runtime has no public list of its packs (yet); its resolver holds them.
+    return sorted(pack_id for pack_id, pack in rt._resolver._packs.items() if pack.rows)
+
+
+async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    # Other processes' runs under live leases: a runtime opened for one command has not read them.
+    await rt._refresh_remote_runs()
+    packs = [args.pack] if args.pack is not None else _pack_ids(rt)
+    entries = [e for pack in packs for e in rt.versions(pack)]  # not_found for an unknown PACK
+    installations = [
+        (inst, rt.explain(inst.id).resolution, rt.in_flight_for(inst.id))
+        for inst in rt.installations()
+        if inst.pack_id in packs
+    ]
+    versions = [
+        (
+            e,
+            rt.pinned_to(e.pack_id, str(e.version)),
+            rt.in_flight(e.pack_id, str(e.version)),
+            rt.version_status(e.pack_id, str(e.version)),
+        )
+        for e in entries
+    ]
+    statuses = Counter(status for *_, status in versions)
+    totals = {
+        "packs": len(packs),
+        "installations": len(installations),
+        "versions": len(versions),
+        "active": statuses["active"],
+        "draining": statuses["draining"],
+        "drained": statuses["drained"],
+        "runs_in_flight": sum(count for _, _, count, _ in versions),
+    }
+    out.data(
+        {
+            "installations": [
+                {**_installation_json(inst), "resolution": _resolution_json(res), "in_flight": n}
+                for inst, res, n in installations
+            ],
+            "versions": [
+                {
+                    "pack_id": e.pack_id,
+                    "version": str(e.version),
+                    "channel": e.channel,
+                    "state": e.state,
+                    "contract": e.contract,
+                    "digest": e.digest,
+                    "installations": pinned,
+                    "in_flight": n,
+                    "status": status,
+                }
+                for e, pinned, n, status in versions
+            ],
+            "totals": totals,
+        }
+    )
+
+    if installations:
+        rows = [
+            [
+                inst.id,
+                inst.pack_id,
+                inst.pin,
+                "-" if res is None else f"{res.version} ({res.channel})",
+                inst.policy,
+                str(n),
+            ]
+            for inst, res, n in installations
+        ]
+        for line in _table(["id", "pack", "pin", "resolves to", "policy", "in flight"], rows):
+            out.line(line)
+    else:
+        out.line("no installations" + (f" of {args.pack}" if args.pack is not None else ""))
+    out.line()
+    if versions:
+        header = ["pack", "version", "channel", "state", "installations", "in flight", "status"]
+        rows = [
+            [e.pack_id, str(e.version), e.channel, e.state, str(len(pinned)), str(n), status]
+            for e, pinned, n, status in versions
+        ]
+        for line in _table(header, rows):
+            out.line(line)
+    else:
+        out.line("no packs published")
+    out.line()
+    out.line(
+        f"{totals['installations']} installation(s); {totals['versions']} version(s) of "
+        f"{totals['packs']} pack(s): {totals['active']} active, {totals['draining']} draining, "
+        f"{totals['drained']} drained; {totals['runs_in_flight']} run(s) in flight"
+    )
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="packrun",
@@ -408,8 +688,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path")
 
-    def runtime_command(name: str, help: str, body: RuntimeBody) -> argparse.ArgumentParser:
-        p = command(name, help, _on_runtime(body))
+    def runtime_command(
+        name: str,
+        help: str,
+        body: RuntimeBody,
+        check: Callable[[argparse.Namespace], None] | None = None,
+    ) -> argparse.ArgumentParser:
+        p = command(name, help, _on_runtime(body, check))
         p.add_argument(
             "--store",
             metavar="URL",
@@ -504,6 +789,51 @@ def _parser() -> argparse.ArgumentParser:
         help="only MAJOR.MINOR.PATCH may be published (on) or any version (off, the default)",
     )
 
+    p = runtime_command(
+        "call",
+        "Call one tool of an installation in a run of its own; print the tool's output as JSON.",
+        _cmd_call,
+        _check_call,
+    )
+    p.add_argument("id", metavar="ID", help="the installation")
+    p.add_argument("tool", metavar="TOOL", help="the tool id")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--input", metavar="JSON", help="the tool's input: a JSON object")
+    given.add_argument(
+        "--input-file", metavar="PATH", help="read the input from a file (- for standard input)"
+    )
+    p.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default=None,
+        help="the auth mode (default: the one the credentials given are for, else none)",
+    )
+    p.add_argument("--key", metavar="K", help="API key (better: $PACKRUN_AUTH_KEY)")
+    p.add_argument(
+        "--token", metavar="T", help="OAuth 2 access token (better: $PACKRUN_AUTH_TOKEN)"
+    )
+    p.add_argument(
+        "--scope",
+        metavar="S",
+        action="append",
+        help="a scope the token was granted (repeat for more)",
+    )
+    p.add_argument("--username", metavar="U", help="basic auth user (or $PACKRUN_AUTH_USERNAME)")
+    p.add_argument(
+        "--password", metavar="P", help="basic auth password (better: $PACKRUN_AUTH_PASSWORD)"
+    )
+    p.add_argument(
+        "--run-id", metavar="RID", default=None, help="the run id (one seen before resumes it)"
+    )
+    p.add_argument("--workflow-id", metavar="W", default=None, help="the workflow the run is of")
+
+    p = runtime_command(
+        "status",
+        "Show installations, every version with its runs in flight and status, and totals.",
+        _cmd_status,
+    )
+    p.add_argument("pack", metavar="PACK", nargs="?", default=None, help="only this pack")
+
     return parser
 
 
@@ -523,10 +853,10 @@ def main(
         code: int = args.run(args, out)
     except PackrunError as exc:
         if args.json:
-            print(
-                json.dumps({"error": {"code": exc.code, "message": exc.detail}}, indent=2),
-                file=out_stream,
-            )
+            error: dict[str, Any] = {"code": exc.code, "message": exc.detail}
+            if isinstance(exc, ToolFailed):
+                error.update(tool=exc.tool, tool_code=exc.tool_code)
+            print(json.dumps({"error": error}, indent=2), file=out_stream)
         else:
             print(f"packrun: error: {exc}", file=err_stream)
         return EXIT_ERROR

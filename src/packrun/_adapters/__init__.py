@@ -11,12 +11,11 @@ function takes ``(ctx, input)``. The run calls it without knowing which generati
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Final
 
-from packrun._adapters._base import Dispatcher, Step, ToolEntry
+from packrun._adapters._base import Dispatcher, Step, ToolEntry, is_async
 from packrun._adapters._gen1 import STEP as GEN1_TO_2
 from packrun._bundle import LoadedBundle
 from packrun._contract import CURRENT_GENERATION, check_generation
@@ -25,9 +24,7 @@ __all__ = ["STEPS", "Dispatcher", "Step", "ToolEntry", "dispatcher_for"]
 
 
 def _native(loaded: LoadedBundle) -> Mapping[str, ToolEntry]:
-    return MappingProxyType(
-        {tool: (fn, inspect.iscoroutinefunction(fn)) for tool, fn in loaded.tools.items()}
-    )
+    return MappingProxyType({tool: (fn, is_async(fn)) for tool, fn in loaded.tools.items()})
 
 
 STEPS: Final[Mapping[int, Step]] = MappingProxyType({GEN1_TO_2.source: GEN1_TO_2})
@@ -55,7 +52,7 @@ def dispatcher_for(
     chain = list(range(generation, current))
     if generation > current or any(g not in steps for g in chain):
         check_generation(bundle.id, bundle.version, generation, (current,), stage="run")
-    tools: Mapping[str, ToolEntry] = MappingProxyType({})
+    tools = _native(loaded)  # empty for a bundle older than generation 2
     for source in chain:
         tools = steps[source].wrap(loaded, tools)
     name = "->".join(str(g) for g in [*chain, current])

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from packrun._bundle import LoadedBundle
 
-__all__ = ["Dispatcher", "Step", "ToolEntry"]
+__all__ = ["Dispatcher", "Step", "ToolEntry", "is_async"]
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns an awaitable: a coroutine function, or an object whose
+    ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method itself, not callable()
+    )
+
 
 ToolEntry: TypeAlias = tuple[Callable[..., Any], bool]
 """A callable tool ``(ctx, input) -> output`` and whether it is a coroutine function."""
@@ -33,8 +43,9 @@ class Step:
 
     source: int
     wrap: Callable[[LoadedBundle, Mapping[str, ToolEntry]], Mapping[str, ToolEntry]]
-    """Given the loaded bundle and the tools of the previous step (empty for the first), return
-    the tools as the next generation calls them."""
+    """Given the loaded bundle and its tools as the previous step left them (for the first step,
+    the tools the bundle itself registers: none before generation 2), return them as the next
+    generation calls them."""
 
     @property
     def name(self) -> str:

@@ -8,11 +8,10 @@ errors, so a run calls it like any generation-2 bundle.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from packrun._adapters._base import Step
+from packrun._adapters._base import Step, is_async
 from packrun._auth import Auth
 from packrun._bundle import LoadedBundle
 from packrun.sdk import ToolContext, ToolError
@@ -69,10 +68,10 @@ def answer_of(tool: str, answer: object) -> Any:
 def _wrap(loaded: LoadedBundle, previous: Mapping[str, Any]) -> Mapping[str, Any]:
     handle = loaded.handle
     assert handle is not None  # a generation-1 bundle is loaded with its handle
-    is_async = inspect.iscoroutinefunction(handle)
+    awaitable = is_async(handle)
 
     def entry(tool: str) -> tuple[Any, bool]:
-        if is_async:
+        if awaitable:
 
             async def call_async(ctx: ToolContext, params: dict[str, Any]) -> Any:
                 return answer_of(tool, await handle(tool, dict(params), flat_auth(ctx.auth)))
