@@ -1,5 +1,6 @@
 """The runtime commands of the CLI: publish, versions, install, resolve, explain, pin, history,
-policy, installations, retire and settings, against real SQLite stores, with and without ``--json``.
+policy, installations, retire, settings, call and status, against real SQLite stores, with and
+without ``--json``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 
 import packrun
@@ -42,7 +44,15 @@ RUNTIME_COMMANDS = [
     ["retire", "acme", "1.0.0"],
     ["installations"],
     ["settings"],
+    ["call", "acme-prod", "list_contacts"],
+    ["status"],
 ]
+AUTH_ENV = (
+    "PACKRUN_AUTH_KEY",
+    "PACKRUN_AUTH_TOKEN",
+    "PACKRUN_AUTH_USERNAME",
+    "PACKRUN_AUTH_PASSWORD",
+)
 
 
 def bundle(version: str) -> Path:
@@ -63,6 +73,13 @@ def run_json(*argv: str) -> Any:
     code, out, err = run(*argv, "--json")
     assert (code, err) == (0, ""), out
     return json.loads(out)
+
+
+@pytest.fixture(autouse=True)
+def no_auth_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No credentials from the environment ``call`` reads, unless a test sets them."""
+    for name in AUTH_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -514,6 +531,506 @@ def test_runtime_commands__all_take_json_and_store(
     assert "--store URL" in usage
 
 
+# --- call ---------------------------------------------------------------------------------------
+
+LEGACY = ROOT / "bundles" / "legacy-crm"
+SECRETS = ("k-opt-secret-1", "k-env-secret-2", "t-secret-3", "u-secret-4", "p-secret-5")
+
+
+def legacy_bundle(version: str) -> Path:
+    return LEGACY / version / "dist" / f"legacy-crm-{version}.bundle.tar.gz"
+
+
+def library_call(
+    store: str, installation_id: str, tool: str, input: Any, auth: packrun.Auth
+) -> Any:
+    """What the library itself returns for the call (in a run of its own, like the CLI's)."""
+
+    async def call() -> Any:
+        async with packrun.open_runtime(store, refresh_interval=0) as rt:
+            return await rt.call(installation_id, tool, input, auth=auth)
+
+    return anyio.run(call)
+
+
+@pytest.fixture
+def installed(published: str) -> str:
+    """acme-prod pinned to 1.1.0 (API key), acme-dev on the custom 1.1.1, and the generation-1
+    legacy-crm 1.0.0 (sync handle) and 1.1.0 (async handle) as crm-old and crm-prod (basic auth)."""
+    for version in ("1.0.0", "1.1.0"):
+        assert run("publish", str(legacy_bundle(version)), "--store", published)[0] == 0
+    for argv in (
+        ["acme-prod", "acme", "--pin", "1.1.0"],
+        ["acme-dev", "acme"],
+        ["crm-old", "legacy-crm", "--pin", "1.0.0"],
+        ["crm-prod", "legacy-crm", "--pin", "1.1.0"],
+    ):
+        code, _, err = run("install", *argv, "--store", published)
+        assert code == 0, err
+    return published
+
+
+def test_call__prints_the_tools_output_as_pretty_json(installed: str) -> None:
+    code, out, err = run(
+        "call", "acme-prod", "list_contacts", "--input", '{"limit": 2}', "--key", "k1",
+        "--store", installed,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    expected = library_call(
+        installed, "acme-prod", "list_contacts", {"limit": 2}, packrun.Auth.api_key("k1")
+    )
+    assert out == json.dumps(expected, indent=2) + "\n"
+    assert len(json.loads(out)["contacts"]) == 2
+
+
+def test_call__json__the_runs_binding_and_the_output(installed: str) -> None:
+    result = run_json(
+        "call", "acme-dev", "get_contact", "--input", '{"id": "c-003"}', "--key", "k1",
+        "--run-id", "r-7", "--workflow-id", "wf-1", "--store", installed,
+    )  # fmt: skip
+    assert list(result) == ["run", "output"]
+    bound = result["run"]
+    assert {k: bound[k] for k in bound if k != "started_at"} == {
+        "run_id": "r-7",
+        "installation_id": "acme-dev",
+        "workflow_id": "wf-1",
+        "pack_id": "acme",
+        "version": "1.1.1",
+        "channel": "custom",
+        "contract": 2,
+        "digest": digest("1.1.1"),
+        "generation": 2,
+        "adapter": None,
+        "resumed": False,
+    }
+    assert result["output"]["contact"]["id"] == "c-003"
+
+
+def test_call__no_input__the_tool_gets_an_empty_one(installed: str) -> None:
+    result = run_json("call", "acme-dev", "list_contacts", "--key", "k1", "--store", installed)
+    assert len(result["output"]["contacts"]) == 20  # the custom build's default limit
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
+def test_call__generation_1__through_the_1_to_2_adapter(version: str, installed: str) -> None:
+    installation = {"1.0.0": "crm-old", "1.1.0": "crm-prod"}[version]
+    result = run_json(
+        "call", installation, "get_account", "--input", '{"id": "a-002"}',
+        "--username", "ada", "--password", "pw", "--store", installed,
+    )  # fmt: skip
+    bound = result["run"]
+    assert (bound["pack_id"], bound["version"], bound["contract"]) == ("legacy-crm", version, 1)
+    assert (bound["generation"], bound["adapter"]) == (1, "1->2")
+    assert result["output"] == library_call(
+        installed, installation, "get_account", {"id": "a-002"}, packrun.Auth.basic("ada", "pw")
+    )
+    assert result["output"]["account"]["id"] == "a-002"
+
+
+def test_call__generation_1_error__exit_2_with_the_handles_own_code(installed: str) -> None:
+    code, out, err = run(
+        "call", "crm-prod", "get_account", "--input", '{"id": "a-999"}',
+        "--username", "ada", "--password", "pw", "--store", installed, "--json",
+    )  # fmt: skip
+    assert (code, err) == (2, "")
+    error = json.loads(out)["error"]
+    assert (error["code"], error["tool"], error["tool_code"]) == (
+        "tool_error",
+        "get_account",
+        "not_found",
+    )
+
+
+def test_call__run_id_seen_before__keeps_its_binding_after_a_pin_move(installed: str) -> None:
+    argv = ["call", "acme-prod", "list_contacts", "--key", "k1", "--run-id", "r-1"]
+    first = run_json(*argv, "--store", installed)["run"]
+    assert (first["version"], first["resumed"]) == ("1.1.0", False)
+    assert run("pin", "acme-prod", "2.0.0", "--store", installed)[0] == 0
+    again = run_json(*argv, "--store", installed)["run"]
+    assert (again["version"], again["digest"], again["resumed"]) == ("1.1.0", digest("1.1.0"), True)
+    assert again["started_at"] == first["started_at"]
+    fresh = run_json("call", "acme-prod", "list_contacts", "--token", "t", "--scope",
+                     "contacts.read", "--store", installed)["run"]  # fmt: skip
+    assert fresh["version"] == "2.0.0"
+
+
+def test_call__tool_error__exit_2_tool_error_with_the_tools_code(installed: str) -> None:
+    argv = ["call", "acme-prod", "get_contact", "--input", '{"id": "c-999"}', "--key", "k1"]
+    code, out, err = run(*argv, "--store", installed)
+    assert (code, out) == (2, "")
+    assert err == (
+        "packrun: error: [tool_error] tool 'get_contact' failed with 'not_found': "
+        "no contact 'c-999'\n"
+    )
+    code, out, err = run(*argv, "--store", installed, "--json")
+    assert (code, err) == (2, "")
+    assert json.loads(out) == {
+        "error": {
+            "code": "tool_error",
+            "message": "tool 'get_contact' failed with 'not_found': no contact 'c-999'",
+            "tool": "get_contact",
+            "tool_code": "not_found",
+        }
+    }
+
+
+def test_call__unknown_tool__exit_2_not_found_naming_the_tools(installed: str) -> None:
+    code, out, err = run("call", "acme-prod", "delete_contact", "--store", installed)
+    assert (code, out) == (2, "")
+    assert err == (
+        "packrun: error: [not_found] no tool of acme 1.1.0 named 'delete_contact'; "
+        "known: get_contact, list_contacts, search_contacts\n"
+    )
+
+
+def test_call__unknown_installation__exit_2_not_found(installed: str) -> None:
+    code, out, _ = run("call", "acme-test", "list_contacts", "--store", installed, "--json")
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("{limit: 2}", "not valid JSON: Expecting property name enclosed in double quotes at "
+         "line 1, column 2"),
+        ('{"limit": 2', "not valid JSON: Expecting ',' delimiter at line 1, column 12"),
+        ("", "not valid JSON: Expecting value at line 1, column 1"),
+        ("[1, 2]", "an array, not an object"),
+        ('"x"', "a string, not an object"),
+        ("2", "a number, not an object"),
+        ("null", "null, not an object"),
+    ],
+)  # fmt: skip
+def test_call__input_not_a_json_object__exit_2_invalid_argument_naming_the_problem(
+    given: str, problem: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    code, out, err = run("call", "acme-prod", "list_contacts", "--input", given, "--store", url)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"packrun: error: [invalid_argument] --input: {problem}; "
+        'expected a JSON object, such as {"limit": 2}\n'
+    )
+    assert not (tmp_path / "never.db").exists()  # refused before the store is opened
+    code, out, _ = run(
+        "call", "acme-prod", "list_contacts", "--input", given, "--store", url, "--json"
+    )
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "invalid_argument"
+
+
+def test_call__input_file_and_standard_input(
+    installed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "input.json"
+    path.write_text('{"limit": 3}\n')
+    argv = ["call", "acme-prod", "list_contacts", "--key", "k1", "--store", installed]
+    assert len(run_json(*argv, "--input-file", str(path))["output"]["contacts"]) == 3
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"limit": 4}')))
+    assert len(run_json(*argv, "--input-file", "-")["output"]["contacts"]) == 4
+    path.write_text("[]")
+    code, _, err = run(*argv, "--input-file", str(path))
+    assert code == 2
+    assert f"[invalid_argument] --input-file {path}: an array, not an object" in err
+    path.write_bytes(b'{"name": "\xff"}')
+    code, _, err = run(*argv, "--input-file", str(path))
+    assert code == 2
+    assert "not UTF-8 text" in err
+    code, _, err = run(*argv, "--input-file", str(tmp_path / "missing.json"))
+    assert code == 2
+    assert "missing.json" in err
+
+
+def test_call__input_and_input_file__exit_2_usage(
+    installed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(
+        "call", "acme-prod", "t", "--input", "{}", "--input-file", "x", "--store", installed
+    )
+    assert code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_call__without_credentials__the_tools_own_unauthorized(installed: str) -> None:
+    code, out, _ = run("call", "acme-prod", "list_contacts", "--store", installed, "--json")
+    assert code == 2
+    error = json.loads(out)["error"]
+    assert (error["code"], error["tool_code"]) == ("tool_error", "unauthorized")
+    code, _, err = run("call", "crm-prod", "list_accounts", "--store", installed)
+    assert code == 2
+    assert "[tool_error] tool 'list_accounts' failed with 'unauthorized'" in err
+
+
+def test_call__credentials_from_the_environment(
+    installed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PACKRUN_AUTH_KEY", "k1")
+    by_env = run_json("call", "acme-prod", "list_contacts", "--store", installed)["output"]
+    by_option = run_json("call", "acme-prod", "list_contacts", "--key", "k1", "--store", installed)[
+        "output"
+    ]
+    assert by_env == by_option
+    monkeypatch.delenv("PACKRUN_AUTH_KEY")
+    monkeypatch.setenv("PACKRUN_AUTH_USERNAME", "ada")
+    monkeypatch.setenv("PACKRUN_AUTH_PASSWORD", "pw")
+    result = run_json("call", "crm-prod", "list_accounts", "--store", installed)
+    assert result["output"] == library_call(
+        installed, "crm-prod", "list_accounts", None, packrun.Auth.basic("ada", "pw")
+    )
+    monkeypatch.setenv("PACKRUN_AUTH_USERNAME", "bob")  # an option wins over its variable
+    argv = ["call", "crm-prod", "list_accounts", "--store", installed]
+    assert run_json(*argv, "--username", "ada")["output"] == result["output"]
+    assert run_json(*argv)["output"] != result["output"]
+
+
+def test_call__oauth2_token_from_the_environment_with_scopes(
+    installed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("pin", "acme-prod", "2.0.0", "--store", installed)
+    monkeypatch.setenv("PACKRUN_AUTH_TOKEN", "t1")
+    argv = ["call", "acme-prod", "list_contacts", "--store", installed]
+    result = run_json(*argv, "--scope", "contacts.read")
+    assert result["output"] == library_call(
+        installed,
+        "acme-prod",
+        "list_contacts",
+        None,
+        packrun.Auth.oauth2("t1", scopes=("contacts.read",)),
+    )
+    code, out, _ = run(*argv, "--json")
+    assert code == 2
+    assert json.loads(out)["error"]["tool_code"] == "forbidden"
+
+
+def test_call__explicit_auth_mode_picks_among_the_environments_credentials(
+    installed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in zip(AUTH_ENV, ("k1", "t1", "ada", "pw"), strict=True):
+        monkeypatch.setenv(name, value)
+    code, _, err = run("call", "crm-prod", "list_accounts", "--store", installed)
+    assert code == 2
+    assert err == (
+        "packrun: error: [invalid_argument] credentials: the environment has credentials for "
+        "more than one auth mode ($PACKRUN_AUTH_KEY, $PACKRUN_AUTH_TOKEN, $PACKRUN_AUTH_USERNAME, "
+        "$PACKRUN_AUTH_PASSWORD); expected --auth to choose one of none, api_key, oauth2, basic\n"
+    )
+    basic = run_json("call", "crm-prod", "list_accounts", "--auth", "basic", "--store", installed)
+    assert len(basic["output"]["accounts"]) == 5
+    key = run_json("call", "acme-prod", "list_contacts", "--auth", "api_key", "--store", installed)
+    assert len(key["output"]["contacts"]) == 10
+    # options decide the mode before the environment is looked at
+    assert run_json("call", "acme-prod", "list_contacts", "--key", "k2", "--store", installed)
+    code, out, _ = run(
+        "call", "acme-prod", "list_contacts", "--auth", "none", "--store", installed, "--json"
+    )
+    assert json.loads(out)["error"]["tool_code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--auth", "api_key"], "--auth api_key: missing --key (or $PACKRUN_AUTH_KEY); expected --key"),
+        (["--auth", "basic", "--username", "u"], "--auth basic: missing --password (or "
+         "$PACKRUN_AUTH_PASSWORD); expected --username and --password"),
+        (["--auth", "basic", "--key", "k"], "--auth basic: --key does not go with it; expected "
+         "--username and --password"),
+        (["--auth", "none", "--token", "t", "--scope", "s"], "--auth none: --token, --scope do "
+         "not go with it; expected no credentials"),
+        (["--key", "k", "--scope", "s"], "--auth api_key: --scope does not go with it; expected "
+         "--key"),
+        (["--key", "k", "--username", "u"], "credentials: the command line has credentials for "
+         "more than one auth mode (--key, --username); expected --auth to choose one of none, "
+         "api_key, oauth2, basic"),
+    ],
+)  # fmt: skip
+def test_call__credentials_that_do_not_fit__exit_2_invalid_argument(
+    argv: list[str], message: str, installed: str
+) -> None:
+    code, out, err = run("call", "acme-prod", "list_contacts", *argv, "--store", installed)
+    assert (code, out) == (2, "")
+    assert err == f"packrun: error: [invalid_argument] {message}\n"
+
+
+def test_call__unknown_auth_mode__exit_2_usage(
+    installed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("call", "acme-prod", "t", "--auth", "bearer", "--store", installed)[0] == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_call__never_prints_credentials(
+    installed: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    key_opt, key_env, token, user, password = SECRETS
+    monkeypatch.setenv("PACKRUN_AUTH_KEY", key_env)
+    printed = []
+    for argv in (
+        ["acme-prod", "list_contacts"],
+        ["acme-prod", "list_contacts", "--key", key_opt],
+        ["acme-prod", "get_contact", "--input", '{"id": "c-999"}', "--key", key_opt],
+        ["acme-prod", "list_contacts", "--auth", "oauth2", "--token", token],
+        ["acme-prod", "list_contacts", "--auth", "basic", "--username", user],
+        ["acme-prod", "list_contacts", "--key", key_opt, "--password", password],
+        [
+            "crm-prod",
+            "list_accounts",
+            "--auth",
+            "basic",
+            "--username",
+            user,
+            "--password",
+            password,
+        ],
+        ["crm-prod", "list_accounts", "--username", user, "--password", password, "--run-id", "r"],
+        ["crm-prod", "list_accounts", "--username", user, "--password", password, "--input", "{"],
+    ):
+        for as_json in ((), ("--json",)):
+            _, out, err = run("call", *argv, *as_json, "--store", installed)
+            printed.append(out + err)
+    captured = capfd.readouterr()
+    everything = "".join(printed) + captured.out + captured.err
+    assert "tool_error" in everything
+    assert "invalid_argument" in everything
+    for secret in SECRETS:
+        assert secret not in everything
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def test_status__empty_store(store: str) -> None:
+    code, out, _ = run("status", "--store", store)
+    assert (code, out) == (
+        0,
+        "no installations\n\nno packs published\n\n"
+        "0 installation(s); 0 version(s) of 0 pack(s): 0 active, 0 draining, 0 drained; "
+        "0 run(s) in flight\n",
+    )
+    assert run_json("status", "--store", store) == {
+        "installations": [],
+        "versions": [],
+        "totals": {
+            "packs": 0,
+            "installations": 0,
+            "versions": 0,
+            "active": 0,
+            "draining": 0,
+            "drained": 0,
+            "runs_in_flight": 0,
+        },
+    }
+
+
+def test_status__installations_versions_and_totals(installed: str) -> None:
+    code, out, _ = run("status", "--store", installed)
+    assert code == 0
+    installations, versions, totals = out.split("\n\n")
+    assert [line.split() for line in installations.splitlines()] == [
+        ["id", "pack", "pin", "resolves", "to", "policy", "in", "flight"],
+        ["acme-dev", "acme", "1.1.1", "1.1.1", "(custom)", "manual", "0"],
+        ["acme-prod", "acme", "1.1.0", "1.1.0", "(vendor)", "manual", "0"],
+        ["crm-old", "legacy-crm", "1.0.0", "1.0.0", "(vendor)", "manual", "0"],
+        ["crm-prod", "legacy-crm", "1.1.0", "1.1.0", "(vendor)", "manual", "0"],
+    ]
+    assert [line.split() for line in versions.splitlines()] == [
+        ["pack", "version", "channel", "state", "installations", "in", "flight", "status"],
+        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained"],
+        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained"],
+        ["acme", "1.1.0", "vendor", "live", "1", "0", "active"],
+        ["acme", "1.1.1", "custom", "live", "1", "0", "active"],
+        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained"],
+        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained"],
+        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active"],
+        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active"],
+    ]
+    assert totals == (
+        "4 installation(s); 8 version(s) of 2 pack(s): 4 active, 0 draining, 4 drained; "
+        "0 run(s) in flight\n"
+    )
+
+
+def test_status__json__structured(installed: str) -> None:
+    run("retire", "acme", "1.1.0", "--store", installed)  # exact pins keep it: still active
+    status = run_json("status", "--store", installed)
+    assert list(status) == ["installations", "versions", "totals"]
+    prod = status["installations"][1]
+    assert (prod["id"], prod["pin"], prod["policy"], prod["in_flight"]) == (
+        "acme-prod",
+        "1.1.0",
+        "manual",
+        0,
+    )
+    assert prod["resolution"]["digest"] == digest("1.1.0")
+    row = status["versions"][2]
+    assert row == {
+        "pack_id": "acme",
+        "version": "1.1.0",
+        "channel": "vendor",
+        "state": "retired",
+        "contract": 2,
+        "digest": digest("1.1.0"),
+        "installations": ["acme-prod"],
+        "in_flight": 0,
+        "status": "active",
+    }
+    assert [v["contract"] for v in status["versions"] if v["pack_id"] == "legacy-crm"] == [1, 1]
+    assert status["totals"] == {
+        "packs": 2,
+        "installations": 4,
+        "versions": 8,
+        "active": 4,
+        "draining": 0,
+        "drained": 4,
+        "runs_in_flight": 0,
+    }
+
+
+def test_status__pack__only_that_packs_installations_and_versions(installed: str) -> None:
+    status = run_json("status", "legacy-crm", "--store", installed)
+    assert [i["id"] for i in status["installations"]] == ["crm-old", "crm-prod"]
+    assert [v["version"] for v in status["versions"]] == ["1.0.0", "1.1.0"]
+    assert status["totals"]["packs"] == 1
+    code, out, _ = run("status", "legacy-crm", "--store", installed)
+    assert code == 0
+    assert "acme" not in out
+
+
+def test_status__pack_without_installations(published: str) -> None:
+    code, out, _ = run("status", "acme", "--store", published)
+    assert code == 0
+    assert out.startswith("no installations of acme\n\npack ")
+
+
+def test_status__unknown_pack__exit_2_not_found(installed: str) -> None:
+    code, out, err = run("status", "acme-crm", "--store", installed)
+    assert (code, out) == (2, "")
+    assert err == "packrun: error: [not_found] no pack 'acme-crm'; known: acme, legacy-crm\n"
+
+
+def test_status__runs_another_process_holds__in_flight_then_draining(installed: str) -> None:
+    """A run held open by another runtime on the store (in a thread of its own here) counts,
+    through its lease; when the pin moves away its version is draining, and drained once it ends."""
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(packrun.open_runtime(installed)) as rt,
+        portal.wrap_async_context_manager(rt.run("acme-prod", run_id="held")),
+    ):
+        status = run_json("status", "acme", "--store", installed)
+        assert status["installations"][1]["in_flight"] == 1
+        assert status["versions"][2]["in_flight"] == 1
+        assert status["versions"][2]["status"] == "active"
+        assert status["totals"]["runs_in_flight"] == 1
+        run("pin", "acme-prod", "1.2.0", "--store", installed)
+        code, out, _ = run("status", "acme", "--store", installed)
+        assert code == 0
+        assert "acme  1.1.0    vendor   live   0              1          draining" in out
+        assert out.endswith("2 active, 1 draining, 3 drained; 1 run(s) in flight\n")
+    status = run_json("status", "acme", "--store", installed)
+    assert status["versions"][2]["status"] == "drained"
+    assert status["totals"]["runs_in_flight"] == 0
+
+
 # --- the examples in docs/cli.md, as one session --------------------------------------------------
 
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -521,14 +1038,15 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 def _doc_session() -> list[tuple[str, str | None]]:
     """Every ``packrun`` line of docs/cli.md in order: ``sh`` lines (output not shown) and the
-    ``$ packrun`` transcripts of ``console`` and ``text`` blocks, each with the output shown."""
+    ``$ packrun`` transcripts of ``console`` and ``text`` blocks, each with the output shown.
+    ``export NAME=value`` and ``unset NAME`` lines of ``sh`` blocks are steps too."""
     steps: list[tuple[str, str | None]] = []
     for match in FENCE.finditer((ROOT / "docs" / "cli.md").read_text()):
         language, block = match[1], match[2]
         if language == "sh":
             for line in block.splitlines():
                 command = line.split("#", 1)[0].strip()
-                if command.startswith("packrun "):
+                if command.startswith(("packrun ", "export ", "unset ")):
                     steps.append((command, None))
         elif language in ("console", "text") and block.startswith("$ packrun "):
             for part in re.split(r"^\$ ", block, flags=re.M)[1:]:
@@ -547,10 +1065,21 @@ def test_docs_cli_examples__run_in_order_in_one_folder__print_what_the_docs_show
     shutil.copytree(ROOT / "bundles", tmp_path / "bundles")
     monkeypatch.chdir(tmp_path)
     steps = _doc_session()
-    assert any(command.startswith("packrun install ") for command, _ in steps)
+    for start in ("packrun install ", "packrun call ", "packrun status", "export "):
+        assert any(command.startswith(start) for command, _ in steps), start
     checker = doctest.OutputChecker()
     for command, shown in steps:
-        code, out, err = run(*shlex.split(command)[1:])
+        verb, *words = shlex.split(command)
+        if verb == "export":
+            for word in words:
+                name, _, value = word.partition("=")
+                monkeypatch.setenv(name, value)
+            continue
+        if verb == "unset":
+            for name in words:
+                monkeypatch.delenv(name, raising=False)
+            continue
+        code, out, err = run(*words)
         printed = out + err
         if shown is None:
             assert code == 0, (command, printed)

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "RunScope", "RuntimeStats"]
 
-_EMPTY: Mapping[str, Any] = {}
-
 
 def _scrub(message: str, auth: Auth) -> str:
     """``message`` with every credential value of ``auth`` replaced: a tool may echo one."""
@@ -101,8 +99,8 @@ class Run:
         self.calls.add(tool)
         try:
             if is_async:
-                return await fn(self._ctx, _EMPTY if input is None else input)
-            return await anyio.to_thread.run_sync(fn, self._ctx, _EMPTY if input is None else input)
+                return await fn(self._ctx, {} if input is None else input)
+            return await anyio.to_thread.run_sync(fn, self._ctx, {} if input is None else input)
         except ToolError as exc:
             raise ToolFailed(tool, exc.code, _scrub(exc.message, self._ctx.auth)) from None
 

@@ -139,6 +139,7 @@ class Runtime:
         self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
         self._adapter_warned: dict[tuple[str, str], float] = {}
         self._pending_starts: list[_StartWaiter] = []
+        self._starting: set[str] = set()
         self._start_leader = False
         self._pending_ends: list[str] = []
         self._ends_ready = anyio.Event()
@@ -440,10 +441,25 @@ class Runtime:
         res = self.resolve(installation_id)
         if res.digest is None:
             raise NotFound("integration to run in pack", res.pack_id)
-        if run_id is not None and run_id in self._runs:
+        run_id = run_id or uuid.uuid4().hex
+        if run_id in self._runs or run_id in self._starting:
             raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
+        self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
+        try:
+            return await self._open_run(run_id, installation_id, res, workflow_id, auth)
+        finally:
+            self._starting.discard(run_id)
+
+    async def _open_run(
+        self,
+        run_id: str,
+        installation_id: str,
+        res: Resolution,
+        workflow_id: str | None,
+        auth: Auth,
+    ) -> Run:
         record = RunRecord(
-            run_id or uuid.uuid4().hex,
+            run_id,
             installation_id,
             res.pack_id,
             res.version,
@@ -535,7 +551,10 @@ class Runtime:
                             w.done.set()
             finally:
                 self._start_leader = False
-        await waiter.done.wait()
+        # Shielded: once the batch is committed, the run exists in the store, and a cancellation
+        # must reach _start_run's cleanup with it rather than lose it here.
+        with anyio.CancelScope(shield=True):
+            await waiter.done.wait()
         if waiter.error is not None:
             raise waiter.error
         assert waiter.result is not None
@@ -557,7 +576,8 @@ class Runtime:
             return
         batch, self._pending_ends = self._pending_ends, []
         try:
-            await self._store.end_runs(batch, _now())
+            with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
+                await self._store.end_runs(batch, _now())
         except PackrunError as exc:  # the leases expire on their own
             self._warn(f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}")
 
@@ -603,12 +623,15 @@ class Runtime:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
         process that died count until their leases expire). ``drain_timeout`` after ``timeout``
         seconds, naming the runs still in flight."""
-        with anyio.move_on_after(timeout):
-            while True:
-                await self._refresh_remote_runs()
-                if not self.in_flight(pack_id, version):
-                    return
-                await anyio.sleep(min(0.05, self.refresh_interval or 0.05))
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            await self._refresh_remote_runs()
+            if not self.in_flight(pack_id, version):
+                return
+            left = None if deadline is None else deadline - anyio.current_time()
+            if left is not None and left <= 0:
+                break
+            await anyio.sleep(min(0.05, self.refresh_interval or 0.05, left or 0.05))
         raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
 
     def stats(self) -> RuntimeStats:

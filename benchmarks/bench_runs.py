@@ -1,0 +1,321 @@
+"""Runs: ``run.call()`` and run start + finish against plain awaits, SQLite runs/s, memory per run.
+
+Goals (DESIGN section 12): ``run.call()`` on a no-op generation-2 tool at most 5x a direct ``await``
+of the same tool (generation 1 through the adapter at most 8x a direct ``await`` of its
+``handle``); a run's start + finish at most 10x an ``await`` of a no-op coroutine on the in-memory
+store, and at least 5,000 runs/s on SQLite on one core; at most 1 KiB per run in flight.
+
+Async subjects are timed by :func:`abest_of` inside the event loop their runtime lives in, each
+against a baseline timed in the same loop. The SQLite throughput and the memory are stated
+against fixed budgets (1/5,000 s a run, 1 KiB a run), so their ratio is what the goal is on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import anyio
+from _harness import Row, main
+
+import packrun
+from packrun._bundle import bundle_bytes
+
+GEN2_CODE = (
+    b"from packrun.sdk import Integration\n"
+    b"integration = Integration('noop2')\n\n"
+    b"@integration.tool('noop')\n"
+    b"async def noop(ctx, input):\n"
+    b"    return None\n"
+)
+GEN1_CODE = b'async def handle(action, params, auth):\n    return {"data": None}\n'
+INPUT: dict[str, Any] = {}
+SQLITE_BUDGET = 1 / 5000  # seconds a run: 5,000 runs/s
+MEMORY_BUDGET = 1024  # bytes a run in flight
+RUNS_OPEN = 10_000
+CONCURRENT_TASKS = 50
+BYTES_AS_SECONDS = 1e-6  # the table has time columns: memory rows put 1 byte as 1 µs
+
+
+def bundle(pack_id: str, contract: int, code: bytes) -> bytes:
+    manifest = packrun.decode_manifest(
+        {"id": pack_id, "version": "1.0.0", "contract": contract, "tools": [{"id": "noop"}]}
+    )
+    return bundle_bytes(manifest, {"__init__.py": code})
+
+
+async def runtime(url: str) -> packrun.Runtime:
+    """An open runtime on ``url`` with ``gen2`` (pack ``noop2``) and ``gen1`` (``noop1``)
+    installed. Close it with ``await rt.__aexit__(None, None, None)``."""
+    rt = packrun.open_runtime(url, refresh_interval=0)
+    await rt.__aenter__()
+    await rt.publish(bundle("noop2", 2, GEN2_CODE))
+    await rt.publish(bundle("noop1", 1, GEN1_CODE))
+    await rt.install("gen2", "noop2")
+    await rt.install("gen1", "noop1")
+    for installation in ("gen2", "gen1"):  # load each bundle once, outside the timing
+        async with rt.run(installation) as run:
+            await run.call("noop", INPUT)
+    return rt
+
+
+async def abest_of(
+    body: Callable[[], Awaitable[object]], *, repeat: int = 7, min_time: float = 0.05
+) -> float:
+    """Seconds per ``await body()``: the best of ``repeat`` rounds, each long enough to be
+    measured (at least ``min_time``), with the garbage collector off as ``timeit`` has it.
+
+    Await it inside the event loop the subject lives in, so setup and timing share one
+    ``anyio.run``."""
+
+    async def timed(number: int) -> float:
+        started = time.perf_counter()
+        for _ in range(number):
+            await body()
+        return time.perf_counter() - started
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        number = 1
+        while (elapsed := await timed(number)) < min_time:
+            number = max(number * 2, int(number * min_time * 1.2 / max(elapsed, 1e-9)))
+        return min([await timed(number) for _ in range(repeat)]) / number
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def noop() -> None:
+    pass
+
+
+# --- run.call() -----------------------------------------------------------------------------------
+
+
+def call_rows() -> list[Row]:
+    found: dict[str, float] = {}
+
+    async def measure() -> None:
+        rt = await runtime("memory:")
+        try:
+            async with rt.run("gen2") as run:
+                assert run.adapter is None
+                tool = rt._dispatchers[run.digest or ""].loaded.tools["noop"]
+                ctx = run._ctx
+                found["gen2"] = await abest_of(lambda: run.call("noop", INPUT))
+                found["gen2 direct"] = await abest_of(lambda: tool(ctx, INPUT))
+            async with rt.run("gen1") as run:
+                assert run.adapter == "1->2"
+                handle = rt._dispatchers[run.digest or ""].loaded.handle
+                assert handle is not None
+                flat = {"type": "none"}  # what the adapter gives a generation-1 handle
+                found["gen1"] = await abest_of(lambda: run.call("noop", INPUT))
+                found["gen1 direct"] = await abest_of(lambda: handle("noop", INPUT, flat))
+            found["start+finish"] = await abest_of(lambda: start_finish(rt, "gen2"))
+            found["noop"] = await abest_of(noop)
+        finally:
+            await rt.__aexit__(None, None, None)
+
+    anyio.run(measure)
+    return [
+        Row(
+            "run.call() on a no-op generation-2 tool (in-memory store)",
+            "a direct await of the tool function",
+            found["gen2"],
+            found["gen2 direct"],
+            "<= 5",
+        ),
+        Row(
+            "run.call() on a no-op generation-1 tool through the 1->2 adapter",
+            "a direct await of its handle(action, params, auth)",
+            found["gen1"],
+            found["gen1 direct"],
+            "<= 8",
+        ),
+        Row(
+            "run start + finish (in-memory store)",
+            "an await of a no-op coroutine",
+            found["start+finish"],
+            found["noop"],
+            "<= 10",
+        ),
+    ]
+
+
+async def start_finish(rt: packrun.Runtime, installation: str) -> None:
+    async with rt.run(installation):
+        pass
+
+
+# --- SQLite throughput ------------------------------------------------------------------------------
+
+
+def _threads() -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]  # the calling thread only
+
+
+@contextmanager
+def one_core() -> Iterator[str]:
+    """Every thread of the process, and every thread started meanwhile, on one CPU."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield "all cores: no CPU affinity on this platform"
+        return
+    before = os.sched_getaffinity(0)
+    for tid in _threads():
+        os.sched_setaffinity(tid, {min(before)})
+    try:
+        yield "one core"
+    finally:
+        for tid in _threads():
+            with suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, before)
+
+
+def sqlite_rows() -> list[Row]:
+    found: dict[str, float] = {}
+
+    async def measure(url: str) -> None:
+        rt = await runtime(url)
+        try:
+            found["sequential"] = await abest_of(
+                lambda: start_finish(rt, "gen2"), repeat=5, min_time=0.3
+            )
+            found["concurrent"] = await concurrent(rt)
+        finally:
+            await rt.__aexit__(None, None, None)
+
+    with tempfile.TemporaryDirectory() as tmp, one_core() as cores:
+        anyio.run(measure, f"sqlite:///{Path(tmp) / 'state.db'}")
+    budget = "a budget of 1/5,000 s a run (5,000 runs/s)"
+    return [
+        Row(
+            f"run start + finish on SQLite, one after another ({cores}; "
+            f"{1 / found['sequential']:,.0f} runs/s)",
+            budget,
+            found["sequential"],
+            SQLITE_BUDGET,
+            "<= 1",
+        ),
+        Row(
+            f"run start + finish on SQLite, {CONCURRENT_TASKS} tasks each in a loop ({cores}; "
+            f"{1 / found['concurrent']:,.0f} runs/s)",
+            budget,
+            found["concurrent"],
+            SQLITE_BUDGET,
+            "<= 1",
+        ),
+    ]
+
+
+async def concurrent(rt: packrun.Runtime, *, rounds: int = 5, min_time: float = 0.3) -> float:
+    """Seconds a run (wall time / runs) with ``CONCURRENT_TASKS`` tasks each starting and
+    finishing runs in a loop: the best of ``rounds``."""
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await start_finish(rt, "gen2")
+
+    async def timed(per_task: int) -> float:
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(CONCURRENT_TASKS):
+                tg.start_soon(worker, per_task)
+        return time.perf_counter() - started
+
+    per_task = 1
+    while (elapsed := await timed(per_task)) < min_time:
+        per_task = max(per_task * 2, int(per_task * min_time * 1.2 / max(elapsed, 1e-9)))
+    return min([await timed(per_task) for _ in range(rounds)]) / (per_task * CONCURRENT_TASKS)
+
+
+# --- memory per run in flight ---------------------------------------------------------------------
+
+
+def rss() -> int:
+    """The process's resident set size in bytes (0 where /proc is not available)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_rows() -> list[Row]:
+    found: dict[str, float] = {}
+
+    async def hold(measure: Callable[[], int], key: str) -> None:
+        rt = await runtime("memory:")
+        try:
+            for _ in range(2):  # warm up: first runs, counters, dict growth of a small table
+                await open_runs(rt, 100, lambda: 0)
+            found[key] = await open_runs(rt, RUNS_OPEN, measure) / RUNS_OPEN
+            assert rt.stats().runs_in_flight == 0
+        finally:
+            await rt.__aexit__(None, None, None)
+
+    def traced() -> int:
+        return tracemalloc.get_traced_memory()[0]
+
+    anyio.run(hold, rss, "rss")
+    tracemalloc.start()
+    try:
+        anyio.run(hold, traced, "traced")
+    finally:
+        tracemalloc.stop()
+    budget = "a budget of 1 KiB a run"
+    note = "(the time columns hold bytes: 1 µs = 1 byte)"
+    return [
+        Row(
+            f"memory a run in flight, {RUNS_OPEN:,} open: traced Python allocations "
+            f"({found['traced']:,.0f} bytes) {note}",
+            budget,
+            found["traced"] * BYTES_AS_SECONDS,
+            MEMORY_BUDGET * BYTES_AS_SECONDS,
+            "<= 1",
+        ),
+        Row(
+            f"memory a run in flight, {RUNS_OPEN:,} open: RSS growth "
+            f"({found['rss']:,.0f} bytes) {note}",
+            budget,
+            found["rss"] * BYTES_AS_SECONDS,
+            MEMORY_BUDGET * BYTES_AS_SECONDS,
+            "<= 1",
+        ),
+    ]
+
+
+async def open_runs(rt: packrun.Runtime, count: int, measure: Callable[[], int]) -> int:
+    """Open ``count`` runs at once (their scopes entered and kept) and return how much
+    ``measure()`` grew while they were open; then close them all."""
+    gc.collect()
+    before = measure()
+    scopes = [rt.run("gen2") for _ in range(count)]
+    for scope in scopes:
+        await scope.__aenter__()
+    assert rt.stats().runs_in_flight == count
+    gc.collect()
+    grown = measure() - before
+    for scope in scopes:
+        await scope.__aexit__(None, None, None)
+    return grown
+
+
+def rows() -> list[Row]:
+    logging.getLogger("packrun").setLevel(logging.ERROR)  # the adapter's rebuild warning
+    return [*call_rows(), *sqlite_rows(), *memory_rows()]
+
+
+if __name__ == "__main__":
+    main(rows)
