@@ -27,6 +27,8 @@ class Row:
     slower, for speed-ups the ratio is inverted: see ``inverse``)."""
     inverse: bool = False
     """Report baseline/subject instead (a speed-up: how many times faster the subject is)."""
+    unit: str = "s"
+    """``"s"`` for times (the values are seconds), ``"B"`` for sizes (the values are bytes)."""
 
     @property
     def ratio(self) -> float:
@@ -64,14 +66,15 @@ def machine() -> str:
 def table(rows: list[Row]) -> str:
     """A Markdown table with a ratio column."""
     lines = [
-        "| subject | baseline | time per call | baseline per call | ratio | goal | |",
+        "| subject | baseline | measured | baseline | ratio | goal | |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for row in rows:
         ratio = f"{row.ratio:,.0f}x faster" if row.inverse else f"{row.ratio:.2f}x"
+        show = _time if row.unit == "s" else _bytes
         lines.append(
-            f"| {row.subject} | {row.baseline} | {_time(row.seconds)} | "
-            f"{_time(row.baseline_seconds)} | {ratio} | {row.goal} | {row.verdict} |"
+            f"| {row.subject} | {row.baseline} | {show(row.seconds)} | "
+            f"{show(row.baseline_seconds)} | {ratio} | {row.goal} | {row.verdict} |"
         )
     return "\n".join(lines)
 
@@ -80,6 +83,10 @@ def _time(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds * 1e6:.3f} µs"
+
+
+def _bytes(size: float) -> str:
+    return f"{size:,.0f} B"
 
 
 def main(rows: Callable[[], list[Row]]) -> None:

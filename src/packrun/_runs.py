@@ -46,10 +46,10 @@ class Run:
     """
 
     __slots__ = (
+        "_calls",
         "_ctx",
         "_tools",
         "adapter",
-        "calls",
         "channel",
         "contract",
         "digest",
@@ -60,11 +60,17 @@ class Run:
         "run_id",
         "started_at",
         "version",
+        "version_key",
         "workflow_id",
     )
 
     def __init__(
-        self, record: RunRecord, dispatcher: Dispatcher, ctx: ToolContext, resumed: bool
+        self,
+        record: RunRecord,
+        dispatcher: Dispatcher,
+        ctx: ToolContext,
+        resumed: bool,
+        version_key: str,
     ) -> None:
         self.run_id = record.run_id
         self.installation_id = record.installation_id
@@ -78,10 +84,15 @@ class Run:
         self.generation = dispatcher.generation
         self.adapter = dispatcher.adapter
         self.resumed = resumed
-        self.calls: set[str] = set()
-        """The tool ids this run has called."""
+        self.version_key = version_key
+        self._calls: set[str] | None = None
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
         self._ctx = ctx
+
+    @property
+    def calls(self) -> frozenset[str]:
+        """The tool ids this run has called."""
+        return frozenset(self._calls or ())
 
     async def call(self, tool: str, input: Mapping[str, Any] | None = None) -> Any:
         """Call ``tool`` of the bound bundle with ``input``; return its output.
@@ -96,7 +107,10 @@ class Run:
                 f"tool of {self.pack_id} {self.version} named", tool, sorted(self._tools)
             )
         fn, is_async = entry
-        self.calls.add(tool)
+        if self._calls is None:
+            self._calls = {tool}
+        else:
+            self._calls.add(tool)
         try:
             if is_async:
                 return await fn(self._ctx, {} if input is None else input)
@@ -147,8 +161,7 @@ class RunScope:
     ) -> None:
         run, self._run = self._run, None
         if run is not None:
-            with anyio.CancelScope(shield=True):  # a cancelled run still releases its slot
-                await self._runtime._end_run(run)
+            self._runtime._end_run(run)  # no await: a cancelled run releases its slot all the same
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ def _check_installation_id(installation_id: object) -> None:
 
 
 _END_BATCH_SECONDS = 0.005
+_NO_AUTH = Auth.none()
 
 
 class _StartWaiter:
@@ -401,7 +402,7 @@ class Runtime:
         passed to the tools and never stored. A bundle outside this runtime's contract window is
         refused here with ``BUNDLE_CONTRACT_INCOMPATIBLE``.
         """
-        return RunScope(self, installation_id, run_id, workflow_id, auth or Auth.none())
+        return RunScope(self, installation_id, run_id, workflow_id, auth or _NO_AUTH)
 
     async def call(
         self,
@@ -485,9 +486,10 @@ class Runtime:
             auth,
             logging.getLogger(f"packrun.tools.{bound.pack_id}"),
         )
-        run = Run(bound, dispatcher, ctx, resumed)
+        key = res.entry.version_key if not resumed else version_key(bound.version)
+        run = Run(bound, dispatcher, ctx, resumed, key)
         self._runs[run.run_id] = run
-        self._by_version[(run.pack_id, version_key(run.version))] += 1
+        self._by_version[(run.pack_id, key)] += 1
         self._by_installation[run.installation_id] += 1
         self._runs_started += 1
         if run.adapter is not None:
@@ -511,10 +513,10 @@ class Runtime:
                 run.generation,
             )
 
-    async def _end_run(self, run: Run) -> None:
+    def _end_run(self, run: Run) -> None:
         if self._runs.pop(run.run_id, None) is None:
             return
-        key = (run.pack_id, version_key(run.version))
+        key = (run.pack_id, run.version_key)
         self._by_version[key] -= 1
         if not self._by_version[key]:
             del self._by_version[key]
@@ -529,6 +531,11 @@ class Runtime:
     # the run's lease.
 
     async def _record_start(self, record: RunRecord) -> tuple[RunRecord, bool]:
+        if not self._store.group_commit:
+            started = await self._store.start_runs(
+                [record], self.owner, time.time() + self.lease_ttl
+            )
+            return started[0]
         waiter = _StartWaiter(record)
         self._pending_starts.append(waiter)
         if not self._start_leader:
@@ -599,9 +606,7 @@ class Runtime:
         """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
         key = version_key(Version.parse(version))
         mine = [
-            r.run_id
-            for r in self._runs.values()
-            if r.pack_id == pack_id and version_key(r.version) == key
+            r.run_id for r in self._runs.values() if r.pack_id == pack_id and r.version_key == key
         ]
         theirs = [
             r.record.run_id

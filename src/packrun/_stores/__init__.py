@@ -166,6 +166,9 @@ class Store(ABC):
     """
 
     url: str
+    group_commit: bool = False
+    """Whether concurrent run starts should share one write (worth it when a write is a disk
+    transaction; not for the in-memory store)."""
 
     @abstractmethod
     async def open(self) -> None:

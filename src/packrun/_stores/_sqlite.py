@@ -216,6 +216,8 @@ _EVENT_COLUMNS: Final = (
 class SQLiteStore(Store):
     """One SQLite file in WAL mode, shared by every runtime and process that opens it."""
 
+    group_commit = True
+
     def __init__(self, url: str, path: Path) -> None:
         self.url = url
         self.path = path
@@ -409,20 +411,9 @@ class SQLiteStore(Store):
         def body(conn: sqlite3.Connection) -> list[tuple[RunRecord, bool]]:
             started = []
             for record in records:
-                row = conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (record.run_id,)
-                ).fetchone()
-                if row is not None:
-                    conn.execute(
-                        "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? "
-                        "WHERE run_id = ?",
-                        (owner, lease_until, record.run_id),
-                    )
-                    started.append((_run_from(row), True))
-                    continue
-                conn.execute(
+                inserted = conn.execute(
                     f"INSERT INTO runs ({_RUN_COLUMNS}, owner, lease_until) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
                     (
                         record.run_id,
                         record.installation_id,
@@ -436,8 +427,19 @@ class SQLiteStore(Store):
                         owner,
                         lease_until,
                     ),
+                ).rowcount
+                if inserted:
+                    started.append((record, False))
+                    continue
+                # A run id seen before: reopen it with its original binding.
+                row = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (record.run_id,)
+                ).fetchone()
+                conn.execute(
+                    "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
+                    (owner, lease_until, record.run_id),
                 )
-                started.append((record, False))
+                started.append((_run_from(row), True))
             return started
 
         return await self._call(lambda conn: self._write(conn, body))
