@@ -545,15 +545,10 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 # --- status: installations, versions with their runs in flight, totals ---------------------------
 
 
-def _pack_ids(rt: Runtime) -> list[str]:
-    # The runtime has no public list of its packs (yet); its resolver holds them.
-    return sorted(pack_id for pack_id, pack in rt._resolver._packs.items() if pack.rows)
-
-
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     # Other processes' runs under live leases: a runtime opened for one command has not read them.
-    await rt._refresh_remote_runs()
-    packs = [args.pack] if args.pack is not None else _pack_ids(rt)
+    await rt.refresh()
+    packs = [args.pack] if args.pack is not None else rt.packs()
     entries = [e for pack in packs for e in rt.versions(pack)]  # not_found for an unknown PACK
     installations = [
         (inst, rt.explain(inst.id).resolution, rt.in_flight_for(inst.id))

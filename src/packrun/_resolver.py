@@ -227,11 +227,15 @@ class Resolver:
 
     # --- reading --------------------------------------------------------------------------------
 
+    def packs(self) -> list[str]:
+        """The ids of every pack with at least one row, sorted."""
+        return sorted(pack_id for pack_id, pack in self._packs.items() if pack.rows)
+
     def rows(self, pack_id: str) -> list[CatalogEntry]:
         """Every row of a pack, ascending; ``not_found`` for an unknown pack."""
         pack = self._packs.get(pack_id)
         if pack is None or not pack.rows:
-            raise NotFound("pack", pack_id, sorted(p for p, v in self._packs.items() if v.rows))
+            raise NotFound("pack", pack_id, self.packs())
         return list(pack.rows)
 
     def installation(self, installation_id: str) -> Installation:

@@ -210,7 +210,6 @@ class Runtime:
             await anyio.sleep(self.refresh_interval)
             try:
                 await self.refresh()
-                await self._refresh_remote_runs()
             except Exception as exc:  # never let a refresh take the host's code down
                 self._warn(f"could not refresh from {self.url}: {exc}")
 
@@ -235,9 +234,11 @@ class Runtime:
             logger.warning("packrun %s", message)
 
     async def refresh(self) -> None:
-        """Apply what other runtimes wrote to the store since the last refresh. Runs on its own
-        every ``refresh_interval`` seconds; call it to catch up at once."""
+        """Apply what other runtimes wrote to the store since the last refresh, and read which
+        runs other processes hold in flight. Runs on its own every ``refresh_interval`` seconds;
+        call it to catch up at once."""
         async with self._lock:
+            await self._refresh_remote_runs()
             changes = await self._store.changes(self._seq)
             if not changes:
                 return
@@ -357,6 +358,10 @@ class Runtime:
             and (res := self._cells[inst.id].value) is not None
             and res.entry.version_key == key
         ]
+
+    def packs(self) -> list[str]:
+        """The ids of every pack with a published version, sorted."""
+        return self._resolver.packs()
 
     def versions(self, pack_id: str) -> list[CatalogEntry]:
         """Every published version of a pack, ascending, live and retired."""
