@@ -15,9 +15,11 @@ the output), ``context`` returns the ``ctx`` it was given, ``block`` is a sync t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
+import time
 import traceback
 import uuid
 from collections import Counter
@@ -29,6 +31,8 @@ import anyio
 import pytest
 
 import packrun
+import packrun._runtime
+import packrun._stores
 from packrun import (
     BundleContractIncompatible,
     DrainTimeout,
@@ -356,9 +360,10 @@ async def test_ctx_carries_the_run_the_installation_the_pack_the_version_typed_a
     assert ctx.auth.scopes == ("a", "b")
     assert ctx.auth.credentials["access_token"] == "tok-123"
     assert ctx.auth.headers() == {"Authorization": "Bearer tok-123"}
-    assert isinstance(ctx.logger, logging.Logger)
+    # A logger of packrun.tools.<pack>, behind an adapter that removes the run's credentials.
+    assert isinstance(ctx.logger, logging.Logger | logging.LoggerAdapter)
     assert "context called in run run-ctx" in caplog.text
-    assert any(r.name == ctx.logger.name for r in caplog.records)
+    assert any(r.name == f"packrun.tools.{PACK}" for r in caplog.records)
 
 
 async def test_without_auth_a_tool_sees_auth_mode_none(rt: Runtime) -> None:
@@ -1044,3 +1049,171 @@ async def test_hundreds_of_concurrent_runs_each_see_exactly_one_version_and_dige
             async with packrun.open_runtime(store_url) as other:
                 for version in VERSIONS:
                     await other.wait_drained(PACK, version, timeout=5)
+
+
+# --- fixes found in review: ends racing reopens, leases, close, limits, redaction -----------------
+
+LEAKY_CODE = b"""\
+from packrun.sdk import Integration, ToolError
+
+integration = Integration("leaky")
+
+
+@integration.tool("code")
+async def code(ctx, input):
+    raise ToolError("bad-" + ctx.auth.credentials["password"], "no")
+
+
+@integration.tool("header")
+async def header(ctx, input):
+    raise ToolError("refused", "sent " + str(ctx.auth.headers()))
+
+
+@integration.tool("crash")
+async def crash(ctx, input):
+    raise ValueError("auth was " + repr(dict(ctx.auth.credentials)))
+
+
+@integration.tool("log")
+async def log(ctx, input):
+    ctx.logger.warning("calling with password %s as %s", ctx.auth.credentials["password"], "user")
+    return {"username": ctx.auth.credentials["username"]}
+"""
+
+
+def leaky() -> bytes:
+    tools = [{"id": t} for t in ("code", "header", "crash", "log")]
+    manifest = packrun.decode_manifest(
+        {"id": "leaky", "version": "1.0.0", "contract": 2, "tools": tools}
+    )
+    return bundle_bytes(manifest, {"__init__.py": LEAKY_CODE})
+
+
+async def test_redaction__tool_codes_headers_raw_exceptions_and_log_lines(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    await rt.publish(leaky())
+    await rt.install("leak", "leaky")
+    auth = packrun.Auth.basic("user", "hunter2pw")
+    with pytest.raises(packrun.ToolFailed) as code:
+        await rt.call("leak", "code", auth=auth)
+    assert "hunter2pw" not in str(code.value)
+    assert code.value.tool_code == "bad-<redacted>"
+    with pytest.raises(packrun.ToolFailed) as header:
+        await rt.call("leak", "header", auth=auth)
+    assert "dXNlcjpodW50ZXIycHc=" not in str(header.value)  # base64 of user:hunter2pw
+    with pytest.raises(ValueError, match="auth was") as crash:
+        await rt.call("leak", "crash", auth=auth)
+    assert "hunter2pw" not in str(crash.value)
+    with caplog.at_level("WARNING", logger="packrun.tools.leaky"):
+        assert await rt.call("leak", "log", auth=auth) == {"username": "user"}
+    assert "calling with password <redacted> as <redacted>" in caplog.text
+    assert "hunter2pw" not in caplog.text
+
+
+async def test_a_run_that_has_ended__refuses_further_calls(rt: Runtime) -> None:
+    await setup_probe(rt, "1.0.0")
+    async with rt.run("inst") as run:
+        await run.call("whoami")
+    with pytest.raises(packrun.InvalidArgument, match="has ended"):
+        await run.call("whoami")
+
+
+@pytest.mark.parametrize("run_id", ["", "x" * 201, "line\nbreak", " lead"])
+async def test_an_unusable_run_id__is_invalid_argument(rt: Runtime, run_id: str) -> None:
+    await setup_probe(rt, "1.0.0")
+    with pytest.raises(packrun.InvalidArgument, match="run id"):
+        async with rt.run("inst", run_id=run_id):
+            pass
+    assert_idle(rt)
+
+
+@pytest.mark.parametrize("generations", [{0, 1, 2}, {2, 3}, set()])
+async def test_open_runtime__generations_it_cannot_serve__are_refused(
+    generations: set[int],
+) -> None:
+    with pytest.raises(packrun.InvalidArgument, match="generations"):
+        packrun.open_runtime("memory:", generations=generations)
+
+
+async def test_sync_tools__run_on_the_runtimes_own_threads(store_url: str) -> None:
+    async with packrun.open_runtime(store_url, tool_threads=1) as rt:
+        await setup_probe(rt, "1.0.0")
+        event = threading.Event()
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(rt.call, "inst", "block", {"event": event, "timeout": 0.3})
+            await anyio.sleep(0.1)
+            event.set()
+        # With one tool thread the two blocking tools ran one after the other; the store's own
+        # writes (the runs' starts and ends) were not held up behind them.
+        assert_idle(rt)
+
+
+async def test_closing_a_runtime_with_runs_open__releases_their_counts(store_url: str) -> None:
+    rt = packrun.open_runtime(store_url)
+    async with rt:
+        await setup_probe(rt, "1.0.0")
+        scope = rt.run("inst", run_id="left-open")
+        await scope.__aenter__()
+        assert rt.in_flight(PACK, "1.0.0") == 1
+    assert rt.in_flight(PACK, "1.0.0") == 0
+    assert rt.stats().runs_in_flight == 0
+
+
+async def test_a_run_id_reopened_right_after_it_ended__stays_in_flight_for_others(
+    sqlite_url: str,
+) -> None:
+    async with (
+        packrun.open_runtime(sqlite_url) as a,
+        packrun.open_runtime(sqlite_url) as b,
+    ):
+        await setup_probe(a, "1.0.0")
+        async with a.run("inst", run_id="r"):
+            pass
+        async with a.run("inst", run_id="r") as again:  # its end was still queued
+            assert again.resumed is True
+            await anyio.sleep(0.05)  # longer than the ends' batching
+            await b.refresh()
+            assert b.in_flight(PACK, "1.0.0") == 1
+            assert b.runs_in_flight(PACK, "1.0.0") == ["r"]
+
+
+async def test_a_run_id_held_live_by_another_runtime__is_not_taken_over(sqlite_url: str) -> None:
+    async with (
+        packrun.open_runtime(sqlite_url) as a,
+        packrun.open_runtime(sqlite_url) as b,
+    ):
+        await setup_probe(a, "1.0.0")
+        await b.refresh()
+        async with a.run("inst", run_id="shared"):
+            with pytest.raises(packrun.InvalidArgument, match="holds it under a live lease"):
+                async with b.run("inst", run_id="shared"):
+                    pass
+            assert b.stats().runs_in_flight == 0  # b holds nothing; a's run still counts
+            await b.refresh()
+            assert b.runs_in_flight(PACK, "1.0.0") == ["shared"]
+        async with b.run("inst", run_id="shared") as resumed:  # once A has ended it
+            assert resumed.resumed is True
+
+
+async def test_leases__are_renewed_for_runs_in_flight_only(store_url: str) -> None:
+    store = packrun._stores.open_store(store_url)
+    await store.open()
+    try:
+        now = time.time()
+        record = packrun._stores.RunRecord(
+            "a", "inst", PACK, "1.0.0", "sha256:x", 2, "vendor", None, packrun._runtime._now()
+        )
+        await store.start_runs(
+            [record, dataclasses.replace(record, run_id="b")], "me", now, now + 1
+        )
+        await store.renew_leases("me", ["a"], now + 100)
+        leases = {r.record.run_id: r.lease_until for r in await store.live_runs(now)}
+        assert leases == {"a": now + 100, "b": now + 1}
+        await store.end_runs(["a"], "someone-else", packrun._runtime._now())
+        assert {r.record.run_id for r in await store.live_runs(now)} == {"a", "b"}
+        await store.end_runs(["a"], "me", packrun._runtime._now())
+        assert {r.record.run_id for r in await store.live_runs(now)} == {"b"}
+    finally:
+        await store.close()

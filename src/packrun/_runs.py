@@ -8,6 +8,8 @@ through :class:`RunScope`.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +22,7 @@ import anyio.to_thread
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
 from packrun._stores import RunRecord
-from packrun.errors import NotFound, ToolFailed
+from packrun.errors import InvalidArgument, NotFound, ToolFailed
 from packrun.sdk import ToolContext, ToolError
 
 if TYPE_CHECKING:
@@ -29,12 +31,46 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunScope", "RuntimeStats"]
 
 
-def _scrub(message: str, auth: Auth) -> str:
-    """``message`` with every credential value of ``auth`` replaced: a tool may echo one."""
-    for value in auth.credentials.values():
-        if value and len(value) >= 4:
-            message = message.replace(value, "<redacted>")
+def _secrets(auth: Auth) -> list[str]:
+    """Every form a credential of ``auth`` may be echoed in: its values and its header values."""
+    values = [v for v in auth.credentials.values() if v]
+    for header in auth.headers().values():
+        values.append(header)
+        values.extend(part for part in header.split(" ", 1)[1:] if part)  # "Basic <b64>"
+    return sorted(set(values), key=len, reverse=True)
+
+
+def scrub(message: str, auth: Auth) -> str:
+    """``message`` with every credential of ``auth`` replaced by ``<redacted>``: a tool may echo
+    one into an error or a log line. Whole tokens only, so ``user`` leaves ``username`` alone."""
+    if auth.mode == "none":
+        return message
+    for value in _secrets(auth):
+        if len(value) >= 3 and value in message:
+            message = re.sub(
+                rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", "<redacted>", message
+            )
     return message
+
+
+def _scrub_exception(exc: BaseException, auth: Auth) -> None:
+    """Redact credentials from the string arguments (the message) of an exception in place."""
+    if auth.mode != "none" and exc.args:
+        exc.args = tuple(scrub(a, auth) if isinstance(a, str) else a for a in exc.args)
+
+
+class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """A tool's logger: every line is formatted, and the run's credentials removed, before it is
+    handed to the ``packrun.tools.<pack>`` logger."""
+
+    def __init__(self, logger: logging.Logger, auth: Auth) -> None:
+        super().__init__(logger, {})
+        self._auth = auth
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            self.logger.log(level, scrub(text, self._auth), **kwargs)
 
 
 class Run:
@@ -48,6 +84,8 @@ class Run:
     __slots__ = (
         "_calls",
         "_ctx",
+        "_ended",
+        "_threads",
         "_tools",
         "adapter",
         "channel",
@@ -71,6 +109,7 @@ class Run:
         ctx: ToolContext,
         resumed: bool,
         version_key: str,
+        threads: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.run_id = record.run_id
         self.installation_id = record.installation_id
@@ -88,6 +127,8 @@ class Run:
         self._calls: set[str] | None = None
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
         self._ctx = ctx
+        self._threads = threads
+        self._ended = False
 
     @property
     def calls(self) -> frozenset[str]:
@@ -101,6 +142,8 @@ class Run:
         ``.tool_code`` its own code); an unknown tool is ``not_found``. A sync tool runs in a worker
         thread so the event loop never waits on it.
         """
+        if self._ended:
+            raise InvalidArgument("run", self.run_id, ["a run in flight (this one has ended)"])
         entry = self._tools.get(tool)
         if entry is None:
             raise NotFound(
@@ -114,9 +157,15 @@ class Run:
         try:
             if is_async:
                 return await fn(self._ctx, {} if input is None else input)
-            return await anyio.to_thread.run_sync(fn, self._ctx, {} if input is None else input)
+            return await anyio.to_thread.run_sync(
+                fn, self._ctx, {} if input is None else input, limiter=self._threads
+            )
         except ToolError as exc:
-            raise ToolFailed(tool, exc.code, _scrub(exc.message, self._ctx.auth)) from None
+            auth = self._ctx.auth
+            raise ToolFailed(tool, scrub(exc.code, auth), scrub(exc.message, auth)) from None
+        except Exception as exc:  # the tool's own exception, unchanged but for credentials
+            _scrub_exception(exc, self._ctx.auth)
+            raise
 
     def __repr__(self) -> str:
         via = f", adapter {self.adapter}" if self.adapter else ""

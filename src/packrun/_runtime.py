@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from packrun._adapters import Dispatcher, dispatcher_for
+from packrun._adapters import STEPS, Dispatcher, dispatcher_for
 from packrun._auth import Auth
 from packrun._bundle import load_bundle
 from packrun._catalog import (
@@ -37,9 +37,9 @@ from packrun._catalog import (
     prepare,
     strict_check,
 )
-from packrun._contract import DEFAULT_GENERATIONS, check_generation
+from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._resolver import Explanation, Resolution, Resolver, normalize_pin
-from packrun._runs import Run, RunScope, RuntimeStats
+from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
 from packrun._stores import (
     ORIGINS,
     POLICIES,
@@ -50,6 +50,7 @@ from packrun._stores import (
     Policy,
     RunRecord,
     Settings,
+    StartedRun,
     Store,
     Update,
     default_url,
@@ -68,14 +69,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_INSTALLATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
 
 
-def _check_installation_id(installation_id: object) -> None:
-    if not isinstance(installation_id, str) or not _INSTALLATION_ID.fullmatch(installation_id):
-        shown = installation_id[:60] if isinstance(installation_id, str) else installation_id
+def _check_id(what: str, value: object) -> None:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        shown = value[:60] if isinstance(value, str) else value
         raise InvalidArgument(
-            "installation id",
+            what,
             shown,
             [
                 "1 to 200 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
@@ -84,6 +85,7 @@ def _check_installation_id(installation_id: object) -> None:
 
 
 _END_BATCH_SECONDS = 0.005
+_HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
 _NO_AUTH = Auth.none()
 
 
@@ -93,7 +95,7 @@ class _StartWaiter:
     def __init__(self, record: RunRecord) -> None:
         self.record = record
         self.done = anyio.Event()
-        self.result: tuple[RunRecord, bool] | None = None
+        self.result: StartedRun | None = None
         self.error: BaseException | None = None
 
 
@@ -110,11 +112,22 @@ class Runtime:
         generations: Collection[int] = DEFAULT_GENERATIONS,
         refresh_interval: float = 0.1,
         lease_ttl: float = 30.0,
+        tool_threads: int = 40,
     ) -> None:
         if lease_ttl <= 0:
             raise InvalidArgument("lease_ttl", lease_ttl, ["a number of seconds above 0"])
-        if not generations:
-            raise InvalidArgument("generations", generations, ["a non-empty set such as {1, 2}"])
+        servable = sorted(
+            g
+            for g in range(CURRENT_GENERATION + 1)
+            if all(step in STEPS for step in range(g, CURRENT_GENERATION))
+        )
+        if not generations or any(g not in servable for g in generations):
+            shown = sorted(generations) if generations else generations
+            raise InvalidArgument(
+                "set of contract generations",
+                shown,
+                [f"a non-empty subset of {servable}: the generations this packrun can run"],
+            )
         self._store = store
         self.generations = frozenset(generations)
         """The contract generations this runtime admits."""
@@ -126,7 +139,7 @@ class Runtime:
         self._seq = 0
         self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._last_refresh_warning = 0.0
+        self._last_warning: dict[str, float] = {}
         self.lease_ttl = lease_ttl
         """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
         self.owner = uuid.uuid4().hex
@@ -141,6 +154,9 @@ class Runtime:
         self._adapter_warned: dict[tuple[str, str], float] = {}
         self._pending_starts: list[_StartWaiter] = []
         self._starting: set[str] = set()
+        # Sync tools get threads of their own: a runtime full of slow tools must still renew its
+        # leases and record its runs (those use anyio's default threads).
+        self._tool_threads = anyio.CapacityLimiter(tool_threads)
         self._start_leader = False
         self._pending_ends: list[str] = []
         self._ends_ready = anyio.Event()
@@ -184,8 +200,8 @@ class Runtime:
                 await self._task_group.__aexit__(None, None, None)
                 self._task_group = None
             with anyio.CancelScope(shield=True):
-                self._pending_ends.extend(self._runs)  # runs still open when the runtime closes
-                self._runs.clear()
+                for run in list(self._runs.values()):  # runs still open when the runtime closes
+                    self._end_run(run)
                 await self._flush_ends()
         finally:
             await self._store.close()
@@ -218,7 +234,9 @@ class Runtime:
             await anyio.sleep(self.lease_ttl / 3)
             if self._runs:
                 try:
-                    await self._store.renew_leases(self.owner, time.time() + self.lease_ttl)
+                    await self._store.renew_leases(
+                        self.owner, list(self._runs), time.time() + self.lease_ttl
+                    )
                 except Exception as exc:
                     self._warn(f"could not renew run leases in {self.url}: {exc}")
 
@@ -227,10 +245,11 @@ class Runtime:
         self._remote = [r for r in live if r.owner != self.owner]
 
     def _warn(self, message: str) -> None:
-        # The hot path keeps answering from memory; say so, at most once a minute.
+        # The hot path keeps answering from memory; say so, at most once a minute per kind.
+        kind = message.split(" ", 2)[1] if message.count(" ") >= 2 else message
         now = time.monotonic()
-        if now - self._last_refresh_warning > 60:
-            self._last_refresh_warning = now
+        if now - self._last_warning.get(kind, -120.0) > 60:
+            self._last_warning[kind] = now
             logger.warning("packrun %s", message)
 
     async def refresh(self) -> None:
@@ -447,10 +466,15 @@ class Runtime:
         res = self.resolve(installation_id)
         if res.digest is None:
             raise NotFound("integration to run in pack", res.pack_id)
-        run_id = run_id or uuid.uuid4().hex
+        if run_id is None:
+            run_id = uuid.uuid4().hex
+        else:
+            _check_id("run id", run_id)
         if run_id in self._runs or run_id in self._starting:
             raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
         self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
+        if run_id in self._pending_ends:  # ended a moment ago and reopened: its end is moot
+            self._pending_ends.remove(run_id)
         try:
             return await self._open_run(run_id, installation_id, res, workflow_id, auth)
         finally:
@@ -475,7 +499,21 @@ class Runtime:
             workflow_id,
             _now(),
         )
-        bound, resumed = await self._record_start(record)
+        bound, resumed, held_by = await self._record_start(record)
+        for _ in range(_HELD_RETRIES):
+            if held_by is None:
+                break
+            # Ended elsewhere a moment ago? Ends are written behind, within a few milliseconds.
+            await anyio.sleep(_END_BATCH_SECONDS)
+            bound, resumed, held_by = await self._record_start(record)
+        if held_by is not None:
+            raise InvalidArgument(
+                "run id",
+                run_id,
+                [
+                    f"an id not in flight elsewhere (runtime {held_by[:8]} holds it under a live lease)"
+                ],
+            )
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
@@ -483,16 +521,17 @@ class Runtime:
         except BaseException:
             self._queue_end(bound.run_id)
             raise
+        tool_logger = logging.getLogger(f"packrun.tools.{bound.pack_id}")
         ctx = ToolContext(
             bound.run_id,
             bound.installation_id,
             bound.pack_id,
             bound.version,
             auth,
-            logging.getLogger(f"packrun.tools.{bound.pack_id}"),
+            tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
         )
         key = res.entry.version_key if not resumed else version_key(bound.version)
-        run = Run(bound, dispatcher, ctx, resumed, key)
+        run = Run(bound, dispatcher, ctx, resumed, key, self._tool_threads)
         self._runs[run.run_id] = run
         self._by_version[(run.pack_id, key)] += 1
         self._by_installation[run.installation_id] += 1
@@ -519,7 +558,8 @@ class Runtime:
             )
 
     def _end_run(self, run: Run) -> None:
-        if self._runs.pop(run.run_id, None) is None:
+        run._ended = True
+        if self._runs.pop(run.run_id, None) is not run:
             return
         key = (run.pack_id, run.version_key)
         self._by_version[key] -= 1
@@ -535,11 +575,10 @@ class Runtime:
     # behind: a background task records them in batches, and a crash in between is covered by
     # the run's lease.
 
-    async def _record_start(self, record: RunRecord) -> tuple[RunRecord, bool]:
+    async def _record_start(self, record: RunRecord) -> StartedRun:
         if not self._store.group_commit:
-            started = await self._store.start_runs(
-                [record], self.owner, time.time() + self.lease_ttl
-            )
+            now = time.time()
+            started = await self._store.start_runs([record], self.owner, now, now + self.lease_ttl)
             return started[0]
         waiter = _StartWaiter(record)
         self._pending_starts.append(waiter)
@@ -550,8 +589,9 @@ class Runtime:
                     while self._pending_starts:
                         batch, self._pending_starts = self._pending_starts, []
                         try:
+                            now = time.time()
                             results = await self._store.start_runs(
-                                [w.record for w in batch], self.owner, time.time() + self.lease_ttl
+                                [w.record for w in batch], self.owner, now, now + self.lease_ttl
                             )
                         except BaseException as exc:
                             for w in batch:
@@ -589,7 +629,7 @@ class Runtime:
         batch, self._pending_ends = self._pending_ends, []
         try:
             with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
-                await self._store.end_runs(batch, _now())
+                await self._store.end_runs(batch, self.owner, _now())
         except PackrunError as exc:  # the leases expire on their own
             self._warn(f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}")
 
@@ -681,7 +721,7 @@ class Runtime:
         later releases are inert until an update. ``pin`` may be ``latest``, ``latest-vendor``,
         ``latest-custom`` or an exact version (which may be a pre-release or retired).
         """
-        _check_installation_id(installation_id)
+        _check_id("installation id", installation_id)
         self._resolver.rows(pack_id)  # not_found naming the known packs
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
@@ -768,13 +808,15 @@ def open_runtime(
     generations: Collection[int] = DEFAULT_GENERATIONS,
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
+    tool_threads: int = 40,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
     ``url`` defaults to ``$PACKRUN_STORE``, else the embedded SQLite file ``./.packrun/state.db``.
     ``generations`` restricts the contract generations admitted (``{2}`` retires generation 1).
-    ``refresh_interval`` bounds how stale this process may be on writes by other processes, and
-    ``lease_ttl`` how long the runs of a process that died keep counting as in flight.
+    ``refresh_interval`` bounds how stale this process may be on writes by other processes,
+    ``lease_ttl`` how long the runs of a process that died keep counting as in flight, and
+    ``tool_threads`` how many sync tools may run at once (in worker threads of their own).
 
     >>> import anyio, packrun
     >>> async def main():
@@ -788,4 +830,5 @@ def open_runtime(
         generations=generations,
         refresh_interval=refresh_interval,
         lease_ttl=lease_ttl,
+        tool_threads=tool_threads,
     )

@@ -55,7 +55,8 @@ class ToolContext:
     pack_id: str
     version: str
     auth: Auth
-    logger: logging.Logger
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    """Logs to ``packrun.tools.<pack>``; the run's credentials are removed from every line."""
 
 
 class Integration:

@@ -215,16 +215,31 @@ def test_a_run_started_in_one_process_is_resumed_in_another_with_its_original_bi
 ) -> None:
     stop = tmp_path / "stop-a"
     a = spawn(
-        {"mode": "hold", "db": str(db), "iid": "inst", "run_ids": ["wf-1"], "stop": str(stop)}
+        {
+            "mode": "hold",
+            "db": str(db),
+            "iid": "inst",
+            "run_ids": ["wf-1"],
+            "stop": str(stop),
+            "lease_ttl": 1.0,
+        }
     )
     started = a.wait_event("started", run_id="wf-1")
     assert (started["version"], started["marker"], started["resumed"]) == ("1.0.0", "m1", False)
     a.wait_event("holding")
     if first_process == "killed":
         a.kill()
+        time.sleep(1.5)  # the dead process's lease on wf-1 expires; then it may be resumed
 
     # The pin moves, and even the artifact of 1.0.0 is overwritten.
     anyio.run(lambda: move(db, "2.0.0", overwrite="m1-forced"))
+
+    if first_process == "alive":
+        # A run id is open in one place at a time: A ends its run (a suspended workflow), and
+        # only then is it resumed elsewhere.
+        stop.touch()
+        answers = a.result()["answers"]
+        assert [(x["version"], x["marker"]) for x in answers] == [("1.0.0", "m1")] * 2
 
     b = spawn({"mode": "resume", "db": str(db), "iid": "inst", "run_id": "wf-1"})
     result = b.result()
@@ -236,11 +251,6 @@ def test_a_run_started_in_one_process_is_resumed_in_another_with_its_original_bi
     fresh = result["fresh"]
     assert fresh["resumed"] is False
     assert (fresh["version"], fresh["answer"]["marker"]) == ("2.0.0", "m2")
-
-    if first_process == "alive":
-        stop.touch()
-        answers = a.result()["answers"]
-        assert [(x["version"], x["marker"]) for x in answers] == [("1.0.0", "m1")] * 2
 
 
 # --- leases: a killed process, a live one ------------------------------------------------------

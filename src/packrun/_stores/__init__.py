@@ -31,6 +31,7 @@ __all__ = [
     "Policy",
     "RunRecord",
     "Settings",
+    "StartedRun",
     "Store",
     "StoreState",
     "Update",
@@ -107,6 +108,11 @@ class RunRecord:
     channel: str
     workflow_id: str | None
     started_at: datetime
+
+
+StartedRun: TypeAlias = tuple["RunRecord", bool, "str | None"]
+"""What ``start_runs`` says of one run: its binding, whether it was resumed, and the owner that
+holds it live elsewhere (``None`` when it was started or reopened here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,19 +232,22 @@ class Store(ABC):
 
     @abstractmethod
     async def start_runs(
-        self, records: Sequence[RunRecord], owner: str, lease_until: float
-    ) -> list[tuple[RunRecord, bool]]:
+        self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
+    ) -> list[StartedRun]:
         """Record runs' starts in one transaction; for a run id seen before, reopen it instead.
-        Returns ``(binding, resumed)`` per record, in order: a resumed run keeps its original
-        binding, whatever it was given now."""
+
+        Per record, in order: ``(binding, resumed, held_by)``. A resumed run keeps its original
+        binding, whatever it was given now. ``held_by`` names another owner whose lease on that
+        run id is still live at ``now``: the run is then not reopened (it is open elsewhere)."""
 
     @abstractmethod
-    async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
-        """Mark runs ended (releasing their leases)."""
+    async def end_runs(self, run_ids: Sequence[str], owner: str, at: datetime) -> None:
+        """Mark runs ended, those of them ``owner`` still holds (a run reopened elsewhere since
+        is left alone)."""
 
     @abstractmethod
-    async def renew_leases(self, owner: str, lease_until: float) -> None:
-        """Extend the leases of every run in flight held by ``owner``."""
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
+        """Extend the leases of ``owner``'s runs ``run_ids``."""
 
     @abstractmethod
     async def live_runs(self, now: float) -> list[LiveRun]:

@@ -21,6 +21,7 @@ from packrun._stores import (
     PinEvent,
     RunRecord,
     Settings,
+    StartedRun,
     Store,
     StoreState,
     Update,
@@ -138,23 +139,34 @@ class MemoryStore(Store):
             return changed, stored
 
     async def start_runs(
-        self, records: Sequence[RunRecord], owner: str, lease_until: float
-    ) -> list[tuple[RunRecord, bool]]:
-        started = []
+        self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
+    ) -> list[StartedRun]:
+        started: list[StartedRun] = []
         for record in records:
             existing = self._runs.get(record.run_id)
-            self._runs.setdefault(record.run_id, record)
+            if existing is None:
+                self._runs[record.run_id] = record
+                self._live[record.run_id] = (owner, lease_until)
+                started.append((record, False, None))
+                continue
+            holder = self._live.get(record.run_id)
+            if holder is not None and holder[0] != owner and holder[1] > now:
+                started.append((existing, True, holder[0]))
+                continue
             self._live[record.run_id] = (owner, lease_until)
-            started.append((existing, True) if existing is not None else (record, False))
+            started.append((existing, True, None))
         return started
 
-    async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
+    async def end_runs(self, run_ids: Sequence[str], owner: str, at: datetime) -> None:
         for run_id in run_ids:
-            self._live.pop(run_id, None)
+            holder = self._live.get(run_id)
+            if holder is not None and holder[0] == owner:
+                del self._live[run_id]
 
-    async def renew_leases(self, owner: str, lease_until: float) -> None:
-        for run_id, (holder, _) in list(self._live.items()):
-            if holder == owner:
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
+        for run_id in run_ids:
+            holder = self._live.get(run_id)
+            if holder is not None and holder[0] == owner:
                 self._live[run_id] = (owner, lease_until)
 
     async def live_runs(self, now: float) -> list[LiveRun]:

@@ -34,6 +34,7 @@ from packrun._stores import (
     PinEvent,
     RunRecord,
     Settings,
+    StartedRun,
     Store,
     StoreState,
     Update,
@@ -406,10 +407,10 @@ class SQLiteStore(Store):
         return await self._call(self._settings_from)
 
     async def start_runs(
-        self, records: Sequence[RunRecord], owner: str, lease_until: float
-    ) -> list[tuple[RunRecord, bool]]:
-        def body(conn: sqlite3.Connection) -> list[tuple[RunRecord, bool]]:
-            started = []
+        self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
+    ) -> list[StartedRun]:
+        def body(conn: sqlite3.Connection) -> list[StartedRun]:
+            started: list[StartedRun] = []
             for record in records:
                 inserted = conn.execute(
                     f"INSERT INTO runs ({_RUN_COLUMNS}, owner, lease_until) "
@@ -429,35 +430,43 @@ class SQLiteStore(Store):
                     ),
                 ).rowcount
                 if inserted:
-                    started.append((record, False))
+                    started.append((record, False, None))
                     continue
-                # A run id seen before: reopen it with its original binding.
+                # A run id seen before: reopen it with its original binding, unless another
+                # runtime holds it live.
                 row = conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (record.run_id,)
+                    f"SELECT {_RUN_COLUMNS}, ended_at, owner, lease_until FROM runs "
+                    "WHERE run_id = ?",
+                    (record.run_id,),
                 ).fetchone()
+                ended_at, holder, until = row[9:]
+                if ended_at is None and holder != owner and until is not None and until > now:
+                    started.append((_run_from(row[:9]), True, holder))
+                    continue
                 conn.execute(
                     "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
                     (owner, lease_until, record.run_id),
                 )
-                started.append((_run_from(row), True))
+                started.append((_run_from(row[:9]), True, None))
             return started
 
         return await self._call(lambda conn: self._write(conn, body))
 
-    async def end_runs(self, run_ids: Sequence[str], at: datetime) -> None:
+    async def end_runs(self, run_ids: Sequence[str], owner: str, at: datetime) -> None:
         def body(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "UPDATE runs SET ended_at = ? WHERE run_id = ?",
-                [(at.isoformat(), run_id) for run_id in run_ids],
+                "UPDATE runs SET ended_at = ? WHERE run_id = ? AND owner = ?",
+                [(at.isoformat(), run_id, owner) for run_id in run_ids],
             )
 
         await self._call(lambda conn: self._write(conn, body))
 
-    async def renew_leases(self, owner: str, lease_until: float) -> None:
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
         def body(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE runs SET lease_until = ? WHERE owner = ? AND ended_at IS NULL",
-                (lease_until, owner),
+            conn.executemany(
+                "UPDATE runs SET lease_until = ? WHERE run_id = ? AND owner = ? "
+                "AND ended_at IS NULL",
+                [(lease_until, run_id, owner) for run_id in run_ids],
             )
 
         await self._call(lambda conn: self._write(conn, body))
