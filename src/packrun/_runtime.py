@@ -158,7 +158,7 @@ class Runtime:
         # leases and record its runs (those use anyio's default threads).
         self._tool_threads = anyio.CapacityLimiter(tool_threads)
         self._start_leader = False
-        self._pending_ends: list[str] = []
+        self._pending_ends: dict[str, None] = {}  # an ordered set of run ids
         self._ends_ready = anyio.Event()
 
     @property
@@ -473,8 +473,7 @@ class Runtime:
         if run_id in self._runs or run_id in self._starting:
             raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
         self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
-        if run_id in self._pending_ends:  # ended a moment ago and reopened: its end is moot
-            self._pending_ends.remove(run_id)
+        self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: its end is moot
         try:
             return await self._open_run(run_id, installation_id, res, workflow_id, auth)
         finally:
@@ -613,7 +612,7 @@ class Runtime:
         return waiter.result
 
     def _queue_end(self, run_id: str) -> None:
-        self._pending_ends.append(run_id)
+        self._pending_ends[run_id] = None
         self._ends_ready.set()
 
     async def _end_loop(self) -> None:
@@ -626,7 +625,7 @@ class Runtime:
     async def _flush_ends(self) -> None:
         if not self._pending_ends:
             return
-        batch, self._pending_ends = self._pending_ends, []
+        batch, self._pending_ends = list(self._pending_ends), {}
         try:
             with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
                 await self._store.end_runs(batch, self.owner, _now())
