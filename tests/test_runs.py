@@ -1211,9 +1211,9 @@ async def test_leases__are_renewed_for_runs_in_flight_only(store_url: str) -> No
         await store.renew_leases("me", ["a"], now + 100)
         leases = {r.record.run_id: r.lease_until for r in await store.live_runs(now)}
         assert leases == {"a": now + 100, "b": now + 1}
-        await store.end_runs(["a"], "someone-else", packrun._runtime._now())
+        await store.end_runs([("a", frozenset())], "someone-else", packrun._runtime._now())
         assert {r.record.run_id for r in await store.live_runs(now)} == {"a", "b"}
-        await store.end_runs(["a"], "me", packrun._runtime._now())
+        await store.end_runs([("a", frozenset())], "me", packrun._runtime._now())
         assert {r.record.run_id for r in await store.live_runs(now)} == {"b"}
     finally:
         await store.close()

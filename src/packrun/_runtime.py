@@ -158,7 +158,7 @@ class Runtime:
         # leases and record its runs (those use anyio's default threads).
         self._tool_threads = anyio.CapacityLimiter(tool_threads)
         self._start_leader = False
-        self._pending_ends: dict[str, None] = {}  # an ordered set of run ids
+        self._pending_ends: dict[str, frozenset[str]] = {}  # run id -> the tools it called
         self._ends_ready = anyio.Event()
 
     @property
@@ -567,7 +567,7 @@ class Runtime:
         self._by_installation[run.installation_id] -= 1
         if not self._by_installation[run.installation_id]:
             del self._by_installation[run.installation_id]
-        self._queue_end(run.run_id)
+        self._queue_end(run.run_id, run.calls)
 
     # Starts are written in groups: concurrent starts share one transaction, and each waits for
     # its commit (a binding is durable before the run makes its first call). Ends are written
@@ -611,8 +611,8 @@ class Runtime:
         assert waiter.result is not None
         return waiter.result
 
-    def _queue_end(self, run_id: str) -> None:
-        self._pending_ends[run_id] = None
+    def _queue_end(self, run_id: str, calls: frozenset[str] = frozenset()) -> None:
+        self._pending_ends[run_id] = calls
         self._ends_ready.set()
 
     async def _end_loop(self) -> None:
@@ -625,7 +625,7 @@ class Runtime:
     async def _flush_ends(self) -> None:
         if not self._pending_ends:
             return
-        batch, self._pending_ends = list(self._pending_ends), {}
+        batch, self._pending_ends = list(self._pending_ends.items()), {}
         try:
             with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
                 await self._store.end_runs(batch, self.owner, _now())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +29,14 @@ __all__ = [
     "Origin",
     "PinEvent",
     "Policy",
+    "RunEnd",
     "RunRecord",
     "Settings",
     "StartedRun",
     "Store",
     "StoreState",
     "Update",
+    "WorkflowTools",
     "default_url",
     "open_store",
 ]
@@ -108,6 +110,19 @@ class RunRecord:
     channel: str
     workflow_id: str | None
     started_at: datetime
+
+
+RunEnd: TypeAlias = tuple[str, "frozenset[str]"]
+"""A run's end as written: its id and the tools it called."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowTools:
+    """Which tools the workflows of an installation use: ``declared`` through the API, and
+    ``observed`` from the runs that called them."""
+
+    declared: Mapping[str, frozenset[str]]
+    observed: Mapping[str, frozenset[str]]
 
 
 StartedRun: TypeAlias = tuple["RunRecord", bool, "str | None"]
@@ -241,9 +256,19 @@ class Store(ABC):
         run id is still live at ``now``: the run is then not reopened (it is open elsewhere)."""
 
     @abstractmethod
-    async def end_runs(self, run_ids: Sequence[str], owner: str, at: datetime) -> None:
+    async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
         """Mark runs ended, those of them ``owner`` still holds (a run reopened elsewhere since
-        is left alone)."""
+        is left alone), recording the tools each called."""
+
+    @abstractmethod
+    async def declare_workflow(
+        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+    ) -> None:
+        """Record (or replace) which tools of an installation a workflow uses."""
+
+    @abstractmethod
+    async def workflow_tools(self, installation_id: str) -> WorkflowTools:
+        """Per workflow of an installation: the tools it declared, and the tools its runs called."""
 
     @abstractmethod
     async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:

@@ -19,12 +19,14 @@ from packrun._stores import (
     Installation,
     LiveRun,
     PinEvent,
+    RunEnd,
     RunRecord,
     Settings,
     StartedRun,
     Store,
     StoreState,
     Update,
+    WorkflowTools,
 )
 from packrun.errors import InstallationExists, NotFound
 
@@ -45,6 +47,8 @@ class MemoryStore(Store):
         self._changes: list[Change] = []
         self._runs: dict[str, RunRecord] = {}
         self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
+        self._declared: dict[tuple[str, str], frozenset[str]] = {}
+        self._observed: dict[tuple[str, str], frozenset[str]] = {}
 
     async def open(self) -> None:
         return None
@@ -157,11 +161,26 @@ class MemoryStore(Store):
             started.append((existing, True, None))
         return started
 
-    async def end_runs(self, run_ids: Sequence[str], owner: str, at: datetime) -> None:
-        for run_id in run_ids:
+    async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
+        for run_id, calls in ends:
             holder = self._live.get(run_id)
             if holder is not None and holder[0] == owner:
                 del self._live[run_id]
+            record = self._runs.get(run_id)
+            if record is not None and record.workflow_id is not None and calls:
+                key = (record.installation_id, record.workflow_id)
+                self._observed[key] = self._observed.get(key, frozenset()) | calls
+
+    async def declare_workflow(
+        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+    ) -> None:
+        self._declared[(installation_id, workflow_id)] = frozenset(tools)
+
+    async def workflow_tools(self, installation_id: str) -> WorkflowTools:
+        return WorkflowTools(
+            {w: t for (i, w), t in self._declared.items() if i == installation_id},
+            {w: t for (i, w), t in self._observed.items() if i == installation_id},
+        )
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
         for run_id in run_ids:

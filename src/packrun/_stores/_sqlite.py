@@ -12,6 +12,7 @@ file written by a newer packrun is refused with ``store_error``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sqlite3
 import threading
@@ -32,12 +33,14 @@ from packrun._stores import (
     Installation,
     LiveRun,
     PinEvent,
+    RunEnd,
     RunRecord,
     Settings,
     StartedRun,
     Store,
     StoreState,
     Update,
+    WorkflowTools,
 )
 from packrun._versions import Version
 from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
@@ -108,6 +111,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX runs_in_flight ON runs (lease_until) WHERE ended_at IS NULL;
     CREATE INDEX runs_by_owner ON runs (owner) WHERE ended_at IS NULL;
+    """,
+    # 3: the tools each run called, and the workflows declared for an installation.
+    """
+    ALTER TABLE runs ADD COLUMN calls TEXT;
+    CREATE INDEX runs_by_installation ON runs (installation_id) WHERE workflow_id IS NOT NULL;
+    CREATE TABLE workflows (
+        installation_id TEXT NOT NULL,
+        workflow_id TEXT NOT NULL,
+        tools TEXT NOT NULL,
+        PRIMARY KEY (installation_id, workflow_id)
+    );
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -452,14 +466,49 @@ class SQLiteStore(Store):
 
         return await self._call(lambda conn: self._write(conn, body))
 
-    async def end_runs(self, run_ids: Sequence[str], owner: str, at: datetime) -> None:
+    async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
         def body(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "UPDATE runs SET ended_at = ? WHERE run_id = ? AND owner = ?",
-                [(at.isoformat(), run_id, owner) for run_id in run_ids],
+                "UPDATE runs SET ended_at = ?, calls = ? WHERE run_id = ? AND owner = ?",
+                [
+                    (at.isoformat(), json.dumps(sorted(calls)) if calls else None, run_id, owner)
+                    for run_id, calls in ends
+                ],
             )
 
         await self._call(lambda conn: self._write(conn, body))
+
+    async def declare_workflow(
+        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO workflows (installation_id, workflow_id, tools) VALUES (?, ?, ?) "
+                "ON CONFLICT (installation_id, workflow_id) DO UPDATE SET tools = excluded.tools",
+                (installation_id, workflow_id, json.dumps(sorted(set(tools)))),
+            )
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def workflow_tools(self, installation_id: str) -> WorkflowTools:
+        def body(conn: sqlite3.Connection) -> WorkflowTools:
+            declared = {
+                w: frozenset(json.loads(t))
+                for w, t in conn.execute(
+                    "SELECT workflow_id, tools FROM workflows WHERE installation_id = ?",
+                    (installation_id,),
+                )
+            }
+            observed: dict[str, frozenset[str]] = {}
+            for w, calls in conn.execute(
+                "SELECT workflow_id, calls FROM runs WHERE installation_id = ? "
+                "AND workflow_id IS NOT NULL AND calls IS NOT NULL",
+                (installation_id,),
+            ):
+                observed[w] = observed.get(w, frozenset()) | frozenset(json.loads(calls))
+            return WorkflowTools(declared, observed)
+
+        return await self._call(lambda conn: self._read(conn, body))
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
         def body(conn: sqlite3.Connection) -> None:
