@@ -22,6 +22,7 @@ from packrun._bundle import (
 )
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
+from packrun._diff import RULES, DiffFinding, DiffReport, diff, load_profile
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -32,6 +33,7 @@ from packrun._manifest import (
     decode_manifest,
     decode_pack_manifest,
 )
+from packrun._policy import AffectedWorkflow, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
@@ -68,6 +70,7 @@ from packrun.errors import (
 )
 
 __all__ = [
+    "AffectedWorkflow",
     "ArtifactMismatch",
     "Auth",
     "BreakingDiff",
@@ -83,6 +86,8 @@ __all__ = [
     "CheckReport",
     "ContentEntry",
     "DEFAULT_GENERATIONS",
+    "DiffFinding",
+    "DiffReport",
     "DowngradeNotAllowed",
     "DrainTimeout",
     "EntryManifest",
@@ -104,13 +109,16 @@ __all__ = [
     "PackrunError",
     "PinEvent",
     "Policy",
+    "RULES",
     "Resolution",
+    "Rollback",
     "Run",
     "Runtime",
     "RuntimeStats",
     "Settings",
     "StoreError",
     "ToolFailed",
+    "UpdateReview",
     "Version",
     "VersionExists",
     "allowed_change",
@@ -125,7 +133,9 @@ __all__ = [
     "decode_index",
     "decode_manifest",
     "decode_pack_manifest",
+    "diff",
     "load_bundle",
+    "load_profile",
     "open_runtime",
     "read_bundle",
     "release_line",

@@ -91,6 +91,9 @@ class Explanation:
     """For an exact pin: the version ``latest`` would pick when it is higher, with its bump."""
     notes: tuple[str, ...]
     last_event: PinEvent | None
+    update_blocked: tuple[str, ...] = ()
+    """For an installation with an update policy: newer versions the policy did not move to, each
+    with its reason (a major, breaking findings, a red verdict)."""
 
     def __str__(self) -> str:
         inst = self.installation
@@ -111,6 +114,8 @@ class Explanation:
         lines.extend(f"skipped: {version}: {why}" for version, why in self.skipped)
         if self.update:
             lines.append(f"update available: {self.update}")
+        if self.update_blocked:
+            lines.append("update blocked: breaking_diff (" + "; ".join(self.update_blocked) + ")")
         lines.extend(f"note: {note}" for note in self.notes)
         if self.last_event is not None:
             e = self.last_event
@@ -128,6 +133,7 @@ class Resolver:
         self._cells: dict[str, _Cell] = {}
         self._packs: dict[str, _Pack] = {}
         self._installations: dict[str, Installation] = {}
+        self._by_pack: dict[str, set[str]] = {}
         self._events: dict[str, list[PinEvent]] = {}
 
     # --- choosing -------------------------------------------------------------------------------
@@ -210,6 +216,7 @@ class Resolver:
     def set_installation(self, installation: Installation, events: Sequence[PinEvent]) -> None:
         """Add or replace an installation (and its pin events) and point it at its cell."""
         self._installations[installation.id] = installation
+        self._by_pack.setdefault(installation.pack_id, set()).add(installation.id)
         self._events[installation.id] = list(events)
         pack = self._packs.setdefault(installation.pack_id, _Pack())
         key = (installation.pin, installation.allow_prerelease)
@@ -244,6 +251,10 @@ class Resolver:
             return self._installations[installation_id]
         except KeyError:
             raise NotFound("installation", installation_id, sorted(self._installations)) from None
+
+    def installations_of(self, pack_id: str) -> list[Installation]:
+        """The installations of one pack, by id (without walking the others)."""
+        return [self._installations[i] for i in sorted(self._by_pack.get(pack_id, ()))]
 
     def installations(self) -> list[Installation]:
         """Every installation, by id."""

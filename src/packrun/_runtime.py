@@ -38,7 +38,18 @@ from packrun._catalog import (
     strict_check,
 )
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
-from packrun._resolver import Explanation, Resolution, Resolver, normalize_pin
+from packrun._diff import DiffReport, diff
+from packrun._manifest import Manifest, decode_manifest
+from packrun._policy import (
+    Rollback,
+    UpdateReview,
+    affected_workflows,
+    changed_tools,
+    newer_rows,
+    policy_target,
+    why_acknowledge,
+)
+from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
 from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
 from packrun._stores import (
     ORIGINS,
@@ -53,11 +64,12 @@ from packrun._stores import (
     StartedRun,
     Store,
     Update,
+    WorkflowTools,
     default_url,
     open_store,
 )
 from packrun._versions import Version, version_key
-from packrun.errors import DrainTimeout, InvalidArgument, NotFound, PackrunError
+from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
 from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
@@ -70,6 +82,13 @@ def _now() -> datetime:
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
+
+
+def _manifest_of(row: CatalogEntry) -> Manifest:
+    """A row's integration manifest; a pack without one diffs as a manifest of its version only."""
+    if row.manifest is not None:
+        return row.manifest
+    return decode_manifest({"id": row.pack_id, "version": str(row.version), "tools": [{"id": "_"}]})
 
 
 def _check_id(what: str, value: object) -> None:
@@ -152,6 +171,8 @@ class Runtime:
         self._runs_started = 0
         self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
         self._adapter_warned: dict[tuple[str, str], float] = {}
+        self._diffs: dict[tuple[object, ...], DiffReport] = {}
+        self._usage: dict[str, WorkflowTools] = {}
         self._pending_starts: list[_StartWaiter] = []
         self._starting: set[str] = set()
         # Sync tools get threads of their own: a runtime full of slow tools must still renew its
@@ -219,6 +240,7 @@ class Runtime:
             events.setdefault(event.installation_id, []).append(event)
         for inst in state.installations:
             self._resolver.set_installation(inst, events.get(inst.id, []))
+        self._usage = await self._store.all_workflow_tools()
         self._seq = state.seq
 
     async def _refresh_loop(self) -> None:
@@ -267,6 +289,8 @@ class Runtime:
                 await self._refresh_one(f"pack {pack_id}", self._reload_pack(pack_id))
             for iid in sorted(installations):
                 await self._refresh_one(f"installation {iid}", self._reload_installation(iid))
+            for iid in sorted({c.key for c in changes if c.kind == "usage"}):
+                self._usage[iid] = await self._store.workflow_tools(iid)
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
             self._seq = changes[-1].seq
@@ -307,7 +331,18 @@ class Runtime:
     def explain(self, installation_id: str) -> Explanation:
         """Why ``installation_id`` resolves as it does: pin, policy, candidates, what was skipped
         and why, an available update, and the last pin move."""
-        return self._resolver.explain(installation_id)
+        why = self._resolver.explain(installation_id)
+        inst = why.installation
+        if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
+            return why
+        _, blocked = policy_target(
+            inst.policy,
+            why.resolution.entry,
+            self._resolver.rows(inst.pack_id),
+            inst.allow_prerelease,
+            self._diff_of,
+        )
+        return dataclasses.replace(why, update_blocked=tuple(str(b) for b in blocked))
 
     # --- catalog --------------------------------------------------------------------------------
 
@@ -342,7 +377,9 @@ class Runtime:
                 rows, prepared.entry, immutable=settings.immutable_versions, force=force
             )
 
-        return await self._write_row(self._store.publish(prepared, decide))
+        entry = await self._write_row(self._store.publish(prepared, decide))
+        await self._apply_policies(self._resolver.installations_of(entry.pack_id))
+        return entry
 
     async def _write_row(self, write: Awaitable[CatalogEntry]) -> CatalogEntry:
         async with self._lock:
@@ -567,7 +604,13 @@ class Runtime:
         self._by_installation[run.installation_id] -= 1
         if not self._by_installation[run.installation_id]:
             del self._by_installation[run.installation_id]
-        self._queue_end(run.run_id, run.calls)
+        calls = run.calls
+        if run.workflow_id is not None and calls:
+            usage = self._usage.get(run.installation_id, WorkflowTools({}, {}))
+            observed = dict(usage.observed)
+            observed[run.workflow_id] = observed.get(run.workflow_id, frozenset()) | calls
+            self._usage[run.installation_id] = WorkflowTools(usage.declared, observed)
+        self._queue_end(run.run_id, calls)
 
     # Starts are written in groups: concurrent starts share one transaction, and each waits for
     # its commit (a binding is durable before the run makes its first call). Ends are written
@@ -776,9 +819,11 @@ class Runtime:
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         self._resolver.installation(installation_id)  # not_found naming known installations
-        return await self._update_installation(
+        changed = await self._update_installation(
             installation_id, lambda stored: (dataclasses.replace(stored, policy=policy), None)
         )
+        await self._apply_policies([changed])
+        return self._resolver.installation(installation_id)
 
     async def _update_installation(self, installation_id: str, update: Update) -> Installation:
         async with self._lock:
@@ -786,6 +831,179 @@ class Runtime:
             events = self._resolver.history(installation_id)
             self._resolver.set_installation(changed, [*events, event] if event else events)
             return changed
+
+    # --- diffs, policies, reviews, updates and rollbacks ----------------------------------------
+
+    def _diff_of(self, old: CatalogEntry, new: CatalogEntry) -> DiffReport:
+        """The diff between two rows of a pack, computed once per pair of artifacts."""
+        key = (old.pack_id, old.version_key, old.digest, new.version_key, new.digest)
+        report = self._diffs.get(key)
+        if report is None:
+            report = self._diffs[key] = diff(_manifest_of(old), _manifest_of(new))
+        return report
+
+    async def _apply_policies(self, installations: Sequence[Installation]) -> None:
+        """Move ``auto_patch``/``auto_minor`` installations to what their policy allows now."""
+        for inst in installations:
+            if inst.policy == "manual" or inst.pin in DYNAMIC_PINS:
+                continue
+            current = self._cells[inst.id].value
+            if current is None:
+                continue
+            target, _ = policy_target(
+                inst.policy,
+                current.entry,
+                self._resolver.rows(inst.pack_id),
+                inst.allow_prerelease,
+                self._diff_of,
+            )
+            if target is None:
+                continue
+            try:
+                await self.set_pin(
+                    inst.id, str(target.version), actor=f"policy:{inst.policy}", origin="policy"
+                )
+            except PackrunError as exc:  # one installation must not hold back the others
+                self._warn(f"update policy could not move {inst.id} to {target.version}: {exc}")
+
+    def review_update(self, installation_id: str, to: str | None = None) -> UpdateReview:
+        """What updating ``installation_id`` to ``to`` (default: the newest version on its channel)
+        would do: from/to, bump, findings, verdict, the workflows that use a changed tool (declared
+        with :meth:`declare_workflow`, and observed from runs), and the runs in flight."""
+        inst = self._resolver.installation(installation_id)
+        current = self.resolve(installation_id).entry
+        rows = self._resolver.rows(inst.pack_id)
+        if to is None:
+            newer = newer_rows(current, rows, inst.allow_prerelease)
+            if not newer:
+                raise NotFound(
+                    f"newer version of {inst.pack_id} on the {current.channel} channel than "
+                    f"{current.version} for installation",
+                    installation_id,
+                )
+            target = newer[-1]
+        else:
+            target = self._row(inst.pack_id, to)
+        report = self._diff_of(current, target)
+        tools = {t.id for e in (current, target) if e.manifest for t in e.manifest.tools}
+        changed = changed_tools(report.findings, tools)
+        usage = self._usage.get(installation_id, WorkflowTools({}, {}))
+        in_flight = tuple(
+            r
+            for r in self.runs_in_flight(inst.pack_id, str(current.version))
+            if (run := self._runs.get(r)) is None or run.installation_id == installation_id
+        )
+        return UpdateReview(
+            installation_id,
+            str(current.version),
+            str(target.version),
+            report.declared_bump,
+            report.required_bump,
+            report.verdict,
+            report.findings,
+            affected_workflows(usage, changed),
+            in_flight,
+            why_acknowledge(report),
+            report,
+        )
+
+    def _row(self, pack_id: str, version: str) -> CatalogEntry:
+        key = version_key(Version.parse(version))
+        for row in self._resolver.rows(pack_id):
+            if row.version_key == key:
+                return row
+        raise NotFound(
+            f"version of {pack_id}", version, [str(r.version) for r in self._resolver.rows(pack_id)]
+        )
+
+    async def declare_workflow(
+        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+    ) -> None:
+        """Declare which tools of an installation a workflow uses, for update reviews."""
+        self._resolver.installation(installation_id)
+        _check_id("workflow id", workflow_id)
+        await self._store.declare_workflow(installation_id, workflow_id, tools)
+        usage = self._usage.get(installation_id, WorkflowTools({}, {}))
+        self._usage[installation_id] = WorkflowTools(
+            {**usage.declared, workflow_id: frozenset(tools)}, usage.observed
+        )
+
+    async def update(
+        self,
+        installation_id: str,
+        to: str | None = None,
+        *,
+        actor: str = "system",
+        acknowledge_breaking: bool = False,
+    ) -> UpdateReview:
+        """Move an installation's pin to ``to`` (default: the newest version on its channel).
+
+        Runs in flight finish on their version; new runs use the new one. A major, or a target
+        with breaking findings or a red verdict, needs ``acknowledge_breaking=True`` (the admin has
+        seen :meth:`review_update`); without it the call fails with ``breaking_diff``. Returns the
+        review of the update made.
+        """
+        review = self.review_update(installation_id, to)
+        if review.acknowledge and not acknowledge_breaking:
+            raise BreakingDiff(
+                installation_id,
+                review.from_version,
+                review.to_version,
+                "; ".join(review.acknowledge),
+            )
+        await self.set_pin(installation_id, review.to_version, actor=actor, origin="user")
+        return review
+
+    async def rollback(
+        self,
+        installation_id: str,
+        to: str,
+        *,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> Rollback:
+        """Move an installation's pin back to an earlier version ``to`` (live or retired).
+
+        The version left behind drains: its runs finish on it. With ``drain_timeout``, the call
+        waits up to that many seconds for this installation's runs on it to end, and reports the
+        runs still in flight when the time runs out.
+        """
+        current = self.resolve(installation_id).entry
+        target = self._row(current.pack_id, to)
+        if target.version >= current.version:
+            raise InvalidArgument(
+                "rollback target", to, [f"a version below the current {current.version}"]
+            )
+        await self.set_pin(installation_id, str(target.version), actor=actor, origin="rollback")
+        left = str(current.version)
+        if drain_timeout is None:
+            return Rollback(installation_id, left, str(target.version), None, ())
+        still = await self._wait_for_runs(installation_id, current.pack_id, left, drain_timeout)
+        return Rollback(installation_id, left, str(target.version), not still, still)
+
+    async def _wait_for_runs(
+        self, installation_id: str, pack_id: str, version: str, timeout: float
+    ) -> tuple[str, ...]:
+        deadline = anyio.current_time() + timeout
+        key = version_key(Version.parse(version))
+        while True:
+            await self._refresh_remote_runs()
+            mine = [
+                r.run_id
+                for r in self._runs.values()
+                if r.installation_id == installation_id and r.version_key == key
+            ]
+            theirs = [
+                r.record.run_id
+                for r in self._remote
+                if r.record.installation_id == installation_id
+                and version_key(r.record.version) == key
+            ]
+            still = tuple(sorted(mine + theirs))
+            left = deadline - anyio.current_time()
+            if not still or left <= 0:
+                return still
+            await anyio.sleep(min(0.05, left))
 
     def installations(self) -> list[Installation]:
         """Every installation, by id."""

@@ -156,7 +156,7 @@ class Change:
     """One line of the change log: something about ``key`` (a pack id, an installation id) changed."""
 
     seq: int
-    kind: Literal["pack", "installation", "settings"]
+    kind: Literal["pack", "installation", "settings", "usage"]
     key: str
 
 
@@ -265,6 +265,10 @@ class Store(ABC):
         self, installation_id: str, workflow_id: str, tools: Sequence[str]
     ) -> None:
         """Record (or replace) which tools of an installation a workflow uses."""
+
+    @abstractmethod
+    async def all_workflow_tools(self) -> dict[str, WorkflowTools]:
+        """:meth:`workflow_tools` of every installation that has any."""
 
     @abstractmethod
     async def workflow_tools(self, installation_id: str) -> WorkflowTools:

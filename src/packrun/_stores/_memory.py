@@ -170,11 +170,17 @@ class MemoryStore(Store):
             if record is not None and record.workflow_id is not None and calls:
                 key = (record.installation_id, record.workflow_id)
                 self._observed[key] = self._observed.get(key, frozenset()) | calls
+                self._log("usage", record.installation_id)
 
     async def declare_workflow(
         self, installation_id: str, workflow_id: str, tools: Sequence[str]
     ) -> None:
         self._declared[(installation_id, workflow_id)] = frozenset(tools)
+        self._log("usage", installation_id)
+
+    async def all_workflow_tools(self) -> dict[str, WorkflowTools]:
+        ids = {i for i, _ in self._declared} | {i for i, _ in self._observed}
+        return {i: await self.workflow_tools(i) for i in ids}
 
     async def workflow_tools(self, installation_id: str) -> WorkflowTools:
         return WorkflowTools(

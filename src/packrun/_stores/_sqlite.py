@@ -475,6 +475,16 @@ class SQLiteStore(Store):
                     for run_id, calls in ends
                 ],
             )
+            with_calls = [run_id for run_id, calls in ends if calls]
+            if with_calls:  # workflows' observed tools changed: other runtimes re-read them
+                marks = ", ".join("?" * len(with_calls))
+                rows = conn.execute(
+                    "SELECT DISTINCT installation_id FROM runs "
+                    f"WHERE workflow_id IS NOT NULL AND run_id IN ({marks})",
+                    with_calls,
+                ).fetchall()
+                for (installation_id,) in rows:
+                    self._log(conn, "usage", installation_id)
 
         await self._call(lambda conn: self._write(conn, body))
 
@@ -487,8 +497,20 @@ class SQLiteStore(Store):
                 "ON CONFLICT (installation_id, workflow_id) DO UPDATE SET tools = excluded.tools",
                 (installation_id, workflow_id, json.dumps(sorted(set(tools)))),
             )
+            self._log(conn, "usage", installation_id)
 
         await self._call(lambda conn: self._write(conn, body))
+
+    async def all_workflow_tools(self) -> dict[str, WorkflowTools]:
+        def body(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT installation_id FROM workflows UNION "
+                "SELECT DISTINCT installation_id FROM runs "
+                "WHERE workflow_id IS NOT NULL AND calls IS NOT NULL"
+            )
+            return [r[0] for r in rows]
+
+        return {i: await self.workflow_tools(i) for i in await self._call(body)}
 
     async def workflow_tools(self, installation_id: str) -> WorkflowTools:
         def body(conn: sqlite3.Connection) -> WorkflowTools:

@@ -1,0 +1,222 @@
+"""Update policies, the update review, and the rules an update or a rollback follows.
+
+``auto_patch`` and ``auto_minor`` installations move, after a publish, to the highest eligible
+version whose diff from their current version has no breaking finding: same channel, live, a patch
+(or patch and minor) step, pre-releases only when the installation allows them. Majors and versions
+with breaking findings (or a ``red`` verdict) wait; the installation shows the update as blocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
+
+from packrun._catalog import CatalogEntry
+from packrun._diff import DiffFinding, DiffReport
+from packrun._stores import Policy, WorkflowTools
+from packrun._versions import BumpKind, bump_kind
+
+__all__ = [
+    "AffectedWorkflow",
+    "Blocked",
+    "DiffOf",
+    "Rollback",
+    "UpdateReview",
+    "affected_workflows",
+    "changed_tools",
+    "newer_rows",
+    "policy_target",
+    "why_acknowledge",
+]
+
+DiffOf: TypeAlias = Callable[[CatalogEntry, CatalogEntry], DiffReport]
+"""The diff between two catalog rows (cached by the runtime: each pair is computed once)."""
+
+_STEPS: Final[Mapping[str, tuple[BumpKind, ...]]] = {
+    "auto_patch": ("patch",),
+    "auto_minor": ("patch", "minor"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A newer version an update policy did not move to, and why."""
+
+    version: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.reason}"
+
+
+def newer_rows(
+    current: CatalogEntry, rows: Iterable[CatalogEntry], allow_prerelease: bool
+) -> list[CatalogEntry]:
+    """The live rows above ``current`` on its channel, ascending (pre-releases if allowed)."""
+    return sorted(
+        (
+            r
+            for r in rows
+            if r.is_live
+            and r.channel == current.channel
+            and r.version > current.version
+            and (allow_prerelease or not r.version.is_prerelease)
+        ),
+        key=lambda r: r.version,
+    )
+
+
+def policy_target(
+    policy: Policy,
+    current: CatalogEntry,
+    rows: Iterable[CatalogEntry],
+    allow_prerelease: bool,
+    diff_of: DiffOf,
+) -> tuple[CatalogEntry | None, tuple[Blocked, ...]]:
+    """Where ``policy`` moves an installation on ``current`` now, and the newer versions it did not
+    move to (above the target), each with its reason. ``(None, ())`` for ``manual``."""
+    steps = _STEPS.get(policy)
+    if steps is None:
+        return None, ()
+    blocked: list[Blocked] = []
+    for row in reversed(newer_rows(current, rows, allow_prerelease)):
+        kind = bump_kind(current.version, row.version)
+        if kind not in steps:
+            blocked.append(
+                Blocked(str(row.version), f"a {kind} update, which {policy} does not take")
+            )
+            continue
+        report = diff_of(current, row)
+        if report.breaking:
+            rules = ", ".join(sorted({f.rule_id for f in report.breaking}))
+            blocked.append(Blocked(str(row.version), f"breaking findings ({rules})"))
+            continue
+        if report.verdict == "red":
+            blocked.append(Blocked(str(row.version), "a red verdict"))
+            continue
+        return row, tuple(blocked)
+    return None, tuple(blocked)
+
+
+def changed_tools(findings: Iterable[DiffFinding], tools: Iterable[str]) -> frozenset[str]:
+    """The tools a diff touches: those its findings name, and every tool when a finding that is
+    not about one tool (auth, connection properties, the artifact) may break callers."""
+    named: set[str] = set()
+    every = False
+    for finding in findings:
+        if finding.path.startswith("$.tools["):
+            named.add(finding.path[len("$.tools[") :].split("]", 1)[0])
+        elif finding.level in ("breaking", "dangerous"):
+            every = True
+    return frozenset(tools) if every else frozenset(named)
+
+
+@dataclass(frozen=True, slots=True)
+class AffectedWorkflow:
+    """A workflow that uses a tool the update changes: how it is known to use it, and which."""
+
+    workflow_id: str
+    source: Literal["declared", "observed", "declared and observed"]
+    tools: tuple[str, ...]
+
+
+def affected_workflows(
+    usage: WorkflowTools, changed: frozenset[str]
+) -> tuple[AffectedWorkflow, ...]:
+    """The workflows of an installation that use a changed tool, by what was declared and what
+    runs were seen calling."""
+    out = []
+    for workflow in sorted(set(usage.declared) | set(usage.observed)):
+        declared = usage.declared.get(workflow, frozenset()) & changed
+        observed = usage.observed.get(workflow, frozenset()) & changed
+        if not declared and not observed:
+            continue
+        source: Literal["declared", "observed", "declared and observed"] = (
+            "declared and observed"
+            if declared and observed
+            else "declared"
+            if declared
+            else "observed"
+        )
+        out.append(AffectedWorkflow(workflow, source, tuple(sorted(declared | observed))))
+    return tuple(out)
+
+
+def why_acknowledge(report: DiffReport) -> tuple[str, ...]:
+    """Why an update to this target needs ``acknowledge_breaking=True``: a major, breaking
+    findings, a red verdict. Empty when it does not."""
+    reasons = []
+    if report.declared_bump == "major":
+        reasons.append(f"{report.new_version} is a major update from {report.old_version}")
+    if report.breaking:
+        rules = ", ".join(sorted({f.rule_id for f in report.breaking}))
+        reasons.append(f"{len(report.breaking)} breaking finding(s): {rules}")
+    if report.verdict == "red":
+        reasons.append("the verdict is red (semver dishonesty)")
+    return tuple(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReview:
+    """What an update of one installation would do, before it is done.
+
+    ``str()`` gives a readable review: versions, bump, verdict, findings by level, affected
+    workflows, runs in flight, and whether the update needs ``acknowledge_breaking=True``.
+    """
+
+    installation_id: str
+    from_version: str
+    to_version: str
+    bump: BumpKind
+    """The declared step (section 2's reading of 0.x and pre-releases)."""
+    required_bump: str
+    verdict: str
+    findings: tuple[DiffFinding, ...]
+    affected_workflows: tuple[AffectedWorkflow, ...]
+    runs_in_flight: tuple[str, ...]
+    """Runs of this installation in flight on its current version: they finish on it."""
+    acknowledge: tuple[str, ...]
+    """Why the update needs ``acknowledge_breaking=True``; empty when it does not."""
+    report: DiffReport
+
+    @property
+    def needs_acknowledgement(self) -> bool:
+        """True for a major, a target with breaking findings, or a red verdict."""
+        return bool(self.acknowledge)
+
+    def __str__(self) -> str:
+        lines = [
+            f"update {self.installation_id}: {self.from_version} -> {self.to_version} "
+            f"({self.bump}; the changes need a {self.required_bump}); verdict {self.verdict}",
+        ]
+        lines += [f"  {line}" for line in str(self.report).splitlines()[1:]]
+        if self.affected_workflows:
+            lines.append("affected workflows:")
+            lines += [
+                f"  {w.workflow_id} ({w.source}): {', '.join(w.tools)}"
+                for w in self.affected_workflows
+            ]
+        else:
+            lines.append("affected workflows: none known")
+        lines.append(
+            f"runs in flight on {self.from_version}: {len(self.runs_in_flight)}"
+            + (f" ({', '.join(self.runs_in_flight[:10])})" if self.runs_in_flight else "")
+        )
+        if self.acknowledge:
+            lines.append("needs acknowledge_breaking=True: " + "; ".join(self.acknowledge))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """What a rollback did: the pin's move, and whether the version left behind drained."""
+
+    installation_id: str
+    from_version: str
+    to_version: str
+    drained: bool | None
+    """``None`` when the rollback did not wait; else whether this installation's runs on
+    ``from_version`` all ended within ``drain_timeout``."""
+    still_in_flight: tuple[str, ...]
+    """The runs of this installation still in flight on ``from_version`` when it stopped waiting."""
