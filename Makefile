@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/packrun check bundles
+	$(BIN)/packrun demo
 
 test: install
 	$(BIN)/python -m pytest

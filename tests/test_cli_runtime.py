@@ -1,6 +1,6 @@
 """The runtime commands of the CLI: publish, versions, install, resolve, explain, pin, history,
-policy, installations, retire, settings, call and status, against real SQLite stores, with and
-without ``--json``.
+policy, installations, retire, settings, call, status, review, update and rollback, against real
+SQLite stores, with and without ``--json``; and ``diff``, on files and on versions in a store.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import json
 import re
 import shlex
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,10 @@ RUNTIME_COMMANDS = [
     ["settings"],
     ["call", "acme-prod", "list_contacts"],
     ["status"],
+    ["review", "acme-prod"],
+    ["update", "acme-prod", "--to", "1.1.0"],
+    ["rollback", "acme-prod", "1.0.0"],
+    ["diff", "acme@1.0.0", "acme@1.1.0"],
 ]
 AUTH_ENV = (
     "PACKRUN_AUTH_KEY",
@@ -343,6 +349,7 @@ def test_explain__json__structured(published: str) -> None:
         "update",
         "notes",
         "last_event",
+        "update_blocked",
     ]
     assert why["installation"]["pin"] == "latest-vendor"
     assert why["resolution"]["version"] == "2.0.0"
@@ -355,6 +362,17 @@ def test_explain__json__structured(published: str) -> None:
     assert why["notes"] == []
     assert why["last_event"]["origin"] == "install"
     assert why["last_event"]["to_version"] == "2.0.0"
+    assert why["update_blocked"] == []  # a dynamic pin follows its versions: nothing to block
+
+
+def test_explain__json__update_blocked_of_a_policy_installation(published: str) -> None:
+    run("install", "acme-auto", "acme", "--pin", "1.1.0", "--policy", "auto_minor",
+        "--store", published)  # fmt: skip
+    why = run_json("explain", "acme-auto", "--store", published)
+    assert why["update_blocked"] == [
+        "2.0.0: a major update, which auto_minor does not take",
+        "1.2.0: breaking findings (input.required_field_added)",
+    ]
 
 
 # --- pin, history, policy, installations --------------------------------------------------------
@@ -1031,6 +1049,453 @@ def test_status__runs_another_process_holds__in_flight_then_draining(installed: 
     assert status["totals"]["runs_in_flight"] == 0
 
 
+# --- diff: a release gate -----------------------------------------------------------------------
+
+
+def library_diff(old: Path | str, new: Path | str) -> Any:
+    from packrun._diff import diff
+
+    return diff(old, new)
+
+
+def test_diff__red__exit_1_and_the_report_grouped_by_level() -> None:
+    code, out, err = run("diff", str(bundle("1.1.0")), str(bundle("1.2.0")))
+    assert (code, err) == (1, "")
+    assert out == str(library_diff(bundle("1.1.0"), bundle("1.2.0"))) + "\n"
+    assert out.startswith("acme 1.1.0 -> 1.2.0\nverdict: red (1 breaking change shipped as a minor")
+    assert "breaking (1):\n  $.tools[list_contacts].input[account_id]" in out
+    assert "compatible (1):\n  $.tools[count_contacts]  [tool.added]" in out
+
+
+def test_diff__json__the_report_and_still_exit_1_on_red() -> None:
+    code, out, err = run("diff", str(bundle("1.1.0")), str(bundle("1.2.0")), "--json")
+    assert (code, err) == (1, "")
+    report = json.loads(out)
+    assert report == library_diff(bundle("1.1.0"), bundle("1.2.0")).to_dict()
+    assert (report["verdict"], report["required_bump"], report["declared_bump"]) == (
+        "red",
+        "major",
+        "minor",
+    )
+    assert report["counts"] == {"breaking": 1, "dangerous": 0, "compatible": 1, "patch": 1}
+    assert (report["old_digest"], report["new_digest"]) == (digest("1.1.0"), digest("1.2.0"))
+    assert [f["rule_id"] for f in report["findings"] if f["level"] == "breaking"] == [
+        "input.required_field_added"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "verdict"),
+    [
+        (ACME / "1.0.0", ACME / "1.0.1", "ok"),  # integration source folders
+        (ACME / "1.0.1" / "manifest.json", ACME / "1.1.0" / "manifest.json", "ok"),
+        (bundle("1.1.0"), bundle("2.0.0"), "amber"),  # breaking, declared as a major
+        (bundle("1.2.0"), bundle("1.2.0"), "ok"),  # the same bytes
+    ],
+    ids=["sources-patch", "manifests-minor", "bundles-major", "same-bundle"],
+)
+def test_diff__ok_and_amber__exit_0(old: Path, new: Path, verdict: str) -> None:
+    code, out, err = run("diff", str(old), str(new), "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["verdict"] == verdict
+
+
+def test_diff__pack_source_folder__compares_its_integration_entry() -> None:
+    helpdesk = ROOT / "bundles" / "helpdesk"
+    report = run_json("diff", str(helpdesk / "1.0.0"), str(helpdesk / "1.1.0"))
+    # The pack moved to 1.1.0 for its process flow; its integration stayed at 1.0.0.
+    assert (report["pack_id"], report["old_version"], report["new_version"]) == (
+        "helpdesk",
+        "1.0.0",
+        "1.0.0",
+    )
+    assert (report["verdict"], report["findings"]) == ("ok", [])
+
+
+def test_diff__bad_paths__exit_2(tmp_path: Path) -> None:
+    code, out, err = run("diff", str(tmp_path / "nope.bundle.tar.gz"), str(bundle("1.0.0")))
+    assert (code, out) == (2, "")
+    assert err.startswith("packrun: error: [not_found] no bundle, manifest or source folder")
+    code, out, err = run("diff", str(ROOT / "bundles"), str(bundle("1.0.0")))  # neither kind
+    assert (code, out) == (2, "")
+    assert err.startswith("packrun: error: [not_found] no manifest.json (an integration source)")
+    (tmp_path / "manifest.json").write_text("{")
+    code, out, err = run("diff", str(tmp_path / "manifest.json"), str(bundle("1.0.0")), "--json")
+    assert (code, err) == (2, "")
+    assert json.loads(out)["error"]["code"] == "invalid_manifest"
+
+
+def test_diff__profile__reclassifies_rules_before_the_verdict(tmp_path: Path) -> None:
+    profile = tmp_path / "lenient.profile"
+    profile.write_text("# this platform's callers never send account_id\n"
+                       "input.required_field_added = compatible\n")  # fmt: skip
+    code, out, _ = run(
+        "diff", str(bundle("1.1.0")), str(bundle("1.2.0")), "--profile", str(profile), "--json"
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert (report["verdict"], report["required_bump"]) == ("ok", "minor")
+    profile.write_text("input.required_field_added = harmless\n")
+    code, _, err = run(
+        "diff", str(bundle("1.1.0")), str(bundle("1.2.0")), "--profile", str(profile)
+    )
+    assert code == 2
+    assert err.startswith("packrun: error: [invalid_manifest]")
+
+
+def test_diff__pack_at_version__read_from_the_store(published: str) -> None:
+    code, out, err = run("diff", "acme@1.1.0", "acme@1.2.0", "--store", published)
+    assert (code, err) == (1, "")
+    assert out == str(library_diff(bundle("1.1.0"), bundle("1.2.0"))) + "\n"
+    report = run_json("diff", "acme@1.0.1", "acme@2.0.0", "--store", published)
+    assert (report["verdict"], report["new_digest"]) == ("amber", digest("2.0.0"))
+    # The published artifact against a file: the same bytes, the same version.
+    report = run_json("diff", "acme@1.1.0", str(bundle("1.1.0")), "--store", published)
+    assert (report["verdict"], report["findings"]) == ("ok", [])
+
+
+def test_diff__pack_at_version__other_bytes_under_the_same_version__red(
+    published: str, tmp_path: Path
+) -> None:
+    """The release gate's other use: is the local build of 1.2.0 what the store published?"""
+    src = tmp_path / "acme"
+    shutil.copytree(ACME / "1.2.0", src, ignore=shutil.ignore_patterns("dist"))
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["description"] += " Rebuilt."
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    assert run("build", str(src))[0] == 0
+    rebuilt = src / "dist" / "acme-1.2.0.bundle.tar.gz"
+    code, out, _ = run("diff", "acme@1.2.0", str(rebuilt), "--store", published, "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["verdict"] == "red"
+    assert {f["rule_id"] for f in report["findings"]} == {
+        "artifact.content_changed",
+        "text.changed",
+    }
+
+
+def test_diff__pack_at_version__unknown__exit_2_not_found(published: str) -> None:
+    code, _, err = run("diff", "acme@1.5.0", "acme@1.2.0", "--store", published)
+    assert code == 2
+    assert err == (
+        "packrun: error: [not_found] no version of acme '1.5.0'; known: "
+        "1.0.0, 1.0.1, 1.1.0, 1.1.1, 1.2.0, 2.0.0\n"
+    )
+    code, _, err = run("diff", "crm@1.0.0", "acme@1.2.0", "--store", published)
+    assert code == 2
+    assert err == "packrun: error: [not_found] no pack 'crm'; known: acme\n"
+    code, _, err = run("diff", "acme@1.x", "acme@1.2.0", "--store", published)
+    assert code == 2
+    assert err.startswith("packrun: error: [invalid_version] '1.x'")
+
+
+def test_diff__a_path_that_exists_wins_over_pack_at_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(bundle("1.0.0"), tmp_path / "acme@1.0.0")  # a bundle under an odd name
+    report = run_json("diff", "acme@1.0.0", str(bundle("1.0.1")), "--store", "mysql://unused")
+    assert (report["old_version"], report["verdict"]) == ("1.0.0", "ok")
+
+
+# --- review, update, rollback ---------------------------------------------------------------------
+
+
+@contextmanager
+def hold_run(store: str, installation_id: str, run_id: str, auth: packrun.Auth) -> Iterator[None]:
+    """A run held open by another runtime on the store (in a thread of its own)."""
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(packrun.open_runtime(store)) as rt,
+        portal.wrap_async_context_manager(rt.run(installation_id, run_id=run_id, auth=auth)),
+    ):
+        yield
+
+
+@pytest.fixture
+def prod(published: str) -> str:
+    """acme-prod pinned to 1.1.0 (manual), with a declared workflow and an observed one."""
+    assert run("install", "acme-prod", "acme", "--pin", "1.1.0", "--store", published)[0] == 0
+
+    async def declare() -> None:
+        async with packrun.open_runtime(published, refresh_interval=0) as rt:
+            await rt.declare_workflow("acme-prod", "wf-export", ["list_contacts"])
+
+    anyio.run(declare)
+    code, _, err = run(
+        "call", "acme-prod", "get_contact", "--input", '{"id": "c-001"}', "--key", "k",
+        "--workflow-id", "wf-card", "--store", published,
+    )  # fmt: skip
+    assert code == 0, err
+    return published
+
+
+def library_review(store: str, installation_id: str, to: str | None) -> str:
+    async def review() -> str:
+        async with packrun.open_runtime(store, refresh_interval=0) as rt:
+            return str(rt.review_update(installation_id, to=to))
+
+    return anyio.run(review)
+
+
+def test_review__prints_what_the_library_reviews(prod: str) -> None:
+    code, out, err = run("review", "acme-prod", "--to", "2.0.0", "--store", prod)
+    assert (code, err) == (0, "")
+    assert out == library_review(prod, "acme-prod", "2.0.0") + "\n"
+    assert out.startswith(
+        "update acme-prod: 1.1.0 -> 2.0.0 (major; the changes need a major); verdict amber\n"
+    )
+    assert "affected workflows:\n  wf-card (observed): get_contact\n" in out
+    assert "  wf-export (declared): list_contacts\n" in out
+    assert "needs acknowledge_breaking=True: 2.0.0 is a major update from 1.1.0" in out
+
+
+def test_review__json__structured(prod: str) -> None:
+    review = run_json("review", "acme-prod", "--to", "1.2.0", "--store", prod)
+    assert list(review) == [
+        "installation_id",
+        "from_version",
+        "to_version",
+        "bump",
+        "required_bump",
+        "verdict",
+        "reason",
+        "notes",
+        "findings",
+        "affected_workflows",
+        "runs_in_flight",
+        "needs_acknowledgement",
+        "acknowledge",
+    ]
+    assert (review["from_version"], review["to_version"], review["bump"]) == (
+        "1.1.0",
+        "1.2.0",
+        "minor",
+    )
+    assert (review["required_bump"], review["verdict"]) == ("major", "red")
+    assert review["findings"] == [
+        f.to_dict() for f in library_diff(bundle("1.1.0"), bundle("1.2.0")).findings
+    ]
+    assert review["affected_workflows"] == [
+        {"workflow_id": "wf-export", "source": "declared", "tools": ["list_contacts"]}
+    ]
+    assert review["runs_in_flight"] == []
+    assert review["needs_acknowledgement"] is True
+    assert review["acknowledge"] == [
+        "1 breaking finding(s): input.required_field_added",
+        "the verdict is red (semver dishonesty)",
+    ]
+
+
+def test_review__default_target_is_the_newest_on_the_channel(prod: str) -> None:
+    review = run_json("review", "acme-prod", "--store", prod)
+    assert (review["to_version"], review["verdict"]) == ("2.0.0", "amber")
+    run("update", "acme-prod", "--acknowledge-breaking", "--store", prod)
+    code, _, err = run("review", "acme-prod", "--store", prod)
+    assert code == 2
+    assert err.startswith("packrun: error: [not_found] no newer version of acme")
+
+
+def test_review__runs_another_process_holds_are_in_flight(prod: str) -> None:
+    with hold_run(prod, "acme-prod", "held-1", packrun.Auth.api_key("k")):
+        review = run_json("review", "acme-prod", "--to", "2.0.0", "--store", prod)
+        assert review["runs_in_flight"] == ["held-1"]
+        code, out, _ = run("review", "acme-prod", "--to", "2.0.0", "--store", prod)
+        assert code == 0
+        assert "runs in flight on 1.1.0: 1 (held-1)" in out
+
+
+def test_review__unknown_installation_or_version__exit_2_not_found(prod: str) -> None:
+    code, _, err = run("review", "acme-test", "--store", prod)
+    assert (code, err.startswith("packrun: error: [not_found] no installation")) == (2, True)
+    code, _, err = run("review", "acme-prod", "--to", "3.0.0", "--store", prod)
+    assert (code, err.startswith("packrun: error: [not_found] no version of acme '3.0.0'")) == (
+        2,
+        True,
+    )
+
+
+def test_update__a_major_without_acknowledgement__exit_2_breaking_diff(prod: str) -> None:
+    code, out, err = run("update", "acme-prod", "--to", "2.0.0", "--store", prod)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "packrun: error: [breaking_diff] updating acme-prod from 1.1.0 to 2.0.0 needs "
+        "acknowledge_breaking=True: 2.0.0 is a major update from 1.1.0; 10 breaking finding(s)"
+    )
+    code, out, _ = run("update", "acme-prod", "--to", "2.0.0", "--store", prod, "--json")
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "breaking_diff"
+    assert run_json("resolve", "acme-prod", "--store", prod)["resolution"]["version"] == "1.1.0"
+
+
+def test_update__a_red_minor_needs_acknowledgement_too(prod: str) -> None:
+    code, _, err = run("update", "acme-prod", "--to", "1.2.0", "--store", prod)
+    assert code == 2
+    assert "the verdict is red (semver dishonesty)" in err
+
+
+def test_update__acknowledged__moves_the_pin_and_says_so(prod: str) -> None:
+    code, out, err = run(
+        "update", "acme-prod", "--to", "2.0.0", "--acknowledge-breaking", "--actor", "ops",
+        "--store", prod,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "updated acme-prod: 1.1.0 -> 2.0.0 (major; verdict amber) by ops"
+    assert lines[1].startswith("acknowledged: 2.0.0 is a major update from 1.1.0; 10 breaking")
+    assert lines[2] == "runs in flight on 1.1.0: 0; new runs use 2.0.0"
+    assert lines[3] == (
+        f"acme-prod -> acme 2.0.0 (vendor, contract 2, {digest('2.0.0')}, pin 2.0.0)"
+    )
+    last = run_json("history", "acme-prod", "--store", prod)[-1]
+    assert (last["actor"], last["origin"], last["from_version"], last["to_version"]) == (
+        "ops",
+        "user",
+        "1.1.0",
+        "2.0.0",
+    )
+
+
+def test_update__a_compatible_minor_needs_no_acknowledgement(published: str) -> None:
+    run("install", "acme-prod", "acme", "--pin", "1.0.0", "--store", published)
+    update = run_json("update", "acme-prod", "--to", "1.1.0", "--store", published)
+    assert (update["from_version"], update["to_version"], update["verdict"]) == (
+        "1.0.0",
+        "1.1.0",
+        "ok",
+    )
+    assert (update["needs_acknowledgement"], update["acknowledge"]) == (False, [])
+    assert update["resolution"]["version"] == "1.1.0"
+
+
+def test_update__runs_in_flight_finish_on_their_version(prod: str) -> None:
+    with hold_run(prod, "acme-prod", "held-2", packrun.Auth.api_key("k")):
+        code, out, _ = run(
+            "update", "acme-prod", "--to", "2.0.0", "--acknowledge-breaking", "--store", prod
+        )
+        assert code == 0
+        assert "runs in flight on 1.1.0: 1 (held-2); they finish on it; new runs use 2.0.0" in out
+        status = run_json("status", "acme", "--store", prod)
+        row = next(v for v in status["versions"] if v["version"] == "1.1.0")
+        assert (row["status"], row["in_flight"]) == ("draining", 1)
+
+
+@pytest.fixture
+def on_2(prod: str) -> str:
+    """acme-prod updated to 2.0.0 (acknowledged)."""
+    code, _, err = run(
+        "update", "acme-prod", "--to", "2.0.0", "--acknowledge-breaking", "--store", prod
+    )
+    assert code == 0, err
+    return prod
+
+
+def test_rollback__moves_back__history_says_rollback(on_2: str) -> None:
+    code, out, err = run("rollback", "acme-prod", "1.1.0", "--actor", "ops", "--store", on_2)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "rolled back acme-prod: 2.0.0 -> 1.1.0 by ops",
+        "2.0.0: not waited for (--drain-timeout SECONDS waits); "
+        "runs of acme-prod in flight on it finish on it",
+        f"acme-prod -> acme 1.1.0 (vendor, contract 2, {digest('1.1.0')}, pin 1.1.0)",
+    ]
+    last = run_json("history", "acme-prod", "--store", on_2)[-1]
+    assert (last["actor"], last["origin"], last["from_version"], last["to_version"]) == (
+        "ops",
+        "rollback",
+        "2.0.0",
+        "1.1.0",
+    )
+
+
+def test_rollback__drain_timeout__drained_when_no_run_is_in_flight(on_2: str) -> None:
+    code, out, _ = run("rollback", "acme-prod", "1.0.0", "--drain-timeout", "5", "--store", on_2)
+    assert code == 0
+    assert "2.0.0: drained (no run of acme-prod in flight on it)" in out
+
+
+def test_rollback__drain_timeout__reports_the_runs_still_in_flight(on_2: str) -> None:
+    with hold_run(on_2, "acme-prod", "held-3", packrun.Auth.oauth2("t", scopes=("contacts.read",))):
+        code, out, err = run(
+            "rollback", "acme-prod", "1.1.0", "--drain-timeout", "0.1", "--store", on_2, "--json"
+        )
+        assert (code, err) == (0, "")  # the rollback is done; the drain outcome is reported
+        back = json.loads(out)
+        assert {k: back[k] for k in list(back)[:6]} == {
+            "installation_id": "acme-prod",
+            "from_version": "2.0.0",
+            "to_version": "1.1.0",
+            "drain_timeout": 0.1,
+            "drained": False,
+            "still_in_flight": ["held-3"],
+        }
+        assert back["resolution"]["version"] == "1.1.0"
+        code, out, _ = run(
+            "rollback", "acme-prod", "1.0.0", "--drain-timeout", "0", "--store", on_2
+        )
+        assert code == 0
+        assert "1.1.0: drained" in out  # held-3 is on 2.0.0, not on the version left now
+
+
+def test_rollback__text__still_in_flight(on_2: str) -> None:
+    with hold_run(on_2, "acme-prod", "held-4", packrun.Auth.oauth2("t", scopes=("contacts.read",))):
+        code, out, _ = run(
+            "rollback", "acme-prod", "1.1.0", "--drain-timeout", "0.05", "--store", on_2
+        )
+        assert code == 0
+        assert "2.0.0: still in flight after 0.05s: held-4; they finish on it\n" in out
+
+
+def test_rollback__not_an_earlier_version__exit_2(on_2: str) -> None:
+    code, _, err = run("rollback", "acme-prod", "2.0.0", "--store", on_2)
+    assert code == 2
+    assert err.startswith("packrun: error: [invalid_argument] '2.0.0' is not a valid rollback")
+    code, _, err = run("rollback", "acme-prod", "0.9.0", "--store", on_2)
+    assert code == 2
+    assert "[not_found]" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
+def test_rollback__bad_drain_timeout__exit_2_usage(
+    value: str, on_2: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        "rollback", "acme-prod", "1.1.0", f"--drain-timeout={value}", "--store", on_2
+    )
+    assert (code, out) == (2, "")
+    usage = capsys.readouterr().err  # argparse writes its usage errors to sys.stderr
+    assert "argument --drain-timeout: " in usage
+    assert "expected a number of seconds, 0 or more" in usage
+    assert run_json("resolve", "acme-prod", "--store", on_2)["resolution"]["version"] == "2.0.0"
+
+
+# --- status: blocked updates ----------------------------------------------------------------------
+
+
+def test_status__policy_installations_show_their_blocked_updates(published: str) -> None:
+    run("install", "acme-auto", "acme", "--pin", "1.1.0", "--policy", "auto_minor",
+        "--store", published)  # fmt: skip
+    run("install", "acme-prod", "acme", "--pin", "1.1.0", "--store", published)
+    code, out, _ = run("status", "--store", published)
+    assert code == 0
+    installations = out.split("\n\n")[0].splitlines()
+    assert installations[-1] == (
+        "acme-auto: update blocked: breaking_diff (2.0.0: a major update, which auto_minor does "
+        "not take; 1.2.0: breaking findings (input.required_field_added))"
+    )
+    assert len(installations) == 4  # header, two rows, one blocked line: none for manual acme-prod
+    status = run_json("status", "--store", published)
+    blocked = {i["id"]: i["update_blocked"] for i in status["installations"]}
+    assert blocked == {
+        "acme-auto": [
+            "2.0.0: a major update, which auto_minor does not take",
+            "1.2.0: breaking findings (input.required_field_added)",
+        ],
+        "acme-prod": [],
+    }
+
+
 # --- the examples in docs/cli.md, as one session --------------------------------------------------
 
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -1039,7 +1504,8 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 def _doc_session() -> list[tuple[str, str | None]]:
     """Every ``packrun`` line of docs/cli.md in order: ``sh`` lines (output not shown) and the
     ``$ packrun`` transcripts of ``console`` and ``text`` blocks, each with the output shown.
-    ``export NAME=value`` and ``unset NAME`` lines of ``sh`` blocks are steps too."""
+    ``export NAME=value`` and ``unset NAME`` lines of ``sh`` blocks are steps too, and so is a
+    transcript's ``$ echo $?``, which shows the exit code of the command before it."""
     steps: list[tuple[str, str | None]] = []
     for match in FENCE.finditer((ROOT / "docs" / "cli.md").read_text()):
         language, block = match[1], match[2]
@@ -1068,7 +1534,9 @@ def test_docs_cli_examples__run_in_order_in_one_folder__print_what_the_docs_show
     for start in ("packrun install ", "packrun call ", "packrun status", "export "):
         assert any(command.startswith(start) for command, _ in steps), start
     checker = doctest.OutputChecker()
-    for command, shown in steps:
+    for n, (command, shown) in enumerate(steps):
+        if command == "echo $?":  # checked with the command before it
+            continue
         verb, *words = shlex.split(command)
         if verb == "export":
             for word in words:
@@ -1085,5 +1553,33 @@ def test_docs_cli_examples__run_in_order_in_one_folder__print_what_the_docs_show
             assert code == 0, (command, printed)
             continue
         failed = "packrun: error:" in shown or '"error": {' in shown
-        assert code == (2 if failed else 0), (command, printed)
+        after = steps[n + 1] if n + 1 < len(steps) else ("", None)
+        if after[0] == "echo $?" and after[1] is not None:
+            assert code == int(after[1]), (command, printed)
+        else:
+            assert code == (2 if failed else 0), (command, printed)
         assert checker.check_output(shown, printed, doctest.ELLIPSIS), (command, shown, printed)
+
+
+def test_readme_text_transcripts__print_what_the_readme_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's ``text`` transcripts (which test_docs.py leaves alone: a red ``diff`` exits 1)
+    print what they show, with the exit code their ``$ echo $?`` shows."""
+    shutil.copytree(ROOT / "bundles", tmp_path / "bundles")
+    monkeypatch.chdir(tmp_path)
+    checker = doctest.OutputChecker()
+    checked = 0
+    for match in FENCE.finditer((ROOT / "README.md").read_text()):
+        if match[1] != "text" or not match[2].startswith("$ packrun "):
+            continue
+        parts = [p.partition("\n") for p in re.split(r"^\$ ", match[2], flags=re.M)[1:]]
+        for n, (command, _, shown) in enumerate(parts):
+            if command == "echo $?":
+                continue
+            code, out, err = run(*shlex.split(command)[1:])
+            following = parts[n + 1] if n + 1 < len(parts) else ("", "", "")
+            assert code == (int(following[2]) if following[0] == "echo $?" else 0), command
+            assert checker.check_output(shown, out + err, doctest.ELLIPSIS), (command, out, err)
+            checked += 1
+    assert checked >= 1

@@ -3,9 +3,11 @@
 Exit codes: 0 when all is well, 1 when a check found something wrong, 2 on an error (bad input, a
 refused operation). Every command takes ``--json`` for output a program can read.
 
-The runtime commands (``publish``, ``install``, ``resolve``, ``call``, ``status`` ...) each open the
-store given by ``--store`` (default: ``$PACKRUN_STORE``, else ``./.packrun/state.db``), call one
-method of the runtime and close it.
+The runtime commands (``publish``, ``install``, ``resolve``, ``call``, ``status``, ``review``,
+``update``, ``rollback`` ...) each open the store given by ``--store`` (default: ``$PACKRUN_STORE``,
+else ``./.packrun/state.db``), call one method of the runtime and close it. ``diff`` compares two
+manifests and exits 1 on a red verdict (a release gate); it reads the store only for a
+``PACK@VERSION`` side. ``demo`` tells the story on the sample packs in a store of its own.
 
 ``call`` takes credentials from options or from ``$PACKRUN_AUTH_KEY``, ``$PACKRUN_AUTH_TOKEN``,
 ``$PACKRUN_AUTH_USERNAME`` and ``$PACKRUN_AUTH_PASSWORD``; none of them is ever printed.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from collections import Counter
@@ -28,14 +31,17 @@ from typing import Any, TextIO, TypeAlias
 import anyio
 
 from packrun._auth import Auth, AuthMode
-from packrun._bundle import build_bundle
+from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
+from packrun._diff import DiffReport, Profile, diff, load_profile
 from packrun._manifest import decode_pack_manifest, read_document
+from packrun._policy import Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, check, discover, verify
 from packrun._stores import POLICIES, Installation, PinEvent, Settings, default_url
+from packrun._versions import Version, version_key
 from packrun.errors import InvalidArgument, NotFound, PackrunError, ToolFailed
 
 __all__ = ["main"]
@@ -115,6 +121,77 @@ def _cmd_check(args: argparse.Namespace, out: _Output) -> int:
 
 def _cmd_verify(args: argparse.Namespace, out: _Output) -> int:
     return _print_report(verify(args.path), out, "verify")
+
+
+# --- diff: two manifests, and the semver-honesty verdict (a release gate) -----------------------
+
+_PACK_AT = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)@([^@/\\]+)")
+"""``pack@version``: a version published in the store (a path that exists wins)."""
+
+_DiffSide: TypeAlias = str | Bundle
+
+
+def _diff_path(given: str) -> str:
+    """What :func:`diff` reads for a path: the path itself, or for a pack source (``pack.json``
+    without ``manifest.json``) its integration entry's source folder."""
+    path = Path(given)
+    if not path.is_dir() or (path / "manifest.json").is_file():
+        return given
+    if not (path / "pack.json").is_file():
+        raise NotFound(
+            "manifest.json (an integration source) or pack.json (a pack source) in", given
+        )
+    pack = decode_pack_manifest(read_document(path / "pack.json"), source=str(path / "pack.json"))
+    ref = pack.integration()
+    if ref is None:
+        raise NotFound("integration entry in the pack source", given)
+    return str(path / ref.path)
+
+
+async def _published(rt: Runtime, pack_id: str, version: str) -> Bundle:
+    """The artifact of ``pack_id`` ``version`` as published in the store (digest included, so
+    that a local build of the same version with other bytes is found out)."""
+    key = version_key(Version.parse(version))
+    entries = rt.versions(pack_id)  # not_found naming the known packs
+    entry = next((e for e in entries if e.version_key == key), None)
+    if entry is None:
+        raise NotFound(f"version of {pack_id}", version, [str(e.version) for e in entries])
+    if entry.digest is None:
+        raise NotFound(f"integration in pack {pack_id}", str(entry.version))
+    return read_bundle(await rt.artifact(entry.digest), source=f"{pack_id}@{entry.version}")
+
+
+def _check_diff(args: argparse.Namespace) -> None:
+    """Read the profile and settle what each side is before a store is opened."""
+    # A Path is always read as a file (a str holding "=" would be taken for the profile's text).
+    args.profile_levels = load_profile(Path(args.profile)) if args.profile is not None else None
+    sides: list[_DiffSide | tuple[str, str]] = []
+    for given in (args.old, args.new):
+        at = _PACK_AT.fullmatch(given)
+        sides.append((at[1], at[2]) if at and not Path(given).exists() else _diff_path(given))
+    args.sides = sides
+
+
+def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
+    _check_diff(args)
+    sides: list[_DiffSide | tuple[str, str]] = args.sides
+    if any(isinstance(side, tuple) for side in sides):
+
+        async def lookup() -> list[_DiffSide]:
+            async with open_runtime(args.store or default_url(), refresh_interval=0) as rt:
+                return [
+                    await _published(rt, *side) if isinstance(side, tuple) else side
+                    for side in sides
+                ]
+
+        found = anyio.run(lookup)
+    else:
+        found = [side for side in sides if not isinstance(side, tuple)]
+    profile: Profile | None = args.profile_levels
+    report: DiffReport = diff(found[0], found[1], profile=profile)
+    out.data(report.to_dict())
+    out.line(str(report))
+    return EXIT_CHECK_FAILED if report.verdict == "red" else EXIT_OK
 
 
 # --- the runtime commands: each opens the store, does one thing, and closes it ------------------
@@ -216,6 +293,7 @@ def _explanation_json(why: Explanation) -> dict[str, Any]:
         "update": why.update,
         "notes": list(why.notes),
         "last_event": _event_json(why.last_event) if why.last_event else None,
+        "update_blocked": list(why.update_blocked),
     }
 
 
@@ -321,6 +399,105 @@ async def _cmd_history(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
             f"({e.from_version or '-'} -> {e.to_version or '-'}) by {e.actor} ({e.origin})"
         )
     return EXIT_OK
+
+
+def _review_json(review: UpdateReview) -> dict[str, Any]:
+    return {
+        "installation_id": review.installation_id,
+        "from_version": review.from_version,
+        "to_version": review.to_version,
+        "bump": review.bump,
+        "required_bump": review.required_bump,
+        "verdict": review.verdict,
+        "reason": review.report.reason,
+        "notes": list(review.report.notes),
+        "findings": [f.to_dict() for f in review.findings],
+        "affected_workflows": [
+            {"workflow_id": w.workflow_id, "source": w.source, "tools": list(w.tools)}
+            for w in review.affected_workflows
+        ],
+        "runs_in_flight": list(review.runs_in_flight),
+        "needs_acknowledgement": review.needs_acknowledgement,
+        "acknowledge": list(review.acknowledge),
+    }
+
+
+async def _cmd_review(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    await rt.refresh()  # other processes' runs in flight, and what their runs observed
+    review = rt.review_update(args.id, to=args.to)
+    out.data(_review_json(review))
+    out.line(str(review))
+    return EXIT_OK
+
+
+async def _cmd_update(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    await rt.refresh()
+    review = await rt.update(
+        args.id, to=args.to, actor=args.actor, acknowledge_breaking=args.acknowledge_breaking
+    )
+    res = rt.resolve(args.id)
+    out.data({**_review_json(review), "resolution": _resolution_json(res)})
+    out.line(
+        f"updated {args.id}: {review.from_version} -> {review.to_version} "
+        f"({review.bump}; verdict {review.verdict}) by {args.actor}"
+    )
+    if review.acknowledge:
+        out.line("acknowledged: " + "; ".join(review.acknowledge))
+    runs = review.runs_in_flight
+    out.line(
+        f"runs in flight on {review.from_version}: {len(runs)}"
+        + (f" ({', '.join(runs[:10])}); they finish on it" if runs else "")
+        + f"; new runs use {review.to_version}"
+    )
+    out.line(_resolved(args.id, res))
+    return EXIT_OK
+
+
+def _rollback_json(back: Rollback, timeout: float | None) -> dict[str, Any]:
+    return {
+        "installation_id": back.installation_id,
+        "from_version": back.from_version,
+        "to_version": back.to_version,
+        "drain_timeout": timeout,
+        "drained": back.drained,
+        "still_in_flight": list(back.still_in_flight),
+    }
+
+
+async def _cmd_rollback(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    back = await rt.rollback(
+        args.id, args.version, actor=args.actor, drain_timeout=args.drain_timeout
+    )
+    res = rt.resolve(args.id)
+    out.data({**_rollback_json(back, args.drain_timeout), "resolution": _resolution_json(res)})
+    out.line(f"rolled back {args.id}: {back.from_version} -> {back.to_version} by {args.actor}")
+    if back.drained is None:
+        out.line(
+            f"{back.from_version}: not waited for (--drain-timeout SECONDS waits); "
+            f"runs of {args.id} in flight on it finish on it"
+        )
+    elif back.drained:
+        out.line(f"{back.from_version}: drained (no run of {args.id} in flight on it)")
+    else:
+        still = back.still_in_flight
+        shown = ", ".join(still[:10]) + (", ..." if len(still) > 10 else "")
+        out.line(
+            f"{back.from_version}: still in flight after {args.drain_timeout:g}s: {shown}; "
+            "they finish on it"
+        )
+    out.line(_resolved(args.id, res))
+    return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    """``--drain-timeout``: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, 0 or more")
+    return value
 
 
 async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
@@ -550,11 +727,14 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     await rt.refresh()
     packs = [args.pack] if args.pack is not None else rt.packs()
     entries = [e for pack in packs for e in rt.versions(pack)]  # not_found for an unknown PACK
-    installations = [
-        (inst, rt.explain(inst.id).resolution, rt.in_flight_for(inst.id))
+    explained = [
+        (inst, rt.explain(inst.id), rt.in_flight_for(inst.id))
         for inst in rt.installations()
         if inst.pack_id in packs
     ]
+    installations = [(inst, why.resolution, n) for inst, why, n in explained]
+    # What an update policy did not move to, and why (a major, breaking findings, a red verdict).
+    blocked = {inst.id: why.update_blocked for inst, why, _ in explained}
     versions = [
         (
             e,
@@ -577,7 +757,12 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     out.data(
         {
             "installations": [
-                {**_installation_json(inst), "resolution": _resolution_json(res), "in_flight": n}
+                {
+                    **_installation_json(inst),
+                    "resolution": _resolution_json(res),
+                    "in_flight": n,
+                    "update_blocked": list(blocked[inst.id]),
+                }
                 for inst, res, n in installations
             ],
             "versions": [
@@ -612,6 +797,11 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         ]
         for line in _table(["id", "pack", "pin", "resolves to", "policy", "in flight"], rows):
             out.line(line)
+        for inst, _, _ in installations:
+            if blocked[inst.id]:
+                out.line(
+                    f"{inst.id}: update blocked: breaking_diff ({'; '.join(blocked[inst.id])})"
+                )
     else:
         out.line("no installations" + (f" of {args.pack}" if args.pack is not None else ""))
     out.line()
@@ -631,6 +821,18 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         f"{totals['packs']} pack(s): {totals['active']} active, {totals['draining']} draining, "
         f"{totals['drained']} drained; {totals['runs_in_flight']} run(s) in flight"
     )
+    return EXIT_OK
+
+
+# --- demo: the story of packrun on the sample packs ---------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+    from packrun._demo import run_demo  # only this command needs it
+
+    result = run_demo(args.bundles, args.keep)
+    out.data(result.to_list())
+    out.line(result.text())
     return EXIT_OK
 
 
@@ -682,6 +884,52 @@ def _parser() -> argparse.ArgumentParser:
         _cmd_verify,
     )
     p.add_argument("path")
+
+    p = command(
+        "diff",
+        "Compare two versions of an integration: findings by level, required and declared bump, "
+        "and the verdict (ok, amber, red). Exit 1 on red: usable as a release gate.",
+        _cmd_diff,
+    )
+    for name, which in (("old", "the old version"), ("new", "the new version")):
+        p.add_argument(
+            name,
+            metavar=name.upper(),
+            help=f"{which}: a bundle file, a manifest.json, an integration or pack source folder, "
+            "or PACK@VERSION as published in --store",
+        )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        default=None,
+        help="a profile of rule_id = level lines that reclassifies rules",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="the store PACK@VERSION is read from "
+        "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
+    )
+
+    p = command(
+        "demo",
+        "Tell packrun's story on the sample packs in a throw-away store: pins, runs that keep "
+        "their version, updates, review, rollback.",
+        _cmd_demo,
+    )
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        default=None,
+        help="keep the store in DIR/state.db (default: a temporary folder, deleted at the end)",
+    )
+    p.add_argument(
+        "--bundles",
+        metavar="DIR",
+        default=None,
+        help="the sample packs (default: bundles/ in the current folder)",
+    )
 
     def runtime_command(
         name: str,
@@ -756,6 +1004,56 @@ def _parser() -> argparse.ArgumentParser:
 
     p = runtime_command("history", "Print an installation's pin moves, oldest first.", _cmd_history)
     p.add_argument("id", metavar="ID")
+
+    p = runtime_command(
+        "review",
+        "Review an update before making it: bump, verdict, findings, affected workflows, runs "
+        "in flight, and whether it needs --acknowledge-breaking.",
+        _cmd_review,
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument(
+        "--to",
+        metavar="VERSION",
+        default=None,
+        help="the target (default: the newest version on the installation's channel)",
+    )
+
+    p = runtime_command(
+        "update",
+        "Move an installation to a newer version; runs in flight finish on theirs.",
+        _cmd_update,
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument(
+        "--to",
+        metavar="VERSION",
+        default=None,
+        help="the target (default: the newest version on the installation's channel)",
+    )
+    p.add_argument("--actor", default="system", help="who, for the pin history (default: system)")
+    p.add_argument(
+        "--acknowledge-breaking",
+        action="store_true",
+        help="the review was seen: allow a major, breaking findings or a red verdict",
+    )
+
+    p = runtime_command(
+        "rollback",
+        "Move an installation back to an earlier version; the version left behind drains.",
+        _cmd_rollback,
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("version", metavar="VERSION", help="an earlier version, live or retired")
+    p.add_argument("--actor", default="system", help="who, for the pin history (default: system)")
+    p.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=None,
+        help="wait up to SECONDS for the installation's runs on the version left to end, and "
+        "report those still in flight (default: do not wait)",
+    )
 
     p = runtime_command("pin", "Move an installation's pin.", _cmd_pin)
     p.add_argument("id", metavar="ID")
@@ -857,6 +1155,8 @@ def main(
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (packrun ... | head): see entrypoint()
+        raise
     except OSError as exc:
         message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
         if args.json:
@@ -876,4 +1176,13 @@ def main(
 
 def entrypoint() -> None:
     """The console script."""
-    raise SystemExit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of the output went away (``packrun ... | head``): stop quietly, as other
+        # tools do, and keep Python from complaining when it flushes stdout on the way out.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for it
+    raise SystemExit(code)

@@ -41,10 +41,21 @@ _STEPS: Final[Mapping[str, tuple[BumpKind, ...]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Blocked:
-    """A newer version an update policy did not move to, and why."""
+    """A newer version an update policy did not move to, and why.
+
+    ``kind`` is ``major``, ``breaking`` or ``red`` when the update waits for a review (the
+    installation shows ``update blocked: breaking_diff``), ``outside_policy`` for a step the policy
+    does not take (a minor under ``auto_patch``, a pre-release step).
+    """
 
     version: str
     reason: str
+    kind: Literal["major", "breaking", "red", "outside_policy"] = "breaking"
+
+    @property
+    def waits_for_review(self) -> bool:
+        """True when the update waits for a review, not merely outside the policy."""
+        return self.kind != "outside_policy"
 
     def __str__(self) -> str:
         return f"{self.version}: {self.reason}"
@@ -83,17 +94,18 @@ def policy_target(
     for row in reversed(newer_rows(current, rows, allow_prerelease)):
         kind = bump_kind(current.version, row.version)
         if kind not in steps:
+            reason = f"a {kind} update, which {policy} does not take"
             blocked.append(
-                Blocked(str(row.version), f"a {kind} update, which {policy} does not take")
+                Blocked(str(row.version), reason, "major" if kind == "major" else "outside_policy")
             )
             continue
         report = diff_of(current, row)
         if report.breaking:
             rules = ", ".join(sorted({f.rule_id for f in report.breaking}))
-            blocked.append(Blocked(str(row.version), f"breaking findings ({rules})"))
+            blocked.append(Blocked(str(row.version), f"breaking findings ({rules})", "breaking"))
             continue
         if report.verdict == "red":
-            blocked.append(Blocked(str(row.version), "a red verdict"))
+            blocked.append(Blocked(str(row.version), "a red verdict", "red"))
             continue
         return row, tuple(blocked)
     return None, tuple(blocked)

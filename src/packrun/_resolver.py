@@ -133,7 +133,7 @@ class Resolver:
         self._cells: dict[str, _Cell] = {}
         self._packs: dict[str, _Pack] = {}
         self._installations: dict[str, Installation] = {}
-        self._by_pack: dict[str, set[str]] = {}
+        self._auto_by_pack: dict[str, set[str]] = {}  # update policy on an exact pin
         self._events: dict[str, list[PinEvent]] = {}
 
     # --- choosing -------------------------------------------------------------------------------
@@ -216,7 +216,11 @@ class Resolver:
     def set_installation(self, installation: Installation, events: Sequence[PinEvent]) -> None:
         """Add or replace an installation (and its pin events) and point it at its cell."""
         self._installations[installation.id] = installation
-        self._by_pack.setdefault(installation.pack_id, set()).add(installation.id)
+        auto = self._auto_by_pack.setdefault(installation.pack_id, set())
+        if installation.policy != "manual" and installation.pin not in DYNAMIC_PINS:
+            auto.add(installation.id)
+        else:
+            auto.discard(installation.id)
         self._events[installation.id] = list(events)
         pack = self._packs.setdefault(installation.pack_id, _Pack())
         key = (installation.pin, installation.allow_prerelease)
@@ -252,9 +256,10 @@ class Resolver:
         except KeyError:
             raise NotFound("installation", installation_id, sorted(self._installations)) from None
 
-    def installations_of(self, pack_id: str) -> list[Installation]:
-        """The installations of one pack, by id (without walking the others)."""
-        return [self._installations[i] for i in sorted(self._by_pack.get(pack_id, ()))]
+    def auto_installations_of(self, pack_id: str) -> list[Installation]:
+        """The installations of one pack that an update policy may move (an ``auto_*`` policy on an
+        exact pin), by id: a publish looks at these, never at the pack's other installations."""
+        return [self._installations[i] for i in sorted(self._auto_by_pack.get(pack_id, ()))]
 
     def installations(self) -> list[Installation]:
         """Every installation, by id."""

@@ -342,7 +342,8 @@ class Runtime:
             inst.allow_prerelease,
             self._diff_of,
         )
-        return dataclasses.replace(why, update_blocked=tuple(str(b) for b in blocked))
+        waiting = tuple(str(b) for b in blocked if b.waits_for_review)
+        return dataclasses.replace(why, update_blocked=waiting)
 
     # --- catalog --------------------------------------------------------------------------------
 
@@ -378,7 +379,7 @@ class Runtime:
             )
 
         entry = await self._write_row(self._store.publish(prepared, decide))
-        await self._apply_policies(self._resolver.installations_of(entry.pack_id))
+        await self._apply_policies(self._resolver.auto_installations_of(entry.pack_id))
         return entry
 
     async def _write_row(self, write: Awaitable[CatalogEntry]) -> CatalogEntry:
@@ -779,15 +780,24 @@ class Runtime:
         async with self._lock:
             stored = await self._store.create_installation(inst, event)
             self._resolver.set_installation(inst, [stored])
-        return inst
+        await self._apply_policies([inst])  # an auto_* installation takes what it may at once
+        return self._resolver.installation(installation_id)
 
     async def set_pin(
-        self, installation_id: str, pin: str, *, actor: str = "system", origin: Origin = "user"
+        self,
+        installation_id: str,
+        pin: str,
+        *,
+        actor: str = "system",
+        origin: Origin = "user",
+        expect_pin: str | None = None,
     ) -> Installation:
         """Move an installation's pin; the move is recorded with ``actor`` and ``origin``.
 
         The pin's previous value and version are read inside the store's transaction, so
         concurrent moves (in this process or another) are each recorded from what they replaced.
+        With ``expect_pin``, the move happens only if the pin is still that (as read in the
+        transaction): how update policies avoid undoing a concurrent manual update.
         """
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
@@ -797,6 +807,8 @@ class Runtime:
         at = _now()
 
         def update(stored: Installation) -> tuple[Installation, PinEvent | None]:
+            if expect_pin is not None and stored.pin != expect_pin:
+                return stored, None  # moved meanwhile (here or elsewhere): leave it as it is
             before = self._resolver.pick(stored.pack_id, stored.pin, stored.allow_prerelease)
             event = PinEvent(
                 0,
@@ -861,7 +873,11 @@ class Runtime:
                 continue
             try:
                 await self.set_pin(
-                    inst.id, str(target.version), actor=f"policy:{inst.policy}", origin="policy"
+                    inst.id,
+                    str(target.version),
+                    actor=f"policy:{inst.policy}",
+                    origin="policy",
+                    expect_pin=inst.pin,  # a concurrent update wins over this policy move
                 )
             except PackrunError as exc:  # one installation must not hold back the others
                 self._warn(f"update policy could not move {inst.id} to {target.version}: {exc}")
@@ -888,11 +904,7 @@ class Runtime:
         tools = {t.id for e in (current, target) if e.manifest for t in e.manifest.tools}
         changed = changed_tools(report.findings, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
-        in_flight = tuple(
-            r
-            for r in self.runs_in_flight(inst.pack_id, str(current.version))
-            if (run := self._runs.get(r)) is None or run.installation_id == installation_id
-        )
+        in_flight = self._runs_of(installation_id, current.version_key)
         return UpdateReview(
             installation_id,
             str(current.version),
@@ -944,6 +956,14 @@ class Runtime:
         review of the update made.
         """
         review = self.review_update(installation_id, to)
+        if review.bump == "none":
+            return review  # already there: nothing moves, nothing is recorded
+        if review.bump == "downgrade":
+            raise InvalidArgument(
+                "update target",
+                review.to_version,
+                [f"a version above the current {review.from_version} (to go back, use rollback)"],
+            )
         if review.acknowledge and not acknowledge_breaking:
             raise BreakingDiff(
                 installation_id,
@@ -966,7 +986,8 @@ class Runtime:
 
         The version left behind drains: its runs finish on it. With ``drain_timeout``, the call
         waits up to that many seconds for this installation's runs on it to end, and reports the
-        runs still in flight when the time runs out.
+        runs still in flight when the time runs out. An update policy still applies afterwards: set
+        the policy to ``manual`` to hold the installation where the rollback put it.
         """
         current = self.resolve(installation_id).entry
         target = self._row(current.pack_id, to)
@@ -981,6 +1002,20 @@ class Runtime:
         still = await self._wait_for_runs(installation_id, current.pack_id, left, drain_timeout)
         return Rollback(installation_id, left, str(target.version), not still, still)
 
+    def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
+        """The runs of one installation in flight on one version (key), here and elsewhere."""
+        mine = [
+            r.run_id
+            for r in self._runs.values()
+            if r.installation_id == installation_id and r.version_key == key
+        ]
+        theirs = [
+            r.record.run_id
+            for r in self._remote
+            if r.record.installation_id == installation_id and version_key(r.record.version) == key
+        ]
+        return tuple(sorted(mine + theirs))
+
     async def _wait_for_runs(
         self, installation_id: str, pack_id: str, version: str, timeout: float
     ) -> tuple[str, ...]:
@@ -988,18 +1023,7 @@ class Runtime:
         key = version_key(Version.parse(version))
         while True:
             await self._refresh_remote_runs()
-            mine = [
-                r.run_id
-                for r in self._runs.values()
-                if r.installation_id == installation_id and r.version_key == key
-            ]
-            theirs = [
-                r.record.run_id
-                for r in self._remote
-                if r.record.installation_id == installation_id
-                and version_key(r.record.version) == key
-            ]
-            still = tuple(sorted(mine + theirs))
+            still = self._runs_of(installation_id, key)
             left = deadline - anyio.current_time()
             if not still or left <= 0:
                 return still
