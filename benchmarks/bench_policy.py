@@ -203,7 +203,7 @@ async def policy_step(rt: packrun.Runtime, pack_id: str, calls: int = 200) -> fl
     for _ in range(ROUNDS):
         started = time.perf_counter()
         for _ in range(calls):
-            await rt._apply_policies(rt._resolver.installations_of(pack_id))
+            await rt._apply_policies(rt._resolver.auto_installations_of(pack_id))
         best = min(best, (time.perf_counter() - started) / calls)
     return best
 

@@ -350,6 +350,9 @@ def _normal(value: Any) -> Any:
     return value
 
 
+_SCALARS: Final = (str, int, float, bool, type(None))
+
+
 def _key(value: Any) -> str:
     # Python says 1 == True; JSON does not (true is no number), so values compare by their JSON.
     return json.dumps(_normal(value), sort_keys=True, ensure_ascii=False, default=repr)
@@ -392,6 +395,8 @@ class _Differ:
 
     def changed(self, rule_id: str, path: str, what: str, old: Any, new: Any) -> None:
         """A finding when a value changed: "``what`` changed from ``old`` to ``new``"."""
+        if type(old) is type(new) and type(old) in _SCALARS and old == new:
+            return  # most values compared are equal strings: skip their JSON
         if _key(old) != _key(new):
             self.add(rule_id, path, f"{what} changed from {_show(old)} to {_show(new)}", old, new)
 
