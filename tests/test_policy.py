@@ -28,7 +28,9 @@ import msgspec
 import pytest
 
 import packrun
+import packrun._catalog
 import packrun._runtime
+import packrun._stores
 from packrun import BreakingDiff, CatalogEntry, InvalidArgument, Manifest, NotFound, Runtime
 from packrun._bundle import bundle_bytes
 from packrun._diff import DiffReport
@@ -446,6 +448,9 @@ async def test_applying_policies_looks_only_at_the_published_pack(
         looked_at.append((current.pack_id, str(current.version)))
         return real(policy, current, rows, allow_prerelease, diff_of)
 
+    # A refresh applies policies to the installations changed since the last one (here the
+    # installs above, once); from then on a publish looks at its own pack's auto installations.
+    await rt.refresh()
     monkeypatch.setattr(packrun._runtime, "policy_target", recording)
     await publish(rt, "1.0.1")
     assert looked_at == [("acme", "1.0.0")] * 3
@@ -887,3 +892,82 @@ async def test_rollback_waits_for_the_installations_runs_in_another_runtime(
         async with held(b, ("crm", "b-open")):
             done = await a.rollback("crm", to="1.0.0", drain_timeout=0.3)
             assert (done.drained, done.still_in_flight) == (False, ("b-open",))
+
+
+# --- found in review: other processes, pre-releases, bad input ------------------------------------
+
+
+async def test_a_publisher_applies_policies_to_installations_made_by_another_runtime(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with (
+        packrun.open_runtime(url, refresh_interval=0) as a,
+        packrun.open_runtime(url, refresh_interval=0) as b,
+    ):
+        await publish(a, "1.0.0")
+        await b.refresh()
+        await b.install("from-b", "acme", pin="1.0.0", policy="auto_minor")
+        await publish(a, "1.0.1")  # a has not refreshed since b installed
+        await b.refresh()
+        assert b.resolve("from-b").version == "1.0.1"
+        assert b.history("from-b")[-1].origin == "policy"
+
+
+async def test_a_runtime_that_learns_of_a_new_version_applies_the_policy_too(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with packrun.open_runtime(url, refresh_interval=0) as rt:
+        await publish(rt, "1.0.0")
+        await rt.install("auto", "acme", pin="1.0.0", policy="auto_patch")
+        # A publish whose publisher died before applying policies: only the store write happened.
+        store = packrun._stores.open_store(url)
+        await store.open()
+        try:
+            prepared = packrun._catalog.prepare(
+                dist("1.0.1"),
+                channel="vendor",
+                generations={1, 2},
+                strict_versions=False,
+                now=packrun._runtime._now(),
+            )
+            await store.publish(prepared, lambda rows, settings: "insert")
+        finally:
+            await store.close()
+        await rt.refresh()
+        assert rt.resolve("auto").version == "1.0.1"
+        assert rt.history("auto")[-1].origin == "policy"
+
+
+async def test_an_installation_on_a_release_candidate__moves_to_its_release(
+    store_url: str,
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await publish(rt, "1.0.0")
+        await rt.install("rc", "acme", pin="1.0.0", policy="auto_minor", allow_prerelease=True)
+        await rt.publish(variant("1.1.0", "1.1.0-rc.1"))
+        assert rt.resolve("rc").version == "1.1.0-rc.1"
+        await rt.publish(variant("1.1.0", "1.1.0"))
+        assert rt.resolve("rc").version == "1.1.0"
+
+
+@pytest.mark.parametrize("tools", ["list_contacts", [3, None], [""]])
+async def test_declare_workflow__tools_must_be_a_list_of_ids(store_url: str, tools: object) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await publish(rt, "1.0.0")
+        await rt.install("i", "acme")
+        with pytest.raises(packrun.InvalidArgument, match="tool ids"):
+            await rt.declare_workflow("i", "wf", tools)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0, float("inf"), "5"])
+async def test_timeouts__must_be_seconds(store_url: str, timeout: object) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await publish(rt, "1.0.0", "1.0.1")
+        await rt.install("i", "acme")
+        with pytest.raises(packrun.InvalidArgument, match="drain_timeout"):
+            await rt.rollback("i", to="1.0.0", drain_timeout=timeout)  # type: ignore[arg-type]
+        with pytest.raises(packrun.InvalidArgument, match="timeout"):
+            await rt.wait_drained("acme", "1.0.0", timeout=timeout)  # type: ignore[arg-type]
+        assert rt.resolve("i").version == "1.0.1"

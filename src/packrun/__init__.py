@@ -22,7 +22,7 @@ from packrun._bundle import (
 )
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
-from packrun._diff import RULES, DiffFinding, DiffReport, diff, load_profile
+from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -100,6 +100,7 @@ __all__ = [
     "InvalidBundle",
     "InvalidManifest",
     "InvalidVersion",
+    "LEVELS",
     "LoadedBundle",
     "Manifest",
     "NotFound",

@@ -148,6 +148,25 @@ def _diff_path(given: str) -> str:
     return str(path / ref.path)
 
 
+def _pack_note(sides: Sequence[object], given: Sequence[str]) -> str | None:
+    """For pack sources, what the report compares: the integration entries, not the others."""
+    packs = []
+    for side, text in zip(sides, given, strict=True):
+        folder = Path(text)
+        if isinstance(side, str) and side != text and (folder / "pack.json").is_file():
+            pack = decode_pack_manifest(read_document(folder / "pack.json"), source=text)
+            others = [
+                f"{c.kind} {c.id} {c.version}" for c in pack.contents if c.kind != "integration"
+            ]
+            packs.append((pack.package.id, str(pack.package.version), others))
+    if not packs:
+        return None
+    versions = " -> ".join(f"{p} {v}" for p, v, _ in packs)
+    others = sorted({o for _, _, entries in packs for o in entries})
+    shown = f"; not compared: {', '.join(others)}" if others else ""
+    return f"pack {versions}: the report compares the packs' integration entries{shown}"
+
+
 async def _published(rt: Runtime, pack_id: str, version: str) -> Bundle:
     """The artifact of ``pack_id`` ``version`` as published in the store (digest included, so
     that a local build of the same version with other bytes is found out)."""
@@ -189,7 +208,10 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
         found = [side for side in sides if not isinstance(side, tuple)]
     profile: Profile | None = args.profile_levels
     report: DiffReport = diff(found[0], found[1], profile=profile)
-    out.data(report.to_dict())
+    note = _pack_note(sides, (args.old, args.new))
+    out.data({**report.to_dict(), **({"pack_note": note} if note else {})})
+    if note:
+        out.line(note)
     out.line(str(report))
     return EXIT_CHECK_FAILED if report.verdict == "red" else EXIT_OK
 

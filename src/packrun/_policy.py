@@ -93,6 +93,8 @@ def policy_target(
     blocked: list[Blocked] = []
     for row in reversed(newer_rows(current, rows, allow_prerelease)):
         kind = bump_kind(current.version, row.version)
+        if kind == "prerelease":
+            kind = "patch"  # 1.1.0-rc.1 -> 1.1.0 (or -rc.2): the release it was a candidate for
         if kind not in steps:
             reason = f"a {kind} update, which {policy} does not take"
             blocked.append(

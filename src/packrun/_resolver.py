@@ -242,12 +242,21 @@ class Resolver:
         """The ids of every pack with at least one row, sorted."""
         return sorted(pack_id for pack_id, pack in self._packs.items() if pack.rows)
 
+    def rows_or_empty(self, pack_id: str) -> list[CatalogEntry]:
+        """Every row of a pack, ascending; empty for an unknown pack."""
+        pack = self._packs.get(pack_id)
+        return list(pack.rows) if pack is not None else []
+
     def rows(self, pack_id: str) -> list[CatalogEntry]:
         """Every row of a pack, ascending; ``not_found`` for an unknown pack."""
         pack = self._packs.get(pack_id)
         if pack is None or not pack.rows:
             raise NotFound("pack", pack_id, self.packs())
         return list(pack.rows)
+
+    def find_installation(self, installation_id: str) -> Installation | None:
+        """One installation, or ``None``."""
+        return self._installations.get(installation_id)
 
     def installation(self, installation_id: str) -> Installation:
         """One installation; ``not_found`` naming a few known ones otherwise."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import time
 import uuid
@@ -89,6 +90,13 @@ def _manifest_of(row: CatalogEntry) -> Manifest:
     if row.manifest is not None:
         return row.manifest
     return decode_manifest({"id": row.pack_id, "version": str(row.version), "tools": [{"id": "_"}]})
+
+
+def _check_timeout(what: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise InvalidArgument(what, value, ["None (no limit) or a number of seconds of 0 or more"])
 
 
 def _check_id(what: str, value: object) -> None:
@@ -285,6 +293,11 @@ class Runtime:
                 return
             packs = {c.key for c in changes if c.kind == "pack"}
             installations = {c.key for c in changes if c.kind == "installation"}
+            self._seq = changes[-1].seq
+            # What others changed (not the echo of this runtime's own writes) may call for an
+            # update policy to act: compare what is reloaded with what was held.
+            rows_before = {p: self._resolver.rows_or_empty(p) for p in packs}
+            held = {i: self._resolver.find_installation(i) for i in installations}
             for pack_id in sorted(packs):
                 await self._refresh_one(f"pack {pack_id}", self._reload_pack(pack_id))
             for iid in sorted(installations):
@@ -293,7 +306,26 @@ class Runtime:
                 self._usage[iid] = await self._store.workflow_tools(iid)
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
-            self._seq = changes[-1].seq
+        # Outside the lock (a move takes it): any runtime that learns of a new version, or of a
+        # new or changed installation with a policy, applies the policy. A move is conditional on
+        # the pin it saw, so when several runtimes try, one moves and the others change nothing.
+        touched = {
+            i.id: i
+            for p in packs
+            if self._resolver.rows_or_empty(p) != rows_before[p]
+            for i in self._resolver.auto_installations_of(p)
+        }
+        for iid in installations:
+            inst = self._resolver.find_installation(iid)
+            if (
+                inst is not None
+                and inst != held[iid]
+                and inst.policy != "manual"
+                and inst.pin not in DYNAMIC_PINS
+            ):
+                touched[iid] = inst
+        if touched:
+            await self._apply_policies([touched[i] for i in sorted(touched)])
 
     async def _refresh_one(self, what: str, reload: Awaitable[None]) -> None:
         # A row that cannot be read is skipped with a warning; it must not hold back the others.
@@ -379,6 +411,8 @@ class Runtime:
             )
 
         entry = await self._write_row(self._store.publish(prepared, decide))
+        # Catch up first: installations made elsewhere meanwhile must count too.
+        await self.refresh()
         await self._apply_policies(self._resolver.auto_installations_of(entry.pack_id))
         return entry
 
@@ -716,6 +750,7 @@ class Runtime:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
         process that died count until their leases expire). ``drain_timeout`` after ``timeout``
         seconds, naming the runs still in flight."""
+        _check_timeout("timeout", timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
             await self._refresh_remote_runs()
@@ -934,6 +969,11 @@ class Runtime:
         """Declare which tools of an installation a workflow uses, for update reviews."""
         self._resolver.installation(installation_id)
         _check_id("workflow id", workflow_id)
+        if isinstance(tools, str) or not all(isinstance(t, str) and t for t in tools):
+            raise InvalidArgument(
+                "list of tool ids", tools, ["a list of tool ids, such as ['list_contacts']"]
+            )
+        tools = list(tools)
         await self._store.declare_workflow(installation_id, workflow_id, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
         self._usage[installation_id] = WorkflowTools(
@@ -989,6 +1029,7 @@ class Runtime:
         runs still in flight when the time runs out. An update policy still applies afterwards: set
         the policy to ``manual`` to hold the installation where the rollback put it.
         """
+        _check_timeout("drain_timeout", drain_timeout)
         current = self.resolve(installation_id).entry
         target = self._row(current.pack_id, to)
         if target.version >= current.version:

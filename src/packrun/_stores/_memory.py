@@ -137,6 +137,8 @@ class MemoryStore(Store):
             if current is None:
                 raise NotFound("installation", installation_id)
             changed, event = update(current)
+            if changed == current and event is None:
+                return current, None  # nothing changed: nothing written, nothing logged
             self._installations[installation_id] = changed
             stored = self._append_event(event) if event is not None else None
             self._log("installation", installation_id)

@@ -689,7 +689,10 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is None:
                 raise NotFound("installation", installation_id)
-            changed, event = update(_installation_from(row))
+            current = _installation_from(row)
+            changed, event = update(current)
+            if changed == current and event is None:
+                return current, None  # nothing changed: nothing written, nothing logged
             conn.execute(
                 "UPDATE installations SET pin = ?, policy = ? WHERE id = ?",
                 (changed.pin, changed.policy, installation_id),
