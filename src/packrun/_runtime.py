@@ -303,7 +303,14 @@ class Runtime:
             for iid in sorted(installations):
                 await self._refresh_one(f"installation {iid}", self._reload_installation(iid))
             for iid in sorted({c.key for c in changes if c.kind == "usage"}):
-                self._usage[iid] = await self._store.workflow_tools(iid)
+                stored = await self._store.workflow_tools(iid)
+                known = self._usage.get(iid, WorkflowTools({}, {}))
+                # Observed tools only grow; this runtime's own run ends may not be written yet.
+                observed = {
+                    w: stored.observed.get(w, frozenset()) | known.observed.get(w, frozenset())
+                    for w in set(stored.observed) | set(known.observed)
+                }
+                self._usage[iid] = WorkflowTools(stored.declared, observed)
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
         # Outside the lock (a move takes it): any runtime that learns of a new version, or of a
@@ -411,8 +418,12 @@ class Runtime:
             )
 
         entry = await self._write_row(self._store.publish(prepared, decide))
-        # Catch up first: installations made elsewhere meanwhile must count too.
-        await self.refresh()
+        # Catch up first: installations made elsewhere meanwhile must count too. The publish has
+        # committed: a failed catch-up is a warning, and policies apply to what is known.
+        try:
+            await self.refresh()
+        except PackrunError as exc:
+            self._warn(f"could not refresh from {self.url} after a publish: {exc}")
         await self._apply_policies(self._resolver.auto_installations_of(entry.pack_id))
         return entry
 
@@ -974,11 +985,12 @@ class Runtime:
                 "list of tool ids", tools, ["a list of tool ids, such as ['list_contacts']"]
             )
         tools = list(tools)
-        await self._store.declare_workflow(installation_id, workflow_id, tools)
-        usage = self._usage.get(installation_id, WorkflowTools({}, {}))
-        self._usage[installation_id] = WorkflowTools(
-            {**usage.declared, workflow_id: frozenset(tools)}, usage.observed
-        )
+        async with self._lock:  # a refresh must not read the store between the write and this
+            await self._store.declare_workflow(installation_id, workflow_id, tools)
+            usage = self._usage.get(installation_id, WorkflowTools({}, {}))
+            self._usage[installation_id] = WorkflowTools(
+                {**usage.declared, workflow_id: frozenset(tools)}, usage.observed
+            )
 
     async def update(
         self,
