@@ -13,14 +13,7 @@ about how long something took.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +22,7 @@ from typing import Any, TypeAlias
 import anyio
 import pytest
 from _runs_worker import PACK, probe_bundle
+from _worker_process import WorkerProcess
 
 import packrun
 from packrun import DrainTimeout, Runtime
@@ -37,107 +31,16 @@ WORKER = Path(__file__).resolve().with_name("_runs_worker.py")
 TIMEOUT = 30.0
 """The bound on every wait for a worker: generous, it only turns a hang into a failure."""
 
-Event: TypeAlias = dict[str, Any]
-
 
 def url(db: Path) -> str:
     return f"sqlite:///{db}"
 
 
-class Worker:
-    """One worker process, its stdout read line by line (JSON) by a thread, stderr to a file."""
+class Worker(WorkerProcess):
+    """A worker process running this module's worker script."""
 
-    def __init__(self, spec: dict[str, Any], directory: Path, name: str) -> None:
-        self.name = name
-        self.spec = spec
-        self.events: queue.Queue[Event] = queue.Queue()
-        self.history: list[Event] = []
-        self.stderr_path = directory / f"{name}.stderr"
-        env = {k: v for k, v in os.environ.items() if k != "PACKRUN_STORE"}
-        env["PYTHONUNBUFFERED"] = "1"
-        with self.stderr_path.open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), json.dumps(spec)],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=directory,
-                env=env,
-            )
-        self._reader = threading.Thread(target=self._read, name=f"{name}-stdout", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            if not line:
-                continue
-            try:
-                event: Event = json.loads(line)
-            except ValueError:
-                event = {"raw": line}
-            self.events.put(event)
-        self.events.put({"eof": True})
-
-    def describe(self) -> str:
-        """Everything the worker said so far, for an assertion message."""
-        try:
-            stderr = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            stderr = ""
-        return (
-            f"worker {self.name} (spec {self.spec}, exit code {self.proc.poll()}):\n"
-            f"stdout: {self.history}\nstderr: {stderr[-4000:]}"
-        )
-
-    def next(self, timeout: float = TIMEOUT) -> Event:
-        try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output within {timeout} s from {self.describe()}") from None
-        self.history.append(event)
-        return event
-
-    def wait_event(self, name: str, timeout: float = TIMEOUT, **match: Any) -> Event:
-        """Skip lines until the event ``name`` (with the given fields) arrives; a final line or
-        the end of the output first fails the test."""
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.next(max(0.0, deadline - time.monotonic()))
-            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
-                return event
-            if "event" not in event:
-                raise AssertionError(f"expected the event {name!r} {match}; {self.describe()}")
-
-    def result(self, timeout: float = TIMEOUT) -> Event:
-        """The worker's final line, after it exited with 0; anything else fails the test."""
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"did not exit within {timeout} s: {self.describe()}") from None
-        self._reader.join(timeout=TIMEOUT)
-        while "eof" not in self.next():
-            pass
-        finals = [e for e in self.history if "outcome" in e]
-        assert code == 0, self.describe()
-        assert len(finals) == 1, self.describe()
-        assert finals[0]["outcome"] == "done", self.describe()
-        return finals[0]
-
-    def kill(self) -> None:
-        """SIGKILL the worker and reap it."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(timeout=TIMEOUT)
-        finally:
-            self._reader.join(timeout=TIMEOUT)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+    script = WORKER
+    timeout = TIMEOUT
 
 
 Spawn: TypeAlias = Callable[[dict[str, Any]], Worker]
