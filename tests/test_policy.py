@@ -126,18 +126,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory:"
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'shared.db'}"
-
-
 @pytest.fixture
 async def rt(store_url: str) -> AsyncIterator[Runtime]:
     async with packrun.open_runtime(store_url) as runtime:
@@ -329,9 +317,9 @@ async def test_retired_versions_are_not_policy_targets(rt: Runtime) -> None:
 
 
 async def test_a_policy_move_is_seen_by_another_runtime_and_recorded_once(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(sqlite_url) as a, packrun.open_runtime(sqlite_url) as b:
+    async with packrun.open_runtime(shared_url) as a, packrun.open_runtime(shared_url) as b:
         await publish(a, "1.0.0")
         await a.install("p", "acme", policy="auto_patch")
         assert await eventually(lambda: "p" in {i.id for i in b.installations()}, b.refresh, 5)
@@ -347,7 +335,7 @@ async def test_a_policy_move_is_seen_by_another_runtime_and_recorded_once(
                 ("policy", "policy:auto_patch", "1.0.0", "1.0.1"),
             ]
         )
-    async with packrun.open_runtime(sqlite_url) as c:  # and it is durable
+    async with packrun.open_runtime(shared_url) as c:  # and it is durable
         assert c.resolve("p").version == "1.0.1"
         assert moves(c, "p")[-1] == ("policy", "policy:auto_patch", "1.0.0", "1.0.1")
 
@@ -380,13 +368,13 @@ async def test_a_policy_move_never_undoes_a_concurrent_manual_update(rt: Runtime
 
 
 async def test_a_stale_runtime_does_not_undo_another_runtimes_update_by_policy(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
     """A runtime that has not refreshed yet publishes a patch: its policy step must not move an
     installation that another runtime has just updated to a major back down to the patch."""
     async with (
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as a,
-        packrun.open_runtime(sqlite_url) as b,
+        packrun.open_runtime(shared_url, refresh_interval=0) as a,
+        packrun.open_runtime(shared_url) as b,
     ):
         await publish(a, "1.0.0", "2.0.0")
         await a.install("crm", "acme", pin="1.0.0", policy="auto_patch")
@@ -652,9 +640,9 @@ async def test_review_str_is_readable(rt: Runtime) -> None:
 
 
 async def test_review_sees_workflows_and_runs_of_another_runtime_on_the_same_file(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(sqlite_url) as a, packrun.open_runtime(sqlite_url) as b:
+    async with packrun.open_runtime(shared_url) as a, packrun.open_runtime(shared_url) as b:
         await publish(a, "1.1.0", "1.2.0")
         await a.install("crm", "acme", pin="1.1.0")
         await b.refresh()
@@ -670,15 +658,15 @@ async def test_review_sees_workflows_and_runs_of_another_runtime_on_the_same_fil
         async with held(b, ("crm", "b-open")):
             await a.refresh()
             assert a.review_update("crm").runs_in_flight == ("b-open",)
-    async with packrun.open_runtime(sqlite_url) as c:  # observed usage is durable
+    async with packrun.open_runtime(shared_url) as c:  # observed usage is durable
         assert [w.workflow_id for w in c.review_update("crm").affected_workflows] == ["wf-remote"]
 
 
 async def test_review_does_not_list_runs_of_other_installations_in_another_runtime(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
     """``runs_in_flight`` is the installation's runs, wherever they run (here: in runtime b)."""
-    async with packrun.open_runtime(sqlite_url) as a, packrun.open_runtime(sqlite_url) as b:
+    async with packrun.open_runtime(shared_url) as a, packrun.open_runtime(shared_url) as b:
         await publish(a, "1.1.0", "1.2.0")
         await a.install("crm", "acme", pin="1.1.0")
         await a.install("neighbour", "acme", pin="1.1.0")
@@ -883,9 +871,9 @@ async def test_rollback_without_a_drain_timeout_does_not_wait(rt: Runtime) -> No
 
 
 async def test_rollback_waits_for_the_installations_runs_in_another_runtime(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(sqlite_url) as a, packrun.open_runtime(sqlite_url) as b:
+    async with packrun.open_runtime(shared_url) as a, packrun.open_runtime(shared_url) as b:
         await publish(a, "1.0.0", "1.1.0")
         await a.install("crm", "acme", pin="1.1.0")
         await b.refresh()

@@ -167,18 +167,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory:"
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'shared.db'}"
-
-
 @pytest.fixture
 async def rt(store_url: str) -> AsyncIterator[Runtime]:
     async with packrun.open_runtime(store_url) as runtime:
@@ -504,14 +492,14 @@ async def test_an_unknown_installation_is_not_found_and_starts_nothing(rt: Runti
 
 
 async def test_a_generation_1_installation_cannot_start_a_run_in_a_generation_2_runtime(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(sqlite_url) as default:
+    async with packrun.open_runtime(shared_url) as default:
         await default.publish(dist("legacy-crm", "1.0.0"))
         await default.install("legacy", "legacy-crm")
         await default.call("legacy", "list_accounts", auth=packrun.Auth.basic("u", "p"))
 
-    async with packrun.open_runtime(sqlite_url, generations={2}) as rt:
+    async with packrun.open_runtime(shared_url, generations={2}) as rt:
         # the catalog and the installation still load and resolve ...
         assert [str(e.version) for e in rt.versions("legacy-crm")] == ["1.0.0"]
         assert [i.id for i in rt.installations()] == ["legacy"]
@@ -544,7 +532,7 @@ async def test_a_generation_1_installation_cannot_start_a_run_in_a_generation_2_
         assert rt.stats().runs_in_flight == 0
         assert rt.version_status("legacy-crm", "1.0.0") == "active"  # still pinned
 
-    async with packrun.open_runtime(sqlite_url) as later:
+    async with packrun.open_runtime(shared_url) as later:
         await later.wait_drained("legacy-crm", "1.0.0", timeout=5)
         assert later.in_flight("legacy-crm", "1.0.0") == 0
 
@@ -579,9 +567,9 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_the_same_ru
 
 
 async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_runtime(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(sqlite_url) as first:
+    async with packrun.open_runtime(shared_url) as first:
         digests = await setup_probe(first, "1.0.0", "2.0.0")
         async with first.run("inst", run_id="r-1") as run:
             assert (await run.call("whoami"))["marker"] == "m1.0.0"
@@ -589,7 +577,7 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_run
         await first.set_immutable_versions(False)
         await first.publish(probe("1.0.0", "m1.0.0-forced"), force=True)
 
-        async with packrun.open_runtime(sqlite_url) as second:  # a fresh process's view
+        async with packrun.open_runtime(shared_url) as second:  # a fresh process's view
             async with second.run("inst", run_id="r-1") as resumed:
                 assert resumed.resumed is True
                 assert (resumed.version, resumed.digest) == ("1.0.0", digests["1.0.0"])
@@ -601,12 +589,51 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_run
             assert_idle(second, ("1.0.0", "2.0.0"))
 
     async with (
-        packrun.open_runtime(sqlite_url) as third,  # and after every runtime closed
+        packrun.open_runtime(shared_url) as third,  # and after every runtime closed
         third.run("inst", run_id="r-1") as resumed,
     ):
         assert resumed.resumed is True
         assert resumed.digest == digests["1.0.0"]
         assert (await resumed.call("whoami_sync"))["marker"] == "m1.0.0"
+
+
+def execute_outside(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run one statement on the store behind packrun's back (SQLite file or PostgreSQL schema)."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(statement).fetchall()
+    import psycopg
+    from psycopg import sql
+
+    base, _, schema = url.rpartition("schema=")
+    with psycopg.connect(base.rstrip("?&"), autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        cursor = conn.execute(statement.encode())
+        return cursor.fetchall() if cursor.description else []
+
+
+async def test_run_ends_the_store_could_not_take_are_written_once_it_can(
+    shared_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="packrun")
+    async with packrun.open_runtime(shared_url, refresh_interval=0) as rt:
+        await setup_probe(rt, "1.0.0")
+        async with rt.run("inst", run_id="r-1", workflow_id="wf") as run:
+            await run.call("whoami")
+            execute_outside(shared_url, "ALTER TABLE runs RENAME TO runs_away")  # the store fails
+        with anyio.fail_after(10):
+            while "could not record the end of 1 run(s)" not in caplog.text:
+                await anyio.sleep(0.01)
+        execute_outside(shared_url, "ALTER TABLE runs_away RENAME TO runs")  # and is back
+        with anyio.fail_after(10):
+            while execute_outside(shared_url, "SELECT ended_at FROM runs") == [(None,)]:
+                await anyio.sleep(0.05)
+        assert_idle(rt)
+    rows = execute_outside(shared_url, "SELECT run_id, calls FROM runs")
+    assert rows == [("r-1", '["whoami"]')]
+    async with packrun.open_runtime(shared_url) as later:  # and a later runtime sees it ended
+        await later.refresh()
+        assert later.in_flight(PACK, "1.0.0") == 0
 
 
 # --- 5. accounting ---------------------------------------------------------------------------
@@ -1162,11 +1189,11 @@ async def test_closing_a_runtime_with_runs_open__releases_their_counts(store_url
 
 
 async def test_a_run_id_reopened_right_after_it_ended__stays_in_flight_for_others(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
     async with (
-        packrun.open_runtime(sqlite_url) as a,
-        packrun.open_runtime(sqlite_url) as b,
+        packrun.open_runtime(shared_url) as a,
+        packrun.open_runtime(shared_url) as b,
     ):
         await setup_probe(a, "1.0.0")
         async with a.run("inst", run_id="r"):
@@ -1179,10 +1206,10 @@ async def test_a_run_id_reopened_right_after_it_ended__stays_in_flight_for_other
             assert b.runs_in_flight(PACK, "1.0.0") == ["r"]
 
 
-async def test_a_run_id_held_live_by_another_runtime__is_not_taken_over(sqlite_url: str) -> None:
+async def test_a_run_id_held_live_by_another_runtime__is_not_taken_over(shared_url: str) -> None:
     async with (
-        packrun.open_runtime(sqlite_url) as a,
-        packrun.open_runtime(sqlite_url) as b,
+        packrun.open_runtime(shared_url) as a,
+        packrun.open_runtime(shared_url) as b,
     ):
         await setup_probe(a, "1.0.0")
         await b.refresh()
@@ -1206,11 +1233,15 @@ async def test_leases__are_renewed_for_runs_in_flight_only(store_url: str) -> No
             "a", "inst", PACK, "1.0.0", "sha256:x", 2, "vendor", None, packrun._runtime._now()
         )
         await store.start_runs(
-            [record, dataclasses.replace(record, run_id="b")], "me", now, now + 1
+            [record, dataclasses.replace(record, run_id="b")], "me", now, now + 60
         )
-        await store.renew_leases("me", ["a"], now + 100)
+        await store.renew_leases("me", ["a"], now + 600)
         leases = {r.record.run_id: r.lease_until for r in await store.live_runs(now)}
-        assert leases == {"a": now + 100, "b": now + 1}
+        # "a" renewed to ten minutes, "b" left at one. PostgreSQL measures leases on its own
+        # clock (the lengths are ours): here the same machine's, give or take the calls between.
+        assert set(leases) == {"a", "b"}
+        assert leases["a"] == pytest.approx(now + 600, abs=30)
+        assert leases["b"] == pytest.approx(now + 60, abs=30)
         await store.end_runs([("a", frozenset())], "someone-else", packrun._runtime._now())
         assert {r.record.run_id for r in await store.live_runs(now)} == {"a", "b"}
         await store.end_runs([("a", frozenset())], "me", packrun._runtime._now())

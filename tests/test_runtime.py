@@ -1,9 +1,11 @@
 """The runtime through its public surface: publish rules, installs and pins, history, the resolver,
-two runtimes sharing one SQLite file, and opening stores.
+two runtimes sharing one store, and opening stores.
 
-Every behaviour that does not need a second runtime runs on both stores (``memory:`` and a SQLite
-file); the sample packs in ``bundles/`` are the artifacts, and variants of them (other code, other
-versions) are built in memory with ``bundle_bytes``.
+Every behaviour that does not need a second runtime runs on all three stores (``memory:``, a SQLite
+file and a PostgreSQL schema, the last when a server is configured: see ``conftest.py``); those of
+two runtimes sharing a store run on SQLite and PostgreSQL. The sample packs in ``bundles/`` are
+the artifacts, and variants of them (other code, other versions) are built in memory with
+``bundle_bytes``.
 """
 
 from __future__ import annotations
@@ -72,18 +74,6 @@ def summary(rt: Runtime, pack: str) -> list[tuple[str, str, str | None, str]]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory:"
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'shared.db'}"
 
 
 @pytest.fixture
@@ -410,12 +400,12 @@ async def test_an_unknown_policy_is_an_invalid_argument(rt: Runtime) -> None:
 
 
 async def test_installing_a_version_outside_the_runtime_generations_is_refused(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(sqlite_url) as default:
+    async with packrun.open_runtime(shared_url) as default:
         await default.publish(dist("legacy-crm", "1.0.0"))
         await default.publish(dist("legacy-crm", "1.1.0"))
-    async with packrun.open_runtime(sqlite_url, generations={2}) as restricted:
+    async with packrun.open_runtime(shared_url, generations={2}) as restricted:
         assert [str(e.version) for e in restricted.versions("legacy-crm")] == ["1.0.0", "1.1.0"]
         for pin in (None, "latest", "1.0.0"):
             with pytest.raises(IntegrationContractIncompatible) as refused:
@@ -649,11 +639,11 @@ async def test_process_flows_track_the_latest_live_version(rt: Runtime) -> None:
 
 
 async def test_a_second_runtime_sees_publishes_and_pin_changes_after_refresh(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
     async with (
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as a,
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as b,
+        packrun.open_runtime(shared_url, refresh_interval=0) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0) as b,
     ):
         await a.publish(dist("acme", "1.0.0"))
         await a.install("shared", "acme", pin="latest")
@@ -679,10 +669,10 @@ async def test_a_second_runtime_sees_publishes_and_pin_changes_after_refresh(
         assert b.settings.immutable_versions is False
 
 
-async def test_a_second_runtime_catches_up_on_its_own(sqlite_url: str) -> None:
+async def test_a_second_runtime_catches_up_on_its_own(shared_url: str) -> None:
     async with (
-        packrun.open_runtime(sqlite_url) as a,
-        packrun.open_runtime(sqlite_url, refresh_interval=0.05) as b,
+        packrun.open_runtime(shared_url) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0.05) as b,
     ):
         await a.publish(dist("acme", "1.0.0"))
         await a.install("shared", "acme", pin="latest")
@@ -706,10 +696,10 @@ async def test_a_second_runtime_catches_up_on_its_own(sqlite_url: str) -> None:
         await wait_for("1.0.0", "1.0.0")
 
 
-async def test_a_stale_runtime_publishes_under_the_store_settings(sqlite_url: str) -> None:
+async def test_a_stale_runtime_publishes_under_the_store_settings(shared_url: str) -> None:
     async with (
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as a,
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as b,
+        packrun.open_runtime(shared_url, refresh_interval=0) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0) as b,
     ):
         await a.publish(dist("acme", "1.2.0"))
         await a.set_immutable_versions(False)
@@ -726,11 +716,11 @@ async def test_a_stale_runtime_publishes_under_the_store_settings(sqlite_url: st
 
 
 async def test_two_runtimes_publishing_one_version_have_exactly_one_winner(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
     async with (
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as a,
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as b,
+        packrun.open_runtime(shared_url, refresh_interval=0) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0) as b,
     ):
         outcomes: list[str] = []
 
@@ -754,8 +744,8 @@ async def test_two_runtimes_publishing_one_version_have_exactly_one_winner(
         assert summary(a, "acme") == summary(b, "acme") == [("1.0.0", "vendor", winners[0], "live")]
 
 
-async def test_the_state_survives_closing_and_reopening_the_runtime(sqlite_url: str) -> None:
-    async with packrun.open_runtime(sqlite_url) as rt:
+async def test_the_state_survives_closing_and_reopening_the_runtime(shared_url: str) -> None:
+    async with packrun.open_runtime(shared_url) as rt:
         await rt.publish(dist("acme", "1.0.0"))
         await rt.publish(dist("acme", "1.1.0"))
         await rt.publish(dist("acme", "1.1.1"), channel="custom")
@@ -773,7 +763,7 @@ async def test_the_state_survives_closing_and_reopening_the_runtime(sqlite_url: 
             "resolve": {i.id: rt.resolve(i.id) for i in rt.installations()},
             "flows": rt.process_flows("helpdesk"),
         }
-    async with packrun.open_runtime(sqlite_url) as rt:
+    async with packrun.open_runtime(shared_url) as rt:
         assert rt.versions("acme") == before["acme"]
         assert rt.versions("helpdesk") == before["helpdesk"]
         assert rt.installations() == before["installations"]
@@ -916,11 +906,11 @@ async def test_set_pin_and_set_policy_at_once__neither_is_lost(store_url: str) -
 
 
 async def test_a_stale_runtime_changing_the_policy__does_not_move_the_pin_back(
-    sqlite_url: str,
+    shared_url: str,
 ) -> None:
     async with (
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as a,
-        packrun.open_runtime(sqlite_url, refresh_interval=0) as b,
+        packrun.open_runtime(shared_url, refresh_interval=0) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0) as b,
     ):
         for version in ("1.0.0", "1.1.0"):
             await a.publish(dist("acme", version))
@@ -987,6 +977,22 @@ async def test_install__an_unusable_installation_id__is_invalid_argument(
         with pytest.raises(packrun.InvalidArgument, match="installation id"):
             await rt.install(iid, "acme")
         assert rt.installations() == []
+
+
+@pytest.mark.parametrize("actor", ["", "a" * 201, "nul\x00", "line\nbreak", 7])
+async def test_an_actor_that_cannot_be_recorded_is_invalid_argument_on_every_store(
+    store_url: str, actor: object
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        with pytest.raises(packrun.InvalidArgument, match="not a valid actor"):
+            await rt.install("i", "acme", actor=actor)  # type: ignore[arg-type]
+        await rt.install("i", "acme", actor="Jane Doe <jane@example.com>")
+        with pytest.raises(packrun.InvalidArgument, match="not a valid actor"):
+            await rt.set_pin("i", "1.0.0", actor=actor)  # type: ignore[arg-type]
+        assert [(e.actor, e.origin) for e in rt.history("i")] == [
+            ("Jane Doe <jane@example.com>", "install")
+        ]
 
 
 async def test_validation__origin_and_settings_take_only_their_values(store_url: str) -> None:

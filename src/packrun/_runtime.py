@@ -99,6 +99,14 @@ def _check_timeout(what: str, value: object) -> None:
         raise InvalidArgument(what, value, ["None (no limit) or a number of seconds of 0 or more"])
 
 
+def _check_actor(value: object) -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 200 or not value.isprintable():
+        shown = value[:60] if isinstance(value, str) else value
+        raise InvalidArgument(
+            "actor", shown, ["1 to 200 printable characters (no control characters)"]
+        )
+
+
 def _check_id(what: str, value: object) -> None:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         shown = value[:60] if isinstance(value, str) else value
@@ -112,6 +120,7 @@ def _check_id(what: str, value: object) -> None:
 
 
 _END_BATCH_SECONDS = 0.005
+_END_RETRY_SECONDS = 1.0  # between attempts to write ends while the store is away
 _HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
 _NO_AUTH = Auth.none()
 
@@ -205,6 +214,8 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         await self._store.open()
         try:
+            if self.refresh_interval > 0:
+                await self._store.listen()  # before the load: a change made meanwhile is heard
             await self._load()
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
@@ -253,9 +264,11 @@ class Runtime:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await anyio.sleep(self.refresh_interval)
+            # Returns early when the store hears of a change (PostgreSQL's NOTIFY).
+            await self._store.wait_for_change(self.refresh_interval)
             try:
-                await self.refresh()
+                with anyio.CancelScope(shield=True):  # a close waits for it: no query cancelled
+                    await self.refresh()
             except Exception as exc:  # never let a refresh take the host's code down
                 self._warn(f"could not refresh from {self.url}: {exc}")
 
@@ -264,9 +277,10 @@ class Runtime:
             await anyio.sleep(self.lease_ttl / 3)
             if self._runs:
                 try:
-                    await self._store.renew_leases(
-                        self.owner, list(self._runs), time.time() + self.lease_ttl
-                    )
+                    with anyio.CancelScope(shield=True):
+                        await self._store.renew_leases(
+                            self.owner, list(self._runs), time.time() + self.lease_ttl
+                        )
                 except Exception as exc:
                     self._warn(f"could not renew run leases in {self.url}: {exc}")
 
@@ -709,17 +723,25 @@ class Runtime:
             await self._ends_ready.wait()
             await anyio.sleep(_END_BATCH_SECONDS)  # let the ends of a busy moment share a write
             self._ends_ready = anyio.Event()
-            await self._flush_ends()
+            if not await self._flush_ends():
+                await anyio.sleep(_END_RETRY_SECONDS)  # the store is away: try again later
+                self._ends_ready.set()
 
-    async def _flush_ends(self) -> None:
+    async def _flush_ends(self) -> bool:
+        """Write the pending ends; ``False`` when the store failed (they are pending again)."""
         if not self._pending_ends:
-            return
+            return True
         batch, self._pending_ends = list(self._pending_ends.items()), {}
         try:
             with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
                 await self._store.end_runs(batch, self.owner, _now())
-        except PackrunError as exc:  # the leases expire on their own
+        except PackrunError as exc:  # kept for the next attempt; meanwhile the leases run out
+            for run_id, calls in batch:
+                if run_id not in self._runs and run_id not in self._pending_ends:
+                    self._pending_ends[run_id] = calls  # unless reopened or ended again since
             self._warn(f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}")
+            return False
+        return True
 
     def in_flight(self, pack_id: str, version: str) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
@@ -811,6 +833,7 @@ class Runtime:
         ``latest-custom`` or an exact version (which may be a pre-release or retired).
         """
         _check_id("installation id", installation_id)
+        _check_actor(actor)
         self._resolver.rows(pack_id)  # not_found naming the known packs
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
@@ -847,6 +870,7 @@ class Runtime:
         """
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
+        _check_actor(actor)
         current = self._resolver.installation(installation_id)
         pin = normalize_pin(pin)
         row = self._target(installation_id, current.pack_id, pin, current.allow_prerelease)

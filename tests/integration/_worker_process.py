@@ -14,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
-__all__ = ["Event", "WorkerProcess"]
+__all__ = ["Event", "WorkerProcess", "spawning"]
 
 Event: TypeAlias = dict[str, Any]
+_W = TypeVar("_W", bound="WorkerProcess")
 
 
 class WorkerProcess:
@@ -137,3 +140,21 @@ class WorkerProcess:
             self._reader.join(timeout=self.timeout)
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
+
+
+@contextmanager
+def spawning(kind: type[_W], directory: Path) -> Iterator[Callable[[dict[str, Any]], _W]]:
+    """Start workers of ``kind`` in ``directory``; each still running at the end is killed and
+    reaped (a test's ``spawn`` fixture)."""
+    started: list[_W] = []
+
+    def start(spec: dict[str, Any]) -> _W:
+        worker = kind(spec, directory, f"worker{len(started)}")
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.close()

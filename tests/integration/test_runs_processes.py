@@ -22,7 +22,7 @@ from typing import Any, TypeAlias
 import anyio
 import pytest
 from _runs_worker import PACK, probe_bundle
-from _worker_process import WorkerProcess
+from _worker_process import WorkerProcess, spawning
 
 import packrun
 from packrun import DrainTimeout, Runtime
@@ -49,18 +49,8 @@ Spawn: TypeAlias = Callable[[dict[str, Any]], Worker]
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """Start workers; every one still running at the end of the test is killed and reaped."""
-    started: list[Worker] = []
-
-    def start(spec: dict[str, Any]) -> Worker:
-        worker = Worker(spec, tmp_path, f"worker{len(started)}")
-        started.append(worker)
-        return worker
-
-    try:
+    with spawning(Worker, tmp_path) as start:
         yield start
-    finally:
-        for worker in started:
-            worker.close()
 
 
 @pytest.fixture

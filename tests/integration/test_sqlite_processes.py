@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from _sqlite_mp_worker import make_bundle
-from _worker_process import Event, WorkerProcess
+from _worker_process import Event, WorkerProcess, spawning
 
 import packrun
 
@@ -61,18 +61,8 @@ Spawn: TypeAlias = Callable[[dict[str, Any]], Worker]
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """Start workers; every one still running at the end of the test is killed and reaped."""
-    started: list[Worker] = []
-
-    def start(spec: dict[str, Any]) -> Worker:
-        worker = Worker(spec, tmp_path, f"worker{len(started)}")
-        started.append(worker)
-        return worker
-
-    try:
+    with spawning(Worker, tmp_path) as start:
         yield start
-    finally:
-        for worker in started:
-            worker.close()
 
 
 # --- reading the store file directly ----------------------------------------------------------

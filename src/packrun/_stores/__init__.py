@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
+import anyio
+
 from packrun._catalog import CatalogEntry, Prepared
 from packrun.errors import StoreError
 
@@ -58,7 +60,7 @@ store's transaction."""
 Update: TypeAlias = Callable[["Installation"], "tuple[Installation, PinEvent | None]"]
 """An installation change, computed from the row as it is inside the store's transaction."""
 
-SCHEMES: Final = ("memory", "sqlite")
+SCHEMES: Final = ("memory", "sqlite", "postgresql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,8 @@ class LiveRun:
     record: RunRecord
     owner: str
     lease_until: float
-    """Wall-clock seconds (``time.time()``) until which the owner vouches for the run."""
+    """Wall-clock seconds (``time.time()``; on PostgreSQL, the server's clock) until which the
+    owner vouches for the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +176,19 @@ class StoreState:
 
 
 class Store(ABC):
-    """The one store interface. Implementations: ``memory:`` and ``sqlite:///path``.
+    """The one store interface. Implementations: ``memory:``, ``sqlite:///path`` and
+    ``postgresql://…``.
 
-    What an implementation must guarantee (and what a new one, such as PostgreSQL, must provide):
+    What an implementation must guarantee:
 
     * ``publish`` and ``update_installation`` run their callback inside the write transaction,
       against rows that no concurrent writer can change before the commit: SQLite gets this from
-      ``BEGIN IMMEDIATE``; a server database needs a lock per pack (``SELECT … FOR UPDATE`` or an
-      advisory lock), or two versions of one line could both pass the publish rule.
+      ``BEGIN IMMEDIATE``; PostgreSQL from an advisory lock per schema, taken first in every
+      transaction that logs a change. Without it, two versions of one line could both pass the
+      publish rule.
     * Change-log sequence numbers become visible in increasing order, so a reader that has seen
-      ``n`` never misses a line below ``n`` later. A server database whose sequence values can
-      commit out of order must serialise log inserts (or use a commit-ordered cursor).
+      ``n`` never misses a line below ``n`` later. PostgreSQL's sequence values can commit out of
+      order, so its log inserts are serialised by that same lock.
     """
 
     url: str
@@ -282,6 +287,18 @@ class Store(ABC):
     async def live_runs(self, now: float) -> list[LiveRun]:
         """Every run not ended whose lease has not expired at ``now``."""
 
+    async def listen(self) -> None:
+        """Start hearing of other runtimes' changes, for stores that can (a no-op otherwise)."""
+        return
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when another runtime may have written, or after ``timeout`` seconds at most.
+
+        Stores that can be told of changes (PostgreSQL's ``NOTIFY``) return early; the others
+        wait the whole time, and the runtime reads the change log then.
+        """
+        await anyio.sleep(timeout)
+
     @abstractmethod
     async def artifact(self, digest: str) -> bytes:
         """The bytes of an artifact; ``not_found`` when the store has none with that digest."""
@@ -293,7 +310,8 @@ def default_url() -> str:
 
 
 def open_store(url: str) -> Store:
-    """The store for ``url``: ``memory:`` or ``sqlite:///path/to/state.db``.
+    """The store for ``url``: ``memory:``, ``sqlite:///path/to/state.db`` or
+    ``postgresql://user:password@host/db?schema=packrun`` (with the ``postgres`` extra).
 
     An unknown scheme is a ``store_error`` that lists the valid ones.
     """
@@ -302,11 +320,15 @@ def open_store(url: str) -> Store:
         from packrun._stores._memory import MemoryStore
 
         return MemoryStore(url)
+    if scheme in ("postgresql", "postgres") and rest.startswith("//"):
+        from packrun._stores._postgres import PostgresStore
+
+        return PostgresStore(url)
     if scheme == "sqlite" and rest.startswith("///") and len(rest) > 3 and "?" not in rest:
         from packrun._stores._sqlite import SQLiteStore
 
         return SQLiteStore(url, Path(rest[3:]))
     raise StoreError(
-        f"cannot open store {url!r}: expected memory: or sqlite:///path/to/state.db "
-        f"(valid schemes: {', '.join(SCHEMES)}; no query parameters)"
+        f"cannot open store {url!r}: expected memory:, sqlite:///path/to/state.db (no query "
+        f"parameters) or postgresql://host/db (valid schemes: {', '.join(SCHEMES)})"
     )

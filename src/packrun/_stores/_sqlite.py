@@ -19,14 +19,11 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 import anyio.to_thread
-import msgspec
 
-from packrun._catalog import CatalogEntry, ContentEntry, Prepared
-from packrun._manifest import decode_manifest, encode_manifest
+from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
     Change,
     Decide,
@@ -42,7 +39,17 @@ from packrun._stores import (
     Update,
     WorkflowTools,
 )
-from packrun._versions import Version
+from packrun._stores._rows import (
+    CATALOG_COLUMNS,
+    EVENT_COLUMNS,
+    INSTALLATION_COLUMNS,
+    RUN_COLUMNS,
+    entry_from,
+    entry_row,
+    event_from,
+    installation_from,
+    run_from,
+)
 from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
@@ -127,105 +134,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-class _EntryRecord(msgspec.Struct, frozen=True):
-    kind: str
-    id: str
-    version: str
-    name: str = ""
-    spec: dict[str, Any] = {}
-
-
-_ENTRIES = msgspec.json.Encoder()
-_ENTRIES_DECODER = msgspec.json.Decoder(list[_EntryRecord])
-_CATALOG_COLUMNS: Final = (
-    "pack_id, version, channel, entries, manifest, digest, contract, published_at, state"
-)
-
-
-def _entry_row(entry: CatalogEntry) -> tuple[Any, ...]:
-    entries = [
-        _EntryRecord(e.kind, e.id, str(e.version), e.name, dict(e.spec)) for e in entry.entries
-    ]
-    return (
-        entry.pack_id,
-        entry.version_key,
-        str(entry.version),
-        entry.channel,
-        _ENTRIES.encode(entries),
-        encode_manifest(entry.manifest) if entry.manifest is not None else None,
-        entry.digest,
-        entry.contract,
-        entry.published_at.isoformat(),
-        entry.state,
-    )
-
-
-def _entry_from(row: tuple[Any, ...]) -> CatalogEntry:
-    pack_id, version, channel, entries, manifest, digest, contract, published_at, state = row
-    return CatalogEntry(
-        pack_id=pack_id,
-        version=Version.parse(version),
-        channel=channel,
-        entries=tuple(
-            ContentEntry(r.kind, r.id, Version.parse(r.version), r.name, MappingProxyType(r.spec))  # type: ignore[arg-type]
-            for r in _ENTRIES_DECODER.decode(entries)
-        ),
-        manifest=decode_manifest(manifest, source=f"catalog row {pack_id} {version}")
-        if manifest is not None
-        else None,
-        digest=digest,
-        contract=contract,
-        published_at=datetime.fromisoformat(published_at),
-        state=state,
-    )
-
-
-def _installation_from(row: tuple[Any, ...]) -> Installation:
-    iid, pack_id, pin, policy, allow_prerelease, created_at = row
-    return Installation(
-        iid, pack_id, pin, policy, bool(allow_prerelease), datetime.fromisoformat(created_at)
-    )
-
-
-def _event_from(row: tuple[Any, ...]) -> PinEvent:
-    seq, iid, actor, origin, from_pin, to_pin, from_version, to_version, at = row
-    return PinEvent(
-        seq,
-        iid,
-        actor,
-        origin,
-        from_pin,
-        to_pin,
-        from_version,
-        to_version,
-        datetime.fromisoformat(at),
-    )
-
-
-_INSTALLATION_COLUMNS: Final = "id, pack_id, pin, policy, allow_prerelease, created_at"
-_RUN_COLUMNS: Final = (
-    "run_id, installation_id, pack_id, version, digest, contract, channel, workflow_id, started_at"
-)
-
-
-def _run_from(row: tuple[Any, ...]) -> RunRecord:
-    run_id, iid, pack_id, version, digest, contract, channel, workflow_id, started_at = row
-    return RunRecord(
-        run_id,
-        iid,
-        pack_id,
-        version,
-        digest,
-        contract,
-        channel,
-        workflow_id,
-        datetime.fromisoformat(started_at),
-    )
-
-
-_EVENT_COLUMNS: Final = (
-    "seq, installation_id, actor, origin, from_pin, to_pin, from_version, to_version, at"
-)
+_TEXT = datetime.isoformat  # times are stored as ISO 8601 text
+_TIME = datetime.fromisoformat
 
 
 class SQLiteStore(Store):
@@ -360,14 +270,17 @@ class SQLiteStore(Store):
             seq = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
             return StoreState(
                 self._settings_from(conn),
-                [_entry_from(r) for r in conn.execute(f"SELECT {_CATALOG_COLUMNS} FROM catalog")],
                 [
-                    _installation_from(r)
-                    for r in conn.execute(f"SELECT {_INSTALLATION_COLUMNS} FROM installations")
+                    entry_from(r, _TIME)
+                    for r in conn.execute(f"SELECT {CATALOG_COLUMNS} FROM catalog")
                 ],
                 [
-                    _event_from(r)
-                    for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM pin_events ORDER BY seq")
+                    installation_from(r, _TIME)
+                    for r in conn.execute(f"SELECT {INSTALLATION_COLUMNS} FROM installations")
+                ],
+                [
+                    event_from(r, _TIME)
+                    for r in conn.execute(f"SELECT {EVENT_COLUMNS} FROM pin_events ORDER BY seq")
                 ],
                 seq,
             )
@@ -398,22 +311,25 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _pack_rows(conn: sqlite3.Connection, pack_id: str) -> list[CatalogEntry]:
-        rows = conn.execute(f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE pack_id = ?", (pack_id,))
-        return [_entry_from(r) for r in rows]
+        rows = conn.execute(f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = ?", (pack_id,))
+        return [entry_from(r, _TIME) for r in rows]
 
     async def installation(
         self, installation_id: str
     ) -> tuple[Installation | None, list[PinEvent]]:
         def body(conn: sqlite3.Connection) -> tuple[Installation | None, list[PinEvent]]:
             row = conn.execute(
-                f"SELECT {_INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
+                f"SELECT {INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
                 (installation_id,),
             ).fetchone()
             events = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM pin_events WHERE installation_id = ? ORDER BY seq",
+                f"SELECT {EVENT_COLUMNS} FROM pin_events WHERE installation_id = ? ORDER BY seq",
                 (installation_id,),
             )
-            return (_installation_from(row) if row else None, [_event_from(e) for e in events])
+            return (
+                installation_from(row, _TIME) if row else None,
+                [event_from(e, _TIME) for e in events],
+            )
 
         return await self._call(lambda conn: self._read(conn, body))
 
@@ -427,7 +343,7 @@ class SQLiteStore(Store):
             started: list[StartedRun] = []
             for record in records:
                 inserted = conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}, owner, lease_until) "
+                    f"INSERT INTO runs ({RUN_COLUMNS}, owner, lease_until) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
                     (
                         record.run_id,
@@ -449,19 +365,19 @@ class SQLiteStore(Store):
                 # A run id seen before: reopen it with its original binding, unless another
                 # runtime holds it live.
                 row = conn.execute(
-                    f"SELECT {_RUN_COLUMNS}, ended_at, owner, lease_until FROM runs "
+                    f"SELECT {RUN_COLUMNS}, ended_at, owner, lease_until FROM runs "
                     "WHERE run_id = ?",
                     (record.run_id,),
                 ).fetchone()
                 ended_at, holder, until = row[9:]
                 if ended_at is None and holder != owner and until is not None and until > now:
-                    started.append((_run_from(row[:9]), True, holder))
+                    started.append((run_from(row[:9], _TIME), True, holder))
                     continue
                 conn.execute(
                     "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
                     (owner, lease_until, record.run_id),
                 )
-                started.append((_run_from(row[:9]), True, None))
+                started.append((run_from(row[:9], _TIME), True, None))
             return started
 
         return await self._call(lambda conn: self._write(conn, body))
@@ -545,11 +461,11 @@ class SQLiteStore(Store):
     async def live_runs(self, now: float) -> list[LiveRun]:
         def body(conn: sqlite3.Connection) -> list[LiveRun]:
             rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS}, owner, lease_until FROM runs "
+                f"SELECT {RUN_COLUMNS}, owner, lease_until FROM runs "
                 "WHERE ended_at IS NULL AND lease_until > ?",
                 (now,),
             )
-            return [LiveRun(_run_from(r[:9]), r[9], r[10]) for r in rows]
+            return [LiveRun(run_from(r[:9], _TIME), r[9], r[10]) for r in rows]
 
         return await self._call(body)
 
@@ -574,7 +490,7 @@ class SQLiteStore(Store):
                     "INSERT OR IGNORE INTO artifacts (digest, data) VALUES (?, ?)",
                     (entry.digest, prepared.artifact),
                 )
-            row = _entry_row(entry)
+            row = entry_row(entry, _TEXT)
             if action == "insert":
                 try:
                     conn.execute(
@@ -596,10 +512,10 @@ class SQLiteStore(Store):
                 )
             self._log(conn, "pack", entry.pack_id)
             stored = conn.execute(
-                f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
+                f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
                 (entry.pack_id, entry.version_key),
             ).fetchone()
-            return _entry_from(stored)
+            return entry_from(stored, _TIME)
 
         return await self._call(lambda conn: self._write(conn, body))
 
@@ -613,10 +529,10 @@ class SQLiteStore(Store):
                 raise NotFound("version", f"{pack_id} {version_key}")
             self._log(conn, "pack", pack_id)
             row = conn.execute(
-                f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
+                f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
                 (pack_id, version_key),
             ).fetchone()
-            return _entry_from(row)
+            return entry_from(row, _TIME)
 
         return await self._call(lambda conn: self._write(conn, body))
 
@@ -670,7 +586,7 @@ class SQLiteStore(Store):
             if row is not None:
                 raise InstallationExists(installation.id, row[0], row[1])
             conn.execute(
-                f"INSERT INTO installations ({_INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 self._installation_row(installation),
             )
             stored = self._insert_event(conn, event)
@@ -684,12 +600,12 @@ class SQLiteStore(Store):
     ) -> tuple[Installation, PinEvent | None]:
         def body(conn: sqlite3.Connection) -> tuple[Installation, PinEvent | None]:
             row = conn.execute(
-                f"SELECT {_INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
+                f"SELECT {INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
                 (installation_id,),
             ).fetchone()
             if row is None:
                 raise NotFound("installation", installation_id)
-            current = _installation_from(row)
+            current = installation_from(row, _TIME)
             changed, event = update(current)
             if changed == current and event is None:
                 return current, None  # nothing changed: nothing written, nothing logged

@@ -1,0 +1,823 @@
+"""The fleet store (``postgresql://…``): PostgreSQL through psycopg 3, shared by many processes.
+
+Install it with ``pip install packrun[postgres]``. The tables live in a schema of the user's
+choice (``?schema=name`` on the URL, ``packrun`` by default), created and migrated by packrun.
+
+Every write that other runtimes must learn of takes one transaction-level advisory lock per
+schema before it touches anything: writers of the catalog and of installations are serialised
+(so a publish decides against the rows as they are, and two processes publishing one version
+race to exactly one winner), and the change log's sequence numbers become visible in commit
+order (so a reader never skips a line). Run starts, ends and lease renewals do not take it (only
+an end that logs a workflow's observed tools does, after its updates); they take their rows in run
+id order and measure leases on the server's clock. Each logging transaction ends with ``NOTIFY``,
+which :meth:`PostgresStore.wait_for_change` hears on a connection of its own; the runtime's
+periodic read of the change log stays as the fallback when a notification is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from packrun._catalog import CatalogEntry, Prepared
+from packrun._stores import (
+    Change,
+    Decide,
+    Installation,
+    LiveRun,
+    PinEvent,
+    RunEnd,
+    RunRecord,
+    Settings,
+    StartedRun,
+    Store,
+    StoreState,
+    Update,
+    WorkflowTools,
+)
+from packrun._stores._pg_url import parse_url
+from packrun._stores._rows import (
+    CATALOG_COLUMNS,
+    EVENT_COLUMNS,
+    INSTALLATION_COLUMNS,
+    RUN_COLUMNS,
+    entry_from,
+    entry_row,
+    event_from,
+    installation_from,
+    run_from,
+)
+from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import AsyncConnectionPool
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
+
+_T = TypeVar("_T")
+_Conn = Any  # psycopg.AsyncConnection[tuple[Any, ...]]
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the same tables as the embedded store, in PostgreSQL's types.
+    """
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value BOOLEAN NOT NULL);
+    CREATE TABLE artifacts (digest TEXT PRIMARY KEY, data BYTEA NOT NULL);
+    CREATE TABLE catalog (
+        pack_id TEXT NOT NULL,
+        version_key TEXT NOT NULL,
+        version TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        entries BYTEA NOT NULL,
+        manifest BYTEA,
+        digest TEXT REFERENCES artifacts (digest),
+        contract INTEGER,
+        published_at TIMESTAMPTZ NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (pack_id, version_key)
+    );
+    CREATE TABLE installations (
+        id TEXT PRIMARY KEY,
+        pack_id TEXT NOT NULL,
+        pin TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        allow_prerelease BOOLEAN NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE pin_events (
+        seq BIGSERIAL PRIMARY KEY,
+        installation_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        from_pin TEXT,
+        to_pin TEXT NOT NULL,
+        from_version TEXT,
+        to_version TEXT,
+        at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX pin_events_by_installation ON pin_events (installation_id, seq);
+    CREATE TABLE changes (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        installation_id TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT,
+        contract INTEGER,
+        channel TEXT NOT NULL,
+        workflow_id TEXT,
+        started_at TIMESTAMPTZ NOT NULL,
+        ended_at TIMESTAMPTZ,
+        owner TEXT,
+        lease_until DOUBLE PRECISION,
+        calls TEXT
+    );
+    CREATE INDEX runs_in_flight ON runs (lease_until) WHERE ended_at IS NULL;
+    CREATE INDEX runs_by_installation ON runs (installation_id) WHERE workflow_id IS NOT NULL;
+    CREATE TABLE workflows (
+        installation_id TEXT NOT NULL,
+        workflow_id TEXT NOT NULL,
+        tools TEXT NOT NULL,
+        PRIMARY KEY (installation_id, workflow_id)
+    );
+    """,
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+CONNECT_TIMEOUT: Final = 10
+"""Seconds to wait for a new connection to the server."""
+POOL_TIMEOUT: Final = 10.0
+"""Seconds an operation waits for a pooled connection (the server down or every one busy)
+before it fails with ``store_error``."""
+IDLE_IN_TRANSACTION: Final = 30
+"""Seconds the server lets one of packrun's transactions sit idle before it ends the session."""
+RETRIES: Final = 3
+"""Attempts of a transaction the server aborted as a deadlock victim or a serialisation failure."""
+LISTEN_RETRY: Final = 1.0
+"""Seconds between attempts to open the listening connection again while the server is away."""
+LISTEN_SLICE: Final = 0.25
+"""Seconds of one shielded wait for a notification (what closing a runtime may wait)."""
+DEFAULT_POOL_SIZE: Final = 8
+"""The most connections a runtime's pool opens (``?pool_size=`` on the URL), besides the one it
+listens on."""
+_CONNECT_DEFAULTS: Final[dict[str, Any]] = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+"""A read transaction's first statement, when its reads must agree with each other."""
+_NOW: Final = "extract(epoch FROM clock_timestamp())::double precision"
+"""The server's clock, in seconds since the epoch: what leases are measured on."""
+_SCHEMA: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+class PostgresStore(Store):
+    """PostgreSQL, shared by every runtime of a fleet; one pool of connections per runtime."""
+
+    group_commit = True
+
+    def __init__(self, url: str) -> None:
+        self._url = parse_url(url)
+        self.url = self._url.shown  # what messages, logs and ``Runtime.url`` show
+        if psycopg is None:
+            raise StoreError(
+                f"cannot open the store {self.url}: the PostgreSQL store needs psycopg; "
+                "install packrun[postgres]"
+            )
+        self._conninfo, ours = self._url.conninfo, self._url.own
+        # Defaults for what the user did not set: a bounded connect, and keepalives so that a
+        # peer gone silent (a host cut off the network) is noticed within about a minute.
+        self._connect_options = {
+            k: v for k, v in _CONNECT_DEFAULTS.items() if k not in self._url.libpq
+        }
+        self.schema = ours.get("schema", "packrun")
+        if not _SCHEMA.fullmatch(self.schema):
+            raise StoreError(
+                f"cannot open the store {self.url}: schema {self.schema!r} is not a valid name; "
+                "expected a letter or _ then letters, digits or _ (ASCII, at most 40)"
+            )
+        size = ours.get("pool_size", str(DEFAULT_POOL_SIZE))
+        if not (size.isascii() and size.isdigit() and 1 <= int(size) <= 1000):
+            raise StoreError(
+                f"cannot open the store {self.url}: pool_size {size!r} is not a number of "
+                "connections; expected a whole number from 1 to 1000"
+            )
+        self._pool_size = int(size)
+        self._pool: AsyncConnectionPool | None = None
+        self._channel = f"packrun_changes_{self.schema}"
+        # One advisory lock per schema: writers that log changes take it in their transaction.
+        self._lock_key = zlib.crc32(self.schema.encode()) & 0x7FFFFFFF
+        self._listener: Any = None
+        self._next_listen = 0.0  # when the listening connection may be opened again
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _configure(self, conn: _Conn) -> None:
+        # UTC, as the other stores answer; and a transaction left open by a client that went
+        # silent (holding the schema's lock) is ended by the server instead of blocking writers.
+        await conn.execute(
+            sql.SQL(
+                "SET search_path TO {}; SET TIME ZONE 'UTC'; "
+                "SET idle_in_transaction_session_timeout = {}"
+            ).format(sql.Identifier(self.schema), sql.Literal(f"{IDLE_IN_TRANSACTION}s"))
+        )
+        await conn.commit()
+
+    def _reason(self, exc: BaseException) -> str:
+        """The first line of ``exc``'s message (libpq adds hints on the lines after it), with the
+        password masked wherever libpq quoted it."""
+        text = str(exc).strip()
+        return self._url.scrub(text.splitlines()[0] if text else type(exc).__name__)
+
+    def _safe(self, what: str) -> str:
+        return f"the store {self.url} failed to {what}"
+
+    async def _run(
+        self, what: str, body: Callable[[_Conn], Awaitable[_T]], *, logged: bool = False
+    ) -> _T:
+        if self._pool is None:
+            raise StoreError(f"the store {self.url} is closed")
+        try:
+            for attempt in range(1, RETRIES + 1):
+                try:
+                    async with self._pool.connection() as conn, conn.transaction():
+                        if logged:
+                            await conn.execute(
+                                "SELECT pg_advisory_xact_lock(%s)", (self._lock_key,)
+                            )
+                        result = await body(conn)
+                        if logged:
+                            await self._notify(conn)
+                        return result
+                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                    # Rolled back whole: every body is a function of what it reads, so it
+                    # can run again.
+                    if attempt == RETRIES:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except PackrunError:
+            raise
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"{self._safe(what)}: {self._reason(exc)}") from exc
+        except Exception as exc:  # the pool's own errors (a timeout waiting for a connection)
+            if type(exc).__module__.startswith("psycopg_pool"):
+                raise StoreError(f"{self._safe(what)}: {self._url.scrub(str(exc))}") from exc
+            raise
+
+    async def _notify(self, conn: _Conn) -> None:
+        await conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(self._channel)))
+
+    @staticmethod
+    async def _log(conn: _Conn, kind: str, key: str) -> None:
+        await conn.execute("INSERT INTO changes (kind, key) VALUES (%s, %s)", (kind, key))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        # One connection first: a server that is down, a wrong password or a missing database
+        # fails here at once, with the server's own words (a pool would retry for its timeout).
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_options)
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the store {self.url}: {self._reason(exc)}; expected a reachable "
+                "PostgreSQL server with that database and credentials"
+            ) from exc
+        try:
+            async with conn:
+                await self._configure(conn)
+                async with conn.transaction():
+                    await self._migrate(conn)
+        except PackrunError:
+            raise
+        except psycopg.errors.DuplicateTable as exc:
+            raise StoreError(
+                f"{self._safe('migrate its schema')}: schema {self.schema!r} holds tables packrun "
+                f"did not make ({self._reason(exc)}); expected a schema of packrun's own: name "
+                "another with ?schema="
+            ) from exc
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"{self._safe('migrate its schema')}: {self._reason(exc)}") from exc
+        pool = AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            configure=self._configure,
+            check=AsyncConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT,
+            kwargs=self._connect_options,
+        )
+        try:
+            await pool.open(wait=True, timeout=POOL_TIMEOUT)
+        except Exception as exc:
+            await pool.close()
+            raise StoreError(
+                f"cannot open the store {self.url}: {self._url.scrub(str(exc))}"
+            ) from exc
+        self._pool = pool
+
+    async def _migrate(self, conn: _Conn) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+        schema = sql.Identifier(self.schema)
+        exists = await (
+            await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
+        ).fetchone()
+        if exists is None:  # CREATE SCHEMA needs CREATE on the database, even IF NOT EXISTS
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS packrun_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = await (
+            await conn.execute("SELECT value FROM packrun_meta WHERE key = 'schema_version'")
+        ).fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.url} was written by a newer packrun (schema {version}; "
+                f"this packrun knows up to {SCHEMA_VERSION}): upgrade packrun to open it"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO packrun_meta (key, value) VALUES ('schema_version', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with anyio.CancelScope(shield=True):
+                await listener.close()
+        if pool is not None:
+            with anyio.CancelScope(shield=True):
+                await pool.close()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when another runtime has written (a ``NOTIFY``), or after ``timeout`` seconds.
+
+        The listening connection is its own. When it is lost (the server restarted, or the
+        connection was terminated), a new one is opened (at most once a second) and the call
+        returns as soon as it listens, so that the runtime reads the change log for whatever was
+        written in between.
+        """
+        deadline = anyio.current_time() + timeout
+        while (left := deadline - anyio.current_time()) > 0:
+            if self._listener is None or self._listener.closed:
+                if anyio.current_time() >= self._next_listen and await self._reconnect():
+                    return  # a change may have been missed meanwhile: read the log now
+                await anyio.sleep(min(left, LISTEN_SLICE))
+                continue
+            # In short shielded slices: a runtime that closes waits for the slice to end rather
+            # than cancel a query, which would cost psycopg the connection (and log it).
+            with anyio.CancelScope(shield=True):
+                heard = await self._hear(min(left, LISTEN_SLICE))
+            if heard:
+                return
+            await anyio.lowlevel.checkpoint()
+
+    async def listen(self) -> None:
+        await self._reconnect()  # when it fails, wait_for_change tries again
+
+    async def _reconnect(self) -> bool:
+        """Open the listening connection and ``LISTEN``; ``False`` when the server is away."""
+        self._next_listen = anyio.current_time() + LISTEN_RETRY
+        listener = None
+        try:
+            listener = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, **self._connect_options
+            )
+            await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except BaseException as exc:  # closed on a cancellation too: never left to the collector
+            if listener is not None:
+                with anyio.CancelScope(shield=True):
+                    await listener.close()
+            if isinstance(exc, (psycopg.Error, OSError)):
+                return False
+            raise
+        self._listener = listener
+        return True
+
+    async def _hear(self, timeout: float) -> bool:
+        """Whether a notification came within ``timeout``; a broken listener is dropped."""
+        try:
+            async with contextlib.aclosing(
+                self._listener.notifies(timeout=timeout, stop_after=1)
+            ) as notifies:
+                async for _ in notifies:
+                    return True
+            return False
+        except (psycopg.Error, OSError):
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                await listener.close()
+            return False
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def load(self) -> StoreState:
+        async def body(conn: _Conn) -> StoreState:
+            await conn.execute(_SNAPSHOT)
+            seq = (
+                await (await conn.execute("SELECT coalesce(max(seq), 0) FROM changes")).fetchone()
+            )[0]
+            entries = await (
+                await conn.execute(f"SELECT {CATALOG_COLUMNS} FROM catalog")
+            ).fetchall()
+            insts = await (
+                await conn.execute(f"SELECT {INSTALLATION_COLUMNS} FROM installations")
+            ).fetchall()
+            events = await (
+                await conn.execute(f"SELECT {EVENT_COLUMNS} FROM pin_events ORDER BY seq")
+            ).fetchall()
+            return StoreState(
+                await self._settings_from(conn),
+                [entry_from(r) for r in entries],
+                [installation_from(r) for r in insts],
+                [event_from(r) for r in events],
+                seq,
+            )
+
+        return await self._run("load", body)
+
+    @staticmethod
+    async def _settings_from(conn: _Conn) -> Settings:
+        rows = await (await conn.execute("SELECT name, value FROM settings")).fetchall()
+        values = dict(rows)
+        defaults = Settings()
+        return Settings(
+            bool(values.get("immutable_versions", defaults.immutable_versions)),
+            bool(values.get("strict_versions", defaults.strict_versions)),
+        )
+
+    async def changes(self, since: int) -> list[Change]:
+        async def body(conn: _Conn) -> list[Change]:
+            rows = await (
+                await conn.execute(
+                    "SELECT seq, kind, key FROM changes WHERE seq > %s ORDER BY seq", (since,)
+                )
+            ).fetchall()
+            return [Change(*row) for row in rows]
+
+        return await self._run("read its change log", body)
+
+    async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
+        return await self._run("read a pack", lambda conn: self._pack_rows(conn, pack_id))
+
+    @staticmethod
+    async def _pack_rows(conn: _Conn, pack_id: str) -> list[CatalogEntry]:
+        rows = await (
+            await conn.execute(
+                f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = %s", (pack_id,)
+            )
+        ).fetchall()
+        return [entry_from(r) for r in rows]
+
+    async def installation(
+        self, installation_id: str
+    ) -> tuple[Installation | None, list[PinEvent]]:
+        async def body(conn: _Conn) -> tuple[Installation | None, list[PinEvent]]:
+            await conn.execute(_SNAPSHOT)  # the row and its events as of one moment
+            row = await (
+                await conn.execute(
+                    f"SELECT {INSTALLATION_COLUMNS} FROM installations WHERE id = %s",
+                    (installation_id,),
+                )
+            ).fetchone()
+            events = await (
+                await conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM pin_events WHERE installation_id = %s "
+                    "ORDER BY seq",
+                    (installation_id,),
+                )
+            ).fetchall()
+            return (installation_from(row) if row else None, [event_from(e) for e in events])
+
+        return await self._run("read an installation", body)
+
+    async def settings(self) -> Settings:
+        return await self._run("read its settings", self._settings_from)
+
+    async def artifact(self, digest: str) -> bytes:
+        async def body(conn: _Conn) -> bytes:
+            row = await (
+                await conn.execute("SELECT data FROM artifacts WHERE digest = %s", (digest,))
+            ).fetchone()
+            if row is None:
+                raise NotFound("artifact", digest)
+            return bytes(row[0])
+
+        return await self._run("read an artifact", body)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
+        entry = prepared.entry
+
+        async def body(conn: _Conn) -> CatalogEntry:
+            rows = await self._pack_rows(conn, entry.pack_id)
+            action = decide(rows, await self._settings_from(conn))
+            if entry.digest is not None and prepared.artifact is not None:
+                await conn.execute(
+                    "INSERT INTO artifacts (digest, data) VALUES (%s, %s) "
+                    "ON CONFLICT (digest) DO NOTHING",
+                    (entry.digest, prepared.artifact),
+                )
+            row = entry_row(entry)
+            if action == "insert":
+                try:
+                    await conn.execute(
+                        "INSERT INTO catalog (pack_id, version_key, version, channel, entries, "
+                        "manifest, digest, contract, published_at, state) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        row,
+                    )
+                except psycopg.errors.UniqueViolation:
+                    raise VersionExists(
+                        entry.pack_id, str(entry.version), "published meanwhile"
+                    ) from None
+            else:  # an overwrite keeps the row's state: a retired row stays retired
+                await conn.execute(
+                    "UPDATE catalog SET version = %s, channel = %s, entries = %s, manifest = %s, "
+                    "digest = %s, contract = %s, published_at = %s "
+                    "WHERE pack_id = %s AND version_key = %s",
+                    (*row[2:9], row[0], row[1]),
+                )
+            await self._log(conn, "pack", entry.pack_id)
+            stored = await (
+                await conn.execute(
+                    f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = %s "
+                    "AND version_key = %s",
+                    (entry.pack_id, entry.version_key),
+                )
+            ).fetchone()
+            return entry_from(stored)
+
+        return await self._run("publish", body, logged=True)
+
+    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+        async def body(conn: _Conn) -> CatalogEntry:
+            row = await (
+                await conn.execute(
+                    f"UPDATE catalog SET state = 'retired' WHERE pack_id = %s AND version_key = %s "
+                    f"RETURNING {CATALOG_COLUMNS}",
+                    (pack_id, version_key),
+                )
+            ).fetchone()
+            if row is None:
+                raise NotFound("version", f"{pack_id} {version_key}")
+            await self._log(conn, "pack", pack_id)
+            return entry_from(row)
+
+        return await self._run("retire a version", body, logged=True)
+
+    async def set_setting(self, name: str, value: bool) -> Settings:
+        async def body(conn: _Conn) -> Settings:
+            await conn.execute(
+                "INSERT INTO settings (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+            await self._log(conn, "settings", name)
+            return await self._settings_from(conn)
+
+        return await self._run("change a setting", body, logged=True)
+
+    @staticmethod
+    async def _insert_event(conn: _Conn, event: PinEvent) -> PinEvent:
+        row = await (
+            await conn.execute(
+                "INSERT INTO pin_events (installation_id, actor, origin, from_pin, to_pin, "
+                "from_version, to_version, at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "RETURNING seq",
+                (
+                    event.installation_id,
+                    event.actor,
+                    event.origin,
+                    event.from_pin,
+                    event.to_pin,
+                    event.from_version,
+                    event.to_version,
+                    event.at,
+                ),
+            )
+        ).fetchone()
+        return dataclasses.replace(event, seq=row[0])
+
+    async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
+        async def body(conn: _Conn) -> PinEvent:
+            row = await (
+                await conn.execute(
+                    "SELECT pack_id, pin FROM installations WHERE id = %s", (installation.id,)
+                )
+            ).fetchone()
+            if row is not None:
+                raise InstallationExists(installation.id, row[0], row[1])
+            await conn.execute(
+                f"INSERT INTO installations ({INSTALLATION_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    installation.id,
+                    installation.pack_id,
+                    installation.pin,
+                    installation.policy,
+                    installation.allow_prerelease,
+                    installation.created_at,
+                ),
+            )
+            stored = await self._insert_event(conn, event)
+            await self._log(conn, "installation", installation.id)
+            return stored
+
+        return await self._run("create an installation", body, logged=True)
+
+    async def update_installation(
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
+        async def body(conn: _Conn) -> tuple[Installation, PinEvent | None]:
+            row = await (
+                await conn.execute(
+                    f"SELECT {INSTALLATION_COLUMNS} FROM installations WHERE id = %s FOR UPDATE",
+                    (installation_id,),
+                )
+            ).fetchone()
+            if row is None:
+                raise NotFound("installation", installation_id)
+            current = installation_from(row)
+            changed, event = update(current)
+            if changed == current and event is None:
+                return current, None  # nothing changed: nothing written, nothing logged
+            await conn.execute(
+                "UPDATE installations SET pin = %s, policy = %s WHERE id = %s",
+                (changed.pin, changed.policy, installation_id),
+            )
+            stored = await self._insert_event(conn, event) if event is not None else None
+            await self._log(conn, "installation", installation_id)
+            return changed, stored
+
+        return await self._run("update an installation", body, logged=True)
+
+    # Runs: leases are measured on the server's clock (``_NOW``), so the hosts of a fleet need
+    # not agree on the time; the runtime's own times only give the lease's length. Every batch
+    # takes its rows in run id order, so two runtimes writing the same runs cannot deadlock.
+
+    async def start_runs(
+        self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
+    ) -> list[StartedRun]:
+        ttl = lease_until - now
+
+        async def body(conn: _Conn) -> list[StartedRun]:
+            started: dict[int, StartedRun] = {}
+            for index, record in sorted(enumerate(records), key=lambda item: item[1].run_id):
+                cursor = await conn.execute(
+                    f"INSERT INTO runs ({RUN_COLUMNS}, owner, lease_until) "
+                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} + %s) "
+                    "ON CONFLICT (run_id) DO NOTHING",
+                    (
+                        record.run_id,
+                        record.installation_id,
+                        record.pack_id,
+                        record.version,
+                        record.digest,
+                        record.contract,
+                        record.channel,
+                        record.workflow_id,
+                        record.started_at,
+                        owner,
+                        ttl,
+                    ),
+                )
+                if cursor.rowcount:
+                    started[index] = (record, False, None)
+                    continue
+                # Seen before: reopen it, unless another owner's lease on it is still live.
+                row = await (
+                    await conn.execute(
+                        f"SELECT {RUN_COLUMNS}, ended_at IS NULL AND owner <> %s "
+                        f"AND lease_until > {_NOW}, owner FROM runs WHERE run_id = %s FOR UPDATE",
+                        (owner, record.run_id),
+                    )
+                ).fetchone()
+                held, holder = row[9:]
+                if held:
+                    started[index] = (run_from(row), True, holder)
+                    continue
+                await conn.execute(
+                    f"UPDATE runs SET ended_at = NULL, owner = %s, lease_until = {_NOW} + %s "
+                    "WHERE run_id = %s",
+                    (owner, ttl, record.run_id),
+                )
+                started[index] = (run_from(row), True, None)
+            return [started[index] for index in range(len(records))]
+
+        return await self._run("start runs", body)
+
+    async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
+        ordered = sorted(ends, key=lambda end: end[0])
+
+        async def body(conn: _Conn) -> None:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "UPDATE runs SET ended_at = %s, calls = %s WHERE run_id = %s AND owner = %s",
+                    [
+                        (at, json.dumps(sorted(calls)) if calls else None, run_id, owner)
+                        for run_id, calls in ordered
+                    ],
+                )
+            with_calls = [run_id for run_id, calls in ordered if calls]
+            if not with_calls:
+                return
+            rows = await (
+                await conn.execute(
+                    "SELECT DISTINCT installation_id FROM runs "
+                    "WHERE workflow_id IS NOT NULL AND run_id = ANY(%s) AND owner = %s "
+                    "ORDER BY installation_id",
+                    (with_calls, owner),
+                )
+            ).fetchall()
+            if rows:  # workflows' observed tools changed: other runtimes re-read them
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                for (installation_id,) in rows:
+                    await self._log(conn, "usage", installation_id)
+                await self._notify(conn)
+
+        await self._run("end runs", body)
+
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
+        ttl = lease_until - time.time()
+
+        async def body(conn: _Conn) -> None:
+            await conn.execute(
+                f"UPDATE runs SET lease_until = {_NOW} + %s WHERE run_id IN "
+                "(SELECT run_id FROM runs WHERE owner = %s AND run_id = ANY(%s) "
+                "AND ended_at IS NULL ORDER BY run_id FOR UPDATE)",
+                (ttl, owner, sorted(run_ids)),
+            )
+
+        await self._run("renew run leases", body)
+
+    async def live_runs(self, now: float) -> list[LiveRun]:
+        async def body(conn: _Conn) -> list[LiveRun]:
+            rows = await (
+                await conn.execute(
+                    f"SELECT {RUN_COLUMNS}, owner, lease_until FROM runs "
+                    f"WHERE ended_at IS NULL AND lease_until > {_NOW}"
+                )
+            ).fetchall()
+            return [LiveRun(run_from(r), r[9], r[10]) for r in rows]
+
+        return await self._run("read runs in flight", body)
+
+    async def declare_workflow(
+        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+    ) -> None:
+        async def body(conn: _Conn) -> None:
+            await conn.execute(
+                "INSERT INTO workflows (installation_id, workflow_id, tools) VALUES (%s, %s, %s) "
+                "ON CONFLICT (installation_id, workflow_id) DO UPDATE SET tools = excluded.tools",
+                (installation_id, workflow_id, json.dumps(sorted(set(tools)))),
+            )
+            await self._log(conn, "usage", installation_id)
+
+        await self._run("declare a workflow", body, logged=True)
+
+    async def all_workflow_tools(self) -> dict[str, WorkflowTools]:
+        return await self._run("read workflows", lambda conn: self._workflow_tools(conn, None))
+
+    async def workflow_tools(self, installation_id: str) -> WorkflowTools:
+        found = await self._run(
+            "read workflows", lambda conn: self._workflow_tools(conn, installation_id)
+        )
+        return found.get(installation_id, WorkflowTools({}, {}))
+
+    @staticmethod
+    async def _workflow_tools(conn: _Conn, installation_id: str | None) -> dict[str, WorkflowTools]:
+        """Declared and observed tools by installation (of one, or of all), in one snapshot."""
+        await conn.execute(_SNAPSHOT)
+        only = "" if installation_id is None else " AND installation_id = %s"
+        params = () if installation_id is None else (installation_id,)
+        declared: dict[str, dict[str, frozenset[str]]] = {}
+        for iid, workflow, tools in await (
+            await conn.execute(
+                f"SELECT installation_id, workflow_id, tools FROM workflows WHERE TRUE{only}",
+                params,
+            )
+        ).fetchall():
+            declared.setdefault(iid, {})[workflow] = frozenset(json.loads(tools))
+        observed: dict[str, dict[str, frozenset[str]]] = {}
+        for iid, workflow, calls in await (
+            await conn.execute(
+                "SELECT installation_id, workflow_id, calls FROM runs "
+                f"WHERE workflow_id IS NOT NULL AND calls IS NOT NULL{only}",
+                params,
+            )
+        ).fetchall():
+            seen = observed.setdefault(iid, {})
+            seen[workflow] = seen.get(workflow, frozenset()) | frozenset(json.loads(calls))
+        return {
+            iid: WorkflowTools(declared.get(iid, {}), observed.get(iid, {}))
+            for iid in declared.keys() | observed.keys()
+        }
