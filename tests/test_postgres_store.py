@@ -11,15 +11,14 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
-import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 import packrun
+from _store_sql import execute, split
 from packrun import StoreError
 from packrun._stores import _postgres
 from packrun._stores._pg_url import parse_url
@@ -36,24 +35,6 @@ def anyio_backend() -> str:
 
 def dist(version: str) -> Path:
     return BUNDLES / "acme" / version / "dist" / f"acme-{version}.bundle.tar.gz"
-
-
-def split(url: str) -> tuple[str, str]:
-    """``(libpq URL, schema)`` of a store URL."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query)
-    schema = dict(query)["schema"]
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
-
-
-def execute(url: str, statement: str) -> list[tuple[object, ...]]:
-    """Run one statement in the store's schema on a connection of the test's own."""
-    base, schema = split(url)
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        cursor = conn.execute(statement.encode())
-        return cursor.fetchall() if cursor.description else []
 
 
 def free_port() -> int:

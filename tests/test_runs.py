@@ -33,6 +33,7 @@ import pytest
 import packrun
 import packrun._runtime
 import packrun._stores
+from _store_sql import execute
 from packrun import (
     BundleContractIncompatible,
     DrainTimeout,
@@ -597,21 +598,6 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_run
         assert (await resumed.call("whoami_sync"))["marker"] == "m1.0.0"
 
 
-def execute_outside(url: str, statement: str) -> list[tuple[Any, ...]]:
-    """Run one statement on the store behind packrun's back (SQLite file or PostgreSQL schema)."""
-    if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(statement).fetchall()
-    import psycopg
-    from psycopg import sql
-
-    base, _, schema = url.rpartition("schema=")
-    with psycopg.connect(base.rstrip("?&"), autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        cursor = conn.execute(statement.encode())
-        return cursor.fetchall() if cursor.description else []
-
-
 async def test_run_ends_the_store_could_not_take_are_written_once_it_can(
     shared_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -620,16 +606,16 @@ async def test_run_ends_the_store_could_not_take_are_written_once_it_can(
         await setup_probe(rt, "1.0.0")
         async with rt.run("inst", run_id="r-1", workflow_id="wf") as run:
             await run.call("whoami")
-            execute_outside(shared_url, "ALTER TABLE runs RENAME TO runs_away")  # the store fails
+            execute(shared_url, "ALTER TABLE runs RENAME TO runs_away")  # the store fails
         with anyio.fail_after(10):
             while "could not record the end of 1 run(s)" not in caplog.text:
                 await anyio.sleep(0.01)
-        execute_outside(shared_url, "ALTER TABLE runs_away RENAME TO runs")  # and is back
+        execute(shared_url, "ALTER TABLE runs_away RENAME TO runs")  # and is back
         with anyio.fail_after(10):
-            while execute_outside(shared_url, "SELECT ended_at FROM runs") == [(None,)]:
+            while execute(shared_url, "SELECT ended_at FROM runs") == [(None,)]:
                 await anyio.sleep(0.05)
         assert_idle(rt)
-    rows = execute_outside(shared_url, "SELECT run_id, calls FROM runs")
+    rows = execute(shared_url, "SELECT run_id, calls FROM runs")
     assert rows == [("r-1", '["whoami"]')]
     async with packrun.open_runtime(shared_url) as later:  # and a later runtime sees it ended
         await later.refresh()

@@ -33,21 +33,19 @@ import shlex
 import subprocess
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.to_thread
-import psycopg
 import pytest
 from _pg_worker import PROBE, make_bundle, probe_bundle
 from _worker_process import WorkerProcess, spawning
-from psycopg import sql
 
 import packrun
+from _store_sql import execute, split
 from packrun import Runtime
 
 WORKER = Path(__file__).resolve().with_name("_pg_worker.py")
@@ -76,26 +74,9 @@ def digest_of_sample(version: str) -> str:
 # --- the server, read directly -------------------------------------------------------------------
 
 
-def split(url: str) -> tuple[str, str]:
-    """``(libpq URL, schema)`` of a store URL (the ``schema`` parameter is packrun's)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next(v for k, v in query if k == "schema")
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
-
-
 def with_app(url: str, name: str) -> str:
     """``url`` with a libpq ``application_name``: the worker's connections carry it."""
     return f"{url}&application_name={name}"
-
-
-def query(url: str, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on a connection of this process, in the store's schema."""
-    base, schema = split(url)
-    with psycopg.connect(base, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        return conn.execute(text.encode(), params).fetchall()
 
 
 def channel(url: str) -> str:
@@ -105,7 +86,7 @@ def channel(url: str) -> str:
 def listeners(url: str, on: str | None = None) -> list[int]:
     """The backends that LISTEN on the store's change channel, or on ``on`` (pids): their last
     statement was the ``LISTEN``, and it has completed (they are idle)."""
-    rows = query(
+    rows = execute(
         url,
         "SELECT pid FROM pg_stat_activity WHERE query = %s AND state = 'idle' ORDER BY pid",
         (f'LISTEN "{on or channel(url)}"',),
@@ -192,13 +173,13 @@ def test_six_processes_publishing_one_version_race_to_exactly_one_winner(
 
     # The store: one row per version, each with the winner's artifact, whose bytes hash to the
     # row's digest; no loser's artifact; one change-log line per winning publish.
-    rows = query(postgres_url, "SELECT version, digest FROM catalog ORDER BY version_key")
+    rows = execute(postgres_url, "SELECT version, digest FROM catalog ORDER BY version_key")
     assert rows == list(winners.items())
-    artifacts = dict(query(postgres_url, "SELECT digest, data FROM artifacts"))
+    artifacts = dict(execute(postgres_url, "SELECT digest, data FROM artifacts"))
     assert set(artifacts) == set(winners.values())
     for digest, data in artifacts.items():
         assert sha256(bytes(data)) == digest
-    changes = query(postgres_url, "SELECT kind, key FROM changes ORDER BY seq")
+    changes = execute(postgres_url, "SELECT kind, key FROM changes ORDER BY seq")
     assert changes == [("pack", "acme")] * 3
 
     async def fresh() -> None:
@@ -223,7 +204,7 @@ def test_a_process_killed_inside_its_publish_transaction_leaves_nothing_and_hold
             )
             paused = await in_thread(partial(worker.wait_event, "paused"))
             # Everything is written but not committed; the worker's backend holds the lock.
-            state = query(
+            state = execute(
                 postgres_url,
                 "SELECT state FROM pg_stat_activity WHERE pid IN (SELECT pid FROM pg_locks "
                 "WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = %s)",
@@ -236,11 +217,11 @@ def test_a_process_killed_inside_its_publish_transaction_leaves_nothing_and_hold
             # artifact, no change-log line; and the lock is free, so this publish goes through.
             entry = await rt.publish(make_bundle("acme", "1.1.0", "after-the-kill"))
             assert entry.digest == sha256(make_bundle("acme", "1.1.0", "after-the-kill"))
-        rows = query(postgres_url, "SELECT version, digest FROM catalog ORDER BY version_key")
+        rows = execute(postgres_url, "SELECT version, digest FROM catalog ORDER BY version_key")
         assert rows == [("1.0.0", digest_of_sample("1.0.0")), ("1.1.0", entry.digest)]
-        artifacts = {d for (d,) in query(postgres_url, "SELECT digest FROM artifacts")}
+        artifacts = {d for (d,) in execute(postgres_url, "SELECT digest FROM artifacts")}
         assert artifacts == {digest_of_sample("1.0.0"), entry.digest}
-        changes = query(postgres_url, "SELECT kind, key FROM changes ORDER BY seq")
+        changes = execute(postgres_url, "SELECT kind, key FROM changes ORDER BY seq")
         assert changes == [("pack", "acme")] * 2
 
     anyio.run(scenario)
@@ -396,7 +377,7 @@ async def _move_and_overwrite(url: str) -> None:
 
 def lease_of(url: str, run_id: str) -> tuple[Any, float]:
     """``(ended_at, lease_until)`` of a run as the store holds it."""
-    rows = query(url, "SELECT ended_at, lease_until FROM runs WHERE run_id = %s", (run_id,))
+    rows = execute(url, "SELECT ended_at, lease_until FROM runs WHERE run_id = %s", (run_id,))
     assert len(rows) == 1, rows
     return rows[0][0], float(rows[0][1])
 
@@ -591,12 +572,12 @@ def test_a_listener_terminated_by_the_server_is_replaced_and_the_gap_is_read_fro
                 lambda: wait_for("the watcher LISTENs", lambda: len(listeners(postgres_url)) == 1)
             )
             (old,) = listeners(postgres_url)
-            app = query(
+            app = execute(
                 postgres_url, "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (old,)
             )
             assert app == [("packrun_fleet_watcher",)]  # the watcher's, not this process's
 
-            terminated = query(postgres_url, "SELECT pg_terminate_backend(%s)", (old,))
+            terminated = execute(postgres_url, "SELECT pg_terminate_backend(%s)", (old,))
             assert terminated == [(True,)]
             # Made while the watcher has no listener: no NOTIFY reaches it, and its periodic read
             # is an hour away. It reads the change log when its new listener is up.
@@ -633,7 +614,7 @@ def test_a_listener_terminated_by_the_server_is_replaced_and_the_gap_is_read_fro
 
 
 def server_started(url: str) -> Any:
-    return query(url, "SELECT pg_postmaster_start_time()")[0][0]
+    return execute(url, "SELECT pg_postmaster_start_time()")[0][0]
 
 
 def test_a_server_restart_mid_work_loses_no_committed_write_and_every_process_recovers(
@@ -705,14 +686,14 @@ def test_a_server_restart_mid_work_loses_no_committed_write_and_every_process_re
             expected_runs.append(r["run_id"])
 
     # Every write a worker reported as done is in the store, once; nothing else is.
-    stored = query(postgres_url, "SELECT pack_id, version, digest FROM catalog")
+    stored = execute(postgres_url, "SELECT pack_id, version, digest FROM catalog")
     churned = {(p, v): d for p, v, d in stored if p != PROBE}
     assert churned == expected_rows
-    installations = query(postgres_url, "SELECT id, pack_id, pin FROM installations")
+    installations = execute(postgres_url, "SELECT id, pack_id, pin FROM installations")
     assert {i: (p, pin) for i, p, pin in installations if i != "inst"} == expected_pins
     # Every run a worker finished is recorded, ended (its end retried if the server was away when
     # it was first written), with the tool it called; no run is left open.
-    runs = query(
+    runs = execute(
         postgres_url,
         "SELECT run_id, version, ended_at IS NOT NULL, calls FROM runs ORDER BY run_id",
     )

@@ -236,32 +236,30 @@ class PostgresStore(Store):
     ) -> _T:
         if self._pool is None:
             raise StoreError(f"the store {self.url} is closed")
-        try:
-            for attempt in range(1, RETRIES + 1):
-                try:
-                    async with self._pool.connection() as conn, conn.transaction():
-                        if logged:
-                            await conn.execute(
-                                "SELECT pg_advisory_xact_lock(%s)", (self._lock_key,)
-                            )
-                        result = await body(conn)
-                        if logged:
-                            await self._notify(conn)
-                        return result
-                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                    # Rolled back whole: every body is a function of what it reads, so it
-                    # can run again.
-                    if attempt == RETRIES:
-                        raise
-            raise AssertionError("unreachable")  # pragma: no cover
-        except PackrunError:
-            raise
-        except (psycopg.Error, OSError) as exc:
-            raise StoreError(f"{self._safe(what)}: {self._reason(exc)}") from exc
-        except Exception as exc:  # the pool's own errors (a timeout waiting for a connection)
-            if type(exc).__module__.startswith("psycopg_pool"):
-                raise StoreError(f"{self._safe(what)}: {self._url.scrub(str(exc))}") from exc
-            raise
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    if logged:
+                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                    result = await body(conn)
+                    if logged:
+                        await self._notify(conn)
+                    return result
+            except PackrunError:
+                raise
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # Rolled back whole: every body is a function of what it reads, so it can run
+                # again.
+                if attempts == RETRIES:
+                    raise StoreError(f"{self._safe(what)}: {self._reason(exc)}") from exc
+            except (psycopg.Error, OSError) as exc:
+                raise StoreError(f"{self._safe(what)}: {self._reason(exc)}") from exc
+            except Exception as exc:  # the pool's own errors (a timeout waiting for a connection)
+                if type(exc).__module__.startswith("psycopg_pool"):
+                    raise StoreError(f"{self._safe(what)}: {self._reason(exc)}") from exc
+                raise
 
     async def _notify(self, conn: _Conn) -> None:
         await conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(self._channel)))
@@ -311,9 +309,7 @@ class PostgresStore(Store):
             await pool.open(wait=True, timeout=POOL_TIMEOUT)
         except Exception as exc:
             await pool.close()
-            raise StoreError(
-                f"cannot open the store {self.url}: {self._url.scrub(str(exc))}"
-            ) from exc
+            raise StoreError(f"cannot open the store {self.url}: {self._reason(exc)}") from exc
         self._pool = pool
 
     async def _migrate(self, conn: _Conn) -> None:

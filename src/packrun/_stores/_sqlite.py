@@ -371,13 +371,13 @@ class SQLiteStore(Store):
                 ).fetchone()
                 ended_at, holder, until = row[9:]
                 if ended_at is None and holder != owner and until is not None and until > now:
-                    started.append((run_from(row[:9], _TIME), True, holder))
+                    started.append((run_from(row, _TIME), True, holder))
                     continue
                 conn.execute(
                     "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
                     (owner, lease_until, record.run_id),
                 )
-                started.append((run_from(row[:9], _TIME), True, None))
+                started.append((run_from(row, _TIME), True, None))
             return started
 
         return await self._call(lambda conn: self._write(conn, body))
@@ -465,7 +465,7 @@ class SQLiteStore(Store):
                 "WHERE ended_at IS NULL AND lease_until > ?",
                 (now,),
             )
-            return [LiveRun(run_from(r[:9], _TIME), r[9], r[10]) for r in rows]
+            return [LiveRun(run_from(r, _TIME), r[9], r[10]) for r in rows]
 
         return await self._call(body)
 
