@@ -1200,9 +1200,14 @@ async def test_a_run_id_held_live_by_another_runtime__is_not_taken_over(shared_u
         await setup_probe(a, "1.0.0")
         await b.refresh()
         async with a.run("inst", run_id="shared"):
-            with pytest.raises(packrun.InvalidArgument, match="holds it under a live lease"):
+            with pytest.raises(packrun.InvalidArgument, match="holds it under a live lease") as held:
                 async with b.run("inst", run_id="shared"):
                     pass
+            assert str(held.value).startswith(
+                "[invalid_argument] 'shared' is not a valid run id: expected an id not in flight "
+                "elsewhere (runtime "
+            )
+            assert "one of" not in str(held.value)
             assert b.stats().runs_in_flight == 0  # b holds nothing; a's run still counts
             await b.refresh()
             assert b.runs_in_flight(PACK, "1.0.0") == ["shared"]

@@ -841,6 +841,65 @@ async def test_a_store_path_whose_parent_is_a_file_is_refused(tmp_path: Path) ->
             pass
 
 
+async def test_create_false__refuses_a_missing_sqlite_store_and_creates_neither_folder_nor_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "missing" / "state.db"
+    with pytest.raises(StoreError) as refused:
+        async with packrun.open_runtime(f"sqlite:///{path}", create=False):
+            pass
+    assert refused.value.code == "store_error"
+    assert f"no store at {path}" in str(refused.value)
+    assert not path.parent.exists()
+    (tmp_path / "missing").mkdir()
+    with pytest.raises(StoreError):
+        async with packrun.open_runtime(f"sqlite:///{path}", create=False):
+            pass
+    assert list((tmp_path / "missing").iterdir()) == []
+
+
+async def test_create_false__refuses_an_empty_file_and_leaves_it_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(StoreError, match="not a packrun store"):
+        async with packrun.open_runtime(f"sqlite:///{path}", create=False):
+            pass
+    assert path.read_bytes() == b""
+
+
+async def test_create_false__opens_an_existing_store(shared_url: str) -> None:
+    async with packrun.open_runtime(shared_url) as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+    async with packrun.open_runtime(shared_url, create=False) as rt:
+        assert [str(e.version) for e in rt.versions("acme")] == ["1.0.0"]
+    async with packrun.open_runtime("memory:", create=False) as rt:  # always fine
+        assert rt.installations() == []
+
+
+async def test_create_false__refuses_a_postgresql_schema_without_a_store_and_creates_nothing(
+    postgres_url: str,
+) -> None:
+    from _store_sql import split
+
+    base, schema = split(postgres_url)
+    with pytest.raises(StoreError) as refused:
+        async with packrun.open_runtime(postgres_url, create=False):
+            pass
+    assert f"no store in schema {schema!r}" in str(refused.value)
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None  # the schema was not created
+        conn.execute(f'CREATE SCHEMA "{schema}"')  # a schema without packrun's tables
+    with pytest.raises(StoreError, match="no store in schema"):
+        async with packrun.open_runtime(postgres_url, create=False):
+            pass
+    with psycopg.connect(base, autocommit=True) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
+        assert tables.fetchall() == []
+
+
 async def test_the_default_store_honours_packrun_store(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -1026,7 +1085,7 @@ async def test_install__a_pin_nothing_satisfies__names_the_pin_and_the_versions(
         await rt.publish(dist("acme", "1.0.0"))
         with pytest.raises(packrun.NotFound) as exc:
             await rt.install("i", "acme", pin="9.9.9")
-        assert "no version of acme that pin '9.9.9'; known: 1.0.0 (vendor, live)" in str(exc.value)
+        assert "no version of acme satisfying pin '9.9.9'; known: 1.0.0 (vendor, live)" in str(exc.value)
 
 
 async def test_publish__a_folder_that_is_no_source__says_what_was_expected(

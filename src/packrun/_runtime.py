@@ -606,9 +606,9 @@ class Runtime:
             raise InvalidArgument(
                 "run id",
                 run_id,
-                [
-                    f"an id not in flight elsewhere (runtime {held_by[:8]} holds it under a live lease)"
-                ],
+                (),
+                expected="an id not in flight elsewhere "
+                f"(runtime {held_by[:8]} holds it under a live lease)",
             )
         try:
             if bound.digest is None:
@@ -808,7 +808,7 @@ class Runtime:
         if row is None:
             rows = self._resolver.rows(pack_id)
             raise NotFound(
-                f"version of {pack_id} that pin",
+                f"version of {pack_id} satisfying pin",
                 pin,
                 [f"{r.version} ({r.channel}, {r.state})" for r in rows],
             )
@@ -1123,6 +1123,7 @@ class Runtime:
 def open_runtime(
     url: str | None = None,
     *,
+    create: bool = True,
     generations: Collection[int] = DEFAULT_GENERATIONS,
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
@@ -1131,6 +1132,9 @@ def open_runtime(
     """A runtime on the store at ``url``; use it with ``async with``.
 
     ``url`` defaults to ``$PACKRUN_STORE``, else the embedded SQLite file ``./.packrun/state.db``.
+    ``create=False`` refuses a store that does not exist yet (``store_error`` naming its path or
+    schema) and creates nothing: what an executor that only reads a store wants, so that a typo in
+    the URL is an error rather than an empty catalog (``memory:`` always opens).
     ``generations`` restricts the contract generations admitted (``{2}`` retires generation 1).
     ``refresh_interval`` bounds how stale this process may be on writes by other processes,
     ``lease_ttl`` how long the runs of a process that died keep counting as in flight, and
@@ -1144,7 +1148,7 @@ def open_runtime(
     []
     """
     return Runtime(
-        open_store(default_url() if url is None else url),
+        open_store(default_url() if url is None else url, create=create),
         generations=generations,
         refresh_interval=refresh_interval,
         lease_ttl=lease_ttl,

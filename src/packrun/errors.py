@@ -216,13 +216,14 @@ class InvalidArgument(CatalogError):
 
     code = "invalid_argument"
 
-    def __init__(self, what: str, given: object, allowed: Sequence[str]) -> None:
+    def __init__(
+        self, what: str, given: object, allowed: Sequence[str], *, expected: str | None = None
+    ) -> None:
         self.what = what
         self.given = given
         self.allowed = tuple(allowed)
-        super().__init__(
-            f"{given!r} is not a valid {what}: expected one of {', '.join(self.allowed)}"
-        )
+        wanted = expected if expected is not None else f"one of {', '.join(self.allowed)}"
+        super().__init__(f"{given!r} is not a valid {what}: expected {wanted}")
 
 
 class NotFound(CatalogError):

@@ -192,6 +192,9 @@ class Store(ABC):
     """
 
     url: str
+    create: bool = True
+    """Whether ``open`` may create the store (a file, a schema) when it does not exist yet; when
+    false, a missing store is a ``store_error`` and nothing is created."""
     group_commit: bool = False
     """Whether concurrent run starts should share one write (worth it when a write is a disk
     transaction; not for the in-memory store)."""
@@ -309,12 +312,19 @@ def default_url() -> str:
     return os.environ.get("PACKRUN_STORE") or f"sqlite:///{Path('.packrun') / 'state.db'}"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """The store for ``url``: ``memory:``, ``sqlite:///path/to/state.db`` or
     ``postgresql://user:password@host/db?schema=packrun`` (with the ``postgres`` extra).
 
-    An unknown scheme is a ``store_error`` that lists the valid ones.
+    An unknown scheme is a ``store_error`` that lists the valid ones. With ``create=False`` the
+    store refuses to open (``store_error``) unless it exists already, and creates nothing.
     """
+    store = _store_for(url)
+    store.create = create
+    return store
+
+
+def _store_for(url: str) -> Store:
     scheme, sep, rest = url.partition(":")
     if scheme == "memory" and sep:
         from packrun._stores._memory import MemoryStore

@@ -209,14 +209,34 @@ class SQLiteStore(Store):
 
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
+            if self.create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+            elif not self.path.is_file():
+                raise StoreError(
+                    f"no store at {self.path} ({self.url}): expected an existing packrun store; "
+                    "this open does not create one (create=False)"
+                )
+            else:  # read-write, never create: the file may go away between the check and here
+                conn = sqlite3.connect(
+                    f"{self.path.absolute().as_uri()}?mode=rw",
+                    uri=True,
+                    timeout=30.0,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {self.url}: {exc}") from exc
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
+            # Before journal_mode, which writes to an empty file.
+            if not self.create and conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                raise StoreError(
+                    f"no store at {self.path} ({self.url}): the file is not a packrun store; "
+                    "this open does not create one (create=False)"
+                )
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -243,6 +263,7 @@ class SQLiteStore(Store):
                 )
             if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise StoreError(f"{self.path} holds tables that are not a packrun store")
+
             for number in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
