@@ -96,6 +96,18 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def empty_store(store: str) -> str:
+    """The store, made (empty) by the library: the CLI's reading commands never create one."""
+
+    async def make() -> None:
+        async with packrun.open_runtime(store, refresh_interval=0):
+            pass
+
+    anyio.run(make)
+    return store
+
+
+@pytest.fixture
 def published(store: str) -> str:
     """The store with every acme sample published, in an order the publish rules accept."""
     for version, channel in SAMPLES:
@@ -200,12 +212,11 @@ def test_publish__missing_file__exit_2(store: str, tmp_path: Path) -> None:
     ],
     ids=lambda argv: " ".join(argv),
 )
-def test_argument_choices__validated_by_argparse__exit_2(
-    argv: list[str], store: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, _ = run(*argv, "--store", store)
+def test_argument_choices__validated_by_argparse__exit_2(argv: list[str], store: str) -> None:
+    code, out, err = run(*argv, "--store", store)
     assert (code, out) == (2, "")
-    assert "invalid choice" in capsys.readouterr().err
+    assert "packrun: error: [usage_error] argument " in err
+    assert "invalid choice" in err
 
 
 # --- versions -----------------------------------------------------------------------------------
@@ -416,7 +427,8 @@ def test_policy__changes_the_policy(published: str) -> None:
     assert run_json("installations", "--store", published)[0]["policy"] == "auto_patch"
 
 
-def test_installations__none__says_so(store: str) -> None:
+def test_installations__none__says_so(empty_store: str) -> None:
+    store = empty_store
     assert run("installations", "--store", store) == (0, "no installations\n", "")
     assert run_json("installations", "--store", store) == []
 
@@ -468,7 +480,8 @@ def test_retire__unknown_pack_or_version__exit_2_not_found(
 # --- settings -----------------------------------------------------------------------------------
 
 
-def test_settings__shows_the_defaults(store: str) -> None:
+def test_settings__shows_the_defaults(empty_store: str) -> None:
+    store = empty_store
     code, out, _ = run("settings", "--store", store)
     assert (code, out) == (0, "immutable-versions: on\nstrict-versions: off\n")
     assert run_json("settings", "--store", store) == {
@@ -516,6 +529,7 @@ def test_store__store_option__wins_over_the_env(
 ) -> None:
     monkeypatch.setenv("PACKRUN_STORE", "mysql://never-used")
     url = f"sqlite:///{tmp_path / 'state.db'}"
+    assert run("publish", str(bundle("1.0.0")), "--store", url)[0] == 0
     assert run("installations", "--store", url)[0] == 0
 
 
@@ -760,14 +774,13 @@ def test_call__input_file_and_standard_input(
     assert "missing.json" in err
 
 
-def test_call__input_and_input_file__exit_2_usage(
-    installed: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _, _ = run(
+def test_call__input_and_input_file__exit_2_usage(installed: str) -> None:
+    code, _, err = run(
         "call", "acme-prod", "t", "--input", "{}", "--input-file", "x", "--store", installed
     )
     assert code == 2
-    assert "not allowed with argument" in capsys.readouterr().err
+    assert "[usage_error]" in err
+    assert "not allowed with argument" in err
 
 
 def test_call__without_credentials__the_tools_own_unauthorized(installed: str) -> None:
@@ -870,11 +883,10 @@ def test_call__credentials_that_do_not_fit__exit_2_invalid_argument(
     assert err == f"packrun: error: [invalid_argument] {message}\n"
 
 
-def test_call__unknown_auth_mode__exit_2_usage(
-    installed: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert run("call", "acme-prod", "t", "--auth", "bearer", "--store", installed)[0] == 2
-    assert "invalid choice" in capsys.readouterr().err
+def test_call__unknown_auth_mode__exit_2_usage(installed: str) -> None:
+    code, _, err = run("call", "acme-prod", "t", "--auth", "bearer", "--store", installed)
+    assert code == 2
+    assert "[usage_error] argument --auth: invalid choice" in err
 
 
 def test_call__never_prints_credentials(
@@ -917,7 +929,8 @@ def test_call__never_prints_credentials(
 # --- status -------------------------------------------------------------------------------------
 
 
-def test_status__empty_store(store: str) -> None:
+def test_status__empty_store(empty_store: str) -> None:
+    store = empty_store
     code, out, _ = run("status", "--store", store)
     assert (code, out) == (
         0,
@@ -1242,13 +1255,15 @@ def library_review(store: str, installation_id: str, to: str | None) -> str:
 def test_review__prints_what_the_library_reviews(prod: str) -> None:
     code, out, err = run("review", "acme-prod", "--to", "2.0.0", "--store", prod)
     assert (code, err) == (0, "")
-    assert out == library_review(prod, "acme-prod", "2.0.0") + "\n"
+    library = library_review(prod, "acme-prod", "2.0.0")
+    assert "needs acknowledge_breaking=True: " in library  # the library's words
+    assert out == library.replace("acknowledge_breaking=True", "--acknowledge-breaking") + "\n"
     assert out.startswith(
         "update acme-prod: 1.1.0 -> 2.0.0 (major; the changes need a major); verdict amber\n"
     )
     assert "affected workflows:\n  wf-card (observed): get_contact\n" in out
     assert "  wf-export (declared): list_contacts\n" in out
-    assert "needs acknowledge_breaking=True: 2.0.0 is a major update from 1.1.0" in out
+    assert "needs --acknowledge-breaking: 2.0.0 is a major update from 1.1.0" in out
 
 
 def test_review__json__structured(prod: str) -> None:
@@ -1321,7 +1336,7 @@ def test_update__a_major_without_acknowledgement__exit_2_breaking_diff(prod: str
     assert (code, out) == (2, "")
     assert err.startswith(
         "packrun: error: [breaking_diff] updating acme-prod from 1.1.0 to 2.0.0 needs "
-        "acknowledge_breaking=True: 2.0.0 is a major update from 1.1.0; 10 breaking finding(s)"
+        "--acknowledge-breaking: 2.0.0 is a major update from 1.1.0; 10 breaking finding(s)"
     )
     code, out, _ = run("update", "acme-prod", "--to", "2.0.0", "--store", prod, "--json")
     assert code == 2
@@ -1457,15 +1472,12 @@ def test_rollback__not_an_earlier_version__exit_2(on_2: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
-def test_rollback__bad_drain_timeout__exit_2_usage(
-    value: str, on_2: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, _ = run(
+def test_rollback__bad_drain_timeout__exit_2_usage(value: str, on_2: str) -> None:
+    code, out, usage = run(
         "rollback", "acme-prod", "1.1.0", f"--drain-timeout={value}", "--store", on_2
     )
     assert (code, out) == (2, "")
-    usage = capsys.readouterr().err  # argparse writes its usage errors to sys.stderr
-    assert "argument --drain-timeout: " in usage
+    assert "packrun: error: [usage_error] argument --drain-timeout: " in usage
     assert "expected a number of seconds, 0 or more" in usage
     assert run_json("resolve", "acme-prod", "--store", on_2)["resolution"]["version"] == "2.0.0"
 

@@ -1200,7 +1200,9 @@ async def test_a_run_id_held_live_by_another_runtime__is_not_taken_over(shared_u
         await setup_probe(a, "1.0.0")
         await b.refresh()
         async with a.run("inst", run_id="shared"):
-            with pytest.raises(packrun.InvalidArgument, match="holds it under a live lease") as held:
+            with pytest.raises(
+                packrun.InvalidArgument, match="holds it under a live lease"
+            ) as held:
                 async with b.run("inst", run_id="shared"):
                     pass
             assert str(held.value).startswith(

@@ -1085,7 +1085,9 @@ async def test_install__a_pin_nothing_satisfies__names_the_pin_and_the_versions(
         await rt.publish(dist("acme", "1.0.0"))
         with pytest.raises(packrun.NotFound) as exc:
             await rt.install("i", "acme", pin="9.9.9")
-        assert "no version of acme satisfying pin '9.9.9'; known: 1.0.0 (vendor, live)" in str(exc.value)
+        assert "no version of acme satisfying pin '9.9.9'; known: 1.0.0 (vendor, live)" in str(
+            exc.value
+        )
 
 
 async def test_publish__a_folder_that_is_no_source__says_what_was_expected(

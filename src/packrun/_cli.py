@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any, TextIO, TypeAlias
+from typing import Any, NoReturn, TextIO, TypeAlias
 
 import anyio
 
@@ -49,12 +50,16 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, what a shell reports for it."""
 
 
 class _Output:
     def __init__(self, as_json: bool, stream: TextIO) -> None:
         self.as_json = as_json
         self.stream = stream
+        self.committed: list[str] = []
+        """What the command has changed so far, for a report when it is interrupted."""
 
     def line(self, text: str = "") -> None:
         if not self.as_json:
@@ -115,12 +120,19 @@ def _print_report(report: CheckReport, out: _Output, verb: str) -> int:
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
 
 
+def _existing(given: str) -> str:
+    """A path that exists; else ``not_found`` (an error, exit 2: not a finding)."""
+    if not Path(given).exists():
+        raise NotFound("file or folder", given)
+    return given
+
+
 def _cmd_check(args: argparse.Namespace, out: _Output) -> int:
-    return _print_report(check(args.src), out, "check")
+    return _print_report(check(_existing(args.src)), out, "check")
 
 
 def _cmd_verify(args: argparse.Namespace, out: _Output) -> int:
-    return _print_report(verify(args.path), out, "verify")
+    return _print_report(verify(_existing(args.path)), out, "verify")
 
 
 # --- diff: two manifests, and the semver-honesty verdict (a release gate) -----------------------
@@ -197,7 +209,8 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
     if any(isinstance(side, tuple) for side in sides):
 
         async def lookup() -> list[_DiffSide]:
-            async with open_runtime(args.store or default_url(), refresh_interval=0) as rt:
+            url = args.store or default_url()
+            async with open_runtime(url, create=False, refresh_interval=0) as rt:
                 return [
                     await _published(rt, *side) if isinstance(side, tuple) else side
                     for side in sides
@@ -222,12 +235,16 @@ RuntimeBody: TypeAlias = Callable[[Runtime, argparse.Namespace, _Output], Awaita
 
 
 def _on_runtime(
-    body: RuntimeBody, check: Callable[[argparse.Namespace], None] | None = None
+    body: RuntimeBody,
+    check: Callable[[argparse.Namespace], None] | None = None,
+    creates: Callable[[argparse.Namespace], bool] = lambda args: False,
 ) -> Callable[[argparse.Namespace, _Output], int]:
     """A command that runs ``body`` on a runtime over ``--store`` (default: ``default_url()``).
 
     ``check`` validates the arguments first, so bad input is reported before the store is opened
-    (or created)."""
+    (or created). Only a command that ``creates`` (given its arguments) may create a store that
+    does not exist; the others refuse it with ``store_error``, so that a typo in ``--store`` is an
+    error rather than an empty catalog."""
 
     def run(args: argparse.Namespace, out: _Output) -> int:
         if check is not None:
@@ -236,7 +253,8 @@ def _on_runtime(
         async def session() -> int:
             # A command lives for one operation on what it has just loaded (and its own writes),
             # so a background refresh from the change log would only add work.
-            async with open_runtime(args.store or default_url(), refresh_interval=0) as rt:
+            url = args.store or default_url()
+            async with open_runtime(url, create=creates(args), refresh_interval=0) as rt:
                 return await body(rt, args, out)
 
         return anyio.run(session)
@@ -344,6 +362,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 async def _cmd_publish(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     entry = await rt.publish(args.path, channel=args.channel, force=args.force)
+    out.committed.append(f"published {entry.pack_id} {entry.version}")
     out.data(_entry_json(entry))
     out.line(
         f"published {entry.pack_id} {entry.version} "
@@ -373,6 +392,7 @@ async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
 
 async def _cmd_retire(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     entry = await rt.retire(args.pack, args.version)
+    out.committed.append(f"retired {entry.pack_id} {entry.version}")
     pinned = rt.pinned_to(entry.pack_id, str(entry.version))
     out.data({**_entry_json(entry), "pinned": pinned})
     out.line(
@@ -392,6 +412,7 @@ async def _cmd_install(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
         allow_prerelease=args.allow_prerelease,
         actor=args.actor,
     )
+    out.committed.append(f"installed {inst.id} ({inst.pack_id}, pin {inst.pin})")
     res = rt.resolve(inst.id)
     out.data({"installation": _installation_json(inst), "resolution": _resolution_json(res)})
     out.line(f"installed {_resolved(inst.id, res)}, policy {inst.policy}")
@@ -448,7 +469,7 @@ async def _cmd_review(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     await rt.refresh()  # other processes' runs in flight, and what their runs observed
     review = rt.review_update(args.id, to=args.to)
     out.data(_review_json(review))
-    out.line(str(review))
+    out.line(_for_cli(str(review)))
     return EXIT_OK
 
 
@@ -457,6 +478,7 @@ async def _cmd_update(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     review = await rt.update(
         args.id, to=args.to, actor=args.actor, acknowledge_breaking=args.acknowledge_breaking
     )
+    out.committed.append(f"updated {args.id}: {review.from_version} -> {review.to_version}")
     res = rt.resolve(args.id)
     out.data({**_review_json(review), "resolution": _resolution_json(res)})
     out.line(
@@ -487,9 +509,20 @@ def _rollback_json(back: Rollback, timeout: float | None) -> dict[str, Any]:
 
 
 async def _cmd_rollback(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    back = await rt.rollback(
-        args.id, args.version, actor=args.actor, drain_timeout=args.drain_timeout
-    )
+    before = rt.resolve(args.id).version
+    try:
+        back = await rt.rollback(
+            args.id, args.version, actor=args.actor, drain_timeout=args.drain_timeout
+        )
+    except anyio.get_cancelled_exc_class():  # Ctrl-C: while waiting for the drain, the pin moved
+        now = rt.resolve(args.id).version
+        if now != before:
+            out.committed.append(
+                f"rolled back {args.id}: {before} -> {now}; the rollback stands (the wait for "
+                f"{before} to drain was interrupted, and its runs in flight finish on it)"
+            )
+        raise
+    out.committed.append(f"rolled back {args.id}: {back.from_version} -> {back.to_version}")
     res = rt.resolve(args.id)
     out.data({**_rollback_json(back, args.drain_timeout), "resolution": _resolution_json(res)})
     out.line(f"rolled back {args.id}: {back.from_version} -> {back.to_version} by {args.actor}")
@@ -524,6 +557,7 @@ def _seconds(text: str) -> float:
 
 async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     inst = await rt.set_pin(args.id, args.pin, actor=args.actor)
+    out.committed.append(f"pinned {inst.id} to {inst.pin}")
     res = rt.resolve(inst.id)
     out.data({"installation": _installation_json(inst), "resolution": _resolution_json(res)})
     out.line(f"pinned {_resolved(inst.id, res)}")
@@ -532,6 +566,7 @@ async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 
 async def _cmd_policy(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     inst = await rt.set_policy(args.id, args.policy)
+    out.committed.append(f"{inst.id}: policy {inst.policy}")
     out.data({"installation": _installation_json(inst)})
     out.line(f"{inst.id}: policy {inst.policy}")
     return EXIT_OK
@@ -564,8 +599,10 @@ async def _cmd_installations(rt: Runtime, args: argparse.Namespace, out: _Output
 async def _cmd_settings(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     if args.immutable_versions is not None:
         await rt.set_immutable_versions(args.immutable_versions == "on")
+        out.committed.append(f"immutable-versions: {args.immutable_versions}")
     if args.strict_versions is not None:
         await rt.set_strict_versions(args.strict_versions == "on")
+        out.committed.append(f"strict-versions: {args.strict_versions}")
     settings = rt.settings
     out.data(_settings_json(settings))
     out.line(f"immutable-versions: {'on' if settings.immutable_versions else 'off'}")
@@ -729,12 +766,26 @@ def _run_json(run: Run) -> dict[str, Any]:
     }
 
 
+def _tool_raised(tool: str, exc: Exception) -> ToolFailed:
+    """A tool's own exception (not a ``ToolError``) as its failure: its type is the tool's code,
+    its message (credentials already redacted by the run) the message."""
+    return ToolFailed(tool, type(exc).__name__, str(exc) or type(exc).__name__)
+
+
 async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     # rt.call() in its two steps, so that --json can show the run's binding as well.
     async with rt.run(
         args.id, run_id=args.run_id, workflow_id=args.workflow_id, auth=args.credentials
     ) as run:
-        output = await run.call(args.tool, args.tool_input)
+        try:
+            output = await run.call(args.tool, args.tool_input)
+        except PackrunError:
+            raise
+        except Exception as exc:
+            raise _tool_raised(args.tool, exc) from exc
+        except anyio.get_cancelled_exc_class():  # Ctrl-C: the run ends as the runtime closes
+            out.committed.append(f"run {run.run_id} of {args.id} ended; its id is free")
+            raise
     payload = {"run": _run_json(run), "output": output} if args.json else output
     # A value JSON has no type for (a datetime, a set) is printed as its text.
     print(json.dumps(payload, indent=2, default=str), file=out.stream)
@@ -858,20 +909,63 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+class UsageError(PackrunError):
+    """The command line does not parse: an unknown command or option, a missing argument, a value
+    that is not one of the choices (code ``usage_error``, exit 2). ``usage`` is the command's
+    usage line."""
+
+    code = "usage_error"
+
+    def __init__(self, message: str, usage: str) -> None:
+        self.usage = usage
+        super().__init__(message)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`UsageError` (the subcommands' parsers too), so
+    that they are reported like every other error: with their code, and as JSON with ``--json``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)", self.format_usage().strip())
+
+
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+
+
+def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """The options every command takes, before or after its name (``default`` is ``SUPPRESS``
+    on a command, so that an option given before the command name is not reset by it)."""
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
+        help="print JSON for programs (errors too)",
+    )
+    p.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=default if default is argparse.SUPPRESS else None,
+        metavar="LEVEL",
+        help="log packrun's records of LEVEL and above to stderr: " + ", ".join(LOG_LEVELS),
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="packrun",
         description="Build, check and run versioned integration bundles.",
         epilog="Exit codes: 0 ok, 1 a check failed, 2 an error.",
     )
     parser.add_argument("--version", action="version", version=f"packrun {dist_version('packrun')}")
+    _global_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
         name: str, help: str, run: Callable[[argparse.Namespace, _Output], int]
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--json", action="store_true", help="print JSON for programs")
+        _global_options(p, argparse.SUPPRESS)
         p.set_defaults(run=run)
         return p
 
@@ -930,7 +1024,8 @@ def _parser() -> argparse.ArgumentParser:
         "--store",
         metavar="URL",
         default=None,
-        help="the store PACK@VERSION is read from "
+        help="the store PACK@VERSION is read from (never created): sqlite:///path/to/state.db, "
+        "postgresql://user:password@host/db?schema=NAME or memory: "
         "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
     )
 
@@ -958,13 +1053,19 @@ def _parser() -> argparse.ArgumentParser:
         help: str,
         body: RuntimeBody,
         check: Callable[[argparse.Namespace], None] | None = None,
+        creates: Callable[[argparse.Namespace], bool] = lambda args: False,
     ) -> argparse.ArgumentParser:
-        p = command(name, help, _on_runtime(body, check))
+        p = command(name, help, _on_runtime(body, check, creates))
+        created = {
+            "publish": "created if missing",
+            "settings": "created if missing when a setting changes",
+        }.get(name, "never created")
         p.add_argument(
             "--store",
             metavar="URL",
             default=None,
-            help="the store: sqlite:///path/to/state.db or memory: "
+            help=f"the store ({created}): sqlite:///path/to/state.db, "
+            "postgresql://user:password@host/db?schema=NAME or memory: "
             "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
         )
         return p
@@ -973,6 +1074,7 @@ def _parser() -> argparse.ArgumentParser:
         "publish",
         "Publish a bundle file, or the built artifact of a pack or integration source folder.",
         _cmd_publish,
+        creates=lambda args: True,
     )
     p.add_argument("path", help="a .bundle.tar.gz file, or a pack or integration source folder")
     p.add_argument(
@@ -1089,7 +1191,12 @@ def _parser() -> argparse.ArgumentParser:
     runtime_command("installations", "List every installation.", _cmd_installations)
 
     p = runtime_command(
-        "settings", "Show the store-wide settings, changing those given.", _cmd_settings
+        "settings",
+        "Show the store-wide settings, changing those given.",
+        _cmd_settings,
+        creates=lambda args: (
+            args.immutable_versions is not None or args.strict_versions is not None
+        ),
     )
     p.add_argument(
         "--immutable-versions",
@@ -1152,42 +1259,108 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_CLI_WORDS: tuple[tuple[str, str], ...] = (
+    ("acknowledge_breaking=True", "--acknowledge-breaking"),
+    ("so force=True changes nothing", "so --force changes nothing"),
+    ("(force changes nothing)", "(--force changes nothing)"),
+    (
+        "publish it again with force (force=True, or packrun publish --force)",
+        "publish it again with --force",
+    ),
+    (
+        "this open does not create one (create=False)",
+        "this command does not create one: check --store and $PACKRUN_STORE (packrun publish "
+        "creates a store)",
+    ),
+    (
+        "change it with set_pin or set_policy (packrun pin, packrun policy)",
+        "change it with packrun pin or packrun policy",
+    ),
+)
+"""The library's words for its keyword arguments, and what a user of the command line types."""
+
+
+def _for_cli(text: str) -> str:
+    """``text`` (a message or a report of the library) in the command line's words."""
+    for library, cli in _CLI_WORDS:
+        text = text.replace(library, cli)
+    return text
+
+
+def _json_from(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` was given, for a command line that does not parse."""
+    given = list(argv)
+    return "--json" in (given[: given.index("--")] if "--" in given else given)
+
+
+def _error(code: str, message: str, as_json: bool, out: TextIO, err: TextIO, **more: Any) -> None:
+    """An error: ``packrun: error: [code] message`` on stderr, or a JSON object on stdout."""
+    if as_json:
+        payload = {"error": {"code": code, "message": message, **more}}
+        print(json.dumps(payload, indent=2), file=out)
+    else:
+        print(f"packrun: error: [{code}] {message}", file=err)
+
+
+def _log_to(stream: TextIO, level: str | None) -> logging.Handler | None:
+    """``--log-level``: packrun's records of ``level`` and above to ``stream``."""
+    if level is None:
+        return None
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("packrun: %(levelname)s: %(name)s: %(message)s"))
+    logger = logging.getLogger("packrun")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    return handler
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     out_stream = stdout or sys.stdout
     err_stream = stderr or sys.stderr
+    given = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
+        args = parser.parse_args(given)
+    except UsageError as exc:
+        if not _json_from(given):
+            print(exc.usage, file=err_stream)
+        _error(exc.code, exc.detail, _json_from(given), out_stream, err_stream, usage=exc.usage)
+        return EXIT_ERROR
+    except SystemExit as exc:  # --help and --version print, and exit 0
         return int(exc.code or 0)
     out = _Output(args.json, out_stream)
+    logger = logging.getLogger("packrun")
+    level = logger.level
+    handler = _log_to(err_stream, args.log_level)
+    try:
+        return _run(args, out, err_stream)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace, out: _Output, err_stream: TextIO) -> int:
+    as_json = args.json
     try:
         code: int = args.run(args, out)
     except PackrunError as exc:
-        if args.json:
-            error: dict[str, Any] = {"code": exc.code, "message": exc.detail}
-            if isinstance(exc, ToolFailed):
-                error.update(tool=exc.tool, tool_code=exc.tool_code)
-            print(json.dumps({"error": error}, indent=2), file=out_stream)
-        else:
-            print(f"packrun: error: {exc}", file=err_stream)
+        more = {"tool": exc.tool, "tool_code": exc.tool_code} if isinstance(exc, ToolFailed) else {}
+        _error(exc.code, _for_cli(exc.detail), as_json, out.stream, err_stream, **more)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        done = "; ".join(out.committed)
+        message = "interrupted" + (f"; done before that: {done}" if done else "")
+        _error("interrupted", message, as_json, out.stream, err_stream, committed=out.committed)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (packrun ... | head): see entrypoint()
         raise
     except OSError as exc:
         message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
-        if args.json:
-            print(
-                json.dumps({"error": {"code": "io_error", "message": message}}, indent=2),
-                file=out_stream,
-            )
-        else:
-            print(f"packrun: error: {message}", file=err_stream)
+        _error("io_error", message, as_json, out.stream, err_stream)
         return EXIT_ERROR
     except Exception:  # a bug, not bad input: say so, and never exit 1 ("a check failed")
         print("packrun: internal error; please report it with this traceback:", file=err_stream)

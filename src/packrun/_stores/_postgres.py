@@ -318,12 +318,15 @@ class PostgresStore(Store):
         exists = await (
             await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
         ).fetchone()
-        if not self.create and not await (
-            await conn.execute(
-                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'packrun_meta'",
-                (self.schema,),
-            )
-        ).fetchone():
+        if (
+            not self.create
+            and not await (
+                await conn.execute(
+                    "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'packrun_meta'",
+                    (self.schema,),
+                )
+            ).fetchone()
+        ):
             raise StoreError(
                 f"no store in schema {self.schema!r} of {self.url}: expected an existing packrun "
                 "store; this open does not create one (create=False)"
