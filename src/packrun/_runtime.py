@@ -235,6 +235,13 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         try:
+            # First: a host cancelled from outside (Ctrl-C cancels the main task) sees that
+            # cancellation again when the task group exits, and must have ended its runs by then,
+            # or they would count as in flight until their leases expire.
+            with anyio.CancelScope(shield=True):
+                for run in list(self._runs.values()):
+                    self._end_run(run)
+                await self._flush_ends()
             if self._task_group is not None:
                 self._task_group.cancel_scope.cancel()
                 await self._task_group.__aexit__(None, None, None)
