@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 import packrun
@@ -306,6 +307,12 @@ def test_messages__name_options_not_keyword_arguments(tmp_path: Path) -> None:
     code, _, err = run("install", "acme-x", "acme", "--pin", "9.9.9", "--store", store)
     assert code == 2
     assert "[not_found] no version of acme satisfying pin '9.9.9'; known: 1.0.0" in err
+    code, _, err = run("rollback", "acme-prod", "1.0.0", "--store", store)
+    assert code == 2
+    assert err == (
+        "packrun: error: [invalid_argument] '1.0.0' is not a valid rollback target: expected a "
+        "version below the current 1.0.0\n"
+    )
 
 
 # --- --log-level ---------------------------------------------------------------------------------
@@ -412,3 +419,28 @@ async def test_ctrl_c__rollback_interrupted_while_waiting_for_the_drain__says_it
         await rt.refresh()
         assert rt.resolve("inst").version == "1.0.0"
         assert [e.origin for e in rt.history("inst")] == ["install", "rollback"]
+
+
+# --- JSON through msgspec -------------------------------------------------------------------------
+
+
+def test_json__is_msgspec_encoding_of_the_public_types(slow: str) -> None:
+    async def library() -> tuple[Any, ...]:
+        async with packrun.open_runtime(slow, create=False, refresh_interval=0) as rt:
+            return rt.versions("slow"), rt.installation("inst"), rt.history("inst")
+
+    entries, inst, history = anyio.run(library)
+    _, out, _ = run("versions", "slow", "--json", "--store", slow)
+    versions = json.loads(out)
+    assert [v["published_at"] for v in versions] == [
+        msgspec.to_builtins(e.published_at) for e in entries
+    ]
+    assert versions[0]["published_at"].endswith("Z")  # RFC 3339, UTC
+    assert versions[0]["entries"] == [
+        {"kind": "integration", "id": "slow", "version": "1.0.0", "name": ""}
+    ]
+    _, out, _ = run("history", "inst", "--json", "--store", slow)
+    assert json.loads(out) == msgspec.to_builtins(history)
+    _, out, _ = run("installations", "--json", "--store", slow)
+    shown = json.loads(out)[0]
+    assert {k: v for k, v in shown.items() if k != "resolution"} == msgspec.to_builtins(inst)

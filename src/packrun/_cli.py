@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeAlias
 
 import anyio
+import msgspec
 
 from packrun._auth import Auth, AuthMode
 from packrun._bundle import Bundle, build_bundle, read_bundle
@@ -270,78 +271,151 @@ def _time(at: datetime) -> str:
     return at.isoformat(timespec="seconds")
 
 
+# --- JSON: the public types through msgspec, in the shapes the views below declare ------------
+#
+# Each view lists the fields of a public type that ``--json`` prints, in order; msgspec reads them
+# from the object (``from_attributes``) and encodes them: versions as their text, times as
+# RFC 3339 in UTC. Fields for programs of the library only (a manifest, a diff report) are left out.
+
+
+class _ContentView(msgspec.Struct):
+    kind: str
+    id: str
+    version: Version
+    name: str
+
+
+class _EntryView(msgspec.Struct):
+    pack_id: str
+    version: Version
+    channel: str
+    state: str
+    contract: int | None
+    digest: str | None
+    published_at: datetime
+    entries: list[_ContentView]
+
+
+class _ResolutionView(msgspec.Struct):
+    pack_id: str
+    version: str
+    channel: str
+    contract: int | None
+    digest: str | None
+    pin: str
+
+
+class _InstallationView(msgspec.Struct):
+    id: str
+    pack_id: str
+    pin: str
+    policy: str
+    allow_prerelease: bool
+    created_at: datetime
+
+
+class _EventView(msgspec.Struct):
+    seq: int
+    installation_id: str
+    actor: str
+    origin: str
+    from_pin: str | None
+    to_pin: str
+    from_version: str | None
+    to_version: str | None
+    at: datetime
+
+
+class _ExplanationView(msgspec.Struct):
+    installation: _InstallationView
+    resolution: _ResolutionView | None
+    candidates: list[_EntryView]
+    skipped: list[tuple[str, str]]
+    update: str | None
+    notes: list[str]
+    last_event: _EventView | None
+    update_blocked: list[str]
+
+
+class _SettingsView(msgspec.Struct):
+    immutable_versions: bool
+    strict_versions: bool
+
+
+class _WorkflowView(msgspec.Struct):
+    workflow_id: str
+    source: str
+    tools: list[str]
+
+
+class _ReviewView(msgspec.Struct):
+    installation_id: str
+    from_version: str
+    to_version: str
+    bump: str
+    required_bump: str
+    verdict: str
+    affected_workflows: list[_WorkflowView]
+    runs_in_flight: list[str]
+    needs_acknowledgement: bool
+    acknowledge: list[str]
+
+
+class _RollbackView(msgspec.Struct):
+    installation_id: str
+    from_version: str
+    to_version: str
+    drained: bool | None
+    still_in_flight: list[str]
+
+
+class _RunView(msgspec.Struct):
+    run_id: str
+    installation_id: str
+    workflow_id: str | None
+    pack_id: str
+    version: str
+    channel: str
+    contract: int | None
+    digest: str | None
+    generation: int
+    adapter: str | None
+    resumed: bool
+    started_at: datetime
+
+
+def _as_json(value: object, view: type[msgspec.Struct]) -> dict[str, Any]:
+    """``value`` (a public type) as the builtins ``view`` declares, ready for ``json.dumps``."""
+    shown: dict[str, Any] = msgspec.to_builtins(
+        msgspec.convert(value, view, from_attributes=True), enc_hook=str
+    )
+    return shown
+
+
 def _entry_json(entry: CatalogEntry) -> dict[str, Any]:
-    return {
-        "pack_id": entry.pack_id,
-        "version": str(entry.version),
-        "channel": entry.channel,
-        "state": entry.state,
-        "contract": entry.contract,
-        "digest": entry.digest,
-        "published_at": entry.published_at.isoformat(),
-        "entries": [
-            {"kind": e.kind, "id": e.id, "version": str(e.version), "name": e.name}
-            for e in entry.entries
-        ],
-    }
+    return _as_json(entry, _EntryView)
 
 
 def _resolution_json(res: Resolution | None) -> dict[str, Any] | None:
-    if res is None:
-        return None
-    return {
-        "pack_id": res.pack_id,
-        "version": res.version,
-        "channel": res.channel,
-        "contract": res.contract,
-        "digest": res.digest,
-        "pin": res.pin,
-    }
+    return None if res is None else _as_json(res, _ResolutionView)
 
 
 def _installation_json(inst: Installation) -> dict[str, Any]:
-    return {
-        "id": inst.id,
-        "pack_id": inst.pack_id,
-        "pin": inst.pin,
-        "policy": inst.policy,
-        "allow_prerelease": inst.allow_prerelease,
-        "created_at": inst.created_at.isoformat(),
-    }
+    return _as_json(inst, _InstallationView)
 
 
 def _event_json(event: PinEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "installation_id": event.installation_id,
-        "actor": event.actor,
-        "origin": event.origin,
-        "from_pin": event.from_pin,
-        "to_pin": event.to_pin,
-        "from_version": event.from_version,
-        "to_version": event.to_version,
-        "at": event.at.isoformat(),
-    }
+    return _as_json(event, _EventView)
 
 
 def _explanation_json(why: Explanation) -> dict[str, Any]:
-    return {
-        "installation": _installation_json(why.installation),
-        "resolution": _resolution_json(why.resolution),
-        "candidates": [_entry_json(c) for c in why.candidates],
-        "skipped": [{"version": v, "reason": reason} for v, reason in why.skipped],
-        "update": why.update,
-        "notes": list(why.notes),
-        "last_event": _event_json(why.last_event) if why.last_event else None,
-        "update_blocked": list(why.update_blocked),
-    }
+    shown = _as_json(why, _ExplanationView)
+    shown["skipped"] = [{"version": v, "reason": reason} for v, reason in shown["skipped"]]
+    return shown
 
 
-def _settings_json(settings: Settings) -> dict[str, bool]:
-    return {
-        "immutable_versions": settings.immutable_versions,
-        "strict_versions": settings.strict_versions,
-    }
+def _settings_json(settings: Settings) -> dict[str, Any]:
+    return _as_json(settings, _SettingsView)
 
 
 def _resolved(installation_id: str, res: Resolution) -> str:
@@ -445,23 +519,14 @@ async def _cmd_history(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 def _review_json(review: UpdateReview) -> dict[str, Any]:
+    shown = _as_json(review, _ReviewView)
+    head = ("installation_id", "from_version", "to_version", "bump", "required_bump", "verdict")
     return {
-        "installation_id": review.installation_id,
-        "from_version": review.from_version,
-        "to_version": review.to_version,
-        "bump": review.bump,
-        "required_bump": review.required_bump,
-        "verdict": review.verdict,
+        **{key: shown.pop(key) for key in head},
         "reason": review.report.reason,
         "notes": list(review.report.notes),
         "findings": [f.to_dict() for f in review.findings],
-        "affected_workflows": [
-            {"workflow_id": w.workflow_id, "source": w.source, "tools": list(w.tools)}
-            for w in review.affected_workflows
-        ],
-        "runs_in_flight": list(review.runs_in_flight),
-        "needs_acknowledgement": review.needs_acknowledgement,
-        "acknowledge": list(review.acknowledge),
+        **shown,
     }
 
 
@@ -498,14 +563,9 @@ async def _cmd_update(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
 
 
 def _rollback_json(back: Rollback, timeout: float | None) -> dict[str, Any]:
-    return {
-        "installation_id": back.installation_id,
-        "from_version": back.from_version,
-        "to_version": back.to_version,
-        "drain_timeout": timeout,
-        "drained": back.drained,
-        "still_in_flight": list(back.still_in_flight),
-    }
+    shown = _as_json(back, _RollbackView)
+    head = ("installation_id", "from_version", "to_version")
+    return {**{key: shown.pop(key) for key in head}, "drain_timeout": timeout, **shown}
 
 
 async def _cmd_rollback(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
@@ -750,20 +810,7 @@ def _check_call(args: argparse.Namespace) -> None:
 
 def _run_json(run: Run) -> dict[str, Any]:
     """A run's binding (credentials are not part of it)."""
-    return {
-        "run_id": run.run_id,
-        "installation_id": run.installation_id,
-        "workflow_id": run.workflow_id,
-        "pack_id": run.pack_id,
-        "version": run.version,
-        "channel": run.channel,
-        "contract": run.contract,
-        "digest": run.digest,
-        "generation": run.generation,
-        "adapter": run.adapter,
-        "resumed": run.resumed,
-        "started_at": run.started_at.isoformat(),
-    }
+    return _as_json(run, _RunView)
 
 
 def _tool_raised(tool: str, exc: Exception) -> ToolFailed:

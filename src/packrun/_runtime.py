@@ -613,9 +613,9 @@ class Runtime:
             raise InvalidArgument(
                 "run id",
                 run_id,
-                (),
-                expected="an id not in flight elsewhere "
-                f"(runtime {held_by[:8]} holds it under a live lease)",
+                [
+                    f"an id not in flight elsewhere (runtime {held_by[:8]} holds it under a live lease)"
+                ],
             )
         try:
             if bound.digest is None:

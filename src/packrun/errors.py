@@ -216,13 +216,12 @@ class InvalidArgument(CatalogError):
 
     code = "invalid_argument"
 
-    def __init__(
-        self, what: str, given: object, allowed: Sequence[str], *, expected: str | None = None
-    ) -> None:
+    def __init__(self, what: str, given: object, allowed: Sequence[str]) -> None:
         self.what = what
         self.given = given
         self.allowed = tuple(allowed)
-        wanted = expected if expected is not None else f"one of {', '.join(self.allowed)}"
+        # One entry is a description ("a version below the current 1.2.0"), not a list of one.
+        wanted = self.allowed[0] if len(self.allowed) == 1 else f"one of {', '.join(self.allowed)}"
         super().__init__(f"{given!r} is not a valid {what}: expected {wanted}")
 
 
