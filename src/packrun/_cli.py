@@ -1,11 +1,14 @@
 """The ``packrun`` command: a thin layer over the library.
 
 Exit codes: 0 when all is well, 1 when a check found something wrong, 2 on an error (bad input, a
-refused operation). Every command takes ``--json`` for output a program can read.
+bad command line, a refused operation), 130 when interrupted. Every command takes ``--json`` for
+output a program can read (errors included) and ``--log-level``, before or after its name. Every
+error line starts with its ``[code]``.
 
 The runtime commands (``publish``, ``install``, ``resolve``, ``call``, ``status``, ``review``,
 ``update``, ``rollback`` ...) each open the store given by ``--store`` (default: ``$PACKRUN_STORE``,
-else ``./.packrun/state.db``), call one method of the runtime and close it. ``diff`` compares two
+else ``./.packrun/state.db``), call one method of the runtime and close it. Only ``publish`` and a
+settings change create a store that does not exist; the others refuse it. ``diff`` compares two
 manifests and exits 1 on a red verdict (a release gate); it reads the store only for a
 ``PACK@VERSION`` side. ``demo`` tells the story on the sample packs in a store of its own.
 
