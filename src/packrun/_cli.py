@@ -289,6 +289,7 @@ def _installation_json(inst: Installation) -> dict[str, Any]:
         "policy": inst.policy,
         "allow_prerelease": inst.allow_prerelease,
         "created_at": inst.created_at.isoformat(),
+        "hold": inst.hold,
     }
 
 
@@ -316,6 +317,7 @@ def _explanation_json(why: Explanation) -> dict[str, Any]:
         "notes": list(why.notes),
         "last_event": _event_json(why.last_event) if why.last_event else None,
         "update_blocked": list(why.update_blocked),
+        "holding": why.holding,
     }
 
 
@@ -372,14 +374,30 @@ async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
 
 
 async def _cmd_retire(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entry = await rt.retire(args.pack, args.version)
-    pinned = rt.pinned_to(entry.pack_id, str(entry.version))
-    out.data({**_entry_json(entry), "pinned": pinned})
-    out.line(
-        f"retired {entry.pack_id} {entry.version}: out of latest pins and update targets; exact pins keep it"
+    retirement = await rt.retire(
+        args.pack, args.version, acknowledge_breaking=args.acknowledge_breaking
     )
-    if pinned:
-        out.line(f"still pinned to it ({len(pinned)}): {', '.join(pinned)}")
+    out.data(
+        {
+            **_entry_json(retirement.entry),
+            "pinned": list(retirement.pinned),
+            "moves": [
+                {
+                    "installation_id": m.installation_id,
+                    "pin": m.pin,
+                    "from_version": m.from_version,
+                    "to_version": m.to_version,
+                    "to_channel": m.to_channel,
+                    "bump": m.bump,
+                    "step": m.step,
+                    "acknowledge": list(m.acknowledge),
+                }
+                for m in retirement.moves
+            ],
+        }
+    )
+    for line in str(retirement).splitlines():
+        out.line(line)
     return EXIT_OK
 
 
@@ -757,6 +775,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     installations = [(inst, why.resolution, n) for inst, why, n in explained]
     # What an update policy did not move to, and why (a major, breaking findings, a red verdict).
     blocked = {inst.id: why.update_blocked for inst, why, _ in explained}
+    # The update available (as review and update take it), and a policy held by a manual move.
+    available = {inst.id: (why.update, why.holding) for inst, why, _ in explained}
     versions = [
         (
             e,
@@ -784,6 +804,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "resolution": _resolution_json(res),
                     "in_flight": n,
                     "update_blocked": list(blocked[inst.id]),
+                    "update": available[inst.id][0],
+                    "holding": available[inst.id][1],
                 }
                 for inst, res, n in installations
             ],
@@ -820,6 +842,9 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         for line in _table(["id", "pack", "pin", "resolves to", "policy", "in flight"], rows):
             out.line(line)
         for inst, _, _ in installations:
+            holding = available[inst.id][1]
+            if holding:
+                out.line(f"{inst.id}: policy holding: {holding}")
             if blocked[inst.id]:
                 out.line(
                     f"{inst.id}: update blocked: breaking_diff ({'; '.join(blocked[inst.id])})"
@@ -996,6 +1021,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("pack")
     p.add_argument("version")
+    p.add_argument(
+        "--acknowledge-breaking",
+        action="store_true",
+        help="retire even if a latest* installation moves across a major or breaking findings",
+    )
 
     p = runtime_command("install", "Install a pack as an installation ID.", _cmd_install)
     p.add_argument("id", metavar="ID")
