@@ -232,7 +232,8 @@ class Store(ABC):
 
     @abstractmethod
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
-        """Store a row and its artifact atomically; ``decide`` runs inside the transaction."""
+        """Store a row and its artifact atomically; ``decide`` runs inside the transaction, and
+        the row's ``published_at`` is taken there too (so times follow commit order)."""
 
     @abstractmethod
     async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
