@@ -345,7 +345,7 @@ def test_explain__prints_what_the_library_explains(published: str) -> None:
     code, out, _ = run("explain", "acme-prod", "--store", published)
     assert code == 0
     assert out == library_explanation(published, "acme-prod") + "\n"
-    assert "update available: 1.1.1 (patch, custom)" in out
+    assert "update available: 2.0.0 (major, vendor)" in out
 
 
 def test_explain__json__structured(published: str) -> None:
@@ -361,6 +361,7 @@ def test_explain__json__structured(published: str) -> None:
         "notes",
         "last_event",
         "update_blocked",
+        "holding",
     ]
     assert why["installation"]["pin"] == "latest-vendor"
     assert why["resolution"]["version"] == "2.0.0"
@@ -454,7 +455,7 @@ def test_installations__table_by_id_with_what_each_resolves_to(published: str) -
 def test_retire__moves_latest_pins__exact_pins_keep_the_version(published: str) -> None:
     run("install", "acme-prod", "acme", "--pin", "latest-vendor", "--store", published)
     run("install", "acme-old", "acme", "--pin", "2.0.0", "--store", published)
-    code, out, _ = run("retire", "acme", "2.0.0", "--store", published)
+    code, out, _ = run("retire", "acme", "2.0.0", "--acknowledge-breaking", "--store", published)
     assert code == 0
     assert out.startswith("retired acme 2.0.0")
     assert (

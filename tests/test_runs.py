@@ -242,7 +242,9 @@ async def test_a_run_keeps_its_binding_through_pin_moves_overwrites_retires_and_
         assert rt.resolve("inst").digest == digest(replacement) != digests["1.1.0"]
         await start("r3", "inst", "1.1.0", "m1.1.0-forced", digest(replacement))
 
-        await rt.retire(PACK, "2.0.0")  # latest moves back to 1.1.0 (the overwrite)
+        await rt.retire(
+            PACK, "2.0.0", acknowledge_breaking=True
+        )  # latest moves back to 1.1.0 (the overwrite)
         await start("f2", "follow", "1.1.0", "m1.1.0-forced", digest(replacement))
 
         await rt.set_pin("inst", "1.0.0", origin="rollback")  # a pin back

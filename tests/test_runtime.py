@@ -326,8 +326,8 @@ async def test_retired_versions_leave_latest_pins_but_exact_pins_keep_resolving(
     await rt.publish(dist("acme", "1.1.0"))
     await rt.install("follows", "acme", pin="latest")
     await rt.install("pinned", "acme", pin="1.1.0")
-    retired = await rt.retire("acme", "1.1.0")
-    assert retired.state == "retired"
+    retired = await rt.retire("acme", "1.1.0", acknowledge_breaking=True)
+    assert retired.entry.state == "retired"
     assert [e.state for e in rt.versions("acme")] == ["live", "retired"]
     assert rt.resolve("follows").version == "1.0.0"
     assert rt.resolve("pinned").version == "1.1.0"
@@ -993,7 +993,7 @@ async def test_refresh__a_damaged_row_is_skipped_and_later_changes_still_arrive(
         await a.publish(dist("acme", "1.0.0"))
         with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
             conn.execute(
-                "INSERT INTO installations VALUES ('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date')"
+                "INSERT INTO installations VALUES ('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date', NULL)"
             )
             conn.execute("INSERT INTO changes (kind, key) VALUES ('installation', 'bad')")
         await a.install("good", "acme")

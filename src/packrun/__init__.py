@@ -33,7 +33,7 @@ from packrun._manifest import (
     decode_manifest,
     decode_pack_manifest,
 )
-from packrun._policy import AffectedWorkflow, Rollback, UpdateReview
+from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
@@ -112,6 +112,8 @@ __all__ = [
     "Policy",
     "RULES",
     "Resolution",
+    "Retirement",
+    "RetirementMove",
     "Rollback",
     "Run",
     "Runtime",

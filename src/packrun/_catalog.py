@@ -89,6 +89,8 @@ class CatalogEntry:
     """``sha256:…`` of the integration artifact, or ``None`` without an integration entry."""
     contract: int | None
     published_at: datetime
+    """When the row was written (or last overwritten), stamped inside the store's transaction (on
+    PostgreSQL, by the server's clock): publishes of a store are in the order of their times."""
     state: EntryState = "live"
 
     @property

@@ -315,6 +315,7 @@ class _InstallationView(msgspec.Struct):
     policy: str
     allow_prerelease: bool
     created_at: datetime
+    hold: str | None
 
 
 class _EventView(msgspec.Struct):
@@ -338,6 +339,7 @@ class _ExplanationView(msgspec.Struct):
     notes: list[str]
     last_event: _EventView | None
     update_blocked: list[str]
+    holding: str | None
 
 
 class _SettingsView(msgspec.Struct):
@@ -361,6 +363,17 @@ class _ReviewView(msgspec.Struct):
     affected_workflows: list[_WorkflowView]
     runs_in_flight: list[str]
     needs_acknowledgement: bool
+    acknowledge: list[str]
+
+
+class _RetirementMoveView(msgspec.Struct):
+    installation_id: str
+    pin: str
+    from_version: str
+    to_version: str | None
+    to_channel: str | None
+    bump: str | None
+    step: str | None
     acknowledge: list[str]
 
 
@@ -468,15 +481,19 @@ async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
 
 
 async def _cmd_retire(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entry = await rt.retire(args.pack, args.version)
-    out.committed.append(f"retired {entry.pack_id} {entry.version}")
-    pinned = rt.pinned_to(entry.pack_id, str(entry.version))
-    out.data({**_entry_json(entry), "pinned": pinned})
-    out.line(
-        f"retired {entry.pack_id} {entry.version}: out of latest pins and update targets; exact pins keep it"
+    retirement = await rt.retire(
+        args.pack, args.version, acknowledge_breaking=args.acknowledge_breaking
     )
-    if pinned:
-        out.line(f"still pinned to it ({len(pinned)}): {', '.join(pinned)}")
+    out.committed.append(f"retired {retirement.entry.pack_id} {retirement.entry.version}")
+    out.data(
+        {
+            **_entry_json(retirement.entry),
+            "pinned": list(retirement.pinned),
+            "moves": [_as_json(m, _RetirementMoveView) for m in retirement.moves],
+        }
+    )
+    for line in str(retirement).splitlines():
+        out.line(line)
     return EXIT_OK
 
 
@@ -858,6 +875,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     installations = [(inst, why.resolution, n) for inst, why, n in explained]
     # What an update policy did not move to, and why (a major, breaking findings, a red verdict).
     blocked = {inst.id: why.update_blocked for inst, why, _ in explained}
+    # The update available (as review and update take it), and a policy held by a manual move.
+    available = {inst.id: (why.update, why.holding) for inst, why, _ in explained}
     versions = [
         (
             e,
@@ -885,6 +904,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "resolution": _resolution_json(res),
                     "in_flight": n,
                     "update_blocked": list(blocked[inst.id]),
+                    "update": available[inst.id][0],
+                    "holding": available[inst.id][1],
                 }
                 for inst, res, n in installations
             ],
@@ -921,6 +942,9 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         for line in _table(["id", "pack", "pin", "resolves to", "policy", "in flight"], rows):
             out.line(line)
         for inst, _, _ in installations:
+            holding = available[inst.id][1]
+            if holding:
+                out.line(f"{inst.id}: policy holding: {holding}")
             if blocked[inst.id]:
                 out.line(
                     f"{inst.id}: update blocked: breaking_diff ({'; '.join(blocked[inst.id])})"
@@ -1148,6 +1172,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("pack")
     p.add_argument("version")
+    p.add_argument(
+        "--acknowledge-breaking",
+        action="store_true",
+        help="retire even if a latest* installation moves across a major or breaking findings",
+    )
 
     p = runtime_command("install", "Install a pack as an installation ID.", _cmd_install)
     p.add_argument("id", metavar="ID")

@@ -4,6 +4,11 @@
 version whose diff from their current version has no breaking finding: same channel, live, a patch
 (or patch and minor) step, pre-releases only when the installation allows them. Majors and versions
 with breaking findings (or a ``red`` verdict) wait; the installation shows the update as blocked.
+
+:func:`available_update` is the one answer to "which update is available" that ``explain``,
+``packrun status``, ``review_update`` and ``update`` (without a target) give, and policies choose
+among the same candidates (:func:`newer_rows`). A manual move down (an update or a rollback)
+*holds* the policy: it moves the installation again only to a version above the one the move left.
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ from typing import Final, Literal, TypeAlias
 from packrun._catalog import CatalogEntry
 from packrun._diff import DiffFinding, DiffReport
 from packrun._stores import Policy, WorkflowTools
-from packrun._versions import BumpKind, bump_kind
+from packrun._versions import BumpKind, Version, bump_kind
 
 __all__ = [
     "AffectedWorkflow",
     "Blocked",
     "DiffOf",
+    "Retirement",
+    "RetirementMove",
     "Rollback",
     "UpdateReview",
     "affected_workflows",
+    "available_update",
     "changed_tools",
     "newer_rows",
     "policy_target",
+    "retirement_move",
     "why_acknowledge",
 ]
 
@@ -45,17 +54,18 @@ class Blocked:
 
     ``kind`` is ``major``, ``breaking`` or ``red`` when the update waits for a review (the
     installation shows ``update blocked: breaking_diff``), ``outside_policy`` for a step the policy
-    does not take (a minor under ``auto_patch``, a pre-release step).
+    does not take (a minor under ``auto_patch``, a pre-release step), ``held`` for a version at or
+    below the one a manual move took the installation down from.
     """
 
     version: str
     reason: str
-    kind: Literal["major", "breaking", "red", "outside_policy"] = "breaking"
+    kind: Literal["major", "breaking", "red", "outside_policy", "held"] = "breaking"
 
     @property
     def waits_for_review(self) -> bool:
-        """True when the update waits for a review, not merely outside the policy."""
-        return self.kind != "outside_policy"
+        """True when the update waits for a review, not merely outside the policy or held."""
+        return self.kind not in ("outside_policy", "held")
 
     def __str__(self) -> str:
         return f"{self.version}: {self.reason}"
@@ -78,20 +88,38 @@ def newer_rows(
     )
 
 
+def available_update(
+    current: CatalogEntry, rows: Iterable[CatalogEntry], allow_prerelease: bool
+) -> CatalogEntry | None:
+    """The update available to an installation on ``current``: the newest live row above it on
+    its channel (pre-releases if allowed), or ``None``. What ``explain`` and ``packrun status``
+    show, and what ``review_update``/``update`` take without a target."""
+    newer = newer_rows(current, rows, allow_prerelease)
+    return newer[-1] if newer else None
+
+
 def policy_target(
     policy: Policy,
     current: CatalogEntry,
     rows: Iterable[CatalogEntry],
     allow_prerelease: bool,
     diff_of: DiffOf,
+    hold: Version | None = None,
 ) -> tuple[CatalogEntry | None, tuple[Blocked, ...]]:
     """Where ``policy`` moves an installation on ``current`` now, and the newer versions it did not
-    move to (above the target), each with its reason. ``(None, ())`` for ``manual``."""
+    move to (above the target), each with its reason. ``(None, ())`` for ``manual``.
+
+    With ``hold`` (the version a manual move took the installation down from), only versions
+    above it are targets."""
     steps = _STEPS.get(policy)
     if steps is None:
         return None, ()
     blocked: list[Blocked] = []
     for row in reversed(newer_rows(current, rows, allow_prerelease)):
+        if hold is not None and row.version <= hold:
+            reason = f"at or below {hold}, which a manual move left: the policy holds"
+            blocked.append(Blocked(str(row.version), reason, "held"))
+            continue
         kind = bump_kind(current.version, row.version)
         if kind == "prerelease":
             kind = "patch"  # 1.1.0-rc.1 -> 1.1.0 (or -rc.2): the release it was a candidate for
@@ -234,3 +262,95 @@ class Rollback:
     ``from_version`` all ended within ``drain_timeout``."""
     still_in_flight: tuple[str, ...]
     """The runs of this installation still in flight on ``from_version`` when it stopped waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetirementMove:
+    """An installation whose resolution a retirement changes: a dynamic pin (``latest``,
+    ``latest-vendor``, ``latest-custom``) that resolved to the retired version."""
+
+    installation_id: str
+    pin: str
+    from_version: str
+    to_version: str | None
+    """What the pin resolves to once the version is retired; ``None`` when nothing is left."""
+    to_channel: str | None
+    bump: BumpKind | None
+    """``bump_kind(from_version, to_version)``: ``downgrade`` for a move down; ``None`` when
+    nothing is left."""
+    step: BumpKind | None
+    """The size of the step whichever its direction (``major`` for 2.0.0 -> 1.1.0)."""
+    acknowledge: tuple[str, ...]
+    """Why this move needs ``acknowledge_breaking=True`` (a major step, breaking findings); empty
+    when it does not."""
+
+    def __str__(self) -> str:
+        to = (
+            f"{self.to_version} ({self.to_channel}; {self.bump}, a {self.step} step)"
+            if self.to_version is not None
+            else "nothing"
+        )
+        text = f"{self.installation_id} (pin {self.pin}): {self.from_version} -> {to}"
+        # A retirement with such a move happened only with acknowledge_breaking=True.
+        return text + (f"; acknowledged: {'; '.join(self.acknowledge)}" if self.acknowledge else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """What ``retire`` did: the retired row, every installation whose resolution moved with it,
+    and the installations pinned to it exactly (they keep running it)."""
+
+    entry: CatalogEntry
+    moves: tuple[RetirementMove, ...]
+    pinned: tuple[str, ...]
+
+    @property
+    def needs_acknowledgement(self) -> bool:
+        """True when a move crosses a major or breaking findings."""
+        return any(m.acknowledge for m in self.moves)
+
+    def __str__(self) -> str:
+        e = self.entry
+        lines = [
+            f"retired {e.pack_id} {e.version}: out of latest pins and update targets; "
+            "exact pins keep it"
+        ]
+        lines += [f"moved {m}" for m in self.moves]
+        if self.pinned:
+            lines.append(f"still pinned to it ({len(self.pinned)}): {', '.join(self.pinned)}")
+        return "\n".join(lines)
+
+
+def retirement_move(
+    installation_id: str,
+    pin: str,
+    current: CatalogEntry,
+    after: CatalogEntry | None,
+    diff_of: DiffOf,
+) -> RetirementMove:
+    """How retiring ``current`` moves an installation whose pin ``pin`` resolved to it and will
+    resolve to ``after``, and why that needs an acknowledgement."""
+    if after is None:  # reported; runs of it are then refused with not_found, as explain says
+        return RetirementMove(
+            installation_id, pin, str(current.version), None, None, None, None, ()
+        )
+    low, high = sorted((current.version, after.version))
+    step = bump_kind(low, high)
+    reasons = []
+    if step == "major":
+        way = "down" if after.version < current.version else "up"
+        reasons.append(f"a major step {way} from {current.version} to {after.version}")
+    report = diff_of(current, after)
+    if report.breaking:
+        rules = ", ".join(sorted({f.rule_id for f in report.breaking}))
+        reasons.append(f"{len(report.breaking)} breaking finding(s): {rules}")
+    return RetirementMove(
+        installation_id,
+        pin,
+        str(current.version),
+        str(after.version),
+        after.channel,
+        bump_kind(current.version, after.version),
+        step,
+        tuple(reasons),
+    )

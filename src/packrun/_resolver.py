@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
+from packrun._policy import available_update
 from packrun._stores import Installation, PinEvent
 from packrun._versions import Version, bump_kind, version_key
 from packrun.errors import InvalidArgument, InvalidVersion, NotFound
@@ -88,12 +89,15 @@ class Explanation:
     skipped: tuple[tuple[str, str], ...]
     """Rows of the pack left out, with why: ``("1.3.0-rc.1", "pre-release")``."""
     update: str | None
-    """For an exact pin: the version ``latest`` would pick when it is higher, with its bump."""
+    """For an exact pin: the update available (the newest live version above it on its channel,
+    as ``review_update`` and ``update`` take it), with its bump and channel."""
     notes: tuple[str, ...]
     last_event: PinEvent | None
     update_blocked: tuple[str, ...] = ()
     """For an installation with an update policy: newer versions the policy did not move to, each
     with its reason (a major, breaking findings, a red verdict)."""
+    holding: str | None = None
+    """For an installation with an update policy held by a manual move: why, and until what."""
 
     def __str__(self) -> str:
         inst = self.installation
@@ -116,6 +120,8 @@ class Explanation:
             lines.append(f"update available: {self.update}")
         if self.update_blocked:
             lines.append("update blocked: breaking_diff (" + "; ".join(self.update_blocked) + ")")
+        if self.holding:
+            lines.append(f"policy holding: {self.holding}")
         lines.extend(f"note: {note}" for note in self.notes)
         if self.last_event is not None:
             e = self.last_event
@@ -142,11 +148,15 @@ class Resolver:
     def _eligible(row: CatalogEntry, allow_prerelease: bool) -> bool:
         return row.is_live and (allow_prerelease or not row.version.is_prerelease)
 
-    def _candidates(self, pack: _Pack, pin: str, allow_prerelease: bool) -> list[CatalogEntry]:
+    def _candidates(
+        self, pack: _Pack, pin: str, allow_prerelease: bool, without: str | None = None
+    ) -> list[CatalogEntry]:
         if pin not in DYNAMIC_PINS:
             row = pack.by_key.get(pin)  # an exact pin is stored as its version key
             return [row] if row is not None else []
-        eligible = [r for r in pack.rows if self._eligible(r, allow_prerelease)]
+        eligible = [
+            r for r in pack.rows if self._eligible(r, allow_prerelease) and r.version_key != without
+        ]
         if pin == "latest-vendor":
             return [r for r in eligible if r.channel == "vendor"]
         if pin == "latest-custom":
@@ -160,6 +170,16 @@ class Resolver:
         if pack is None:
             return None
         candidates = self._candidates(pack, pin, allow_prerelease)
+        return candidates[-1] if candidates else None
+
+    def pick_without(
+        self, pack_id: str, pin: str, allow_prerelease: bool, version_key: str
+    ) -> CatalogEntry | None:
+        """The row ``pin`` would select were the row ``version_key`` retired (a dynamic pin)."""
+        pack = self._packs.get(pack_id)
+        if pack is None:
+            return None
+        candidates = self._candidates(pack, pin, allow_prerelease, without=version_key)
         return candidates[-1] if candidates else None
 
     def _answer(self, pack_id: str, pin: str, allow_prerelease: bool) -> Resolution | None:
@@ -309,8 +329,8 @@ class Resolver:
         if resolution is not None and not resolution.entry.is_live:
             notes.append(f"pinned to {resolution.version}, which is retired; it keeps working")
         if inst.pin not in DYNAMIC_PINS and resolution is not None:
-            newest = self.pick(inst.pack_id, "latest", inst.allow_prerelease)
-            if newest is not None and newest.version > resolution.entry.version:
+            newest = available_update(resolution.entry, pack.rows, inst.allow_prerelease)
+            if newest is not None:
                 kind = bump_kind(resolution.entry.version, newest.version)
                 update = f"{newest.version} ({kind}, {newest.channel})"
         events = self._events.get(inst.id, [])

@@ -42,12 +42,15 @@ from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_gen
 from packrun._diff import DiffReport, diff
 from packrun._manifest import Manifest, decode_manifest
 from packrun._policy import (
+    Retirement,
+    RetirementMove,
     Rollback,
     UpdateReview,
     affected_workflows,
+    available_update,
     changed_tools,
-    newer_rows,
     policy_target,
+    retirement_move,
     why_acknowledge,
 )
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
@@ -117,6 +120,27 @@ def _check_id(what: str, value: object) -> None:
                 "1 to 200 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
             ],
         )
+
+
+def _hold_after(
+    stored: Installation,
+    before: CatalogEntry | None,
+    to: CatalogEntry,
+    pin: str,
+    origin: Origin,
+) -> str | None:
+    """The hold an installation keeps after its pin moves from ``before`` to ``to``.
+
+    A manual move (``user``, ``rollback``) down holds at the version it left (or at a higher hold
+    left earlier); a manual move up keeps a hold still above it; a policy move (only ever above
+    the hold) and a dynamic pin end it.
+    """
+    if origin == "policy" or pin in DYNAMIC_PINS:
+        return None
+    held = Version.parse(stored.hold) if stored.hold else None
+    if before is not None and to.version < before.version:  # a move down
+        held = max(before.version, held) if held is not None else before.version
+    return str(held) if held is not None and held > to.version else None
 
 
 _END_BATCH_SECONDS = 0.005
@@ -401,9 +425,30 @@ class Runtime:
             self._resolver.rows(inst.pack_id),
             inst.allow_prerelease,
             self._diff_of,
+            hold=Version.parse(inst.hold) if inst.hold else None,
         )
         waiting = tuple(str(b) for b in blocked if b.waits_for_review)
-        return dataclasses.replace(why, update_blocked=waiting)
+        holding = None
+        if inst.hold:
+            move = next(  # the manual move down that left the held version
+                (
+                    e
+                    for e in reversed(self._resolver.history(inst.id))
+                    if e.origin in ("user", "rollback") and e.from_version == inst.hold
+                ),
+                None,
+            )
+            how = (
+                f"{'rolled back' if move.origin == 'rollback' else 'moved down'} from "
+                f"{move.from_version} by {move.actor}"
+                if move is not None
+                else "a manual move"
+            )
+            holding = (
+                f"{inst.policy} holds at {why.resolution.version} ({how}); it moves again only "
+                f"to a version above {inst.hold}, or after set_policy"
+            )
+        return dataclasses.replace(why, update_blocked=waiting, holding=holding)
 
     # --- catalog --------------------------------------------------------------------------------
 
@@ -454,10 +499,30 @@ class Runtime:
             self._resolver.put_row(entry)
             return entry
 
-    async def retire(self, pack_id: str, version: str) -> CatalogEntry:
-        """Take a version out of ``latest`` pins and update targets; exact pins keep working."""
+    async def retire(
+        self, pack_id: str, version: str, *, acknowledge_breaking: bool = False
+    ) -> Retirement:
+        """Take a version out of ``latest`` pins and update targets; exact pins keep working.
+
+        Returns a :class:`Retirement`: the retired row, every installation whose ``latest*`` pin
+        resolved to it with where it moves (from/to, bump), and the installations pinned to it
+        exactly. A retirement that would move an installation across a major or across breaking
+        findings needs ``acknowledge_breaking=True``; without it the call fails with
+        ``breaking_diff`` naming those installations, and nothing is retired.
+        """
+        if not isinstance(acknowledge_breaking, bool):
+            raise InvalidArgument("acknowledge_breaking", acknowledge_breaking, ["True", "False"])
         key = version_key(Version.parse(version))
         self._resolver.rows(pack_id)  # not_found naming the known packs
+        await self.refresh()  # installations made elsewhere count
+        moves = self._retirement_moves(pack_id, key)
+        needing = [
+            (m.installation_id, m.from_version, m.to_version, "; ".join(m.acknowledge))
+            for m in moves
+            if m.acknowledge
+        ]
+        if needing and not acknowledge_breaking:
+            raise BreakingDiff.retiring(pack_id, key, needing)
         entry = await self._write_row(self._store.retire(pack_id, key))
         pinned = self.pinned_to(pack_id, key)
         if pinned:
@@ -469,7 +534,21 @@ class Runtime:
                 len(pinned),
                 shown,
             )
-        return entry
+        return Retirement(entry, moves, tuple(pinned))
+
+    def _retirement_moves(self, pack_id: str, key: str) -> tuple[RetirementMove, ...]:
+        """Where retiring ``pack_id`` ``key`` moves the installations whose dynamic pin resolves
+        to it now."""
+        moves = []
+        for inst in self._resolver.installations():
+            if inst.pack_id != pack_id or inst.pin not in DYNAMIC_PINS:
+                continue
+            res = self._cells[inst.id].value
+            if res is None or res.entry.version_key != key or not res.entry.is_live:
+                continue
+            after = self._resolver.pick_without(pack_id, inst.pin, inst.allow_prerelease, key)
+            moves.append(retirement_move(inst.id, inst.pin, res.entry, after, self._diff_of))
+        return tuple(moves)
 
     def pinned_to(self, pack_id: str, version: str) -> list[str]:
         """The installations whose pin resolves to ``pack_id`` ``version`` now (by id)."""
@@ -886,6 +965,8 @@ class Runtime:
         def update(stored: Installation) -> tuple[Installation, PinEvent | None]:
             if expect_pin is not None and stored.pin != expect_pin:
                 return stored, None  # moved meanwhile (here or elsewhere): leave it as it is
+            if origin == "policy" and stored.hold and row.version <= Version.parse(stored.hold):
+                return stored, None  # held by a manual move another runtime made meanwhile
             before = self._resolver.pick(stored.pack_id, stored.pin, stored.allow_prerelease)
             event = PinEvent(
                 0,
@@ -898,18 +979,21 @@ class Runtime:
                 str(row.version),
                 at,
             )
-            return dataclasses.replace(stored, pin=pin), event
+            hold = _hold_after(stored, before, row, pin, origin)
+            return dataclasses.replace(stored, pin=pin, hold=hold), event
 
         return await self._update_installation(installation_id, update)
 
     async def set_policy(self, installation_id: str, policy: Policy) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
-        ``auto_minor``. Recorded on the installation; no pin moves."""
+        ``auto_minor``. Recorded on the installation; it ends a hold left by a manual move (the
+        policy applies at once from the current version); no pin moves otherwise."""
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         self._resolver.installation(installation_id)  # not_found naming known installations
         changed = await self._update_installation(
-            installation_id, lambda stored: (dataclasses.replace(stored, policy=policy), None)
+            installation_id,
+            lambda stored: (dataclasses.replace(stored, policy=policy, hold=None), None),
         )
         await self._apply_policies([changed])
         return self._resolver.installation(installation_id)
@@ -945,6 +1029,7 @@ class Runtime:
                 self._resolver.rows(inst.pack_id),
                 inst.allow_prerelease,
                 self._diff_of,
+                hold=Version.parse(inst.hold) if inst.hold else None,
             )
             if target is None:
                 continue
@@ -967,14 +1052,14 @@ class Runtime:
         current = self.resolve(installation_id).entry
         rows = self._resolver.rows(inst.pack_id)
         if to is None:
-            newer = newer_rows(current, rows, inst.allow_prerelease)
-            if not newer:
+            available = available_update(current, rows, inst.allow_prerelease)
+            if available is None:
                 raise NotFound(
                     f"newer version of {inst.pack_id} on the {current.channel} channel than "
                     f"{current.version} for installation",
                     installation_id,
                 )
-            target = newer[-1]
+            target = available
         else:
             target = self._row(inst.pack_id, to)
         report = self._diff_of(current, target)
@@ -1069,8 +1154,9 @@ class Runtime:
 
         The version left behind drains: its runs finish on it. With ``drain_timeout``, the call
         waits up to that many seconds for this installation's runs on it to end, and reports the
-        runs still in flight when the time runs out. An update policy still applies afterwards: set
-        the policy to ``manual`` to hold the installation where the rollback put it.
+        runs still in flight when the time runs out. An update policy holds: in every runtime on the
+        store, it moves the installation again only to a version above the one left behind (or
+        after :meth:`set_policy`).
         """
         _check_timeout("drain_timeout", drain_timeout)
         current = self.resolve(installation_id).entry

@@ -296,6 +296,10 @@ class BreakingDiff(UpdateError):
 
     code = "breaking_diff"
 
+    moves: tuple[tuple[str, str, str | None, str], ...] = ()
+    """For a retirement: every installation it would move that needs the acknowledgement, as
+    ``(installation, from_version, to_version, reason)`` (``to_version`` ``None``: nothing left)."""
+
     def __init__(self, installation: str, from_version: str, to_version: str, reason: str) -> None:
         self.installation = installation
         self.from_version = from_version
@@ -304,6 +308,24 @@ class BreakingDiff(UpdateError):
             f"updating {installation} from {from_version} to {to_version} needs "
             f"acknowledge_breaking=True: {reason}"
         )
+
+    @classmethod
+    def retiring(
+        cls, pack: str, version: str, moves: Sequence[tuple[str, str, str | None, str]]
+    ) -> BreakingDiff:
+        """The refusal of a retirement that would move installations across a major or breaking
+        findings; ``installation``, ``from_version`` and ``to_version`` name the first of them."""
+        first, *_ = moves
+        error = cls(first[0], first[1], first[2] or "nothing", first[3])
+        shown = "; ".join(f"{i} {f} -> {t or 'nothing'} ({r})" for i, f, t, r in moves[:10])
+        PackrunError.__init__(
+            error,
+            f"retiring {pack} {version} needs acknowledge_breaking=True: it would move "
+            f"{len(moves)} installation(s) across a major or breaking findings: {shown}"
+            + ("; ..." if len(moves) > 10 else ""),
+        )
+        error.moves = tuple(moves)
+        return error
 
 
 class DrainTimeout(UpdateError):

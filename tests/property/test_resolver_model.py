@@ -250,7 +250,7 @@ async def apply(rt: Runtime, model: Model, op: Op) -> None:
             model.rows[key(op.version)].state = replaced.state
     elif isinstance(op, Retire):
         row = model.rows.get(key(op.version))
-        code = await code_of(rt.retire("acme", op.version))
+        code = await code_of(rt.retire("acme", op.version, acknowledge_breaking=True))
         if row is None:
             assert code == "not_found", (op, code)
             return

@@ -157,7 +157,7 @@ class RunsMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def retire(self, data: st.DataObject) -> None:
         version = data.draw(st.sampled_from(sorted(self.published)), label="version")
-        self.portal.call(self.rt.retire, PACK, version)
+        self.portal.call(partial(self.rt.retire, PACK, version, acknowledge_breaking=True))
         self.retired.add(version)
 
     @rule(installation=st.sampled_from(INSTALLATIONS), pin=st.sampled_from(PINS))

@@ -76,6 +76,10 @@ class Installation:
     policy: Policy
     allow_prerelease: bool
     created_at: datetime
+    hold: str | None = None
+    """The version a manual move (an update or a rollback) took the installation down from:
+    an update policy moves it again only to a version above this one, or after ``set_policy``.
+    ``None`` when no manual move holds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +235,8 @@ class Store(ABC):
 
     @abstractmethod
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
-        """Store a row and its artifact atomically; ``decide`` runs inside the transaction."""
+        """Store a row and its artifact atomically; ``decide`` runs inside the transaction, and
+        the row's ``published_at`` is taken there too (so times follow commit order)."""
 
     @abstractmethod
     async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
@@ -251,7 +256,7 @@ class Store(ABC):
     ) -> tuple[Installation, PinEvent | None]:
         """Change an installation: ``update`` gets the row as it is inside the transaction and
         returns the new row and, when the pin moved, its event (``from_*`` taken from that row).
-        Only ``pin`` and ``policy`` may change. ``not_found`` when there is no such installation."""
+        Only ``pin``, ``policy`` and ``hold`` may change. ``not_found`` when there is no such installation."""
 
     @abstractmethod
     async def start_runs(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import anyio
 
@@ -85,8 +85,8 @@ class MemoryStore(Store):
         return self._settings
 
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
-        entry = prepared.entry
         async with self._lock:
+            entry = dataclasses.replace(prepared.entry, published_at=datetime.now(UTC))
             action = decide(await self.pack_entries(entry.pack_id), self._settings)
             if action == "replace":  # an overwrite keeps the row's state: a retired row stays so
                 entry = dataclasses.replace(

@@ -138,6 +138,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (installation_id, workflow_id)
     );
     """,
+    # 2: the version a manual move took an installation down from (what holds its policy).
+    """
+    ALTER TABLE installations ADD COLUMN hold TEXT;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 CONNECT_TIMEOUT: Final = 10
@@ -524,9 +528,11 @@ class PostgresStore(Store):
     # --- writes ---------------------------------------------------------------------------------
 
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
-        entry = prepared.entry
-
         async def body(conn: _Conn) -> CatalogEntry:
+            # The server's clock, read under the schema's lock: times follow commit order, and
+            # the hosts of a fleet need not agree on the time.
+            (now,) = await (await conn.execute("SELECT clock_timestamp()")).fetchone()
+            entry = dataclasses.replace(prepared.entry, published_at=now)
             rows = await self._pack_rows(conn, entry.pack_id)
             action = decide(rows, await self._settings_from(conn))
             if entry.digest is not None and prepared.artifact is not None:
@@ -627,7 +633,7 @@ class PostgresStore(Store):
                 raise InstallationExists(installation.id, row[0], row[1])
             await conn.execute(
                 f"INSERT INTO installations ({INSTALLATION_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (
                     installation.id,
                     installation.pack_id,
@@ -635,6 +641,7 @@ class PostgresStore(Store):
                     installation.policy,
                     installation.allow_prerelease,
                     installation.created_at,
+                    installation.hold,
                 ),
             )
             stored = await self._insert_event(conn, event)
@@ -660,8 +667,8 @@ class PostgresStore(Store):
             if changed == current and event is None:
                 return current, None  # nothing changed: nothing written, nothing logged
             await conn.execute(
-                "UPDATE installations SET pin = %s, policy = %s WHERE id = %s",
-                (changed.pin, changed.policy, installation_id),
+                "UPDATE installations SET pin = %s, policy = %s, hold = %s WHERE id = %s",
+                (changed.pin, changed.policy, changed.hold, installation_id),
             )
             stored = await self._insert_event(conn, event) if event is not None else None
             await self._log(conn, "installation", installation_id)

@@ -33,7 +33,7 @@ __all__ = [
 CATALOG_COLUMNS: Final = (
     "pack_id, version, channel, entries, manifest, digest, contract, published_at, state"
 )
-INSTALLATION_COLUMNS: Final = "id, pack_id, pin, policy, allow_prerelease, created_at"
+INSTALLATION_COLUMNS: Final = "id, pack_id, pin, policy, allow_prerelease, created_at, hold"
 EVENT_COLUMNS: Final = (
     "seq, installation_id, actor, origin, from_pin, to_pin, from_version, to_version, at"
 )
@@ -101,8 +101,8 @@ def entry_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> C
 
 def installation_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> Installation:
     """The installation of a row read as :data:`INSTALLATION_COLUMNS`."""
-    iid, pack_id, pin, policy, allow_prerelease, created_at = row
-    return Installation(iid, pack_id, pin, policy, bool(allow_prerelease), when(created_at))
+    iid, pack_id, pin, policy, allow_prerelease, created_at, hold = row
+    return Installation(iid, pack_id, pin, policy, bool(allow_prerelease), when(created_at), hold)
 
 
 def event_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> PinEvent:

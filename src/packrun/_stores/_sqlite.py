@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -129,6 +129,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         tools TEXT NOT NULL,
         PRIMARY KEY (installation_id, workflow_id)
     );
+    """,
+    # 4: the version a manual move took an installation down from (what holds its policy).
+    """
+    ALTER TABLE installations ADD COLUMN hold TEXT;
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -502,9 +506,9 @@ class SQLiteStore(Store):
     # --- writes ---------------------------------------------------------------------------------
 
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
-        entry = prepared.entry
-
         def body(conn: sqlite3.Connection) -> CatalogEntry:
+            # Stamped inside the write: writers are serialised, so times follow commit order.
+            entry = dataclasses.replace(prepared.entry, published_at=datetime.now(UTC))
             action = decide(self._pack_rows(conn, entry.pack_id), self._settings_from(conn))
             if entry.digest is not None and prepared.artifact is not None:
                 conn.execute(
@@ -597,6 +601,7 @@ class SQLiteStore(Store):
             installation.policy,
             int(installation.allow_prerelease),
             installation.created_at.isoformat(),
+            installation.hold,
         )
 
     async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
@@ -607,7 +612,7 @@ class SQLiteStore(Store):
             if row is not None:
                 raise InstallationExists(installation.id, row[0], row[1])
             conn.execute(
-                f"INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 self._installation_row(installation),
             )
             stored = self._insert_event(conn, event)
@@ -631,8 +636,8 @@ class SQLiteStore(Store):
             if changed == current and event is None:
                 return current, None  # nothing changed: nothing written, nothing logged
             conn.execute(
-                "UPDATE installations SET pin = ?, policy = ? WHERE id = ?",
-                (changed.pin, changed.policy, installation_id),
+                "UPDATE installations SET pin = ?, policy = ?, hold = ? WHERE id = ?",
+                (changed.pin, changed.policy, changed.hold, installation_id),
             )
             stored = self._insert_event(conn, event) if event is not None else None
             self._log(conn, "installation", installation_id)
