@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mypy.api
 import pytest
 
 import packrun
@@ -37,13 +38,12 @@ def _blocks(language: str) -> list[tuple[str, str]]:
 def test_python_examples__type_check_under_mypy_strict(tmp_path: Path) -> None:
     """What a reader copies must pass their own ``mypy --strict``: each Python block of the README
     and docs/ is checked as a module of its own."""
-    mypy_api = pytest.importorskip("mypy.api")
     files = []
     for n, (where, code) in enumerate(_blocks("python")):
         path = tmp_path / f"example_{n}_{re.sub(r'[^A-Za-z0-9]', '_', where)}.py"
         path.write_text(code)
         files.append(str(path))
-    out, err, status = mypy_api.run(
+    out, err, status = mypy.api.run(
         [
             "--strict",
             "--warn-unreachable",
