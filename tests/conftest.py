@@ -50,6 +50,12 @@ def postgres_url() -> Iterator[str]:
     drop_schema(POSTGRES, schema)
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio; the tests of what trio supports ask for it by name."""
+    return "asyncio"
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The store suite's URL: each test that takes it runs on all three stores."""

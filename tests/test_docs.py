@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mypy.api
 import pytest
 
 import packrun
@@ -32,6 +33,28 @@ def _blocks(language: str) -> list[tuple[str, str]]:
             if match[1] == language and ">>>" not in match[2]:
                 found.append((f"{doc.name}#{n}", match[2]))
     return found
+
+
+def test_python_examples__type_check_under_mypy_strict(tmp_path: Path) -> None:
+    """What a reader copies must pass their own ``mypy --strict``: each Python block of the README
+    and docs/ is checked as a module of its own."""
+    files = []
+    for n, (where, code) in enumerate(_blocks("python")):
+        path = tmp_path / f"example_{n}_{re.sub(r'[^A-Za-z0-9]', '_', where)}.py"
+        path.write_text(code)
+        files.append(str(path))
+    out, err, status = mypy.api.run(
+        [
+            "--strict",
+            "--warn-unreachable",
+            "--python-version=3.11",
+            "--config-file=",
+            f"--cache-dir={ROOT / '.mypy_cache' / 'docs'}",
+            "--explicit-package-bases",
+            *files,
+        ]
+    )
+    assert status == 0, out + err
 
 
 @pytest.fixture
@@ -91,7 +114,9 @@ def test_doctest_examples__in_docs_pass() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [packrun, _versions, errors, packrun._auth], ids=lambda m: m.__name__
+    "module",
+    [packrun, _versions, errors, packrun._auth, packrun.blocking],
+    ids=lambda m: m.__name__,
 )
 def test_doctest_examples__in_docstrings_pass(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
@@ -158,3 +183,27 @@ def test_json_examples__in_docs_decode() -> None:
         doc = json.loads(block)
         decode = next((d for key, d in decoders.items() if key in doc), packrun.decode_manifest)
         decode(block, source=where)
+
+
+def test_python_examples__run_again_after_every_other_in_the_same_folder(
+    in_repo_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Python example leaves anything behind (a store file, a built artifact) that breaks
+    another, or itself, when a reader runs them all in one folder, twice."""
+    for _ in range(2):
+        for where, code in _blocks("python"):
+            exec(compile(code, where, "exec"), {"__name__": "__example__"})
+    capsys.readouterr()
+
+
+def test_explain_sample__in_runtime_docs__is_what_the_example_above_it_prints(
+    in_repo_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = ROOT / "docs" / "runtime.md"
+    blocks = [m[2] for m in FENCE.finditer(doc.read_text())]
+    example = next(b for b in blocks if "rt.explain(" in b and "anyio.run" in b)
+    sample = next(b for b in blocks if b.startswith("installation acme-prod:"))
+    exec(compile(example, "runtime.md", "exec"), {"__name__": "__example__"})
+    printed = capsys.readouterr().out
+    at = re.compile(r" at \S+$", re.M)  # the time of the last move differs from run to run
+    assert at.sub(" at <time>", sample) in at.sub(" at <time>", printed)

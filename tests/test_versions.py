@@ -26,6 +26,7 @@ from packrun._versions import (
     bump_problem,
     check_publish_order,
     release_line,
+    version_key,
 )
 from packrun.errors import DowngradeNotAllowed, InvalidVersion
 
@@ -507,11 +508,62 @@ def test_ordering__sorting_a_shuffled_copy_restores_the_list() -> None:
     assert str(min(shuffled)) == SORTED_VERSIONS[0]
 
 
-def test_ordering__comparing_with_a_string_is_unequal_and_unordered() -> None:
+@pytest.mark.parametrize(
+    ("version", "text", "equal"),
+    [
+        ("1.2.3", "1.2.3", True),
+        ("1.2.3", "1.2.4", False),
+        ("1.2.3-rc.1", "1.2.3-rc.1", True),
+        ("1.2.3-rc.1", "1.2.3", False),
+        ("1.2.3+build.7", "1.2.3+build.7", True),
+        ("1.2.3+build.7", "1.2.3", True),  # build metadata never counts, as between versions
+        ("1.2.3", "1.2.3+other", True),
+        ("1.2.3", "v1.2.3", False),  # not a version: unequal, never an error
+        ("1.2.3", "", False),
+    ],
+)
+def test_equality__with_its_text__is_the_equality_of_versions(
+    version: str, text: str, equal: bool
+) -> None:
+    parsed = Version.parse(version)
+    assert (parsed == text) is equal
+    assert (text == parsed) is equal  # both ways round
+    assert (parsed != text) is not equal
+
+
+def test_equality__a_catalog_row_and_a_resolution_compare_as_the_same_version() -> None:
+    rows = [Version.parse(t) for t in ("1.0.0", "1.1.0", "2.0.0")]
+    resolved: str = "1.1.0"  # Resolution.version, PinEvent.to_version: the version's text
+    assert [v for v in rows if v == resolved] == [Version.parse("1.1.0")]
+    assert resolved in rows
+
+
+@pytest.mark.parametrize("text", ["0.0.0", "1.2.3", "1.2.3-rc.1", "2.0.0-beta.1.x-y"])
+def test_hash__equals_the_hash_of_its_text_so_sets_and_dicts_find_the_text(text: str) -> None:
+    version = Version.parse(text)
+    assert hash(version) == hash(text)
+    assert text in {version}
+    assert {version: "x"}[text] == "x"  # type: ignore[index]
+    assert {text: "x"}[version] == "x"  # type: ignore[index]
+
+
+def test_hash__with_build_metadata__is_the_hash_of_its_version_key() -> None:
+    version = Version.parse("1.2.3-rc.1+build.7")
+    assert hash(version) == hash(version_key(version)) == hash("1.2.3-rc.1")
+    assert hash(version) == hash(Version(1, 2, 3, "rc.1", "other"))
+
+
+def test_ordering__against_its_text__by_precedence_and_loud_for_a_non_version() -> None:
     version = Version.parse("1.2.3")
-    assert version != "1.2.3"
+    assert version < "1.2.4"
+    assert version <= "1.2.3+b"
+    assert version > "1.2.3-rc.1"
+    assert version >= "1.0.0"
+    assert "1.10.0" > Version.parse("1.9.0")  # noqa: SIM300 - the reflected operation
+    with pytest.raises(InvalidVersion):
+        _ = version < "latest"
     with pytest.raises(TypeError):
-        _ = version < "1.2.4"  # type: ignore[operator]
+        _ = version < 1  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(
@@ -531,7 +583,8 @@ def test_ordering__comparing_with_a_string_is_unequal_and_unordered() -> None:
 def test_str__round_trips_exactly(text: str) -> None:
     version = Version.parse(text)
     assert str(version) == text
-    assert repr(version) == f"Version({text!r})"
+    assert repr(version) == f"Version.parse({text!r})"
+    assert eval(repr(version), {"Version": Version}) == version  # the repr evaluates back
     assert Version.parse(str(version)) == version
 
 

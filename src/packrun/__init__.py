@@ -10,6 +10,7 @@ private and may change.
 
 from __future__ import annotations
 
+from packrun import blocking as blocking
 from packrun._auth import Auth
 from packrun._bundle import (
     Bundle,

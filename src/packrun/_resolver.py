@@ -48,7 +48,12 @@ def normalize_pin(pin: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """What runs for an installation now: the version, channel, contract, digest and pin."""
+    """What runs for an installation now: the version, channel, contract, digest and pin.
+
+    ``version`` is the version's text, like every record of what runs or moved (a run, a pin
+    event, a review); ``entry.version`` is the catalog row's :class:`~packrun.Version`. The two
+    compare equal: ``res.entry.version == res.version``.
+    """
 
     pack_id: str
     version: str
@@ -57,6 +62,7 @@ class Resolution:
     digest: str | None
     pin: str
     entry: CatalogEntry = field(repr=False, compare=False)
+    """The catalog row that runs."""
 
 
 class _Cell:

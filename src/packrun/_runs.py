@@ -223,3 +223,10 @@ class RuntimeStats:
     adapter_runs: Mapping[tuple[str, str, str], int]
     """Runs served through an adapter, by ``(pack, version, adapter)``: what still needs the
     previous generation, so operators know when it can be dropped."""
+    seconds_since_refresh: float = 0.0
+    """Seconds since this runtime last read the store's change log successfully (or opened): how
+    stale its view of other processes' writes may be. Alert when it grows well past
+    ``refresh_interval``. A runtime opened with ``refresh_interval=0`` refreshes only when
+    :meth:`Runtime.refresh` is called, so this grows in between."""
+    refresh_failures: int = 0
+    """Refreshes that failed in a row (0 once one succeeds again)."""

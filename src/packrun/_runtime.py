@@ -143,10 +143,36 @@ def _hold_after(
     return str(held) if held is not None and held > to.version else None
 
 
+def _log_pin_move(pack_id: str, event: PinEvent) -> None:
+    """An INFO record for a pin move (an install, a user's move, a policy's move, a rollback)."""
+    logger.info(
+        "packrun moved %s (%s) from %s to %s (%s -> %s) by %s (%s)",
+        event.installation_id,
+        pack_id,
+        event.from_pin or "-",
+        event.to_pin,
+        event.from_version or "-",
+        event.to_version or "-",
+        event.actor,
+        event.origin,
+        extra={
+            "event": "pin_move",
+            "pack": pack_id,
+            "version": event.to_version,
+            "from_version": event.from_version,
+            "installation": event.installation_id,
+            "pin": event.to_pin,
+            "actor": event.actor,
+            "origin": event.origin,
+        },
+    )
+
+
 _END_BATCH_SECONDS = 0.005
 _END_RETRY_SECONDS = 1.0  # between attempts to write ends while the store is away
 _HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
 _NO_AUTH = Auth.none()
+_WARN_EVERY_SECONDS = 60.0  # per kind of warning
 
 
 class _StartWaiter:
@@ -200,6 +226,8 @@ class Runtime:
         self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
         self._task_group: anyio.abc.TaskGroup | None = None
         self._last_warning: dict[str, float] = {}
+        self._refreshed_at = time.monotonic()  # the last successful refresh (or the load)
+        self._refresh_failures = 0  # failed refreshes in a row
         self.lease_ttl = lease_ttl
         """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
         self.owner = uuid.uuid4().hex
@@ -292,6 +320,7 @@ class Runtime:
             self._resolver.set_installation(inst, events.get(inst.id, []))
         self._usage = await self._store.all_workflow_tools()
         self._seq = state.seq
+        self._refreshed_at = time.monotonic()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -301,7 +330,13 @@ class Runtime:
                 with anyio.CancelScope(shield=True):  # a close waits for it: no query cancelled
                     await self.refresh()
             except Exception as exc:  # never let a refresh take the host's code down
-                self._warn(f"could not refresh from {self.url}: {exc}")
+                self._refresh_failures += 1
+                stale = time.monotonic() - self._refreshed_at
+                self._warn(
+                    "refresh",
+                    f"could not refresh from {self.url} ({self._refresh_failures} attempt(s) "
+                    f"failed; answers are {stale:.1f} s stale): {exc}",
+                )
 
     async def _lease_loop(self) -> None:
         while True:
@@ -313,19 +348,19 @@ class Runtime:
                             self.owner, list(self._runs), time.time() + self.lease_ttl
                         )
                 except Exception as exc:
-                    self._warn(f"could not renew run leases in {self.url}: {exc}")
+                    self._warn("lease", f"could not renew run leases in {self.url}: {exc}")
 
     async def _refresh_remote_runs(self) -> None:
         live = await self._store.live_runs(time.time())
         self._remote = [r for r in live if r.owner != self.owner]
 
-    def _warn(self, message: str) -> None:
-        # The hot path keeps answering from memory; say so, at most once a minute per kind.
-        kind = message.split(" ", 2)[1] if message.count(" ") >= 2 else message
+    def _warn(self, kind: str, message: str) -> None:
+        # The hot path keeps answering from memory; say so, at most once a minute per kind of
+        # warning, so one kind never hides another.
         now = time.monotonic()
-        if now - self._last_warning.get(kind, -120.0) > 60:
+        if now - self._last_warning.get(kind, -120.0) > _WARN_EVERY_SECONDS:
             self._last_warning[kind] = now
-            logger.warning("packrun %s", message)
+            logger.warning("packrun %s", message, extra={"packrun_warning": kind})
 
     async def refresh(self) -> None:
         """Apply what other runtimes wrote to the store since the last refresh, and read which
@@ -334,6 +369,7 @@ class Runtime:
         async with self._lock:
             await self._refresh_remote_runs()
             changes = await self._store.changes(self._seq)
+            self._refreshed()
             if not changes:
                 return
             packs = {c.key for c in changes if c.kind == "pack"}
@@ -379,14 +415,29 @@ class Runtime:
         if touched:
             await self._apply_policies([touched[i] for i in sorted(touched)])
 
+    def _refreshed(self) -> None:
+        now = time.monotonic()
+        if self._refresh_failures:
+            logger.info(
+                "packrun refreshed from %s again after %d failed attempt(s), %.1f s stale",
+                self.url,
+                self._refresh_failures,
+                now - self._refreshed_at,
+            )
+            self._refresh_failures = 0
+        self._refreshed_at = now
+
     async def _refresh_one(self, what: str, reload: Awaitable[None]) -> None:
         # A row that cannot be read is skipped with a warning; it must not hold back the others.
         try:
             await reload
         except PackrunError as exc:
-            self._warn(f"skipped {what} while refreshing from {self.url}: {exc}")
+            self._warn(f"skipped {what}", f"skipped {what} while refreshing from {self.url}: {exc}")
         except (ValueError, TypeError) as exc:  # a row damaged outside packrun
-            self._warn(f"skipped {what} while refreshing from {self.url}: unreadable row ({exc})")
+            self._warn(
+                f"skipped {what}",
+                f"skipped {what} while refreshing from {self.url}: unreadable row ({exc})",
+            )
 
     async def _reload_pack(self, pack_id: str) -> None:
         self._resolver.set_pack(pack_id, await self._store.pack_entries(pack_id))
@@ -484,12 +535,26 @@ class Runtime:
             )
 
         entry = await self._write_row(self._store.publish(prepared, decide))
+        logger.info(
+            "packrun published %s %s (%s, %s)",
+            entry.pack_id,
+            entry.version,
+            entry.channel,
+            entry.digest or "no integration",
+            extra={
+                "event": "publish",
+                "pack": entry.pack_id,
+                "version": str(entry.version),
+                "channel": entry.channel,
+                "digest": entry.digest,
+            },
+        )
         # Catch up first: installations made elsewhere meanwhile must count too. The publish has
         # committed: a failed catch-up is a warning, and policies apply to what is known.
         try:
             await self.refresh()
         except PackrunError as exc:
-            self._warn(f"could not refresh from {self.url} after a publish: {exc}")
+            self._warn("refresh", f"could not refresh from {self.url} after a publish: {exc}")
         await self._apply_policies(self._resolver.auto_installations_of(entry.pack_id))
         return entry
 
@@ -825,7 +890,9 @@ class Runtime:
             for run_id, calls in batch:
                 if run_id not in self._runs and run_id not in self._pending_ends:
                     self._pending_ends[run_id] = calls  # unless reopened or ended again since
-            self._warn(f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}")
+            self._warn(
+                "run ends", f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}"
+            )
             return False
         return True
 
@@ -882,8 +949,15 @@ class Runtime:
         raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
 
     def stats(self) -> RuntimeStats:
-        """Counters: runs started and in flight here, and runs served through adapters."""
-        return RuntimeStats(self._runs_started, len(self._runs), dict(self._adapter_runs))
+        """Counters: runs started and in flight here, runs served through adapters, and how
+        stale this runtime's view of the store is (seconds since its last successful refresh)."""
+        return RuntimeStats(
+            self._runs_started,
+            len(self._runs),
+            dict(self._adapter_runs),
+            time.monotonic() - self._refreshed_at,
+            self._refresh_failures,
+        )
 
     # --- installations --------------------------------------------------------------------------
 
@@ -935,6 +1009,7 @@ class Runtime:
         async with self._lock:
             stored = await self._store.create_installation(inst, event)
             self._resolver.set_installation(inst, [stored])
+        _log_pin_move(pack_id, stored)
         await self._apply_policies([inst])  # an auto_* installation takes what it may at once
         return self._resolver.installation(installation_id)
 
@@ -984,16 +1059,32 @@ class Runtime:
 
         return await self._update_installation(installation_id, update)
 
-    async def set_policy(self, installation_id: str, policy: Policy) -> Installation:
+    async def set_policy(
+        self, installation_id: str, policy: Policy, *, actor: str = "system"
+    ) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
         ``auto_minor``. Recorded on the installation; it ends a hold left by a manual move (the
         policy applies at once from the current version); no pin moves otherwise."""
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
+        _check_actor(actor)
         self._resolver.installation(installation_id)  # not_found naming known installations
         changed = await self._update_installation(
             installation_id,
             lambda stored: (dataclasses.replace(stored, policy=policy, hold=None), None),
+        )
+        logger.info(
+            "packrun set the update policy of %s to %s",
+            installation_id,
+            policy,
+            extra={
+                "event": "policy_set",
+                "pack": changed.pack_id,
+                "installation": installation_id,
+                "policy": policy,
+                "actor": actor,
+                "origin": "user",
+            },
         )
         await self._apply_policies([changed])
         return self._resolver.installation(installation_id)
@@ -1003,7 +1094,9 @@ class Runtime:
             changed, event = await self._store.update_installation(installation_id, update)
             events = self._resolver.history(installation_id)
             self._resolver.set_installation(changed, [*events, event] if event else events)
-            return changed
+        if event is not None:
+            _log_pin_move(changed.pack_id, event)
+        return changed
 
     # --- diffs, policies, reviews, updates and rollbacks ----------------------------------------
 
@@ -1042,7 +1135,10 @@ class Runtime:
                     expect_pin=inst.pin,  # a concurrent update wins over this policy move
                 )
             except PackrunError as exc:  # one installation must not hold back the others
-                self._warn(f"update policy could not move {inst.id} to {target.version}: {exc}")
+                self._warn(
+                    f"policy {inst.id}",
+                    f"update policy could not move {inst.id} to {target.version}: {exc}",
+                )
 
     def review_update(self, installation_id: str, to: str | None = None) -> UpdateReview:
         """What updating ``installation_id`` to ``to`` (default: the newest version on its channel)

@@ -69,13 +69,24 @@ class Version:
     Build metadata is kept in ``str()`` but ignored for precedence, equality and hashing, so
     ``1.0.0+a`` and ``1.0.0+b`` are the same version.
 
+    A version compares with its text as with another version (as python-semver's does): equal
+    when the text is a version of the same precedence, ordered by precedence (a text that is no
+    version is unequal, and ordering against it raises ``invalid_version``). Its hash is the hash
+    of its text without build metadata (:func:`version_key`), so a set or dict of versions finds
+    ``"1.2.3"``; a text carrying build metadata compares equal but hashes apart, so use
+    :func:`version_key` to mix texts and versions as keys.
+
     >>> Version.parse("1.10.0") > Version.parse("1.9.0")
     True
     >>> str(Version.parse("2.0.0-beta.1+build.7"))
     '2.0.0-beta.1+build.7'
+    >>> Version.parse("1.2.3") == "1.2.3", "1.2.3" in {Version.parse("1.2.3")}
+    (True, True)
+    >>> Version.parse("1.2.3")
+    Version.parse('1.2.3')
     """
 
-    __slots__ = ("_key", "_text", "build", "major", "minor", "patch", "prerelease")
+    __slots__ = ("_hash", "_key", "_text", "build", "major", "minor", "patch", "prerelease")
 
     major: int
     minor: int
@@ -84,6 +95,7 @@ class Version:
     build: tuple[str, ...]
     _key: _Key
     _text: str
+    _hash: int
 
     def __init__(
         self,
@@ -114,6 +126,7 @@ class Version:
         object.__setattr__(self, "build", checked.build)
         object.__setattr__(self, "_key", checked._key)
         object.__setattr__(self, "_text", checked._text)
+        object.__setattr__(self, "_hash", checked._hash)
 
     @classmethod
     def parse(cls, text: str, *, strict: bool = False) -> Version:
@@ -146,35 +159,54 @@ class Version:
         return self._text
 
     def __repr__(self) -> str:
-        return f"Version({self._text!r})"
+        # What evaluates back to an equal version (with ``from packrun import Version``).
+        return f"Version.parse({self._text!r})"
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key == other._key
+        if isinstance(other, Version):
+            return self._key == other._key
+        if isinstance(other, str):
+            if other == self._text:
+                return True
+            try:
+                return self._key == _parse(other, strict=False)._key
+            except InvalidVersion:
+                return False
+        return NotImplemented
 
-    def __lt__(self, other: Version) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key < other._key
+    def __lt__(self, other: Version | str) -> bool:
+        if isinstance(other, Version):
+            return self._key < other._key
+        key = _other_key(other)
+        return NotImplemented if key is None else self._key < key
 
-    def __le__(self, other: Version) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key <= other._key
+    def __le__(self, other: Version | str) -> bool:
+        if isinstance(other, Version):
+            return self._key <= other._key
+        key = _other_key(other)
+        return NotImplemented if key is None else self._key <= key
 
-    def __gt__(self, other: Version) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key > other._key
+    def __gt__(self, other: Version | str) -> bool:
+        if isinstance(other, Version):
+            return self._key > other._key
+        key = _other_key(other)
+        return NotImplemented if key is None else self._key > key
 
-    def __ge__(self, other: Version) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key >= other._key
+    def __ge__(self, other: Version | str) -> bool:
+        if isinstance(other, Version):
+            return self._key >= other._key
+        key = _other_key(other)
+        return NotImplemented if key is None else self._key >= key
+
+
+def _other_key(other: object) -> _Key | None:
+    """The precedence key of a version's text, what a version may be ordered against."""
+    if isinstance(other, str):
+        return _parse(other, strict=False)._key  # not a version: invalid_version, loudly
+    return None
 
 
 def _identifiers(part: str | Iterable[str]) -> tuple[str, ...]:
@@ -218,6 +250,7 @@ def _parse(text: object, *, strict: bool) -> Version:
     object.__setattr__(version, "build", build)
     object.__setattr__(version, "_key", key)
     object.__setattr__(version, "_text", text)
+    object.__setattr__(version, "_hash", hash(text.partition("+")[0]))  # as its version_key
     return version
 
 

@@ -25,6 +25,7 @@ from packrun._versions import (
     bump_problem,
     check_publish_order,
     release_line,
+    version_key,
 )
 from packrun.errors import DowngradeNotAllowed
 
@@ -234,3 +235,21 @@ def test_publishing_below_the_highest_of_the_line_raises(
         assert caught.value.highest == str(max(same_line))
     else:
         assert check_publish_order("pack", existing, new) == "new"
+
+
+@given(text_pairs())
+def test_a_version_and_a_text__compare_as_the_two_versions_do(pair: tuple[str, str]) -> None:
+    a, b = Version.parse(pair[0]), Version.parse(pair[1])
+    assert (a == pair[1]) is (a == b) is (pair[1] == a)
+    assert (a < pair[1]) is (a < b)
+    assert (a >= pair[1]) is (a >= b)
+
+
+@given(texts)
+def test_a_version__equals_its_text_and_hashes_like_its_key(text: str) -> None:
+    version = Version.parse(text)
+    assert version == text
+    assert hash(version) == hash(version_key(version))
+    if "+" not in text:  # equal to a text without build metadata: the same hash
+        assert hash(version) == hash(text)
+        assert {version: 1}.get(text) == 1  # type: ignore[call-overload]

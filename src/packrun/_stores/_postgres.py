@@ -16,6 +16,7 @@ periodic read of the change log stays as the fallback when a notification is los
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -275,6 +276,16 @@ class PostgresStore(Store):
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        # psycopg's async connections and pool need asyncio: say so before any of them starts.
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise StoreError(
+                f"cannot open the store {self.url}: the PostgreSQL store runs on asyncio only "
+                "(psycopg's async connections need it), and this is another event loop (trio?); "
+                "expected an asyncio event loop (anyio.run(main), whose default backend is "
+                "asyncio), or a memory: or sqlite:/// store, which run on trio too"
+            ) from None
         # One connection first: a server that is down, a wrong password or a missing database
         # fails here at once, with the server's own words (a pool would retry for its timeout).
         try:
