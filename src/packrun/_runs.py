@@ -223,3 +223,9 @@ class RuntimeStats:
     adapter_runs: Mapping[tuple[str, str, str], int]
     """Runs served through an adapter, by ``(pack, version, adapter)``: what still needs the
     previous generation, so operators know when it can be dropped."""
+    catch_up_reads: int = 0
+    """Reads of the store's change log this runtime's refresh loop made (on a notification or
+    every ``refresh_interval``); a storm of notifications costs a bounded number of them."""
+    notifications: int = 0
+    """Change notifications the store received (PostgreSQL's ``NOTIFY``; 0 on the other stores).
+    They are hints: any number received together wakes one catch-up read."""

@@ -186,6 +186,7 @@ class Runtime:
         self._by_installation: Counter[str] = Counter()
         self._remote: list[LiveRun] = []
         self._runs_started = 0
+        self._catch_up_reads = 0
         self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
         self._adapter_warned: dict[tuple[str, str], float] = {}
         self._diffs: dict[tuple[object, ...], DiffReport] = {}
@@ -266,6 +267,7 @@ class Runtime:
         while True:
             # Returns early when the store hears of a change (PostgreSQL's NOTIFY).
             await self._store.wait_for_change(self.refresh_interval)
+            self._catch_up_reads += 1
             try:
                 with anyio.CancelScope(shield=True):  # a close waits for it: no query cancelled
                     await self.refresh()
@@ -796,8 +798,15 @@ class Runtime:
         raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
 
     def stats(self) -> RuntimeStats:
-        """Counters: runs started and in flight here, and runs served through adapters."""
-        return RuntimeStats(self._runs_started, len(self._runs), dict(self._adapter_runs))
+        """Counters: runs started and in flight here, runs served through adapters, and the
+        refresh loop's reads of the change log and the notifications that woke it."""
+        return RuntimeStats(
+            self._runs_started,
+            len(self._runs),
+            dict(self._adapter_runs),
+            self._catch_up_reads,
+            self._store.notifications,
+        )
 
     # --- installations --------------------------------------------------------------------------
 
