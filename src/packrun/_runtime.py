@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
 from packrun._auth import Auth
-from packrun._bundle import load_bundle
+from packrun._bundle import bundle_is_loaded, hold_bundle, load_bundle, release_bundle
 from packrun._catalog import (
     CatalogEntry,
     Channel,
@@ -50,8 +50,9 @@ from packrun._policy import (
     policy_target,
     why_acknowledge,
 )
+from packrun._redact import RedactingLogger
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
-from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
+from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._stores import (
     ORIGINS,
     POLICIES,
@@ -544,19 +545,32 @@ class Runtime:
             return await r.call(tool, input)
 
     async def _dispatcher(self, digest: str) -> Dispatcher:
+        """The dispatcher of ``digest``, returned with a hold on its bundle (the run releases it):
+        a bundle a run in flight uses is never evicted from the process."""
         dispatcher = self._dispatchers.get(digest)
-        if dispatcher is None:
-            data = await self._store.artifact(digest)
-            loaded = await anyio.to_thread.run_sync(
-                partial(
-                    load_bundle,
-                    data,
-                    expected_digest=digest,
-                    generations=self.generations,
-                    stage="run",
-                )
+        if dispatcher is not None and hold_bundle(dispatcher.loaded):
+            return dispatcher
+        data = await self._store.artifact(digest)
+        loaded = await anyio.to_thread.run_sync(
+            partial(
+                load_bundle,
+                data,
+                expected_digest=digest,
+                generations=self.generations,
+                stage="run",
+                hold=True,
             )
-            dispatcher = self._dispatchers[digest] = dispatcher_for(loaded, self.generations)
+        )
+        try:
+            dispatcher = dispatcher_for(loaded, self.generations)
+        except BaseException:
+            release_bundle(loaded)
+            raise
+        # Drop what the process evicted: this cache never keeps a bundle alive on its own.
+        self._dispatchers = {
+            d: x for d, x in self._dispatchers.items() if bundle_is_loaded(x.loaded)
+        }
+        self._dispatchers[digest] = dispatcher
         return dispatcher
 
     async def _start_run(
@@ -656,7 +670,7 @@ class Runtime:
             )
 
     def _end_run(self, run: Run) -> None:
-        run._ended = True
+        run._end()
         if self._runs.pop(run.run_id, None) is not run:
             return
         key = (run.pack_id, run.version_key)
