@@ -545,7 +545,7 @@ def hold_bundle(loaded: LoadedBundle) -> bool:
 
 
 def release_bundle(loaded: LoadedBundle, *, limit: int = MAX_LOADED_BUNDLES) -> None:
-    """Give back a hold taken by :func:`hold_bundle` or ``load_bundle(..., hold=True)``."""
+    """Give back a hold taken by :func:`hold_bundle` or :func:`load_held`."""
     with _finder_lock:
         slot = _finder.slots.get(loaded.digest)
         if slot is not None and slot.module is loaded.module and slot.holds:
@@ -576,7 +576,6 @@ def load_bundle(
     generations: frozenset[int] | set[int] = DEFAULT_GENERATIONS,
     stage: Literal["publish", "run"] = "run",
     source: str | None = None,
-    hold: bool = False,
 ) -> LoadedBundle:
     """Import a bundle's code and check it against its manifest.
 
@@ -590,9 +589,29 @@ def load_bundle(
     Whatever the code does while it is imported (raise, call ``sys.exit()``, raise
     ``KeyboardInterrupt`` or another ``BaseException``) is ``invalid_bundle``, and a refused bundle
     leaves nothing behind in ``sys.modules`` or the import system. A process keeps at most
-    :data:`MAX_LOADED_BUNDLES` bundles imported, evicting the least recently used; ``hold=True``
-    returns with a hold on the bundle (see :func:`release_bundle`), which keeps it from eviction.
+    :data:`MAX_LOADED_BUNDLES` bundles imported, evicting the least recently used.
     """
+    return load_held(
+        data,
+        expected_digest=expected_digest,
+        generations=generations,
+        stage=stage,
+        source=source,
+        hold=False,
+    )
+
+
+def load_held(
+    data: Bundle | bytes,
+    *,
+    expected_digest: str | None = None,
+    generations: frozenset[int] | set[int] = DEFAULT_GENERATIONS,
+    stage: Literal["publish", "run"] = "run",
+    source: str | None = None,
+    hold: bool = True,
+) -> LoadedBundle:
+    """:func:`load_bundle`, returning with a hold on the bundle when ``hold`` (give it back with
+    :func:`release_bundle`): a held bundle is never evicted."""
     if isinstance(data, Bundle):
         blob, label = data.data, data.source
     elif isinstance(data, bytes | bytearray | memoryview):

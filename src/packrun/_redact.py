@@ -104,11 +104,16 @@ class Redactor:
             return value if pattern is None else type(value)(pattern.sub(REDACTED.encode(), value))
         if value is None or isinstance(value, bool | int | float) or depth > _DEPTH:
             return value
-        if isinstance(value, tuple | list | set | frozenset):
-            items = [self.value(v, depth + 1) for v in value]
-            return items if isinstance(value, list) else type(value)(items)
-        if isinstance(value, Mapping):
-            return {self.value(k, depth + 1): self.value(v, depth + 1) for k, v in value.items()}
+        try:
+            if isinstance(value, tuple | list | set | frozenset):
+                items = [self.value(v, depth + 1) for v in value]
+                return items if isinstance(value, list) else type(value)(items)
+            if isinstance(value, Mapping):
+                return {
+                    self.value(k, depth + 1): self.value(v, depth + 1) for k, v in value.items()
+                }
+        except Exception:  # a container that cannot be rebuilt (a named tuple): shown as text
+            return self.text(_repr(value))
         shown = _repr(value)
         return self.text(shown) if self.holds(shown) else value
 

@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
 from packrun._auth import Auth
-from packrun._bundle import bundle_is_loaded, hold_bundle, load_bundle, release_bundle
+from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, release_bundle
 from packrun._catalog import (
     CatalogEntry,
     Channel,
@@ -553,12 +553,11 @@ class Runtime:
         data = await self._store.artifact(digest)
         loaded = await anyio.to_thread.run_sync(
             partial(
-                load_bundle,
+                load_held,
                 data,
                 expected_digest=digest,
                 generations=self.generations,
                 stage="run",
-                hold=True,
             )
         )
         try:
