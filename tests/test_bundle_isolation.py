@@ -12,8 +12,10 @@ import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 import packrun
@@ -277,3 +279,30 @@ async def test_a_task_cancelled_during_a_call_gets_its_cancellation(rt: Runtime)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert rt.stats().runs_in_flight == 0
+
+
+async def test_loading_from_many_threads_while_runs_hold_bundles_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    async with packrun.open_runtime(f"sqlite:///{tmp_path / 'state.db'}") as rt:
+        await rt.publish(hostile())
+        await rt.install("h", "hostile")
+        answers: list[object] = []
+
+        def load_many(worker: int) -> None:
+            for n in range(MAX_LOADED_BUNDLES // 2):
+                loaded = load_bundle(plain(f"thread-{worker}-{n}-{uuid.uuid4().hex}"))
+                answers.append(loaded.tools["ask"](None, {}))  # type: ignore[arg-type]
+
+        async with rt.run("h") as run:
+            async with anyio.create_task_group() as tg:
+                for worker in range(4):
+                    tg.start_soon(anyio.to_thread.run_sync, load_many, worker)
+                for _ in range(20):  # calls of the held bundle meanwhile, from the event loop
+                    assert await run.call("late_import") == "late"
+                    await anyio.sleep(0)
+            assert run._bundle.module.__name__ in sys.modules  # still there: the run holds it
+            assert await run.call("late_import") == "late"
+        assert answers == ["ok"] * (4 * (MAX_LOADED_BUNDLES // 2))
+    assert loaded_bundles() <= MAX_LOADED_BUNDLES
+    assert len({m.split(".")[0] for m in bundle_modules()}) <= MAX_LOADED_BUNDLES

@@ -518,8 +518,10 @@ def _forget(slot: _Slot) -> None:
     _finder.slots.pop(slot.bundle.digest, None)
     _finder.packages.pop(slot.name, None)
     prefix = slot.name + "."
-    for module_name in [m for m in sys.modules if m == slot.name or m.startswith(prefix)]:
-        sys.modules.pop(module_name, None)
+    # list() copies at once: another thread may be importing (and adding to sys.modules) meanwhile.
+    for module_name in list(sys.modules):
+        if module_name == slot.name or module_name.startswith(prefix):
+            sys.modules.pop(module_name, None)
     if not _finder.slots and _finder in sys.meta_path:
         sys.meta_path.remove(_finder)
 
