@@ -293,3 +293,56 @@ async def test_records_on_the_pack_logger_from_outside_a_run_are_left_alone(
     await rt.call("leak", "log_argument", auth=AUTHS["api_key"])  # watched while it ran
     logging.getLogger("packrun.tools.leaky").info("after the run: %s", SECRET)
     assert caplog.records[-1].getMessage() == f"after the run: {SECRET}"
+
+
+GEN1_CODE = """\
+import logging
+from urllib.parse import quote
+
+
+def handle(action, params, auth):
+    secret = auth.get("password") or auth.get("key") or auth.get("access_token")
+    if action == "error_answer":
+        return {"error": {"code": "bad-" + secret, "message": "sent " + quote(secret, safe="")}}
+    if action == "auth_in_exception":
+        try:
+            raise KeyError(secret)
+        except KeyError as inner:
+            raise ValueError(auth) from inner
+    if action == "answer_keys":
+        return {secret: 1}
+    logging.getLogger("packrun.tools.old-leaky").warning("auth %r", auth)
+    return {"data": None}
+"""
+
+GEN1_WAYS = ("answer_keys", "auth_in_exception", "error_answer", "log_auth")
+
+
+@pytest.mark.parametrize("mode", sorted(AUTHS))
+@pytest.mark.parametrize("way", GEN1_WAYS)
+async def test_a_generation_1_bundle_cannot_get_the_credential_out_through(
+    rt: Runtime, caplog: pytest.LogCaptureFixture, way: str, mode: str
+) -> None:
+    manifest = packrun.decode_manifest(
+        {
+            "id": "old-leaky",
+            "version": "1.0.0",
+            "contract": 1,
+            "tools": [{"id": w} for w in GEN1_WAYS],
+        }
+    )
+    await rt.publish(bundle_bytes(manifest, {"__init__.py": GEN1_CODE.encode()}))
+    await rt.install("old", "old-leaky")
+    caplog.set_level(logging.DEBUG)
+    raised: BaseException | None = None
+    try:
+        await rt.call("old", way, auth=AUTHS[mode])
+    except Exception as exc:
+        raised = exc
+    texts = [] if raised is None else exception_texts(raised)
+    for record in caplog.records:
+        texts += record_texts(record)
+    assert raised is not None or caplog.records
+    shown = "\n".join(texts)
+    for form in forms():
+        assert form not in shown, (way, mode, form)
