@@ -349,3 +349,36 @@ async def test_a_role_without_create_on_the_database_uses_a_schema_made_for_it(
         assert rt.resolve("i").version == "1.0.0"
     async with packrun.open_runtime(url) as again:  # and opens it again, already migrated
         assert again.resolve("i").version == "1.0.0"
+
+
+async def test_a_storm_of_notifications_costs_a_bounded_number_of_catch_up_reads(
+    postgres_url: str,
+) -> None:
+    storm = 20_000
+    channel = f"packrun_changes_{split(postgres_url)[1]}"
+    async with (
+        packrun.open_runtime(postgres_url, refresh_interval=0) as writer,
+        # Only notifications wake this one: the periodic read is an hour away.
+        packrun.open_runtime(postgres_url, refresh_interval=3600) as rt,
+    ):
+        await writer.publish(dist("1.0.0"))
+        await writer.publish(dist("1.0.1"))
+        await writer.install("i", "acme", pin="1.0.0")
+        with anyio.fail_after(30):
+            while "i" not in [i.id for i in rt.installations()]:
+                await anyio.sleep(0.02)
+        before = rt.stats()
+        # Forged, from a connection of its own: distinct payloads, so none is folded into another.
+        execute(
+            postgres_url,
+            f"SELECT count(pg_notify('{channel}', g::text)) FROM generate_series(1, {storm}) g",
+        )
+        with anyio.fail_after(60):
+            while rt.stats().notifications - before.notifications < storm:
+                await anyio.sleep(0.02)
+        await writer.set_pin("i", "1.0.1")  # a real change after the storm is still seen
+        with anyio.fail_after(30):
+            while rt.resolve("i").version != "1.0.1":
+                await anyio.sleep(0.02)
+        reads = rt.stats().catch_up_reads - before.catch_up_reads
+    assert 1 <= reads <= 10, reads

@@ -25,6 +25,7 @@ import sys
 import tarfile
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,12 +466,14 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
     """Finds the modules of loaded bundles. One per process: the import system is process-wide.
 
     Its registry is content-addressed (a package name carries the bundle's digest), so sharing it
-    between runtimes is safe: the same name always means the same bytes.
+    between runtimes is safe: the same name always means the same bytes. It is on ``sys.meta_path``
+    only while it holds a bundle.
     """
 
     def __init__(self) -> None:
         self.packages: dict[str, tuple[str, Mapping[str, bytes]]] = {}
-        self.bundles: dict[str, Bundle] = {}  # by digest: bundles read from their own bytes
+        # By digest, least recently used first: bundles read from their own bytes.
+        self.slots: OrderedDict[str, _Slot] = OrderedDict()
 
     def find_spec(
         self, fullname: str, path: Any = None, target: ModuleType | None = None
@@ -491,8 +494,76 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
         return None
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One bundle in the finder: its package name, its module once loaded and checked, and how
+    many users (imports under way, runs in flight) keep it from being evicted."""
+
+    bundle: Bundle
+    name: str
+    module: ModuleType | None = None
+    holds: int = 0
+
+
+MAX_LOADED_BUNDLES: Final = 128
+"""How many loaded bundles a process keeps imported, least recently used evicted first; a bundle
+a run in flight uses is never evicted (the process may then keep more for a while)."""
+
 _finder = _BundleFinder()
 _finder_lock = threading.Lock()
+
+
+def _forget(slot: _Slot) -> None:
+    """Remove every trace of a bundle from the import system (the caller holds the lock)."""
+    _finder.slots.pop(slot.bundle.digest, None)
+    _finder.packages.pop(slot.name, None)
+    prefix = slot.name + "."
+    # list() copies at once: another thread may be importing (and adding to sys.modules) meanwhile.
+    for module_name in list(sys.modules):
+        if module_name == slot.name or module_name.startswith(prefix):
+            sys.modules.pop(module_name, None)
+    if not _finder.slots and _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
+
+
+def _evict(limit: int) -> None:
+    """Evict the least recently used bundles nobody holds, down to ``limit`` (lock held)."""
+    excess = len(_finder.slots) - limit
+    if excess > 0:
+        for slot in [s for s in _finder.slots.values() if not s.holds][:excess]:
+            _forget(slot)
+
+
+def hold_bundle(loaded: LoadedBundle) -> bool:
+    """Keep ``loaded`` from being evicted until :func:`release_bundle`; ``False`` (and no hold)
+    when it was evicted already and must be loaded again."""
+    with _finder_lock:
+        slot = _finder.slots.get(loaded.digest)
+        if slot is None or slot.module is not loaded.module:
+            return False
+        slot.holds += 1
+        _finder.slots.move_to_end(loaded.digest)
+        return True
+
+
+def release_bundle(loaded: LoadedBundle, *, limit: int = MAX_LOADED_BUNDLES) -> None:
+    """Give back a hold taken by :func:`hold_bundle` or :func:`load_held`."""
+    with _finder_lock:
+        slot = _finder.slots.get(loaded.digest)
+        if slot is not None and slot.module is loaded.module and slot.holds:
+            slot.holds -= 1
+            _evict(limit)
+
+
+def bundle_is_loaded(loaded: LoadedBundle) -> bool:
+    """Whether ``loaded`` is still the bundle the import system serves for its digest."""
+    slot = _finder.slots.get(loaded.digest)
+    return slot is not None and slot.module is loaded.module
+
+
+def loaded_bundles() -> int:
+    """How many bundles the process holds imported (refused ones are never counted)."""
+    return len(_finder.slots)
 
 
 def _package_name(bundle: Bundle) -> str:
@@ -516,7 +587,33 @@ def load_bundle(
     (see :func:`packrun._contract.check_generation`). A generation-2 bundle must define one
     :class:`~packrun.sdk.Integration` with the manifest's id whose tools are exactly the manifest's
     tools; a generation-1 bundle must define ``handle(action, params, auth)``.
+
+    Whatever the code does while it is imported (raise, call ``sys.exit()``, raise
+    ``KeyboardInterrupt`` or another ``BaseException``) is ``invalid_bundle``, and a refused bundle
+    leaves nothing behind in ``sys.modules`` or the import system. A process keeps at most
+    :data:`MAX_LOADED_BUNDLES` bundles imported, evicting the least recently used.
     """
+    return load_held(
+        data,
+        expected_digest=expected_digest,
+        generations=generations,
+        stage=stage,
+        source=source,
+        hold=False,
+    )
+
+
+def load_held(
+    data: Bundle | bytes,
+    *,
+    expected_digest: str | None = None,
+    generations: frozenset[int] | set[int] = DEFAULT_GENERATIONS,
+    stage: Literal["publish", "run"] = "run",
+    source: str | None = None,
+    hold: bool = True,
+) -> LoadedBundle:
+    """:func:`load_bundle`, returning with a hold on the bundle when ``hold`` (give it back with
+    :func:`release_bundle`): a held bundle is never evicted."""
     if isinstance(data, Bundle):
         blob, label = data.data, data.source
     elif isinstance(data, bytes | bytearray | memoryview):
@@ -535,24 +632,44 @@ def load_bundle(
             f"{digest}; the artifact changed after it was published",
         )
     with _finder_lock:
-        bundle = _finder.bundles.get(digest)
-    if bundle is None:
-        # Code and manifest come from these bytes, read afresh: a Bundle built by hand with files
-        # that are not its bytes' never reaches the import system.
-        bundle = read_bundle(blob, source=label)
+        known = _finder.slots.get(digest)
+    # Code and manifest come from these bytes, read afresh: a Bundle built by hand with files that
+    # are not its bytes' never reaches the import system.
+    bundle = known.bundle if known is not None else read_bundle(blob, source=label)
     check_generation(bundle.id, bundle.version, bundle.contract, generations, stage=stage)
     name = _package_name(bundle)
     with _finder_lock:
+        slot = _finder.slots.get(digest)
+        if slot is None:
+            slot = _finder.slots[digest] = _Slot(bundle, name)
+            _finder.packages[name] = (bundle.filename, bundle.files)
+        _finder.slots.move_to_end(digest)
+        slot.holds += 1  # an import under way is never evicted
         if _finder not in sys.meta_path:
             sys.meta_path.append(_finder)
-        bundle = _finder.bundles.setdefault(digest, bundle)
-        _finder.packages.setdefault(name, (bundle.filename, bundle.files))
+    try:
+        loaded = _import(slot.bundle, name)
+    except BaseException:
+        with _finder_lock:
+            slot.holds -= 1
+            if slot.module is None and not slot.holds:  # refused: leave nothing behind
+                _forget(slot)
+        raise
+    with _finder_lock:
+        slot.module = loaded.module
+        if not hold:
+            slot.holds -= 1
+        _evict(MAX_LOADED_BUNDLES)
+    return loaded
+
+
+def _import(bundle: Bundle, name: str) -> LoadedBundle:
     try:
         module = importlib.import_module(name)
-    except (Exception, SystemExit) as exc:  # bundle code may even call sys.exit() on import
+    except BaseException as exc:  # bundle code may even call sys.exit() or raise GeneratorExit
         raise InvalidBundle(
             bundle.source, f"importing code/ failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        ) from (exc if isinstance(exc, Exception) else None)
     if bundle.contract == 1:
         handle = getattr(module, "handle", None)
         if not callable(handle):

@@ -8,9 +8,8 @@ through :class:`RunScope`.
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -21,6 +20,8 @@ import anyio.to_thread
 
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
+from packrun._bundle import release_bundle
+from packrun._redact import RedactingLogger, Redactor
 from packrun._stores import RunRecord
 from packrun.errors import InvalidArgument, NotFound, ToolFailed
 from packrun.sdk import ToolContext, ToolError
@@ -29,48 +30,6 @@ if TYPE_CHECKING:
     from packrun._runtime import Runtime
 
 __all__ = ["Run", "RunScope", "RuntimeStats"]
-
-
-def _secrets(auth: Auth) -> list[str]:
-    """Every form a credential of ``auth`` may be echoed in: its values and its header values."""
-    values = [v for v in auth.credentials.values() if v]
-    for header in auth.headers().values():
-        values.append(header)
-        values.extend(part for part in header.split(" ", 1)[1:] if part)  # "Basic <b64>"
-    return sorted(set(values), key=len, reverse=True)
-
-
-def scrub(message: str, auth: Auth) -> str:
-    """``message`` with every credential of ``auth`` replaced by ``<redacted>``: a tool may echo
-    one into an error or a log line. Whole tokens only, so ``user`` leaves ``username`` alone."""
-    if auth.mode == "none":
-        return message
-    for value in _secrets(auth):
-        if len(value) >= 3 and value in message:
-            message = re.sub(
-                rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", "<redacted>", message
-            )
-    return message
-
-
-def _scrub_exception(exc: BaseException, auth: Auth) -> None:
-    """Redact credentials from the string arguments (the message) of an exception in place."""
-    if auth.mode != "none" and exc.args:
-        exc.args = tuple(scrub(a, auth) if isinstance(a, str) else a for a in exc.args)
-
-
-class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """A tool's logger: every line is formatted, and the run's credentials removed, before it is
-    handed to the ``packrun.tools.<pack>`` logger."""
-
-    def __init__(self, logger: logging.Logger, auth: Auth) -> None:
-        super().__init__(logger, {})
-        self._auth = auth
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if self.logger.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
-            self.logger.log(level, scrub(text, self._auth), **kwargs)
 
 
 class Run:
@@ -82,6 +41,7 @@ class Run:
     """
 
     __slots__ = (
+        "_bundle",
         "_calls",
         "_ctx",
         "_ended",
@@ -126,6 +86,7 @@ class Run:
         self.version_key = version_key
         self._calls: set[str] | None = None
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
+        self._bundle = dispatcher.loaded  # held (never evicted) until the run ends
         self._ctx = ctx
         self._threads = threads
         self._ended = False
@@ -157,15 +118,59 @@ class Run:
         try:
             if is_async:
                 return await fn(self._ctx, {} if input is None else input)
-            return await anyio.to_thread.run_sync(
-                fn, self._ctx, {} if input is None else input, limiter=self._threads
+            ok, value = await anyio.to_thread.run_sync(
+                _guarded, fn, self._ctx, {} if input is None else input, limiter=self._threads
             )
-        except ToolError as exc:
-            auth = self._ctx.auth
-            raise ToolFailed(tool, scrub(exc.code, auth), scrub(exc.message, auth)) from None
-        except Exception as exc:  # the tool's own exception, unchanged but for credentials
-            _scrub_exception(exc, self._ctx.auth)
-            raise
+            if ok:
+                return value
+            raise value
+        except BaseException as exc:
+            failure = self._failure(tool, exc)
+            if failure is None:
+                raise
+        raise failure  # outside the handler: the original, unredacted, is not its context
+
+    def _failure(self, tool: str, exc: BaseException) -> BaseException | None:
+        """What the caller gets for a tool's exception: ``None`` to let it through as it is (now
+        redacted), else the error to raise instead.
+
+        A tool's :class:`~packrun.sdk.ToolError` becomes ``ToolFailed``. Any other exception
+        reaches the caller with the run's credentials removed from it and everything chained to
+        it; one that still shows a credential (a ``__str__`` of its own) is withheld, as
+        ``ToolFailed`` with ``tool_code`` ``crashed``. A ``BaseException`` that is not an
+        ``Exception`` (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``, a forged
+        cancellation) never reaches the executor raw: it is ``ToolFailed`` (``crashed``) too. A
+        real cancellation of the caller propagates as it is.
+        """
+        if isinstance(exc, anyio.get_cancelled_exc_class()) and _really_cancelled():
+            return None
+        redactor = Redactor(self._ctx.auth)
+        clean = redactor.exception(exc)
+        failure: ToolFailed
+        if isinstance(exc, ToolError):
+            failure = ToolFailed(tool, redactor.text(exc.code), redactor.text(exc.message))
+        elif not clean:
+            failure = ToolFailed(
+                tool,
+                "crashed",
+                f"the tool raised {type(exc).__name__}, withheld: it shows a credential",
+            )
+        elif isinstance(exc, Exception):
+            return None
+        else:
+            failure = ToolFailed(
+                tool, "crashed", f"the tool raised {type(exc).__name__}: {redactor.text(str(exc))}"
+            )
+        failure.__cause__ = exc if clean else None
+        failure.__suppress_context__ = True
+        return failure
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            release_bundle(self._bundle)
+            if isinstance(self._ctx.logger, RedactingLogger):
+                self._ctx.logger.close()
 
     def __repr__(self) -> str:
         via = f", adapter {self.adapter}" if self.adapter else ""
@@ -173,6 +178,26 @@ class Run:
             f"Run({self.run_id!r}, installation {self.installation_id!r}, "
             f"{self.pack_id} {self.version}, {self.digest}{via})"
         )
+
+
+def _guarded(fn: Callable[..., Any], ctx: ToolContext, input: Any) -> tuple[bool, Any]:
+    """Run a sync tool in its thread; what it raises comes back as a value. (Delivered by the
+    event loop instead, a ``GeneratorExit`` would be thrown into the caller's coroutine and break
+    its next ``await``; a ``KeyboardInterrupt`` would stop the loop.)"""
+    try:
+        return True, fn(ctx, input)
+    except BaseException as exc:
+        return False, exc
+
+
+def _really_cancelled() -> bool:
+    """Whether the caller's task is being cancelled (a tool can raise a cancellation exception of
+    its own; that one is the tool's failure, not the caller's cancellation)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not asyncio: the backend's cancellation cannot be raised by hand
+        return True
+    return task is None or task.cancelling() > 0
 
 
 class RunScope:
@@ -230,3 +255,9 @@ class RuntimeStats:
     :meth:`Runtime.refresh` is called, so this grows in between."""
     refresh_failures: int = 0
     """Refreshes that failed in a row (0 once one succeeds again)."""
+    catch_up_reads: int = 0
+    """Reads of the store's change log this runtime's refresh loop made (on a notification or
+    every ``refresh_interval``); a storm of notifications costs a bounded number of them."""
+    notifications: int = 0
+    """Change notifications the store received (PostgreSQL's ``NOTIFY``; 0 on the other stores).
+    They are hints: any number received together wakes one catch-up read."""

@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
 from packrun._auth import Auth
-from packrun._bundle import load_bundle
+from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, release_bundle
 from packrun._catalog import (
     CatalogEntry,
     Channel,
@@ -53,8 +53,9 @@ from packrun._policy import (
     retirement_move,
     why_acknowledge,
 )
+from packrun._redact import RedactingLogger
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
-from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
+from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._stores import (
     ORIGINS,
     POLICIES,
@@ -238,6 +239,7 @@ class Runtime:
         self._by_installation: Counter[str] = Counter()
         self._remote: list[LiveRun] = []
         self._runs_started = 0
+        self._catch_up_reads = 0
         self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
         self._adapter_warned: dict[tuple[str, str], float] = {}
         self._diffs: dict[tuple[object, ...], DiffReport] = {}
@@ -326,6 +328,7 @@ class Runtime:
         while True:
             # Returns early when the store hears of a change (PostgreSQL's NOTIFY).
             await self._store.wait_for_change(self.refresh_interval)
+            self._catch_up_reads += 1
             try:
                 with anyio.CancelScope(shield=True):  # a close waits for it: no query cancelled
                     await self.refresh()
@@ -693,19 +696,31 @@ class Runtime:
             return await r.call(tool, input)
 
     async def _dispatcher(self, digest: str) -> Dispatcher:
+        """The dispatcher of ``digest``, returned with a hold on its bundle (the run releases it):
+        a bundle a run in flight uses is never evicted from the process."""
         dispatcher = self._dispatchers.get(digest)
-        if dispatcher is None:
-            data = await self._store.artifact(digest)
-            loaded = await anyio.to_thread.run_sync(
-                partial(
-                    load_bundle,
-                    data,
-                    expected_digest=digest,
-                    generations=self.generations,
-                    stage="run",
-                )
+        if dispatcher is not None and hold_bundle(dispatcher.loaded):
+            return dispatcher
+        data = await self._store.artifact(digest)
+        loaded = await anyio.to_thread.run_sync(
+            partial(
+                load_held,
+                data,
+                expected_digest=digest,
+                generations=self.generations,
+                stage="run",
             )
-            dispatcher = self._dispatchers[digest] = dispatcher_for(loaded, self.generations)
+        )
+        try:
+            dispatcher = dispatcher_for(loaded, self.generations)
+        except BaseException:
+            release_bundle(loaded)
+            raise
+        # Drop what the process evicted: this cache never keeps a bundle alive on its own.
+        self._dispatchers = {
+            d: x for d, x in self._dispatchers.items() if bundle_is_loaded(x.loaded)
+        }
+        self._dispatchers[digest] = dispatcher
         return dispatcher
 
     async def _start_run(
@@ -805,7 +820,7 @@ class Runtime:
             )
 
     def _end_run(self, run: Run) -> None:
-        run._ended = True
+        run._end()
         if self._runs.pop(run.run_id, None) is not run:
             return
         key = (run.pack_id, run.version_key)
@@ -949,14 +964,17 @@ class Runtime:
         raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
 
     def stats(self) -> RuntimeStats:
-        """Counters: runs started and in flight here, runs served through adapters, and how
-        stale this runtime's view of the store is (seconds since its last successful refresh)."""
+        """Counters: runs started and in flight here, runs served through adapters, how stale
+        this runtime's view of the store is (seconds since its last successful refresh), and the
+        refresh loop's reads of the change log and the notifications that woke it."""
         return RuntimeStats(
             self._runs_started,
             len(self._runs),
             dict(self._adapter_runs),
             time.monotonic() - self._refreshed_at,
             self._refresh_failures,
+            self._catch_up_reads,
+            self._store.notifications,
         )
 
     # --- installations --------------------------------------------------------------------------

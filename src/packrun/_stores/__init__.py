@@ -202,6 +202,8 @@ class Store(ABC):
     group_commit: bool = False
     """Whether concurrent run starts should share one write (worth it when a write is a disk
     transaction; not for the in-memory store)."""
+    notifications: int = 0
+    """Change notifications this store has received (PostgreSQL's ``NOTIFY``; 0 on the others)."""
 
     @abstractmethod
     async def open(self) -> None:

@@ -158,6 +158,8 @@ LISTEN_RETRY: Final = 1.0
 """Seconds between attempts to open the listening connection again while the server is away."""
 LISTEN_SLICE: Final = 0.25
 """Seconds of one shielded wait for a notification (what closing a runtime may wait)."""
+NOTIFY_DRAIN: Final = 100_000
+"""The most notifications one wake-up takes in at once (the rest wake the next one)."""
 DEFAULT_POOL_SIZE: Final = 8
 """The most connections a runtime's pool opens (``?pool_size=`` on the URL), besides the one it
 listens on."""
@@ -426,14 +428,30 @@ class PostgresStore(Store):
         return True
 
     async def _hear(self, timeout: float) -> bool:
-        """Whether a notification came within ``timeout``; a broken listener is dropped."""
+        """Whether a notification came within ``timeout``; a broken listener is dropped.
+
+        Notifications are hints that the change log moved, and anyone who can connect can send
+        them: every one already received is taken with the first, so a burst of them (a storm of
+        forged ``NOTIFY``s included) wakes the runtime for one catch-up read, not one each.
+        """
         try:
             async with contextlib.aclosing(
                 self._listener.notifies(timeout=timeout, stop_after=1)
             ) as notifies:
-                async for _ in notifies:
-                    return True
-            return False
+                taken = 0
+                async for _ in notifies:  # stops after the packet holding the first one
+                    taken += 1
+            if not taken:
+                return False
+            while taken < NOTIFY_DRAIN:  # bounded: a storm that never ends still lets us read
+                before = taken
+                async with contextlib.aclosing(self._listener.notifies(timeout=0)) as pending:
+                    async for _ in pending:
+                        taken += 1
+                if taken == before:
+                    break
+            self.notifications += taken
+            return True
         except (psycopg.Error, OSError):
             listener, self._listener = self._listener, None
             if listener is not None:
