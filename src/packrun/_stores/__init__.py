@@ -20,6 +20,7 @@ from typing import Final, Literal, TypeAlias
 import anyio
 
 from packrun._catalog import CatalogEntry, Prepared
+from packrun._stores._pg_url import mask_url
 from packrun.errors import StoreError
 
 __all__ = [
@@ -328,7 +329,10 @@ def open_store(url: str) -> Store:
         from packrun._stores._sqlite import SQLiteStore
 
         return SQLiteStore(url, Path(rest[3:]))
+    shown = mask_url(url)
+    if len(shown) > 200:
+        shown = shown[:120] + "..." + shown[-40:]
     raise StoreError(
-        f"cannot open store {url!r}: expected memory:, sqlite:///path/to/state.db (no query "
+        f"cannot open store {shown!r}: expected memory:, sqlite:///path/to/state.db (no query "
         f"parameters) or postgresql://host/db (valid schemes: {', '.join(SCHEMES)})"
     )
