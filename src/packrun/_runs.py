@@ -148,7 +148,7 @@ class Run:
             entry = self._tools.get(tool)
         except TypeError:  # an unhashable tool: checked only on a miss, a hit costs nothing more
             entry = None
-        if input is not None and not isinstance(input, Mapping):
+        if input is not None and type(input) is not dict and not isinstance(input, Mapping):
             raise InvalidArgument("input", input, ["None or a mapping such as {'limit': 10}"])
         if entry is None:
             if not isinstance(tool, str):
