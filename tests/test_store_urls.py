@@ -47,6 +47,8 @@ REFUSED = [
     f"sqlite://ops:{SECRET}@/tmp/state.db",
     f"sqlite:///tmp/state.db?password={SECRET}",
     f"postgres+psycopg://ops:{SECRET}@db/fleet?" + "x" * 5000,
+    f"postgresql://ops:{SECRET}@db/fleet\x00",
+    "sqlite:///tmp/state\x00.db",  # a NUL byte: a store_error, not a ValueError
 ]
 # ... and URLs it accepts (the server is not there, so the open fails with libpq's reason).
 ACCEPTED = [

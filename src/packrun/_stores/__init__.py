@@ -316,6 +316,8 @@ def open_store(url: str) -> Store:
 
     An unknown scheme is a ``store_error`` that lists the valid ones.
     """
+    if "\x00" in url:  # no store takes one; SQLite and libpq would fail less clearly on it
+        raise StoreError(f"cannot open store {mask_url(url)!r}: expected a URL without NUL bytes")
     scheme, sep, rest = url.partition(":")
     if scheme == "memory" and sep:
         from packrun._stores._memory import MemoryStore
