@@ -11,6 +11,7 @@ was. A public callable the tables below do not cover fails
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import sqlite3
@@ -21,6 +22,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import packrun
 from packrun._stores import Store
@@ -597,3 +600,43 @@ async def test_a_bad_argument__is_a_packrun_error_naming_it_and_changes_nothing(
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert not problems, "\n".join(problems)
+
+
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=300),
+    st.binary(max_size=50),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+)
+
+
+@given(value=ANYTHING)
+def test_any_value_as_an_id__is_a_packrun_error(value: object) -> None:
+    rt = packrun.open_runtime("memory:")  # not opened: its catalog is empty, so every id misses
+    misses: list[Callable[[Any], object]] = [
+        rt.resolve,
+        rt.explain,
+        rt.history,
+        rt.installation,
+        rt.versions,
+        rt.process_flows,
+    ]
+    for lookup in misses:
+        with pytest.raises(packrun.PackrunError):
+            lookup(value)
+    # Counting and parsing: an answer, or a PackrunError; never another exception.
+    answers: list[Callable[[Any], object]] = [
+        rt.in_flight_for,
+        lambda v: rt.pinned_to(v, "1.0.0"),
+        lambda v: rt.in_flight("acme", v),
+        packrun.Version.parse,
+        packrun.release_line,
+        lambda v: packrun.bump_kind("1.0.0", v),
+    ]
+    for lookup in answers:
+        with contextlib.suppress(packrun.PackrunError):
+            lookup(value)
