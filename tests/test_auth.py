@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 
+import packrun
 from packrun import Auth
 
 
@@ -39,14 +41,34 @@ def test_credentials__are_read_only_and_scopes_a_tuple() -> None:
 @pytest.mark.parametrize(
     ("mode", "credentials", "message"),
     [
-        ("bogus", {}, "is not one of"),
-        ("api_key", {}, "needs the credentials key"),
-        ("basic", {"username": "u"}, "needs the credentials password"),
-        ("oauth2", {"access_token": 42}, "needs the credentials access_token"),
+        ("bogus", {}, "'bogus' is not a valid auth mode: expected one of none, api_key"),
+        ("api_key", {}, "expected the credentials key \\(missing: key\\)"),
+        ("basic", {"username": "u"}, "username, password \\(missing: password\\)"),
+        ("oauth2", {"access_token": 42}, "<int, withheld> is not a valid credential access_token"),
     ],
 )
 def test_construction__refuses_a_mode_without_its_credentials(
     mode: str, credentials: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(packrun.InvalidArgument, match=message):
         Auth(mode, credentials)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Auth.api_key(b"s3cret-key-bytes"),  # type: ignore[arg-type]
+        lambda: Auth.basic("ops", ["s3cret-key-bytes"]),  # type: ignore[arg-type]
+        lambda: Auth.oauth2("s3cret-key-bytes" * 5000),
+        lambda: Auth("api_key", {"key": "s3cret-key-bytes", 7: "x"}),  # type: ignore[dict-item]
+        lambda: Auth("basic", {"username": "s3cret-key-bytes"}),
+    ],
+)
+def test_a_refused_credential__is_invalid_argument_without_its_value(
+    build: Callable[[], Auth],
+) -> None:
+    with pytest.raises(packrun.InvalidArgument) as refused:
+        build()
+    for text in (str(refused.value), repr(refused.value), repr(refused.value.given)):
+        assert "s3cret" not in text
+    assert "withheld" in str(refused.value)

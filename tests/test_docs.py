@@ -162,6 +162,8 @@ def test_error_examples__in_docs_are_what_packrun_prints(tmp_path: Path) -> None
         str(errors.VersionExists("acme", "1.0.0", "versions are immutable")),
         str(errors.InstallationExists("acme-prod", "acme", "1.1.0")),
         _raised(lambda: packrun._resolver.normalize_pin("lastest")),
+        _raised(lambda: packrun.open_runtime("memory:", lease_ttl=float("nan"))),
+        _raised(lambda: packrun.open_runtime("memory:").resolve(["acme-prod"])),  # type: ignore[arg-type]
         str(errors.NotFound("installation", "acme-prod", ["acme-dev", "acme-staging"])),
         _raised(lambda: packrun.load_bundle(packrun.read_bundle(ancient), stage="publish")),
         _raised(lambda: packrun.load_bundle(packrun.read_bundle(legacy), generations={2})),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
+
+from packrun._args import check_choice
+from packrun.errors import InvalidArgument
 
 __all__ = ["Auth", "AuthMode"]
 
@@ -18,6 +22,31 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "oauth2": ("access_token",),
     "basic": ("username", "password"),
 }
+_MAX_CREDENTIAL: Final = 65_536  # larger than any header a server takes
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # an HTTP header name
+
+
+class _Withheld:
+    """A credential value as a message shows it: its type and length, never its text."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, value: object) -> None:
+        size = f" of {len(value):,} characters" if isinstance(value, str) else ""
+        self._text = f"<{type(value).__name__}{size}, withheld>"  # the value itself is not kept
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+def _check_credential(name: str, value: object) -> None:
+    # Its text is the bundle's business (a tool may take an empty password); its type is ours.
+    if not isinstance(value, str) or len(value) > _MAX_CREDENTIAL:
+        raise InvalidArgument(
+            f"credential {name}",
+            _Withheld(value),
+            [f"a string of at most {_MAX_CREDENTIAL:,} characters"],
+        )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -37,13 +66,33 @@ class Auth:
     header: str = "X-API-Key"
 
     def __post_init__(self) -> None:
-        needed = _NEEDS.get(self.mode)
-        if needed is None:
-            raise ValueError(f"auth mode {self.mode!r} is not one of: {', '.join(_NEEDS)}")
-        missing = [name for name in needed if not isinstance(self.credentials.get(name), str)]
+        # Every problem is invalid_argument; a credential value never goes into a message.
+        check_choice("auth mode", self.mode, list(_NEEDS))
+        if not isinstance(self.credentials, Mapping) or not all(
+            isinstance(k, str) for k in self.credentials
+        ):
+            raise InvalidArgument(
+                "credentials",
+                _Withheld(self.credentials),
+                ["a mapping of credential names to strings, such as {'key': ...}"],
+            )
+        missing = [name for name in _NEEDS[self.mode] if name not in self.credentials]
         if missing:
-            # Names only: a credential value never goes into a message.
-            raise ValueError(f"auth mode {self.mode!r} needs the credentials {', '.join(missing)}")
+            raise InvalidArgument(
+                f"set of credentials for auth mode {self.mode!r}",
+                _Withheld(self.credentials),
+                [f"the credentials {', '.join(_NEEDS[self.mode])} (missing: {', '.join(missing)})"],
+            )
+        for name, value in self.credentials.items():
+            _check_credential(name, value)
+        if not isinstance(self.scopes, tuple | list) or not all(
+            isinstance(s, str) and len(s) <= 1024 for s in self.scopes
+        ):
+            raise InvalidArgument(
+                "scopes", self.scopes, ["a tuple or list of scopes (strings of at most 1,024)"]
+            )
+        if not isinstance(self.header, str) or not _TOKEN.fullmatch(self.header):
+            raise InvalidArgument("header", self.header, ["an HTTP header name such as X-API-Key"])
         object.__setattr__(self, "credentials", MappingProxyType(dict(self.credentials)))
         object.__setattr__(self, "scopes", tuple(self.scopes))
 
@@ -60,7 +109,7 @@ class Auth:
     @classmethod
     def oauth2(cls, access_token: str, *, scopes: tuple[str, ...] | list[str] = ()) -> Auth:
         """An OAuth 2 access token and the scopes it was granted."""
-        return cls("oauth2", MappingProxyType({"access_token": access_token}), tuple(scopes))
+        return cls("oauth2", MappingProxyType({"access_token": access_token}), scopes)  # type: ignore[arg-type]
 
     @classmethod
     def basic(cls, username: str, password: str) -> Auth:

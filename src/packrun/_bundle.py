@@ -34,9 +34,17 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from packrun._args import (
+    check_choice,
+    check_generations,
+    check_label,
+    check_path,
+    check_whole,
+)
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._manifest import Manifest, decode_manifest, encode_manifest, read_document
-from packrun.errors import ArtifactMismatch, InvalidBundle, LayerValue
+from packrun._versions import Version
+from packrun.errors import ArtifactMismatch, InvalidArgument, InvalidBundle, LayerValue
 from packrun.sdk import Integration, ToolFunction
 
 __all__ = [
@@ -53,6 +61,8 @@ __all__ = [
 ]
 
 BUNDLE_SUFFIX: Final = ".bundle.tar.gz"
+_INTEGRATION_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # the manifest's id pattern
+_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _FILENAME = re.compile(
     r"(?P<id>[a-z0-9][a-z0-9_-]*?)-(?P<version>\d+\.\d+\.\d+[^/]*)\.bundle\.tar\.gz"
 )
@@ -69,6 +79,10 @@ class BundleLimits:
     max_path_length: int = 240
     max_depth: int = 16
 
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            check_whole(name, getattr(self, name), 1, 2**62)
+
 
 DEFAULT_LIMITS: Final = BundleLimits()
 
@@ -80,6 +94,12 @@ def digest_of(data: bytes) -> str:
 
 def bundle_filename(integration_id: str, version: object) -> str:
     """``{id}-{version}.bundle.tar.gz``."""
+    if not isinstance(integration_id, str) or not _INTEGRATION_ID.fullmatch(integration_id):
+        raise InvalidArgument(
+            "integration_id", integration_id, ["lowercase letters, digits, _ and - (at most 64)"]
+        )
+    if not isinstance(version, Version):
+        version = Version.parse(version)  # type: ignore[arg-type]  # invalid_version if not one
     return f"{integration_id}-{version}{BUNDLE_SUFFIX}"
 
 
@@ -222,6 +242,11 @@ def build_bundle(
     an older SDK is wanted (see :func:`build_source`). The file goes to ``out_dir`` (default
     ``src/dist``).
     """
+    check_path("src", src)
+    if out_dir is not None:
+        check_path("out_dir", out_dir)
+    if contract is not None and type(contract) is not int:  # its range is the manifest's to check
+        raise InvalidArgument("contract", contract, ["None or a contract generation, such as 2"])
     source = Path(src)
     manifest, data = build_source(source, contract=contract)
     target_dir = Path(out_dir) if out_dir is not None else source / "dist"
@@ -337,8 +362,12 @@ def read_bundle(
     malformed manifest, and :class:`~packrun.errors.ArtifactMismatch` when a file named
     ``{id}-{version}.bundle.tar.gz`` holds another id or version.
     """
+    check_label("source", source, optional=True)
+    if not isinstance(limits, BundleLimits):
+        raise InvalidArgument("limits", limits, ["a packrun.BundleLimits"])
     name_from_path: str | None = None
     if isinstance(data, str | Path):
+        check_path("data", data)
         path = Path(data)
         label = source or str(path)
         blob = _read_file(path, label, limits)
@@ -593,6 +622,15 @@ def load_bundle(
     leaves nothing behind in ``sys.modules`` or the import system. A process keeps at most
     :data:`MAX_LOADED_BUNDLES` bundles imported, evicting the least recently used.
     """
+    if expected_digest is not None and (
+        not isinstance(expected_digest, str) or not _DIGEST.fullmatch(expected_digest)
+    ):
+        raise InvalidArgument(
+            "expected_digest", expected_digest, ["None or sha256: and 64 lowercase hex digits"]
+        )
+    check_generations("generations", generations)
+    check_choice("stage", stage, ("publish", "run"))
+    check_label("source", source, optional=True)
     return load_held(
         data,
         expected_digest=expected_digest,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Final, Literal
 
+from packrun._args import check_choice, check_generations, check_label, check_whole
 from packrun.errors import BundleContractIncompatible, IntegrationContractIncompatible
 
 __all__ = [
@@ -39,6 +40,11 @@ def check_generation(
     at ``stage="run"`` it is ``BUNDLE_CONTRACT_INCOMPATIBLE``. Both name the bundle, its generation,
     the supported generations sorted, the direction and the remedy.
     """
+    check_label("bundle", bundle)
+    check_label("version", version)
+    check_whole("generation", generation, 0, 1000)
+    check_generations("supported", supported)
+    check_choice("stage", stage, ("publish", "run"))
     if generation in supported:
         return
     cls = IntegrationContractIncompatible if stage == "publish" else BundleContractIncompatible

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 
+from packrun._args import check_flag, check_label
 from packrun._auth import AuthMode
 from packrun._problems import CustomCheck, collect_problems
 from packrun._versions import Version
@@ -268,6 +269,8 @@ def _decode(
     checks: Iterable[_Check],
     strict_versions: bool,
 ) -> _T:
+    check_label("source", source)
+    check_flag("strict_versions", strict_versions)
     raw: Any
     if isinstance(data, dict):
         raw = data
@@ -484,6 +487,7 @@ def decode_manifest(
 
     Raises :class:`~packrun.errors.InvalidManifest` (``invalid_manifest``) naming ``source``.
     """
+    check_flag("require_contract", require_contract)
     return _decode(data, Manifest, source, _manifest_checks(require_contract), strict_versions)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from packrun._args import check_id
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._policy import available_update
 from packrun._stores import Installation, PinEvent
@@ -33,17 +34,17 @@ DYNAMIC_PINS: Final = ("latest", "latest-vendor", "latest-custom")
 _PIN_CHOICES: Final = (*DYNAMIC_PINS, "an exact version such as 1.2.0")
 
 
-def normalize_pin(pin: str) -> str:
+def normalize_pin(pin: str, what: str = "pin") -> str:
     """``pin`` as stored: a dynamic pin as is, an exact version in its canonical form.
 
     Anything else is ``invalid_argument`` naming the pins there are.
     """
-    if pin in DYNAMIC_PINS:
+    if isinstance(pin, str) and pin in DYNAMIC_PINS:
         return pin
     try:
         return version_key(Version.parse(pin))  # build metadata does not tell versions apart
     except InvalidVersion:
-        raise InvalidArgument("pin", pin, _PIN_CHOICES) from None
+        raise InvalidArgument(what, pin, _PIN_CHOICES) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +276,9 @@ class Resolver:
 
     def rows(self, pack_id: str) -> list[CatalogEntry]:
         """Every row of a pack, ascending; ``not_found`` for an unknown pack."""
-        pack = self._packs.get(pack_id)
+        pack = self._packs.get(pack_id) if isinstance(pack_id, str) else None
         if pack is None or not pack.rows:
+            check_id("pack id", pack_id)
             raise NotFound("pack", pack_id, self.packs())
         return list(pack.rows)
 
@@ -288,7 +290,8 @@ class Resolver:
         """One installation; ``not_found`` naming a few known ones otherwise."""
         try:
             return self._installations[installation_id]
-        except KeyError:
+        except (KeyError, TypeError):
+            check_id("installation id", installation_id)
             raise NotFound("installation", installation_id, sorted(self._installations)) from None
 
     def auto_installations_of(self, pack_id: str) -> list[Installation]:

@@ -105,8 +105,15 @@ class Run:
         """
         if self._ended:
             raise InvalidArgument("run", self.run_id, ["a run in flight (this one has ended)"])
-        entry = self._tools.get(tool)
+        try:
+            entry = self._tools.get(tool)
+        except TypeError:  # an unhashable tool: checked only on a miss, a hit costs nothing more
+            entry = None
+        if input is not None and type(input) is not dict and not isinstance(input, Mapping):
+            raise InvalidArgument("input", input, ["None or a mapping such as {'limit': 10}"])
         if entry is None:
+            if not isinstance(tool, str):
+                raise InvalidArgument("tool", tool, ["a tool id (a string)"])
             raise NotFound(
                 f"tool of {self.pack_id} {self.version} named", tool, sorted(self._tools)
             )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import time
 import uuid
@@ -28,6 +27,15 @@ import anyio.abc
 import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
+from packrun._args import (
+    check_flag,
+    check_generations,
+    check_id,
+    check_mapping,
+    check_path,
+    check_seconds,
+    check_whole,
+)
 from packrun._auth import Auth
 from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, release_bundle
 from packrun._catalog import (
@@ -86,7 +94,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
+_TOOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")  # a manifest's tool ids
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _manifest_of(row: CatalogEntry) -> Manifest:
@@ -97,10 +106,7 @@ def _manifest_of(row: CatalogEntry) -> Manifest:
 
 
 def _check_timeout(what: str, value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-        raise InvalidArgument(what, value, ["None (no limit) or a number of seconds of 0 or more"])
+    check_seconds(what, value, optional=True)
 
 
 def _check_actor(value: object) -> None:
@@ -111,15 +117,13 @@ def _check_actor(value: object) -> None:
         )
 
 
-def _check_id(what: str, value: object) -> None:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        shown = value[:60] if isinstance(value, str) else value
+_check_id = check_id
+
+
+def _check_tool(value: object) -> None:
+    if not isinstance(value, str) or not _TOOL.fullmatch(value):
         raise InvalidArgument(
-            what,
-            shown,
-            [
-                "1 to 200 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
-            ],
+            "tool", value, ["a tool id: a letter or _, then letters, digits, _ . - (at most 128)"]
         )
 
 
@@ -201,8 +205,10 @@ class Runtime:
         lease_ttl: float = 30.0,
         tool_threads: int = 40,
     ) -> None:
-        if lease_ttl <= 0:
-            raise InvalidArgument("lease_ttl", lease_ttl, ["a number of seconds above 0"])
+        check_seconds("lease_ttl", lease_ttl, zero=False)
+        check_seconds("refresh_interval", refresh_interval)
+        check_whole("tool_threads", tool_threads, 1, 100_000)
+        check_generations("generations", generations)
         servable = sorted(
             g
             for g in range(CURRENT_GENERATION + 1)
@@ -460,7 +466,8 @@ class Runtime:
         """
         try:
             value = self._cells[installation_id].value
-        except KeyError:
+        except (KeyError, TypeError):  # checked only now: a hit costs one lookup, nothing more
+            _check_id("installation id", installation_id)
             raise NotFound("installation", installation_id) from None
         if value is None:
             raise NotFound("version satisfying the pin of installation", installation_id)
@@ -517,6 +524,8 @@ class Runtime:
         the per-line order, and one version number per pack whatever its channel. The row and
         the artifact are stored atomically. Resolutions pick the new row up at once.
         """
+        check_path("source", source, data=(bytes, bytearray, memoryview))
+        check_flag("force", force)
         prepared = await anyio.to_thread.run_sync(
             partial(
                 prepare,
@@ -578,6 +587,7 @@ class Runtime:
         findings needs ``acknowledge_breaking=True``; without it the call fails with
         ``breaking_diff`` naming those installations, and nothing is retired.
         """
+        _check_id("pack id", pack_id)
         if not isinstance(acknowledge_breaking, bool):
             raise InvalidArgument("acknowledge_breaking", acknowledge_breaking, ["True", "False"])
         key = version_key(Version.parse(version))
@@ -620,6 +630,7 @@ class Runtime:
 
     def pinned_to(self, pack_id: str, version: str) -> list[str]:
         """The installations whose pin resolves to ``pack_id`` ``version`` now (by id)."""
+        _check_id("pack id", pack_id)
         key = version_key(Version.parse(version))
         return [
             inst.id
@@ -650,13 +661,14 @@ class Runtime:
         await self._set_setting("strict_versions", on)
 
     async def _set_setting(self, name: str, value: bool) -> None:
-        if not isinstance(value, bool):
-            raise InvalidArgument(name.replace("_", " "), value, ["True", "False"])
+        check_flag(name.replace("_", " "), value)
         async with self._lock:
             self._settings = await self._store.set_setting(name, value)
 
     async def artifact(self, digest: str) -> bytes:
         """The bytes of a published artifact."""
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise InvalidArgument("digest", digest, ["sha256: and 64 lowercase hex digits"])
         return await self._store.artifact(digest)
 
     # --- runs ---------------------------------------------------------------------------------------
@@ -677,6 +689,14 @@ class Runtime:
         passed to the tools and never stored. A bundle outside this runtime's contract window is
         refused here with ``BUNDLE_CONTRACT_INCOMPATIBLE``.
         """
+        if run_id is not None:
+            _check_id("run id", run_id)
+        if workflow_id is not None:
+            _check_id("workflow id", workflow_id)
+        if auth is not None and not isinstance(auth, Auth):
+            raise InvalidArgument(
+                "auth", auth, ["None or a packrun.Auth, such as Auth.api_key(key)"]
+            )
         return RunScope(self, installation_id, run_id, workflow_id, auth or _NO_AUTH)
 
     async def call(
@@ -690,6 +710,8 @@ class Runtime:
         workflow_id: str | None = None,
     ) -> Any:
         """One tool call in a run of its own (started and ended around the call)."""
+        _check_tool(tool)  # before the run starts: a refused call leaves no run behind
+        check_mapping("input", input, optional=True)
         async with self.run(
             installation_id, run_id=run_id, workflow_id=workflow_id, auth=auth
         ) as r:
@@ -914,6 +936,7 @@ class Runtime:
     def in_flight(self, pack_id: str, version: str) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
         processes hold under live leases (as of the last refresh)."""
+        _check_id("pack id", pack_id)
         key = (pack_id, version_key(Version.parse(version)))
         remote = sum(
             1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
@@ -922,11 +945,13 @@ class Runtime:
 
     def in_flight_for(self, installation_id: str) -> int:
         """Runs in flight of one installation (this runtime's plus other processes')."""
+        _check_id("installation id", installation_id)
         remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
         return self._by_installation.get(installation_id, 0) + remote
 
     def runs_in_flight(self, pack_id: str, version: str) -> list[str]:
         """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
+        _check_id("pack id", pack_id)
         key = version_key(Version.parse(version))
         mine = [
             r.run_id for r in self._runs.values() if r.pack_id == pack_id and r.version_key == key
@@ -951,6 +976,8 @@ class Runtime:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
         process that died count until their leases expire). ``drain_timeout`` after ``timeout``
         seconds, naming the runs still in flight."""
+        _check_id("pack id", pack_id)
+        Version.parse(version)
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
@@ -1012,6 +1039,7 @@ class Runtime:
         """
         _check_id("installation id", installation_id)
         _check_actor(actor)
+        check_flag("allow_prerelease", allow_prerelease)
         self._resolver.rows(pack_id)  # not_found naming the known packs
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
@@ -1050,6 +1078,8 @@ class Runtime:
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
         _check_actor(actor)
+        if expect_pin is not None:
+            normalize_pin(expect_pin, "expect_pin")
         current = self._resolver.installation(installation_id)
         pin = normalize_pin(pin)
         row = self._target(installation_id, current.pack_id, pin, current.allow_prerelease)
@@ -1210,10 +1240,10 @@ class Runtime:
         """Declare which tools of an installation a workflow uses, for update reviews."""
         self._resolver.installation(installation_id)
         _check_id("workflow id", workflow_id)
-        if isinstance(tools, str) or not all(isinstance(t, str) and t for t in tools):
-            raise InvalidArgument(
-                "list of tool ids", tools, ["a list of tool ids, such as ['list_contacts']"]
-            )
+        if not isinstance(tools, list | tuple | set | frozenset) or not all(
+            isinstance(t, str) and _TOOL.fullmatch(t) for t in tools
+        ):
+            raise InvalidArgument("tools", tools, ["a list of tool ids, such as ['list_contacts']"])
         tools = list(tools)
         async with self._lock:  # a refresh must not read the store between the write and this
             await self._store.declare_workflow(installation_id, workflow_id, tools)
@@ -1237,6 +1267,8 @@ class Runtime:
         seen :meth:`review_update`); without it the call fails with ``breaking_diff``. Returns the
         review of the update made.
         """
+        _check_actor(actor)
+        check_flag("acknowledge_breaking", acknowledge_breaking)
         review = self.review_update(installation_id, to)
         if review.bump == "none":
             return review  # already there: nothing moves, nothing is recorded
@@ -1273,6 +1305,7 @@ class Runtime:
         after :meth:`set_policy`).
         """
         _check_timeout("drain_timeout", drain_timeout)
+        _check_actor(actor)
         current = self.resolve(installation_id).entry
         target = self._row(current.pack_id, to)
         if target.version >= current.version:
@@ -1354,6 +1387,9 @@ def open_runtime(
     >>> anyio.run(main)
     []
     """
+    if url is not None and not isinstance(url, str):
+        raise InvalidArgument("store URL", url, ["None or a URL such as sqlite:///state.db"])
+    check_flag("create", create)
     return Runtime(
         open_store(default_url() if url is None else url, create=create),
         generations=generations,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from packrun._args import check_path
 from packrun._bundle import (
     BUNDLE_SUFFIX,
     Bundle,
@@ -534,6 +535,7 @@ def check(root: str | Path) -> CheckReport:
     (``index_stale``, ``index_missing``, ``index_dangling``), and artifacts in ``dist/`` that are
     missing or no longer match their sources (``dist_missing``, ``dist_stale``).
     """
+    check_path("root", root)
     return _run(root, load=True, layers=True)
 
 
@@ -542,4 +544,5 @@ def verify(path: str | Path) -> CheckReport:
 
     ``path`` may also be a single bundle file, which is read and its code loaded and checked.
     """
+    check_path("path", path)
     return _run(path, load=True, layers=False)

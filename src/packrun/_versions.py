@@ -10,12 +10,12 @@ Ordering goes through one precomputed key, so sorting and ``max`` never re-parse
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final, Literal, TypeAlias
 
 import semver
 
-from packrun.errors import DowngradeNotAllowed, InvalidVersion
+from packrun.errors import DowngradeNotAllowed, InvalidArgument, InvalidVersion
 
 __all__ = [
     "BumpKind",
@@ -106,6 +106,13 @@ class Version:
         build: Iterable[str] = (),
     ) -> None:
         # Dotted text is split; an empty text means none.
+        for part in (prerelease, build):
+            if not isinstance(part, str) and (
+                not isinstance(part, list | tuple) or not all(isinstance(i, str) for i in part)
+            ):
+                raise InvalidVersion(
+                    part, "a pre-release or build as dotted text or a list of identifiers"
+                )
         pre = (
             tuple(prerelease.split(".") if prerelease else ())
             if isinstance(prerelease, str)
@@ -134,6 +141,8 @@ class Version:
 
         ``strict=True`` accepts only ``MAJOR.MINOR.PATCH`` of digits and dots (a store's strict mode).
         """
+        if not isinstance(strict, bool):
+            raise InvalidArgument("strict", strict, ["True or False"])
         return _parse(text, strict=strict)
 
     @property
@@ -328,6 +337,8 @@ def bump_problem(
     >>> bump_problem("0.1.0", "0.2.0", "major") is None
     True
     """
+    if not isinstance(required, str) or required not in _LEVEL_RANK:
+        raise InvalidArgument("required", required, list(_LEVEL_RANK))
     kind = bump_kind(old, new)
     if kind == "downgrade":
         return "version_decreased"
@@ -379,6 +390,12 @@ def check_publish_order(
     :class:`~packrun.errors.DowngradeNotAllowed` (``downgrade_not_allowed``) naming the highest
     version of the line when ``new`` is below it.
     """
+    if not isinstance(pack, str) or not pack or not pack.isprintable() or len(pack) > 200:
+        raise InvalidArgument("pack", pack, ["a pack id: 1 to 200 printable characters"])
+    if isinstance(existing, str | bytes | Mapping) or not isinstance(existing, Iterable):
+        raise InvalidArgument(
+            "existing", existing, ["a list of the versions published, such as ['1.0.0']"]
+        )
     candidate = _coerce(new)
     line = release_line(candidate)
     highest: Version | None = None

@@ -64,6 +64,18 @@ __all__ = [
 ]
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut in the middle when it is longer than ``limit``."""
+    text = repr(value)
+    if len(text) > limit:
+        if isinstance(value, str | bytes):
+            size = f"{len(value):,} {'characters' if isinstance(value, str) else 'bytes'}"
+        else:
+            size = f"{len(text):,} characters shown"
+        text = f"{text[: limit - 20]}...{text[-8:]} ({size})"
+    return text
+
+
 class PackrunError(Exception):
     """Root of every packrun error. ``code`` is a stable string; the message is for people."""
 
@@ -89,10 +101,7 @@ class InvalidVersion(VersionError):
     def __init__(self, given: object, expected: str) -> None:
         self.given = given
         self.expected = expected
-        shown = repr(given)
-        if len(shown) > 60:
-            shown = shown[:40] + "..." + shown[-8:]
-        super().__init__(f"{shown} is not a valid version: expected {expected}")
+        super().__init__(f"{shown(given)} is not a valid version: expected {expected}")
 
 
 class DowngradeNotAllowed(VersionError):
@@ -212,7 +221,9 @@ class InstallationExists(CatalogError):
 
 
 class InvalidArgument(CatalogError):
-    """A value is not one of those allowed (a channel, a pin, a policy, a store setting)."""
+    """An argument is not of a kind or value allowed (an id, a channel, a pin, a policy, a flag, a
+    number of seconds, a store setting). ``what`` names the argument, ``given`` is the value (its
+    ``repr`` in the message, cut short when long), ``allowed`` says what was expected."""
 
     code = "invalid_argument"
 
@@ -220,9 +231,10 @@ class InvalidArgument(CatalogError):
         self.what = what
         self.given = given
         self.allowed = tuple(allowed)
-        # One entry is a description ("a version below the current 1.2.0"), not a list of one.
-        wanted = self.allowed[0] if len(self.allowed) == 1 else f"one of {', '.join(self.allowed)}"
-        super().__init__(f"{given!r} is not a valid {what}: expected {wanted}")
+        expected = (
+            self.allowed[0] if len(self.allowed) == 1 else "one of " + ", ".join(self.allowed)
+        )
+        super().__init__(f"{shown(given, 120)} is not a valid {what}: expected {expected}")
 
 
 class NotFound(CatalogError):
@@ -236,9 +248,9 @@ class NotFound(CatalogError):
         self.known = tuple(known)
         tail = ""
         if self.known:
-            shown = ", ".join(self.known[:10]) + (", ..." if len(self.known) > 10 else "")
-            tail = f"; known: {shown}"
-        super().__init__(f"no {kind} {name!r}{tail}")
+            listed = ", ".join(self.known[:10]) + (", ..." if len(self.known) > 10 else "")
+            tail = f"; known: {listed}"
+        super().__init__(f"no {kind} {shown(name, 300)}{tail}")
 
 
 # --- contract generations -----------------------------------------------------------------------

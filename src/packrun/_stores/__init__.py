@@ -20,6 +20,7 @@ from typing import Final, Literal, TypeAlias
 import anyio
 
 from packrun._catalog import CatalogEntry, Prepared
+from packrun._stores._pg_url import mask_url
 from packrun.errors import StoreError
 
 __all__ = [
@@ -326,6 +327,8 @@ def open_store(url: str, *, create: bool = True) -> Store:
     An unknown scheme is a ``store_error`` that lists the valid ones. With ``create=False`` the
     store refuses to open (``store_error``) unless it exists already, and creates nothing.
     """
+    if "\x00" in url:  # no store takes one; SQLite and libpq would fail less clearly on it
+        raise StoreError(f"cannot open store {mask_url(url)!r}: expected a URL without NUL bytes")
     store = _store_for(url)
     store.create = create
     return store
@@ -345,7 +348,10 @@ def _store_for(url: str) -> Store:
         from packrun._stores._sqlite import SQLiteStore
 
         return SQLiteStore(url, Path(rest[3:]))
+    shown = mask_url(url)
+    if len(shown) > 200:
+        shown = shown[:120] + "..." + shown[-40:]
     raise StoreError(
-        f"cannot open store {url!r}: expected memory:, sqlite:///path/to/state.db (no query "
+        f"cannot open store {shown!r}: expected memory:, sqlite:///path/to/state.db (no query "
         f"parameters) or postgresql://host/db (valid schemes: {', '.join(SCHEMES)})"
     )

@@ -14,13 +14,46 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["OWN_PARAMETERS", "StoreUrl", "parse_url"]
+__all__ = ["OWN_PARAMETERS", "StoreUrl", "mask_url", "parse_url"]
 
 OWN_PARAMETERS: Final = frozenset({"schema", "pool_size"})
 MASK: Final = "***"
 
-# scheme://user:password@ : the password runs to the first "@" (libpq's reading too).
-_USERINFO: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:(?P<password>[^@]*)@")
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# ``password=…`` as a query parameter or a libpq keyword (``host=h password=…``), quoted or not.
+_PASSWORD_PARAMETER: Final = re.compile(
+    r"(?i)(?:^|(?<=[?&;\s]))password\s*=\s*(?P<password>'(?:[^'\\]|\\.)*'?|[^&#\s]*)"
+)
+
+
+def _password_span(url: str, *, query: bool = False) -> tuple[int, int] | None:
+    """Where the password of ``url``'s user information is, read generously.
+
+    The password runs from the first ``:`` of the user information to the *last* ``@``: libpq
+    stops at the first ``@``, but a raw ``@`` in a password must not leave its tail in sight. A
+    URL of another shape (``pg://``, ``postgresql:/``, ``postgresql//``, no scheme) is read the
+    same way; with no ``://`` before it, user information without a ``:`` is masked whole. With
+    ``query``, the URL may carry query parameters, and an ``@`` in them ends nothing.
+    """
+    end = len(url)
+    if query and (first := url.find("@")) >= 0 and (mark := url.find("?", first)) >= 0:
+        end = mark
+    at = url.rfind("@", 0, end)
+    if at < 0:
+        return None
+    scheme = _SCHEME.match(url)
+    authority = scheme is not None and url.startswith("//", scheme.end())
+    if scheme is not None:
+        start = scheme.end()
+    else:
+        slashes = url.find("//", 0, at)
+        start = slashes + 2 if slashes >= 0 else 0
+    while start < at and url[start] == "/":
+        start += 1
+    colon = url.find(":", start, at)
+    if colon >= 0:
+        return colon + 1, at
+    return None if authority else (start, at)
 
 
 @dataclass(frozen=True)
@@ -56,11 +89,12 @@ def parse_url(url: str) -> StoreUrl:
     secrets: list[str] = []
     shown = url
     start = url.find("//") + 2
-    userinfo = _USERINFO.match(url)
-    if userinfo is not None:
-        secrets.append(userinfo["password"])
-        shown = url[: userinfo.start("password")] + MASK + url[userinfo.end("password") :]
-        start = userinfo.end()
+    span = _password_span(url, query=True)
+    if span is not None:
+        password = url[span[0] : span[1]]
+        secrets.extend([password, *password.split("@")])  # libpq reads it to the first "@"
+        shown = url[: span[0]] + MASK + url[span[1] :]
+        start = span[1] + 1
     query_at = url.find("?", start)
     if query_at < 0:
         return StoreUrl(url, shown, {}, frozenset(), _forms(secrets))
@@ -92,6 +126,15 @@ def parse_url(url: str) -> StoreUrl:
         frozenset(libpq),
         _forms(secrets),
     )
+
+
+def mask_url(url: str) -> str:
+    """``url`` as a message may show it, whatever its scheme or shape: the password of its user
+    information and any ``password=`` parameter masked."""
+    span = _password_span(url)
+    if span is not None:
+        url = url[: span[0]] + MASK + url[span[1] :]
+    return _PASSWORD_PARAMETER.sub(lambda m: m[0][: m.start("password") - m.start()] + MASK, url)
 
 
 def _forms(secrets: list[str]) -> tuple[str, ...]:
