@@ -158,3 +158,16 @@ def test_json_examples__in_docs_decode() -> None:
         doc = json.loads(block)
         decode = next((d for key, d in decoders.items() if key in doc), packrun.decode_manifest)
         decode(block, source=where)
+
+
+def test_pip_install_lines__quote_every_extra() -> None:
+    """``pip install 'packrun[postgres]'``: unquoted, zsh reads the brackets as a pattern."""
+    checked = 0
+    for doc in [*DOCS, ROOT / "CHANGELOG.md"]:
+        for line in doc.read_text().splitlines():
+            for command in re.findall(r"pip install [^`#\n]*", line):
+                for word in command.split()[2:]:
+                    if "[" in word:
+                        assert word[0] == word[-1] == "'", (doc.name, line)
+                        checked += 1
+    assert checked >= 3
