@@ -1,13 +1,15 @@
 """``packrun demo``: the story of packrun, told on the sample packs in a throw-away store.
 
-:func:`run_demo` publishes the samples of ``bundles/`` into an embedded SQLite store in a temporary
-folder (deleted at the end unless ``keep`` names a folder to keep it in) and walks through what a
-platform does with them: pins, runs that keep their version while an update lands, automatic
-updates, a major that waits for a review, a dishonest minor refused, a generation-1 bundle served
-through the adapter, a generation-0 bundle refused, and a rollback that drains.
+:func:`run_demo` publishes the sample bundles that come with packrun (:func:`packaged_samples`)
+into an embedded SQLite store in a temporary folder (deleted at the end unless ``keep`` names a
+folder to keep it in) and walks through what a platform does with them: pins, runs that keep their
+version while an update lands, automatic updates, a major that waits for a review, a dishonest
+minor that is never auto-applied, a generation-1 bundle served through the adapter, a generation-0
+bundle refused, and a rollback that drains.
 
-Every step is recorded as a plain line under a short heading. Nothing that changes from run to run
-(times, temporary paths, random ids) is printed, so the output can be compared by substring.
+Every step is recorded as plain lines under a heading that says what happens; the text wraps at
+:data:`WIDTH` columns and stays within about 60 lines. Nothing that changes from run to run (times,
+temporary paths, random ids) is printed, so the output can be compared by substring.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ SAMPLES: tuple[tuple[str, str], ...] = (
     ("legacy-crm", "1.0.0"),
     ("ancient", "1.0.0"),
 )
-"""The sample bundles the demo publishes, as ``bundles/{id}/{version}/dist/{id}-{version}.bundle.tar.gz``."""
+"""The sample bundles the demo publishes, as ``{id}/{version}/dist/{id}-{version}.bundle.tar.gz``
+under ``bundles/`` (and under ``packrun/_samples`` in the wheel: pyproject.toml copies exactly
+these)."""
 
 WIDTH = 80
 """The columns of the demo's text: it reads in an 80-column terminal."""
@@ -415,7 +419,8 @@ async def _tell(url: str, samples: Path) -> tuple[tuple[Section, ...], _Story]:
 
 
 def run_demo(bundles: str | Path | None = None, keep: str | Path | None = None) -> DemoResult:
-    """Tell the demo's story on the sample bundles (``bundles``, default ``./bundles``).
+    """Tell the demo's story on the sample bundles (``bundles``, default: the ones that come with
+    packrun, :func:`packaged_samples`).
 
     The store is an embedded SQLite file in a temporary folder, deleted at the end; with ``keep``
     it is ``keep/state.db`` instead and stays (``keep`` must not hold a store already).
