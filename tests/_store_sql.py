@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,8 +25,9 @@ def execute(url: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[
     """Run one statement on a connection of the test's own: on the SQLite file, or in the
     PostgreSQL store's schema. The rows it returns, if any."""
     if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(statement, params).fetchall()
+        # closing(): a connection's own ``with`` commits but leaves it open.
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+            return db.execute(statement, params).fetchall()
     import psycopg
     from psycopg import sql
 

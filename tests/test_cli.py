@@ -89,8 +89,7 @@ def test_python_dash_m__runs_the_cli() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "packrun", "--version"], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 0
-    assert result.stdout.startswith("packrun ")
+    assert (result.returncode, result.stdout) == (0, f"packrun {packrun.__version__}\n")
 
 
 def test_unexpected_failure__exit_2_with_a_traceback_not_1(

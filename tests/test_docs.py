@@ -209,3 +209,16 @@ def test_explain_sample__in_runtime_docs__is_what_the_example_above_it_prints(
     printed = capsys.readouterr().out
     at = re.compile(r" at \S+$", re.M)  # the time of the last move differs from run to run
     assert at.sub(" at <time>", sample) in at.sub(" at <time>", printed)
+
+
+def test_pip_install_lines__quote_every_extra() -> None:
+    """``pip install 'packrun[postgres]'``: unquoted, zsh reads the brackets as a pattern."""
+    checked = 0
+    for doc in [*DOCS, ROOT / "CHANGELOG.md"]:
+        for line in doc.read_text().splitlines():
+            for command in re.findall(r"pip install [^`#\n]*", line):
+                for word in command.split()[2:]:
+                    if "[" in word:
+                        assert word[0] == word[-1] == "'", (doc.name, line)
+                        checked += 1
+    assert checked >= 3

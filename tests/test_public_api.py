@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import tomllib
 import types
+from importlib import metadata
+from pathlib import Path
 
 import packrun
 
@@ -34,3 +37,8 @@ def test_the_package__is_typed() -> None:
     from pathlib import Path
 
     assert (Path(packrun.__file__).parent / "py.typed").is_file()
+
+
+def test_version__is_pyproject_s_version_through_the_installed_metadata() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert packrun.__version__ == pyproject["project"]["version"] == metadata.version("packrun")

@@ -16,6 +16,7 @@ import json
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -991,7 +992,7 @@ async def test_refresh__a_damaged_row_is_skipped_and_later_changes_still_arrive(
         packrun.open_runtime(sqlite_url, refresh_interval=0.05) as b,
     ):
         await a.publish(dist("acme", "1.0.0"))
-        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn, conn:
             conn.execute(
                 "INSERT INTO installations VALUES ('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date', NULL)"
             )

@@ -10,6 +10,8 @@ private and may change.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from packrun import blocking as blocking
 from packrun._auth import Auth
 from packrun._bundle import (
@@ -69,6 +71,10 @@ from packrun.errors import (
     ToolFailed,
     VersionExists,
 )
+
+__version__: str = _metadata.version("packrun")
+"""The version of the installed distribution: pyproject.toml's ``project.version``, read from its
+metadata, so the two never disagree."""
 
 __all__ = [
     "AffectedWorkflow",

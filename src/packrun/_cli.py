@@ -1119,7 +1119,7 @@ def _parser() -> argparse.ArgumentParser:
         "--bundles",
         metavar="DIR",
         default=None,
-        help="the sample packs (default: bundles/ in the current folder)",
+        help="the sample packs (default: the ones installed with packrun)",
     )
 
     def runtime_command(

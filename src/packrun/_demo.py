@@ -1,13 +1,15 @@
 """``packrun demo``: the story of packrun, told on the sample packs in a throw-away store.
 
-:func:`run_demo` publishes the samples of ``bundles/`` into an embedded SQLite store in a temporary
-folder (deleted at the end unless ``keep`` names a folder to keep it in) and walks through what a
-platform does with them: pins, runs that keep their version while an update lands, automatic
-updates, a major that waits for a review, a dishonest minor refused, a generation-1 bundle served
-through the adapter, a generation-0 bundle refused, and a rollback that drains.
+:func:`run_demo` publishes the sample bundles that come with packrun (:func:`packaged_samples`)
+into an embedded SQLite store in a temporary folder (deleted at the end unless ``keep`` names a
+folder to keep it in) and walks through what a platform does with them: pins, runs that keep their
+version while an update lands, automatic updates, a major that waits for a review, a dishonest
+minor that is never auto-applied, a generation-1 bundle served through the adapter, a generation-0
+bundle refused, and a rollback that drains.
 
-Every step is recorded as a plain line under a short heading. Nothing that changes from run to run
-(times, temporary paths, random ids) is printed, so the output can be compared by substring.
+Every step is recorded as plain lines under a heading that says what happens; the text wraps at
+:data:`WIDTH` columns and stays within about 60 lines. Nothing that changes from run to run (times,
+temporary paths, random ids) is printed, so the output can be compared by substring.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from packrun._auth import Auth
-from packrun._catalog import CatalogEntry, Channel
+from packrun._catalog import Channel
 from packrun._diff import diff
 from packrun._runtime import Runtime, open_runtime
 from packrun._stores import PinEvent
-from packrun.errors import InvalidArgument, NotFound, PackrunError
+from packrun.errors import BreakingDiff, InvalidArgument, NotFound, PackrunError
 
 __all__ = ["SAMPLES", "DemoResult", "Section", "run_demo"]
 
@@ -42,7 +46,12 @@ SAMPLES: tuple[tuple[str, str], ...] = (
     ("legacy-crm", "1.0.0"),
     ("ancient", "1.0.0"),
 )
-"""The sample bundles the demo publishes, as ``bundles/{id}/{version}/dist/{id}-{version}.bundle.tar.gz``."""
+"""The sample bundles the demo publishes, as ``{id}/{version}/dist/{id}-{version}.bundle.tar.gz``
+under ``bundles/`` (and under ``packrun/_samples`` in the wheel: pyproject.toml copies exactly
+these)."""
+
+WIDTH = 80
+"""The columns of the demo's text: it reads in an 80-column terminal."""
 
 _API_KEY = Auth.api_key("demo-key")
 _OAUTH2 = Auth.oauth2("demo-token", scopes=("contacts.read",))
@@ -69,13 +78,15 @@ class DemoResult:
     kept: Path | None
 
     def text(self) -> str:
-        """The story as a person reads it: numbered headings, indented lines, the summary last."""
+        """The story as a person reads it: numbered headings, indented lines, the summary last;
+        every line fits in :data:`WIDTH` columns (longer ones wrap, indented under themselves)."""
         out: list[str] = []
         for n, section in enumerate(self.sections, 1):
-            out.append(f"{n}. {section.title}")
-            out.extend(f"   {line}" if line else "" for line in section.lines)
+            out += _wrap(section.title, f"{n}. ")
+            for line in section.lines:
+                out += _wrap(line, "   ") if line else [""]
             out.append("")
-        out.append(self.summary)
+        out += _wrap(self.summary, "")
         return "\n".join(out)
 
     def to_list(self) -> list[dict[str, Any]]:
@@ -83,6 +94,20 @@ class DemoResult:
         return [s.to_dict() for s in self.sections] + [
             {"section": "summary", "lines": [self.summary]}
         ]
+
+
+def _wrap(line: str, indent: str) -> list[str]:
+    """``line`` after ``indent``, wrapped at :data:`WIDTH`; the continuation lines are indented
+    two columns deeper than the line's own text."""
+    own = indent + " " * (len(line) - len(line.lstrip(" ")))
+    return textwrap.wrap(
+        line.lstrip(" "),
+        WIDTH,
+        initial_indent=own,
+        subsequent_indent=" " * len(own) + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 class KeepFolderTaken(InvalidArgument):
@@ -99,14 +124,33 @@ class KeepFolderTaken(InvalidArgument):
         )
 
 
+def packaged_samples() -> Path | None:
+    """The folder of the sample bundles installed with packrun, or ``None`` when there is none.
+
+    A wheel carries them as package data in ``packrun/_samples`` (copied from ``bundles/`` when the
+    wheel is built); a source checkout, or an editable install of one, has ``bundles/`` itself
+    next to ``src/``.
+    """
+    here = resources.files("packrun")
+    shipped = here.joinpath("_samples")
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    if isinstance(here, Path):
+        checkout = here.parent.parent
+        if (checkout / "pyproject.toml").is_file() and (checkout / "bundles").is_dir():
+            return checkout / "bundles"
+    return None
+
+
 def _samples_folder(bundles: str | Path | None) -> Path:
-    """``bundles`` when given, else ``./bundles``; ``not_found`` naming what is missing."""
-    root = Path(bundles) if bundles is not None else Path.cwd() / "bundles"
-    if not root.is_dir():
+    """``bundles`` when given, else the samples installed with packrun; ``not_found`` naming what
+    is missing."""
+    root = Path(bundles) if bundles is not None else packaged_samples()
+    if root is None or not root.is_dir():
         where = (
             str(root)
-            if bundles is not None
-            else "bundles (in the current folder; or pass --bundles DIR)"
+            if root is not None
+            else "installed with packrun (reinstall it, or pass --bundles DIR)"
         )
         raise NotFound("sample bundles folder", where)
     missing = [
@@ -168,25 +212,20 @@ class _Story:
 
     # --- helpers --------------------------------------------------------------------------------
 
-    async def publish(self, pack: str, version: str, channel: Channel = "vendor") -> CatalogEntry:
+    async def publish(self, pack: str, version: str, channel: Channel = "vendor") -> str:
+        """Publish a sample: ``published acme 1.0.0 (vendor, contract 2)``."""
         entry = await self.rt.publish(_bundle(self.samples, pack, version), channel=channel)
         self.published += 1
-        self.say(
-            f"published {entry.pack_id} {entry.version} ({entry.channel}, contract {entry.contract})"
-        )
-        return entry
+        return f"published {entry.pack_id} {entry.version} ({entry.channel}, contract {entry.contract})"
 
     def resolution(self, installation_id: str) -> str:
         inst = self.rt.installation(installation_id)
         res = self.rt.resolve(installation_id)
         return f"{installation_id} -> {res.pack_id} {res.version} (pin {inst.pin}, {inst.policy})"
 
-    def blocked(self, installation_id: str) -> str:
-        """The ``update blocked: breaking_diff (...)`` line of ``explain``, or what it says instead."""
-        for line in str(self.rt.explain(installation_id)).splitlines():
-            if line.startswith("update blocked:"):
-                return line
-        return "no update blocked"
+    def blocked(self, installation_id: str) -> list[str]:
+        """What ``explain`` says blocks the installation's policy: one line a version."""
+        return [f"  blocked: {why}" for why in self.rt.explain(installation_id).update_blocked]
 
     @staticmethod
     def move(event: PinEvent) -> str:
@@ -224,168 +263,151 @@ class _Story:
         self.installations = len(self.rt.installations())
 
     async def pins(self) -> None:
-        self.section("Publish, install, pin")
-        await self.publish("acme", "1.0.0")
+        self.section("Publish and install: a manual pin stays put, auto_minor takes a patch")
+        published = await self.publish("acme", "1.0.0")
         await self.rt.install("acme-prod", "acme", actor="ops")  # the exact version latest picks
         await self.rt.install("acme-auto", "acme", "1.0.0", "auto_minor", actor="ops")
-        self.say(
-            "installed acme-prod (manual) and acme-auto (auto_minor) while 1.0.0 is the latest"
-        )
-        await self.publish("acme", "1.0.1")
+        self.say(f"{published}; installed acme-prod, acme-auto")
+        published = await self.publish("acme", "1.0.1")
         await self.rt.install("acme-patch", "acme", None, "auto_patch", actor="ops")
-        self.say("installed acme-patch (auto_patch) on what latest picks now")
+        self.say(f"{published}; installed acme-patch")
         for iid in ("acme-prod", "acme-auto", "acme-patch"):
             self.say(self.resolution(iid))
-        why = self.rt.explain("acme-prod")
-        self.say(
-            f"acme-prod stays on {why.resolution.version if why.resolution else '-'}: "
-            f"a manual pin is inert until an update (update available: {why.update or 'none'})"
-        )
-        self.say(f"acme-auto took the patch itself: {self.moves('acme-auto')[-1]}")
 
     async def run_keeps_its_version(self) -> None:
         self.section("A run keeps its version while an update lands")
         async with self.rt.run("acme-prod", run_id="r-1", auth=_API_KEY) as run:
             self.runs += 1
-            out = await run.call("list_contacts", {"limit": 2})
-            self.say(
-                f"run r-1 on acme-prod starts on acme {run.version}; list_contacts -> "
-                f"{len(out['contacts'])} contacts"
-            )
-            await self.publish("acme", "1.1.0")
+            await run.call("list_contacts", {"limit": 2})
+            self.say(f"run r-1 on acme-prod starts on acme {run.version}")
+            self.say(await self.publish("acme", "1.1.0"))
             review = await self.rt.update("acme-prod", to="1.1.0", actor="ops")
             self.say(
                 f"update acme-prod {review.from_version} -> {review.to_version} "
                 f"({review.bump}, verdict {review.verdict}) while r-1 is open"
             )
-            self.say(f"acme-prod resolves to {self.rt.resolve('acme-prod').version} now")
             await run.call("get_contact", {"id": "c-001"})
-            self.say(
-                f"r-1 calls get_contact: still {run.version} (the run keeps the version it started with)"
-            )
             async with self.rt.run("acme-prod", run_id="r-2", auth=_API_KEY) as new:
                 self.runs += 1
                 await new.call("list_contacts", {"limit": 2})
-                self.say(f"a new run r-2 on acme-prod gets {new.version}")
+                self.say(
+                    f"r-1 calls get_contact: still {run.version}; a new run r-2 gets {new.version}"
+                )
             self.say(self.status("acme", run.version))
             left = run.version
-        self.say("r-1 ends")
         await self.rt.wait_drained("acme", left, timeout=5)
-        self.say(self.status("acme", left))
+        self.say(f"r-1 ends; {self.status('acme', left)}")
 
     async def automatic_updates(self) -> None:
-        self.section("Automatic updates")
-        self.say("publishing 1.1.0 moved acme-auto, a minor step its policy takes:")
-        self.say(f"  history: {self.moves('acme-auto')[-1]}")
-        for iid in ("acme-auto", "acme-patch"):
-            self.say(self.resolution(iid))
+        self.section("Automatic updates: auto_minor takes 1.1.0, auto_patch waits for a patch")
+        self.say(f"history: {self.moves('acme-auto')[-1]}")
         self.say(
-            "acme-patch stays on 1.0.1, no patch above it "
-            "(1.1.0: a minor update, which auto_patch does not take)"
+            f"acme-patch stays on {self.rt.resolve('acme-patch').version}: auto_patch does not "
+            "take the minor 1.1.0"
         )
-        await self.publish("acme", "1.1.1", "custom")
+        self.say(await self.publish("acme", "1.1.1", "custom"))
         self.say(
-            f"acme-auto stays on {self.rt.resolve('acme-auto').version}: a custom build is "
-            "another channel, which vendor installations never follow"
+            f"acme-auto stays on {self.rt.resolve('acme-auto').version}: vendor installations "
+            "never follow a custom build"
         )
 
     async def major_waits_for_review(self) -> None:
-        self.section("A major waits for a review")
+        self.section("A major waits for a review; an acknowledged update takes it")
         await self.rt.declare_workflow("acme-prod", "wf-weekly-export", ["list_contacts"])
-        self.say("declared workflow wf-weekly-export on acme-prod: uses list_contacts")
         async with self.rt.run(
             "acme-prod", run_id="r-3", workflow_id="wf-contact-card", auth=_API_KEY
         ) as run:
             self.runs += 1
             await run.call("get_contact", {"id": "c-001"})
-        self.say("run r-3 of workflow wf-contact-card called get_contact (observed)")
-        await self.publish("acme", "2.0.0")
-        self.say(f"acme-auto stays on {self.rt.resolve('acme-auto').version}")
-        self.say(f"explain acme-auto: {self.blocked('acme-auto')}")
-        self.say("")
+        self.say("declared wf-weekly-export; run r-3 of wf-contact-card called get_contact")
+        published = await self.publish("acme", "2.0.0")
+        self.say(f"{published}; acme-auto stays on {self.rt.resolve('acme-auto').version}:")
+        self.lines.extend(self.blocked("acme-auto"))
         review = self.rt.review_update("acme-prod", to="2.0.0")
-        self.say("review acme-prod -> 2.0.0:")
-        for line in str(review).splitlines():
-            self.say(f"  {line}")
-        self.say("")
+        counts = ", ".join(
+            f"{len(found)} {level}" for level, found in review.report.by_level().items() if found
+        )
+        self.say(
+            f"review acme-prod -> {review.to_version}: {review.bump}, {review.verdict}; {counts}"
+        )
+        for workflow in review.affected_workflows:
+            self.say(
+                f"  affects {workflow.workflow_id} ({workflow.source}): {', '.join(workflow.tools)}"
+            )
+        self.say(
+            f"  full review: packrun review acme-prod --to {review.to_version} (on a demo --keep store)"
+        )
         try:
             await self.rt.update("acme-prod", to="2.0.0", actor="ops")
-        except PackrunError as exc:
-            self.say(f"update acme-prod -> 2.0.0 refused: {exc}")
+        except BreakingDiff as exc:
+            refused = f"update refused [{exc.code}]"
         done = await self.rt.update("acme-prod", to="2.0.0", actor="ops", acknowledge_breaking=True)
-        self.say(
-            f"update acme-prod -> 2.0.0 with acknowledge_breaking=True: moved "
-            f"{done.from_version} -> {done.to_version}"
-        )
+        self.say(f"{refused}; acknowledge_breaking=True: {done.from_version} -> {done.to_version}")
         async with self.rt.run("acme-prod", run_id="r-4", auth=_OAUTH2) as run:
             self.runs += 1
             out = await run.call("list_contacts", {"limit": 2})
-        fields = sorted(out["contacts"][0])
-        self.say(
-            f"run r-4 on acme {run.version} with OAuth 2 (scope contacts.read): list_contacts -> "
-            f"{len(out['contacts'])} contacts with {', '.join(fields)}"
-        )
+        fields = ", ".join(sorted(out["contacts"][0]))
+        self.say(f"run r-4 on acme {run.version} (OAuth 2): contacts have {fields}")
 
     async def dishonest_minor(self) -> None:
-        self.section("A dishonest minor is refused")
-        await self.publish("acme", "1.2.0")
-        self.say("1.2.0 is a backport on the 1.x line, published after 2.0.0")
+        self.section("A dishonest minor is published and never auto-applied")
+        self.say(f"{await self.publish('acme', '1.2.0')}, a backport after 2.0.0")
         report = diff(
             _bundle(self.samples, "acme", "1.1.0"), _bundle(self.samples, "acme", "1.2.0")
         )
-        self.say(f"diff acme 1.1.0 -> 1.2.0: verdict {report.verdict} ({report.reason})")
+        self.say(
+            f"diff 1.1.0 -> 1.2.0: verdict {report.verdict}, {len(report.breaking)} "
+            f"breaking change(s) in a {report.declared_bump} release"
+        )
         for finding in report.breaking:
-            self.say(f"  breaking {finding.path} [{finding.rule_id}]: {finding.message}")
-        self.say(f"acme-auto stays on {self.rt.resolve('acme-auto').version}")
-        self.say(f"explain acme-auto: {self.blocked('acme-auto')}")
+            self.say(f"  breaking: {finding.message}")
+        self.say(f"acme-auto stays on {self.rt.resolve('acme-auto').version}:")
+        self.lines.extend(self.blocked("acme-auto"))
 
     async def adapter(self) -> None:
-        self.section("A generation-1 bundle runs through the adapter")
-        await self.publish("legacy-crm", "1.0.0")
+        self.section("A generation-1 bundle runs through the 1->2 adapter")
+        published = await self.publish("legacy-crm", "1.0.0")
         await self.rt.install("crm-prod", "legacy-crm", actor="ops")
-        self.say(self.resolution("crm-prod"))
+        self.say(f"{published}; installed crm-prod")
         with _warnings_into(self.lines):
             async with self.rt.run("crm-prod", run_id="r-5", auth=_BASIC) as run:
                 self.runs += 1
                 out = await run.call("list_accounts", {"limit": 2})
-        self.say(
-            f"run r-5 (basic auth): list_accounts -> {len(out['accounts'])} accounts; "
-            f"generation {run.generation}, run.adapter == {run.adapter!r}"
-        )
         count = self.rt.stats().adapter_runs.get(("legacy-crm", "1.0.0", "1->2"), 0)
-        self.say(f"adapter counter: legacy-crm 1.0.0 through 1->2: {count} run(s)")
+        self.say(
+            f"run r-5 (basic auth): {len(out['accounts'])} accounts; run.adapter == "
+            f"{run.adapter!r}, counted: {count} run(s)"
+        )
 
     async def generation_0(self) -> None:
-        self.section("A generation-0 bundle is refused")
+        self.section("A generation-0 bundle is refused at publish")
         try:
             await self.publish("ancient", "1.0.0")
         except PackrunError as exc:
             self.refused += 1
-            self.say(f"publish ancient 1.0.0 refused: {exc}")
+            self.say(str(exc))
 
     async def rollback(self) -> None:
-        self.section("A rollback that drains")
+        self.section("A rollback: new runs get 1.1.0 at once, the run in flight drains")
         async with self.rt.run("acme-prod", run_id="r-6", auth=_OAUTH2) as run:
             self.runs += 1
             await run.call("list_contacts", {"limit": 1})
             self.say(f"run r-6 on acme-prod is in flight on {run.version}")
             back = await self.rt.rollback("acme-prod", "1.1.0", actor="ops", drain_timeout=0.2)
-            self.say(
-                f"rollback acme-prod {back.from_version} -> {back.to_version} "
-                "(waiting up to 0.2s for the drain)"
+            waited = (
+                "drained"
+                if back.drained
+                else f"still in flight after 0.2s: {', '.join(back.still_in_flight)}"
             )
-            if back.drained:
-                self.say(f"{back.from_version}: drained")
-            else:
-                self.say(f"{back.from_version}: still in flight: {', '.join(back.still_in_flight)}")
-            self.say(self.moves("acme-prod")[-1])
-            self.say(f"new runs of acme-prod get {self.rt.resolve('acme-prod').version}")
-            self.say(self.status("acme", back.from_version))
+            self.say(f"rollback acme-prod {back.from_version} -> {back.to_version}: {waited}")
+            self.say(f"history: {self.moves('acme-prod')[-1]}")
             await run.call("list_contacts", {"limit": 1})
-            self.say(f"r-6 calls again: still {run.version}")
-        self.say("r-6 ends")
+            self.say(
+                f"new runs get {self.rt.resolve('acme-prod').version}; r-6 calls again: "
+                f"still {run.version}"
+            )
         await self.rt.wait_drained("acme", back.from_version, timeout=5)
-        self.say(f"wait_drained: {self.status('acme', back.from_version)}")
+        self.say(f"r-6 ends; wait_drained: {self.status('acme', back.from_version)}")
 
 
 async def _tell(url: str, samples: Path) -> tuple[tuple[Section, ...], _Story]:
@@ -397,7 +419,8 @@ async def _tell(url: str, samples: Path) -> tuple[tuple[Section, ...], _Story]:
 
 
 def run_demo(bundles: str | Path | None = None, keep: str | Path | None = None) -> DemoResult:
-    """Tell the demo's story on the sample bundles (``bundles``, default ``./bundles``).
+    """Tell the demo's story on the sample bundles (``bundles``, default: the ones that come with
+    packrun, :func:`packaged_samples`).
 
     The store is an embedded SQLite file in a temporary folder, deleted at the end; with ``keep``
     it is ``keep/state.db`` instead and stays (``keep`` must not hold a store already).
