@@ -346,3 +346,18 @@ async def test_a_generation_1_bundle_cannot_get_the_credential_out_through(
     shown = "\n".join(texts)
     for form in forms():
         assert form not in shown, (way, mode, form)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    ["Bearer sk-live-4f9a2c7e", {"key": "sk-live-4f9a2c7e"}, ("u", "sk-live-4f9a2c7e")],
+    ids=["header text", "dict", "tuple"],
+)
+def test_a_credential_passed_as_auth_without_an_auth_is_never_shown(auth: object) -> None:
+    rt = packrun.open_runtime("memory:")
+    with pytest.raises(packrun.InvalidArgument) as caught:
+        rt.run("leak", auth=auth)  # type: ignore[arg-type]
+    assert "auth" in str(caught.value)
+    assert "withheld" in str(caught.value)
+    assert "sk-live" not in str(caught.value)
+    assert "sk-live" not in repr(caught.value.given)

@@ -12,7 +12,7 @@ from typing import Final, Literal, TypeAlias
 from packrun._args import check_choice
 from packrun.errors import InvalidArgument
 
-__all__ = ["Auth", "AuthMode"]
+__all__ = ["Auth", "AuthMode", "Withheld"]
 
 AuthMode: TypeAlias = Literal["none", "api_key", "basic", "oauth2"]
 
@@ -26,7 +26,7 @@ _MAX_CREDENTIAL: Final = 65_536  # larger than any header a server takes
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # an HTTP header name
 
 
-class _Withheld:
+class Withheld:
     """A credential value as a message shows it: its type and length, never its text."""
 
     __slots__ = ("_text",)
@@ -44,7 +44,7 @@ def _check_credential(name: str, value: object) -> None:
     if not isinstance(value, str) or len(value) > _MAX_CREDENTIAL:
         raise InvalidArgument(
             f"credential {name}",
-            _Withheld(value),
+            Withheld(value),
             [f"a string of at most {_MAX_CREDENTIAL:,} characters"],
         )
 
@@ -73,14 +73,14 @@ class Auth:
         ):
             raise InvalidArgument(
                 "credentials",
-                _Withheld(self.credentials),
+                Withheld(self.credentials),
                 ["a mapping of credential names to strings, such as {'key': ...}"],
             )
         missing = [name for name in _NEEDS[self.mode] if name not in self.credentials]
         if missing:
             raise InvalidArgument(
                 f"set of credentials for auth mode {self.mode!r}",
-                _Withheld(self.credentials),
+                Withheld(self.credentials),
                 [f"the credentials {', '.join(_NEEDS[self.mode])} (missing: {', '.join(missing)})"],
             )
         for name, value in self.credentials.items():

@@ -36,7 +36,7 @@ from packrun._args import (
     check_seconds,
     check_whole,
 )
-from packrun._auth import Auth
+from packrun._auth import Auth, Withheld
 from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, release_bundle
 from packrun._catalog import (
     CatalogEntry,
@@ -694,8 +694,9 @@ class Runtime:
         if workflow_id is not None:
             _check_id("workflow id", workflow_id)
         if auth is not None and not isinstance(auth, Auth):
+            # Withheld: a token or a dict of credentials passed by mistake must not reach a log.
             raise InvalidArgument(
-                "auth", auth, ["None or a packrun.Auth, such as Auth.api_key(key)"]
+                "auth", Withheld(auth), ["None or a packrun.Auth, such as Auth.api_key(key)"]
             )
         return RunScope(self, installation_id, run_id, workflow_id, auth or _NO_AUTH)
 
