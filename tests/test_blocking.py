@@ -6,6 +6,7 @@ block that keeps its version; the runtime opens on return and closes with ``with
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -166,3 +167,24 @@ def test_a_run_that_cannot_start__raises_and_leaves_nothing_open() -> None:
     finally:
         rt.close()  # returns: no run task is left holding the event loop
     assert rt.closed
+
+
+def test_open__takes_every_argument_of_packrun_open_runtime() -> None:
+    def parameters(fn: object) -> list[tuple[str, object, object]]:
+        sig = inspect.signature(fn)  # type: ignore[arg-type]
+        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+    assert parameters(blocking.open_runtime) == parameters(packrun.open_runtime)
+
+
+def test_open__create_false__refuses_a_missing_store_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "state.db"
+    with pytest.raises(packrun.StoreError, match="does not create"):
+        blocking.open_runtime(f"sqlite:///{missing}", create=False)
+    assert not missing.parent.exists()
+    with pytest.raises(packrun.InvalidArgument, match="create"):
+        blocking.open_runtime("memory:", create="no")  # type: ignore[arg-type]
+    with blocking.open_runtime(f"sqlite:///{missing}"):
+        pass  # created by an open that may create it
+    with blocking.open_runtime(f"sqlite:///{missing}", create=False) as rt:
+        assert rt.installations() == []

@@ -324,6 +324,7 @@ class BlockingRuntime:
 def open_runtime(
     url: str | None = None,
     *,
+    create: bool = True,
     generations: Collection[int] = DEFAULT_GENERATIONS,
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
@@ -333,11 +334,14 @@ def open_runtime(
 
     The arguments are those of :func:`packrun.open_runtime`. Use it in a ``with`` block, or keep
     it for the life of a worker process and call :meth:`BlockingRuntime.close` at shutdown. It
-    runs on asyncio in a thread of its own, so every store works, PostgreSQL included.
+    runs on asyncio in a thread of its own, so every store works, PostgreSQL included. A worker
+    that only reads a store opens it with ``create=False``: a missing store is then a
+    ``store_error`` rather than a new, empty one.
     """
     rt = BlockingRuntime(
         _open_async(
             url,
+            create=create,
             generations=generations,
             refresh_interval=refresh_interval,
             lease_ttl=lease_ttl,
