@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import anyio
@@ -129,6 +130,43 @@ async def test_a_retirement_without_a_breaking_move__reports_its_moves_and_needs
         assert moved["custom"].to_version is None
         assert moved["custom"].acknowledge == ()
         assert "moved custom (pin latest-custom): 1.1.1 -> nothing" in str(custom)
+
+
+async def test_a_retirement__logs_info_records_for_itself_and_each_latest_pinned_move(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with packrun.open_runtime("memory:") as rt:
+        await rt.publish(dist("1.0.0"))
+        await rt.publish(variant("1.0.0", "1.0.1"))
+        await rt.install("vendor", "acme", pin="latest-vendor")
+        await rt.install("exact", "acme", pin="1.0.1")
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="packrun")
+        await rt.retire("acme", "1.0.1")
+
+    def fields(record: logging.LogRecord, *names: str) -> tuple[object, ...]:
+        return tuple(getattr(record, name) for name in names)
+
+    records = {getattr(r, "event", None): r for r in caplog.records}
+    retired, moved = records["retire"], records["retire_move"]
+    assert retired.levelno == moved.levelno == logging.INFO
+    assert fields(retired, "pack", "version", "moved", "pinned") == (
+        "acme",
+        "1.0.1",
+        ["vendor"],
+        ["exact"],
+    )
+    assert fields(moved, "installation", "pin", "from_version", "version", "bump", "origin") == (
+        "vendor",
+        "latest-vendor",
+        "1.0.1",
+        "1.0.0",
+        "downgrade",
+        "retire",
+    )
+    assert (
+        "packrun moved vendor (acme, pin latest-vendor) from 1.0.1 to 1.0.0" in moved.getMessage()
+    )
 
 
 async def test_installations_made_by_another_runtime__count(shared_url: str) -> None:

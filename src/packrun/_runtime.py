@@ -148,6 +148,47 @@ def _hold_after(
     return str(held) if held is not None and held > to.version else None
 
 
+def _log_retirement(
+    pack_id: str, version: str, moves: Sequence[RetirementMove], pinned: Sequence[str]
+) -> None:
+    """INFO records for a retirement: one for the version, and one for each installation whose
+    ``latest*`` pin it moved (its pin is unchanged, so no pin event records that move)."""
+    logger.info(
+        "packrun retired %s %s (%d latest-pinned installation(s) moved, %d pinned to it)",
+        pack_id,
+        version,
+        len(moves),
+        len(pinned),
+        extra={
+            "event": "retire",
+            "pack": pack_id,
+            "version": version,
+            "moved": [m.installation_id for m in moves],
+            "pinned": list(pinned),
+        },
+    )
+    for move in moves:
+        logger.info(
+            "packrun moved %s (%s, pin %s) from %s to %s by retiring %s",
+            move.installation_id,
+            pack_id,
+            move.pin,
+            move.from_version,
+            move.to_version or "nothing",
+            version,
+            extra={
+                "event": "retire_move",
+                "pack": pack_id,
+                "version": move.to_version,
+                "from_version": move.from_version,
+                "installation": move.installation_id,
+                "pin": move.pin,
+                "bump": move.bump,
+                "origin": "retire",
+            },
+        )
+
+
 def _log_pin_move(pack_id: str, event: PinEvent) -> None:
     """An INFO record for a pin move (an install, a user's move, a policy's move, a rollback)."""
     logger.info(
@@ -603,6 +644,7 @@ class Runtime:
             raise BreakingDiff.retiring(pack_id, key, needing)
         entry = await self._write_row(self._store.retire(pack_id, key))
         pinned = self.pinned_to(pack_id, key)
+        _log_retirement(pack_id, key, moves, pinned)
         if pinned:
             shown = ", ".join(pinned[:10]) + (", ..." if len(pinned) > 10 else "")
             logger.warning(
