@@ -377,6 +377,31 @@ def test_explain__json__structured(published: str) -> None:
     assert why["update_blocked"] == []  # a dynamic pin follows its versions: nothing to block
 
 
+def test_a_held_policy__is_explained_in_the_command_lines_words_and_policy_takes_an_actor(
+    published: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run("install", "crm", "acme", "--pin", "1.0.0", "--policy", "auto_minor", "--store", published)
+    moved_to = run_json("resolve", "crm", "--store", published)["resolution"]["version"]
+    assert run("rollback", "crm", "1.0.0", "--store", published)[0] == 0
+    code, out, _ = run("explain", "crm", "--store", published)
+    assert code == 0
+    assert f"only to a version above {moved_to}, or after packrun policy" in out
+    assert "set_policy" not in out
+    holding = run_json("explain", "crm", "--store", published)["holding"]
+    assert holding.endswith("or after packrun policy")
+    status = run_json("status", "--store", published)
+    assert [i["holding"] for i in status["installations"]] == [holding]
+    assert "set_policy" not in run("status", "--store", published)[1]
+
+    caplog.set_level("INFO", logger="packrun")
+    code, out, _ = run("policy", "crm", "auto_minor", "--actor", "ops", "--store", published)
+    assert (code, out) == (0, "crm: policy auto_minor\n")
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "policy_set"]
+    assert (getattr(record, "actor", None), getattr(record, "installation", None)) == ("ops", "crm")
+    assert record.getMessage() == "packrun set the update policy of crm to auto_minor by ops"
+    assert run_json("explain", "crm", "--store", published)["holding"] is None
+
+
 def test_explain__json__update_blocked_of_a_policy_installation(published: str) -> None:
     run("install", "acme-auto", "acme", "--pin", "1.1.0", "--policy", "auto_minor",
         "--store", published)  # fmt: skip

@@ -427,6 +427,8 @@ def _event_json(event: PinEvent) -> dict[str, Any]:
 def _explanation_json(why: Explanation) -> dict[str, Any]:
     shown = _as_json(why, _ExplanationView)
     shown["skipped"] = [{"version": v, "reason": reason} for v, reason in shown["skipped"]]
+    if why.holding is not None:
+        shown["holding"] = _for_cli(why.holding)
     return shown
 
 
@@ -523,7 +525,7 @@ async def _cmd_resolve(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 async def _cmd_explain(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     why = rt.explain(args.id)
     out.data(_explanation_json(why))
-    out.line(str(why))
+    out.line(_for_cli(str(why)))
     return EXIT_OK
 
 
@@ -645,7 +647,7 @@ async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _cmd_policy(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    inst = await rt.set_policy(args.id, args.policy)
+    inst = await rt.set_policy(args.id, args.policy, actor=args.actor)
     out.committed.append(f"{inst.id}: policy {inst.policy}")
     out.data({"installation": _installation_json(inst)})
     out.line(f"{inst.id}: policy {inst.policy}")
@@ -876,7 +878,10 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     # What an update policy did not move to, and why (a major, breaking findings, a red verdict).
     blocked = {inst.id: why.update_blocked for inst, why, _ in explained}
     # The update available (as review and update take it), and a policy held by a manual move.
-    available = {inst.id: (why.update, why.holding) for inst, why, _ in explained}
+    available = {
+        inst.id: (why.update, None if why.holding is None else _for_cli(why.holding))
+        for inst, why, _ in explained
+    }
     versions = [
         (
             e,
@@ -1266,6 +1271,7 @@ def _parser() -> argparse.ArgumentParser:
     p = runtime_command("policy", "Change how an installation follows new versions.", _cmd_policy)
     p.add_argument("id", metavar="ID")
     p.add_argument("policy", metavar="POLICY", choices=POLICIES, help=", ".join(POLICIES))
+    p.add_argument("--actor", default="system", help="who, for the log (default: system)")
 
     runtime_command("installations", "List every installation.", _cmd_installations)
 
@@ -1351,6 +1357,7 @@ _CLI_WORDS: tuple[tuple[str, str], ...] = (
         "this command does not create one: check --store and $PACKRUN_STORE (packrun publish "
         "creates a store)",
     ),
+    ("or after set_policy", "or after packrun policy"),
     (
         "change it with set_pin or set_policy (packrun pin, packrun policy)",
         "change it with packrun pin or packrun policy",

@@ -1165,9 +1165,10 @@ class Runtime:
             lambda stored: (dataclasses.replace(stored, policy=policy, hold=None), None),
         )
         logger.info(
-            "packrun set the update policy of %s to %s",
+            "packrun set the update policy of %s to %s by %s",
             installation_id,
             policy,
+            actor,
             extra={
                 "event": "policy_set",
                 "pack": changed.pack_id,
