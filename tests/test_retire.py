@@ -191,6 +191,17 @@ async def test_acknowledge_breaking__must_be_a_bool() -> None:
             await rt.retire("acme", "1.0.0", acknowledge_breaking="yes")  # type: ignore[arg-type]
 
 
+async def test_acknowledge_breaking__is_refused_as_every_other_flag_is() -> None:
+    async with packrun.open_runtime("memory:") as rt:
+        await rt.publish(dist("1.0.0"))
+        with pytest.raises(InvalidArgument) as retire:
+            await rt.retire("acme", "1.0.0", acknowledge_breaking="yes")  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument) as update:
+            await rt.update("acme", acknowledge_breaking="yes")  # type: ignore[arg-type]
+    assert str(retire.value) == str(update.value)
+    assert "expected True or False" in str(retire.value)
+
+
 def test_cli_retire__refused_without_the_flag__json_lists_the_moves(sqlite_url: str) -> None:
     async def setup() -> None:
         async with packrun.open_runtime(sqlite_url) as rt:

@@ -117,9 +117,6 @@ def _check_actor(value: object) -> None:
         )
 
 
-_check_id = check_id
-
-
 def _check_tool(value: object) -> None:
     if not isinstance(value, str) or not _TOOL.fullmatch(value):
         raise InvalidArgument(
@@ -508,7 +505,7 @@ class Runtime:
         try:
             value = self._cells[installation_id].value
         except (KeyError, TypeError):  # checked only now: a hit costs one lookup, nothing more
-            _check_id("installation id", installation_id)
+            check_id("installation id", installation_id)
             raise NotFound("installation", installation_id) from None
         if value is None:
             raise NotFound("version satisfying the pin of installation", installation_id)
@@ -628,9 +625,8 @@ class Runtime:
         findings needs ``acknowledge_breaking=True``; without it the call fails with
         ``breaking_diff`` naming those installations, and nothing is retired.
         """
-        _check_id("pack id", pack_id)
-        if not isinstance(acknowledge_breaking, bool):
-            raise InvalidArgument("acknowledge_breaking", acknowledge_breaking, ["True", "False"])
+        check_id("pack id", pack_id)
+        check_flag("acknowledge_breaking", acknowledge_breaking)
         key = version_key(Version.parse(version))
         self._resolver.rows(pack_id)  # not_found naming the known packs
         await self.refresh()  # installations made elsewhere count
@@ -672,7 +668,7 @@ class Runtime:
 
     def pinned_to(self, pack_id: str, version: str) -> list[str]:
         """The installations whose pin resolves to ``pack_id`` ``version`` now (by id)."""
-        _check_id("pack id", pack_id)
+        check_id("pack id", pack_id)
         key = version_key(Version.parse(version))
         return [
             inst.id
@@ -732,9 +728,9 @@ class Runtime:
         refused here with ``BUNDLE_CONTRACT_INCOMPATIBLE``.
         """
         if run_id is not None:
-            _check_id("run id", run_id)
+            check_id("run id", run_id)
         if workflow_id is not None:
-            _check_id("workflow id", workflow_id)
+            check_id("workflow id", workflow_id)
         if auth is not None and not isinstance(auth, Auth):
             # Withheld: a token or a dict of credentials passed by mistake must not reach a log.
             raise InvalidArgument(
@@ -795,9 +791,7 @@ class Runtime:
         if res.digest is None:
             raise NotFound("integration to run in pack", res.pack_id)
         if run_id is None:
-            run_id = uuid.uuid4().hex
-        else:
-            _check_id("run id", run_id)
+            run_id = uuid.uuid4().hex  # one given was checked by run(), the only maker of scopes
         if run_id in self._runs or run_id in self._starting:
             raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
         self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
@@ -979,7 +973,7 @@ class Runtime:
     def in_flight(self, pack_id: str, version: str) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
         processes hold under live leases (as of the last refresh)."""
-        _check_id("pack id", pack_id)
+        check_id("pack id", pack_id)
         key = (pack_id, version_key(Version.parse(version)))
         remote = sum(
             1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
@@ -988,13 +982,13 @@ class Runtime:
 
     def in_flight_for(self, installation_id: str) -> int:
         """Runs in flight of one installation (this runtime's plus other processes')."""
-        _check_id("installation id", installation_id)
+        check_id("installation id", installation_id)
         remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
         return self._by_installation.get(installation_id, 0) + remote
 
     def runs_in_flight(self, pack_id: str, version: str) -> list[str]:
         """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
-        _check_id("pack id", pack_id)
+        check_id("pack id", pack_id)
         key = version_key(Version.parse(version))
         mine = [
             r.run_id for r in self._runs.values() if r.pack_id == pack_id and r.version_key == key
@@ -1019,7 +1013,7 @@ class Runtime:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
         process that died count until their leases expire). ``drain_timeout`` after ``timeout``
         seconds, naming the runs still in flight."""
-        _check_id("pack id", pack_id)
+        check_id("pack id", pack_id)
         Version.parse(version)
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
@@ -1080,7 +1074,7 @@ class Runtime:
         later releases are inert until an update. ``pin`` may be ``latest``, ``latest-vendor``,
         ``latest-custom`` or an exact version (which may be a pre-release or retired).
         """
-        _check_id("installation id", installation_id)
+        check_id("installation id", installation_id)
         _check_actor(actor)
         check_flag("allow_prerelease", allow_prerelease)
         self._resolver.rows(pack_id)  # not_found naming the known packs
@@ -1283,7 +1277,7 @@ class Runtime:
     ) -> None:
         """Declare which tools of an installation a workflow uses, for update reviews."""
         self._resolver.installation(installation_id)
-        _check_id("workflow id", workflow_id)
+        check_id("workflow id", workflow_id)
         if not isinstance(tools, list | tuple | set | frozenset) or not all(
             isinstance(t, str) and _TOOL.fullmatch(t) for t in tools
         ):
