@@ -98,6 +98,31 @@ async def test_pin_moves__install_update_policy_and_rollback__each_log_who_moved
     }
 
 
+async def test_a_rollback_that_holds_the_policy__says_so_in_its_pin_move_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="packrun")
+    async with packrun.open_runtime("memory:") as rt:
+        await rt.publish(dist("acme", "1.0.0"))
+        await rt.install("acme-prod", "acme", policy="auto_patch")
+        await rt.publish(dist("acme", "1.0.1"))  # the policy moves it: no hold
+        await rt.rollback("acme-prod", to="1.0.0", actor="oncall")
+        await rt.set_policy("acme-prod", "auto_patch")  # ends the hold; the policy moves it again
+    moves = info_records(caplog, "pin_move")
+    assert [fields(r, "origin", "hold") for r in moves] == [
+        {"origin": "install", "hold": None},
+        {"origin": "policy", "hold": None},
+        {"origin": "rollback", "hold": "1.0.1"},
+        {"origin": "policy", "hold": None},
+    ]
+    assert (
+        moves[2]
+        .getMessage()
+        .endswith("by oncall (rollback); its auto_patch policy holds below 1.0.1")
+    )
+    assert moves[1].getMessage().endswith("(policy)")
+
+
 async def test_pin_move__that_does_not_happen__logs_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

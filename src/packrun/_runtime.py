@@ -186,10 +186,17 @@ def _log_retirement(
         )
 
 
-def _log_pin_move(pack_id: str, event: PinEvent) -> None:
-    """An INFO record for a pin move (an install, a user's move, a policy's move, a rollback)."""
+def _log_pin_move(pack_id: str, event: PinEvent, held: Installation | None = None) -> None:
+    """An INFO record for a pin move (an install, a user's move, a policy's move, a rollback);
+    ``held``, the installation after the move, when the move may have left its policy holding."""
+    hold = held.hold if held is not None else None
+    holding = (
+        f"; its {held.policy} policy holds below {hold}"
+        if held is not None and hold is not None and held.policy != "manual"
+        else ""
+    )
     logger.info(
-        "packrun moved %s (%s) from %s to %s (%s -> %s) by %s (%s)",
+        "packrun moved %s (%s) from %s to %s (%s -> %s) by %s (%s)%s",
         event.installation_id,
         pack_id,
         event.from_pin or "-",
@@ -198,6 +205,7 @@ def _log_pin_move(pack_id: str, event: PinEvent) -> None:
         event.to_version or "-",
         event.actor,
         event.origin,
+        holding,
         extra={
             "event": "pin_move",
             "pack": pack_id,
@@ -207,6 +215,7 @@ def _log_pin_move(pack_id: str, event: PinEvent) -> None:
             "pin": event.to_pin,
             "actor": event.actor,
             "origin": event.origin,
+            "hold": hold,
         },
     )
 
@@ -1181,7 +1190,7 @@ class Runtime:
             events = self._resolver.history(installation_id)
             self._resolver.set_installation(changed, [*events, event] if event else events)
         if event is not None:
-            _log_pin_move(changed.pack_id, event)
+            _log_pin_move(changed.pack_id, event, changed)
         return changed
 
     # --- diffs, policies, reviews, updates and rollbacks ----------------------------------------
