@@ -1224,7 +1224,8 @@ def _parser() -> argparse.ArgumentParser:
         "--to",
         metavar="VERSION",
         default=None,
-        help="the target (default: the newest version on the installation's channel)",
+        help="the target (default: the newest live version above the current one on the "
+        "installation's channel)",
     )
 
     p = runtime_command(
@@ -1237,7 +1238,8 @@ def _parser() -> argparse.ArgumentParser:
         "--to",
         metavar="VERSION",
         default=None,
-        help="the target (default: the newest version on the installation's channel)",
+        help="the target (default: the newest live version above the current one on the "
+        "installation's channel)",
     )
     p.add_argument("--actor", default="system", help="who, for the pin history (default: system)")
     p.add_argument(

@@ -1236,9 +1236,10 @@ class Runtime:
                 )
 
     def review_update(self, installation_id: str, to: str | None = None) -> UpdateReview:
-        """What updating ``installation_id`` to ``to`` (default: the newest version on its channel)
-        would do: from/to, bump, findings, verdict, the workflows that use a changed tool (declared
-        with :meth:`declare_workflow`, and observed from runs), and the runs in flight."""
+        """What updating ``installation_id`` to ``to`` (default: the update available, the newest
+        live version above the current one on its channel) would do: from/to, bump, findings,
+        verdict, the workflows that use a changed tool (declared with :meth:`declare_workflow`, and
+        observed from runs), and the runs in flight."""
         inst = self._resolver.installation(installation_id)
         current = self.resolve(installation_id).entry
         rows = self._resolver.rows(inst.pack_id)
@@ -1307,7 +1308,8 @@ class Runtime:
         actor: str = "system",
         acknowledge_breaking: bool = False,
     ) -> UpdateReview:
-        """Move an installation's pin to ``to`` (default: the newest version on its channel).
+        """Move an installation's pin to ``to`` (default: the update available, as for
+        :meth:`review_update`).
 
         Runs in flight finish on their version; new runs use the new one. A major, or a target
         with breaking findings or a red verdict, needs ``acknowledge_breaking=True`` (the admin has
