@@ -12,6 +12,7 @@ was. A public callable the tables below do not cover fails
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import sqlite3
@@ -26,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import packrun
+from packrun import blocking
 from packrun._stores import Store
 
 ROOT = Path(__file__).parents[1]
@@ -648,3 +650,78 @@ def test_any_value_as_an_id__is_a_packrun_error(value: object) -> None:
     for lookup in answers:
         with contextlib.suppress(packrun.PackrunError):
             lookup(value)
+
+
+# --- packrun.blocking: the same calls without await ------------------------------------------------
+
+
+def _blocking_methods() -> set[str]:
+    cls = blocking.BlockingRuntime
+    return {
+        name
+        for name, member in vars(cls).items()
+        if not name.startswith("_")
+        and callable(member)
+        and [p for p in inspect.signature(getattr(cls, name)).parameters if p != "self"]
+    }
+
+
+def test_the_blocking_sweep__covers_every_method_of_the_blocking_runtime() -> None:
+    assert _blocking_methods() == set(RUNTIME), "sweep every public method of BlockingRuntime"
+    run_methods = {
+        name
+        for name, member in vars(blocking.BlockingRun).items()
+        if not name.startswith("_") and callable(member)
+    }
+    assert run_methods == set(RUN)
+
+
+def test_a_bad_argument_to_the_blocking_runtime__is_a_packrun_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "profile.toml").write_text("")
+    problems: list[str] = []
+
+    def check(where: str, case: Case, argument: str, label: str, call: Callable[[], Any]) -> None:
+        try:
+            result = call()
+            assert not inspect.isawaitable(result), where
+        except packrun.PackrunError as exc:
+            if not any(name in str(exc) for name in case.named(argument)):
+                problems.append(f"{where}({argument}={label}): message names no argument: {exc}")
+        except Exception as exc:  # what the sweep is looking for
+            problems.append(f"{where}({argument}={label}): {type(exc).__name__}: {exc}"[:300])
+        else:
+            problems.append(f"{where}({argument}={label}): accepted")
+
+    with blocking.open_runtime(f"sqlite:///{tmp_path / 'state.db'}", refresh_interval=0) as rt:
+        for version in ("1.0.0", "1.1.0", "1.2.0"):
+            entry = rt.publish(dist(version))
+        rt.install("acme-prod", "acme", pin="1.1.0")
+        assert entry.digest is not None
+        with rt.run("acme-prod", run_id="r-1") as run:
+            world: Any = World(rt, run, entry.digest, tmp_path)  # type: ignore[arg-type]
+            for name, case in RUNTIME.items():
+                for argument, label, arguments in case.bad_calls():
+                    arguments = _resolve_placeholders(world, arguments)
+                    if name == "run":
+
+                        def enter(arguments: dict[str, Any] = arguments) -> None:
+                            with rt.run(**arguments):
+                                pass
+
+                        check("BlockingRuntime.run", case, argument, label, enter)
+                    else:
+                        call = functools.partial(case.call, world, **arguments)
+                        check(f"BlockingRuntime.{name}", case, argument, label, call)
+            for argument, label, arguments in RUN["call"].bad_calls():
+                call = functools.partial(run.call, **arguments)
+                check("BlockingRun.call", RUN["call"], argument, label, call)
+    opening = FUNCTIONS["open_runtime"]
+    for argument, label, arguments in opening.bad_calls():
+
+        def open_and_close(arguments: dict[str, Any] = arguments) -> None:
+            blocking.open_runtime(**arguments).close()
+
+        check("blocking.open_runtime", opening, argument, label, open_and_close)
+    assert not problems, "\n".join(problems)
