@@ -507,6 +507,30 @@ def test_the_sweep__covers_every_public_callable() -> None:
         assert names == set(METHODS.get(cls, {})), f"sweep every public method of {cls}"
 
 
+def _parameters(fn: Callable[..., Any]) -> set[str]:
+    return {p for p in inspect.signature(fn).parameters if p not in ("self", "cls")}
+
+
+def test_the_sweep__covers_every_parameter_of_every_callable_it_sweeps() -> None:
+    """A keyword argument added to a swept callable must be added to its table too."""
+    swept: list[tuple[str, Callable[..., Any], Case]] = [
+        *((f"Runtime.{n}", getattr(packrun.Runtime, n), c) for n, c in RUNTIME.items()),
+        *(
+            (f"BlockingRuntime.{n}", getattr(blocking.BlockingRuntime, n), c)
+            for n, c in RUNTIME.items()
+        ),
+        *((f"Run.{n}", getattr(packrun.Run, n), c) for n, c in RUN.items()),
+        *((f"BlockingRun.{n}", getattr(blocking.BlockingRun, n), c) for n, c in RUN.items()),
+        *((f"Auth.{n}", getattr(packrun.Auth, n), c) for n, c in METHODS["Auth"].items()),
+        *((f"Version.{n}", getattr(packrun.Version, n), c) for n, c in METHODS["Version"].items()),
+        *((n, getattr(packrun, n), c) for n, c in CONSTRUCTORS.items()),
+        *((n, getattr(packrun, n), c) for n, c in FUNCTIONS.items()),
+        ("blocking.open_runtime", blocking.open_runtime, FUNCTIONS["open_runtime"]),
+    ]
+    for where, fn, case in swept:
+        assert _parameters(fn) == set(case.valid), f"sweep every parameter of {where}"
+
+
 # --- running the sweep -------------------------------------------------------------------------------
 
 
