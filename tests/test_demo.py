@@ -136,7 +136,7 @@ def test_demo__4_a_major_waits_for_review__summarized_with_a_pointer(
     assert "affects wf-weekly-export (declared): list_contacts" in text
     assert "full review: packrun review acme-prod --to 2.0.0" in text
     assert "[auth.mode_changed]" not in text  # the findings themselves are for `packrun review`
-    assert "update refused [breaking_diff]; acknowledge_breaking=True: 1.1.0 -> 2.0.0" in text
+    assert "update refused [breaking_diff]; with --acknowledge-breaking: 1.1.0 -> 2.0.0" in text
     assert "run r-4 on acme 2.0.0 (OAuth 2): contacts have company, id, name" in text
 
 
