@@ -6,12 +6,17 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from packrun._bundle import build_bundle
 
 __all__ = [
     "CODE",
+    "GitHttpServer",
     "GitRepo",
     "allowed_signers",
     "make_key",
@@ -127,3 +132,65 @@ class GitRepo:
     def head(self) -> str:
         """The commit HEAD names."""
         return self.git("rev-parse", "HEAD").strip()
+
+
+class GitHttpServer:
+    """``git http-backend`` (Git's smart HTTP server, a CGI program) behind a WSGI server on a
+    free loopback port, serving the repositories under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.server = make_server("127.0.0.1", 0, self._app, handler_class=_QuietHandler)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        """The ``git+http://`` URL of the repository ``root/name``."""
+        return f"git+http://127.0.0.1:{self.port}/{name}"
+
+    def __enter__(self) -> GitHttpServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        env = {
+            "PATH": os.environ["PATH"],
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "REQUEST_METHOD": environ["REQUEST_METHOD"],
+            "PATH_INFO": environ.get("PATH_INFO", ""),
+            "QUERY_STRING": environ.get("QUERY_STRING", ""),
+            "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        for name in ("HTTP_GIT_PROTOCOL", "HTTP_CONTENT_ENCODING"):
+            if name in environ:
+                env[name] = environ[name]
+        done = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        )
+        head, _, payload = done.stdout.partition(b"\r\n\r\n")
+        status, headers = "200 OK", []
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = value.strip()
+            elif name:
+                headers.append((name, value.strip()))
+        start_response(status, headers)
+        return [payload]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 import packrun
-from _sources_util import GitRepo, allowed_signers, make_key, set_pack
+from _sources_util import GitHttpServer, GitRepo, allowed_signers, make_key, set_pack
 from _store_sql import execute
 from packrun import Trust
 from packrun.errors import InvalidArgument, NotFound, SourceError
@@ -206,6 +206,21 @@ async def test_sync__an_index_missing__is_an_error_of_the_source(tmp_path: Path)
         report = await rt.sync("empty")
         assert [e.code for e in report.errors] == ["source_error"]
         assert "index.json" in report.errors[0].message
+
+
+async def test_sync__over_smart_http_on_loopback__reads_the_branch(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    with GitHttpServer(repo.path.parent) as server:
+        async with packrun.open_runtime("memory:") as rt:
+            await rt.add_source("http", server.url(repo.path.name), ref="main")
+            report = await rt.sync("http")
+            assert report.revision == repo.head()
+            assert published(report) == [("alpha", "1.0.0"), ("beta", "1.0.0")]
+            missing = await rt.add_source("missing", server.url("nothing"))
+            assert missing.report is None
+            failed = await rt.sync("missing")
+            assert [e.code for e in failed.errors] == ["source_error"]
 
 
 # --- trust --------------------------------------------------------------------------------------
