@@ -438,6 +438,21 @@ async def test_background__a_runtime_with_sources__syncs_them_on_their_interval(
         assert versions(rt, "alpha") == ["1.0.0"]
 
 
+async def test_next_sync__is_one_interval_after_the_last_with_jitter(repo: GitRepo) -> None:
+    async with packrun.open_runtime("memory:", background_sync=False) as rt:
+        added = await rt.add_source("packs", repo.url, interval=1000)
+        assert added.spec.added_at is not None
+        assert added.next_sync is not None
+        waits = []
+        for _ in range(20):
+            report = await rt.sync("packs")
+            status = rt.source("packs")
+            assert status.next_sync is not None
+            waits.append((status.next_sync - report.finished_at).total_seconds())
+        assert all(900 <= w <= 1100 for w in waits)
+        assert len(set(waits)) > 1  # jittered, so a fleet's syncs do not all land together
+
+
 async def test_background__off__leaves_a_due_source_alone(repo: GitRepo) -> None:
     async with packrun.open_runtime("memory:", background_sync=False) as rt:
         await rt.add_source("packs", repo.url, interval=0.01)

@@ -56,10 +56,13 @@ def _git(name: str, repo: Path, *args: str, check: bool = True) -> subprocess.Co
     except subprocess.TimeoutExpired:
         raise SourceError(name, f"git {args[0]} took longer than {GIT_TIMEOUT:g}s") from None
     if check and done.returncode != 0:
-        reason = (done.stderr or done.stdout).strip().splitlines()
-        raise SourceError(
-            name, f"git {args[0]} failed: {reason[-1] if reason else f'exit {done.returncode}'}"
+        said = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        # Git's own diagnosis is its first "fatal:" or "error:" line; hints follow it.
+        reason = next(
+            (line for line in said if line.startswith(("fatal:", "error:"))),
+            said[0] if said else f"exit {done.returncode}",
         )
+        raise SourceError(name, f"git {args[0]} failed: {reason}")
     return done
 
 
