@@ -7,7 +7,6 @@ the reconciler in ``_reconcile``.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 import re
@@ -330,8 +329,3 @@ def decode_status(spec: SourceSpec, text: str | None) -> SourceStatus:
         return SourceStatus(spec)
     state = msgspec.json.decode(text, type=_State)
     return SourceStatus(spec, state.last_sync, state.revision, state.report, state.next_sync)
-
-
-def with_state(status: SourceStatus, **changes: Any) -> SourceStatus:
-    """``status`` with fields replaced."""
-    return dataclasses.replace(status, **changes)

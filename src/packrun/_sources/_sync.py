@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -275,12 +277,12 @@ class Syncer:
                 await self._wake.wait()
 
 
+@dataclass(frozen=True, slots=True)
 class _Fetched:
-    """Where a fetched tree is, and what to check its signature with."""
+    """Where a fetched tree is, and (for Git) what to check its signature with."""
 
-    def __init__(self, tree: Path, git: _git.GitTree | None) -> None:
-        self.tree = tree
-        self.git = git
+    tree: Path
+    git: _git.GitTree | None
 
 
 def _fetch(name: str, url: SourceUrl, into: Path) -> tuple[_Fetched, str, int]:
@@ -302,11 +304,12 @@ def _check_trust(name: str, url: SourceUrl, trust: Trust, root: _Fetched, revisi
     return requests
 
 
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def check_name(name: object) -> None:
     """Refuse a bad source name (``invalid_argument``)."""
-    import re
-
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgument(
             "source name",
             name,
