@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,6 +158,22 @@ async def test_oci__registry_down__records_the_error_and_keeps_the_previous_stat
             assert [str(e.version) for e in rt.versions("alpha")] == ["1.0.0"]
     finally:
         own.stop()
+
+
+async def test_oci_rebuild__an_artifact_not_byte_identical_to_a_rebuild__is_refused(
+    registry: Registry, tree: Path
+) -> None:
+    dist = tree / "alpha" / "dist" / "alpha-1.0.0.bundle.tar.gz"
+    dist.write_bytes(gzip.compress(gzip.decompress(dist.read_bytes()), compresslevel=1, mtime=7))
+    digest = push(registry, tree, "packs/recompressed:v1")
+    async with packrun.open_runtime("memory:") as rt:
+        await rt.add_source(
+            "oci", f"oci://{registry.host}/packs/recompressed@{digest}", trust=Trust.rebuild()
+        )
+        report = await rt.sync("oci")
+        assert [(i.pack_id, i.code) for i in report.skipped] == [("alpha", "untrusted_source")]
+        assert published(report) == [("beta", "1.0.0")]
+        assert report.revision == digest
 
 
 async def test_oci__a_missing_tag__is_a_source_error(registry: Registry) -> None:
