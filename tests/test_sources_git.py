@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -291,6 +294,47 @@ async def test_git_signed__a_signed_tag__is_trusted_for_the_commit_it_names(
         await rt.add_source("bad", repo.url, ref="v1-other", trust=Trust.git_signed(signers))
         assert [e.code for e in (await rt.sync("bad")).errors] == ["untrusted_source"]
         assert published(await rt.sync("good")) == [("alpha", "1.0.0"), ("beta", "1.0.0")]
+
+
+@pytest.fixture
+def gpg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A GPG keyring of its own (``GNUPGHOME``) holding one signing key; its fingerprint."""
+    if shutil.which("gpg") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no gpg in CI: apt-get install gnupg")
+        pytest.skip("no gpg on this machine: apt-get install gnupg")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    subprocess.run(
+        ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Release <release@example.com>",
+         "ed25519", "sign", "never"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    listed = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    yield next(line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:"))
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, capture_output=True)
+
+
+async def test_git_signed__a_gpg_signature__needs_gpg_true_and_a_key_of_the_keyring(
+    repo: GitRepo, keys: tuple[Path, Path, Path], gpg_home: str
+) -> None:
+    repo.git(
+        "-c", "gpg.format=openpgp", "-c", f"user.signingkey={gpg_home}",
+        "commit", "-q", "-S", "--allow-empty", "-m", "GPG-signed",
+    )  # fmt: skip
+    async with packrun.open_runtime("memory:") as rt:
+        await rt.add_source("ssh-only", repo.url, trust=Trust.git_signed(keys[2]))
+        await rt.add_source("gpg", repo.url, trust=Trust.git_signed(gpg=True))
+        refused = await rt.sync("ssh-only")
+        assert [e.code for e in refused.errors] == ["untrusted_source"]
+        assert "GPG signature" in refused.errors[0].message
+        assert published(await rt.sync("gpg")) == [("alpha", "1.0.0"), ("beta", "1.0.0")]
+    with pytest.raises(InvalidArgument, match="gpg=True"):
+        Trust.git_signed()
 
 
 async def test_rebuild__an_artifact_not_byte_identical_to_a_rebuild__is_refused(

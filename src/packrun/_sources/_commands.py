@@ -58,8 +58,8 @@ def _status_lines(status: SourceStatus) -> list[str]:
 
 async def _add(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     trust = Trust.none()
-    if args.allowed_signers is not None:
-        trust = Trust.git_signed(args.allowed_signers)
+    if args.allowed_signers is not None or args.gpg:
+        trust = Trust.git_signed(args.allowed_signers, gpg=args.gpg)
     if args.rebuild:
         trust = trust & Trust.rebuild()
     status = await rt.add_source(
@@ -201,6 +201,11 @@ def register(
         metavar="FILE",
         default=None,
         help="require a signature by a key of this ssh-keygen allowed-signers file",
+    )
+    p.add_argument(
+        "--gpg",
+        action="store_true",
+        help="accept GPG-signed commits and tags by a key of the syncing user's GPG keyring",
     )
     p.add_argument(
         "--rebuild",

@@ -91,26 +91,45 @@ def fetch(name: str, location: str, ref: str | None, into: Path) -> GitTree:
     return GitTree(repo, commit, kind == "tag")
 
 
-def verify_signature(name: str, tree: GitTree, allowed_signers: str) -> str:
-    """Check that the fetched commit (or the tag the ref names) is signed by an allowed signer.
+def verify_signature(
+    name: str, tree: GitTree, allowed_signers: str | None, *, gpg: bool = False
+) -> str:
+    """Check that the fetched commit (or the tag the ref names) is signed by an allowed signer:
+    an SSH signature by a key of ``allowed_signers``, or, with ``gpg``, a GPG signature by a key
+    of the syncing user's keyring.
 
     Returns Git's line naming the good signature; raises ``untrusted_source`` naming the commit and
     what Git said otherwise.
     """
+    what, target = ("tag", _SYNCED) if tree.tag_object else ("commit", tree.commit)
+    body = _git(name, tree.root, "cat-file", what, target).stdout
+    header = body if what == "tag" else body.split("\n\n", 1)[0]
+    if "-----BEGIN SSH SIGNATURE-----" in header:
+        kind = "ssh"
+    elif "-----BEGIN PGP SIGNATURE-----" in header:
+        kind = "gpg"
+    else:
+        raise UntrustedSource(
+            name, tree.commit, f"the {what} carries no signature; expected one by an allowed signer"
+        )
+    if kind == "gpg" and not gpg:
+        raise UntrustedSource(
+            name,
+            tree.commit,
+            f"the {what} carries a GPG signature; this source accepts SSH signatures by its "
+            "allowed signers (Trust.git_signed(..., gpg=True) accepts GPG keys of the keyring)",
+        )
+    if kind == "ssh" and allowed_signers is None:
+        raise UntrustedSource(
+            name,
+            tree.commit,
+            f"the {what} carries an SSH signature; this source accepts GPG signatures only "
+            "(give it an allowed-signers file)",
+        )
     with tempfile.NamedTemporaryFile("w", suffix=".allowed_signers", delete=False) as file:
-        file.write(allowed_signers)
+        file.write(allowed_signers or "")
     try:
         config = ("-c", f"gpg.ssh.allowedSignersFile={file.name}")
-        what, target = ("tag", _SYNCED) if tree.tag_object else ("commit", tree.commit)
-        body = _git(name, tree.root, "cat-file", what, target).stdout
-        header = body.split("\n\n", 1)[0]
-        signed = "-----BEGIN" in body if what == "tag" else "\ngpgsig " in f"\n{header}"
-        if not signed:
-            raise UntrustedSource(
-                name,
-                tree.commit,
-                f"the {what} carries no signature; expected one by an allowed signer",
-            )
         done = _git(name, tree.root, *config, f"verify-{what}", target, check=False)
         said = " ".join((done.stderr or done.stdout).split())
         if done.returncode != 0 or "Good" not in said:

@@ -114,6 +114,9 @@ class Trust:
       ``ssh-keygen``'s ``ALLOWED SIGNERS``), verified by ``git verify-commit`` / ``verify-tag``.
       For an OCI source the same file checks an SSH signature over the artifact's manifest digest
       (``ssh-keygen -Y verify``, namespace ``packrun-oci``); see ``docs/sources.md``.
+      GPG signatures are refused unless ``gpg=True``: then Git checks them against the syncing
+      user's GPG keyring (every key in it is trusted, so give the syncing account a keyring of
+      release keys only).
     * ``Trust.rebuild()``: a built artifact is accepted only when it is byte-identical to a
       rebuild from its sources. Combine it: ``Trust.git_signed(path) & Trust.rebuild()``.
 
@@ -125,6 +128,13 @@ class Trust:
     """The allowed-signers text (``principal [options] key-type key``, one a line), or ``None``."""
     require_rebuild: bool = False
     """Whether artifacts must be byte-identical to a rebuild from their sources."""
+    gpg: bool = False
+    """Whether Git sources may also be GPG-signed by a key of the syncing user's keyring."""
+
+    @property
+    def signed_only(self) -> bool:
+        """Whether a signature is required."""
+        return self.allowed_signers is not None or self.gpg
 
     @classmethod
     def none(cls) -> Trust:
@@ -132,8 +142,19 @@ class Trust:
         return cls()
 
     @classmethod
-    def git_signed(cls, allowed_signers: str | Path) -> Trust:
-        """Require a valid signature by a key of the ``allowed_signers`` file."""
+    def git_signed(cls, allowed_signers: str | Path | None = None, *, gpg: bool = False) -> Trust:
+        """Require a valid signature by a key of the ``allowed_signers`` file (SSH), or, with
+        ``gpg=True``, a GPG signature Git verifies against the syncing user's keyring."""
+        if not isinstance(gpg, bool):
+            raise InvalidArgument("gpg", gpg, ["True", "False"])
+        if allowed_signers is None:
+            if not gpg:
+                raise InvalidArgument(
+                    "signature policy",
+                    "no allowed-signers file and gpg=False",
+                    ["an allowed-signers file, gpg=True, or both"],
+                )
+            return cls(gpg=True)
         path = Path(allowed_signers)
         try:
             text = path.read_text()
@@ -150,7 +171,7 @@ class Trust:
                 str(path),
                 ["at least one line 'principal key-type key' (it holds none)"],
             )
-        return cls(allowed_signers=text)
+        return cls(allowed_signers=text, gpg=gpg)
 
     signed = git_signed
 
@@ -173,14 +194,13 @@ class Trust:
         return Trust(
             self.allowed_signers or other.allowed_signers,
             self.require_rebuild or other.require_rebuild,
+            self.gpg or other.gpg,
         )
 
     def describe(self) -> str:
         """``none``, ``signed``, ``rebuild`` or ``signed+rebuild``."""
         parts = [
-            p
-            for p, on in (("signed", self.allowed_signers), ("rebuild", self.require_rebuild))
-            if on
+            p for p, on in (("signed", self.signed_only), ("rebuild", self.require_rebuild)) if on
         ]
         return "+".join(parts) or "none"
 

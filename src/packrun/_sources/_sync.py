@@ -295,11 +295,18 @@ def _fetch(name: str, url: SourceUrl, into: Path) -> tuple[_Fetched, str, int]:
 
 def _check_trust(name: str, url: SourceUrl, trust: Trust, root: _Fetched, revision: str) -> int:
     """Apply the signature policy; the registry requests it made."""
-    if trust.allowed_signers is None:
+    if not trust.signed_only:
         return 0
     if root.git is not None:
-        _git.verify_signature(name, root.git, trust.allowed_signers)
+        _git.verify_signature(name, root.git, trust.allowed_signers, gpg=trust.gpg)
         return 0
+    if trust.allowed_signers is None:
+        raise UntrustedSource(
+            name,
+            revision,
+            "OCI artifacts are checked with SSH signatures only: give the source an "
+            "allowed-signers file",
+        )
     _, requests = _oci.verify_signature(name, url, revision, trust.allowed_signers)
     return requests
 
