@@ -225,6 +225,28 @@ RUNTIME: dict[str, Case] = {
         names={"to": ("version",)},
     ),
     "installation": Case(lambda w, **a: w.rt.installation(**a), {"installation_id": "acme-prod"}),
+    "add_source": Case(
+        lambda w, **a: w.rt.add_source(**a),
+        {
+            "name": "packs",
+            "url": "git+file:///srv/packs.git",
+            "ref": "main",
+            "interval": 300,
+            "channel": "vendor",
+            "project": "acme-corp",
+            "trust": packrun.Trust.none(),
+        },
+        accepts={
+            "ref": OPTIONAL,
+            "interval": frozenset({"int", "float"}),
+            "project": OPTIONAL,
+            "trust": OPTIONAL,
+        },
+        names={"trust": ("trust policy",), "name": ("source name",), "url": ("URL",)},
+    ),
+    "remove_source": Case(lambda w, **a: w.rt.remove_source(**a), {"name": "packs"}),
+    "sync": Case(lambda w, **a: w.rt.sync(**a), {"name": "packs"}),
+    "source": Case(lambda w, **a: w.rt.source(**a), {"name": "packs"}),
     "history": Case(lambda w, **a: w.rt.history(**a), {"installation_id": "acme-prod"}),
 }
 
@@ -421,6 +443,7 @@ FUNCTIONS: dict[str, Case] = {
             "lease_ttl": 30.0,
             "tool_threads": 4,
             "create": True,
+            "background_sync": True,
         },
         accepts={
             "url": OPTIONAL,
@@ -428,6 +451,7 @@ FUNCTIONS: dict[str, Case] = {
             "lease_ttl": frozenset({"int", "float"}),
             "tool_threads": frozenset({"int"}),
             "create": FLAG,
+            "background_sync": FLAG,
         },
         names={"url": ("store",)},
     ),
@@ -460,6 +484,11 @@ MADE_BY_PACKRUN = {
     "Runtime",
     "RuntimeStats",
     "Settings",
+    "SourceSpec",
+    "SourceStatus",
+    "SyncItem",
+    "SyncReport",
+    "Trust",
     "UpdateReview",
 }
 CONSTRUCTORS: dict[str, Case] = {
@@ -467,11 +496,22 @@ CONSTRUCTORS: dict[str, Case] = {
     "Version": VERSION["Version"],
     "BundleLimits": BUNDLE_LIMITS,
 }
+SIGNERS = ROOT / "tests" / "data" / "allowed_signers_example"
+TRUST: dict[str, Case] = {
+    name: Case(
+        lambda w, _name=name, **a: getattr(packrun.Trust, _name)(**a),
+        {"allowed_signers": SIGNERS, "gpg": False},
+        accepts={"allowed_signers": OPTIONAL, "gpg": FLAG},
+        names={"allowed_signers": ("allowed-signers", "signature policy")},
+    )
+    for name in ("git_signed", "signed")
+}
 METHODS: dict[str, dict[str, Case]] = {
     "Runtime": RUNTIME,
     "Run": RUN,
     "Auth": {k: v for k, v in AUTH.items() if k != "Auth"},
     "Version": {k: v for k, v in VERSION.items() if k != "Version"},
+    "Trust": TRUST,
 }
 
 

@@ -44,6 +44,8 @@ def test_codes__are_unique_and_cover_the_documented_set() -> None:
         "tool_error",
         "drain_timeout",
         "store_error",
+        "source_error",
+        "untrusted_source",
     }
 
 
@@ -100,6 +102,14 @@ EXAMPLES: list[tuple[errors.PackrunError, tuple[str, ...]]] = [
         ("get_contact", "not_found", "c-9"),
     ),
     (errors.StoreError("unknown scheme 'mysql'; valid: memory, sqlite"), ("mysql", "sqlite")),
+    (
+        errors.SourceError("vendor-packs", "git fetch failed: repository not found"),
+        ("'vendor-packs'", "repository not found"),
+    ),
+    (
+        errors.UntrustedSource("vendor-packs", "3f2a9c1", "the commit is not signed"),
+        ("'vendor-packs'", "3f2a9c1", "not signed"),
+    ),
 ]
 
 

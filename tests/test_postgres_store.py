@@ -171,6 +171,7 @@ async def test_the_tables_live_in_the_schema_the_url_names(postgres_url: str) ->
         "pin_events",
         "runs",
         "settings",
+        "sources",
         "workflows",
     ]
     assert execute(postgres_url, "SELECT value FROM packrun_meta") == [

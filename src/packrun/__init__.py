@@ -41,6 +41,7 @@ from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, Finding, check, verify
+from packrun._sources import SourceSpec, SourceStatus, SyncItem, SyncReport, Trust
 from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
@@ -67,8 +68,10 @@ from packrun.errors import (
     InvalidVersion,
     NotFound,
     PackrunError,
+    SourceError,
     StoreError,
     ToolFailed,
+    UntrustedSource,
     VersionExists,
 )
 
@@ -126,8 +129,15 @@ __all__ = [
     "Runtime",
     "RuntimeStats",
     "Settings",
+    "SourceError",
+    "SourceSpec",
+    "SourceStatus",
     "StoreError",
+    "SyncItem",
+    "SyncReport",
     "ToolFailed",
+    "Trust",
+    "UntrustedSource",
     "UpdateReview",
     "Version",
     "VersionExists",

@@ -45,6 +45,7 @@ from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, check, discover, verify
+from packrun._sources._commands import register as register_source_commands
 from packrun._stores import POLICIES, Installation, PinEvent, Settings, default_url
 from packrun._versions import Version, version_key
 from packrun.errors import InvalidArgument, NotFound, PackrunError, ToolFailed
@@ -258,7 +259,9 @@ def _on_runtime(
             # A command lives for one operation on what it has just loaded (and its own writes),
             # so a background refresh from the change log would only add work.
             url = args.store or default_url()
-            async with open_runtime(url, create=creates(args), refresh_interval=0) as rt:
+            async with open_runtime(
+                url, create=creates(args), refresh_interval=0, background_sync=False
+            ) as rt:
                 return await body(rt, args, out)
 
         return anyio.run(session)
@@ -1030,6 +1033,17 @@ def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+def _store_option(p: argparse.ArgumentParser, created: str) -> None:
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help=f"the store ({created}): sqlite:///path/to/state.db, "
+        "postgresql://user:password@host/db?schema=NAME or memory: "
+        "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="packrun",
@@ -1139,15 +1153,10 @@ def _parser() -> argparse.ArgumentParser:
             "publish": "created if missing",
             "settings": "created if missing when a setting changes",
         }.get(name, "never created")
-        p.add_argument(
-            "--store",
-            metavar="URL",
-            default=None,
-            help=f"the store ({created}): sqlite:///path/to/state.db, "
-            "postgresql://user:password@host/db?schema=NAME or memory: "
-            "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
-        )
+        _store_option(p, created)
         return p
+
+    register_source_commands(sub, _on_runtime, _global_options, _store_option)
 
     p = runtime_command(
         "publish",

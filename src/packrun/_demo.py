@@ -342,7 +342,9 @@ class _Story:
         except BreakingDiff as exc:
             refused = f"update refused [{exc.code}]"
         done = await self.rt.update("acme-prod", to="2.0.0", actor="ops", acknowledge_breaking=True)
-        self.say(f"{refused}; with --acknowledge-breaking: {done.from_version} -> {done.to_version}")
+        self.say(
+            f"{refused}; with --acknowledge-breaking: {done.from_version} -> {done.to_version}"
+        )
         async with self.rt.run("acme-prod", run_id="r-4", auth=_OAUTH2) as run:
             self.runs += 1
             out = await run.call("list_contacts", {"limit": 2})

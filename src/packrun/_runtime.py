@@ -64,6 +64,8 @@ from packrun._policy import (
 from packrun._redact import RedactingLogger
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
 from packrun._runs import Run, RunScope, RuntimeStats
+from packrun._sources._model import DEFAULT_INTERVAL, SourceSpec, SourceStatus, SyncReport, Trust
+from packrun._sources._sync import Syncer, check_name
 from packrun._stores import (
     ORIGINS,
     POLICIES,
@@ -251,6 +253,7 @@ class Runtime:
         refresh_interval: float = 0.1,
         lease_ttl: float = 30.0,
         tool_threads: int = 40,
+        background_sync: bool = True,
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("refresh_interval", refresh_interval)
@@ -305,6 +308,15 @@ class Runtime:
         self._start_leader = False
         self._pending_ends: dict[str, frozenset[str]] = {}  # run id -> the tools it called
         self._ends_ready = anyio.Event()
+        self.background_sync = background_sync
+        """Whether this runtime syncs its pack sources on their intervals (when it has any)."""
+        self._syncer = Syncer(
+            store,
+            self.owner,
+            lambda folder, channel: self.publish(folder, channel=channel),
+            self._known_versions,
+            self.refresh,
+        )
 
     @property
     def url(self) -> str:
@@ -330,6 +342,8 @@ class Runtime:
                 self._task_group.start_soon(self._refresh_loop)
             self._task_group.start_soon(self._lease_loop)
             self._task_group.start_soon(self._end_loop)
+            if self.background_sync and self._syncer.statuses:
+                self._syncer.start(self._task_group)
         except BaseException:
             await self._store.close()
             raise
@@ -374,6 +388,7 @@ class Runtime:
         for inst in state.installations:
             self._resolver.set_installation(inst, events.get(inst.id, []))
         self._usage = await self._store.all_workflow_tools()
+        await self._syncer.load()
         self._seq = state.seq
         self._refreshed_at = time.monotonic()
 
@@ -450,6 +465,11 @@ class Runtime:
                 self._usage[iid] = WorkflowTools(stored.declared, observed)
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
+            sources = {c.key for c in changes if c.kind == "source"}
+            if sources:
+                await self._syncer.reload(sources)
+                if self.background_sync and self._syncer.statuses and self._task_group:
+                    self._syncer.start(self._task_group)
         # Outside the lock (a move takes it): any runtime that learns of a new version, or of a
         # new or changed installation with a policy, applies the policy. A move is conditional on
         # the pin it saw, so when several runtimes try, one moves and the others change nothing.
@@ -1403,6 +1423,69 @@ class Runtime:
         """One installation."""
         return self._resolver.installation(installation_id)
 
+    # --- pack sources -------------------------------------------------------------------------
+
+    async def add_source(
+        self,
+        name: str,
+        url: str,
+        *,
+        ref: str | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        channel: Channel = "vendor",
+        project: str | None = None,
+        trust: Trust | None = None,
+    ) -> SourceStatus:
+        """Add a pack source: ``git+https://``, ``git+ssh://``, ``git+file://`` (``ref`` a branch,
+        tag or commit; default the remote's ``HEAD``) or ``oci://host/repository:tag``.
+
+        Nothing is fetched now: call :meth:`sync` for a first sync at once. A runtime that has
+        sources syncs each on its ``interval`` (seconds, with jitter) in the background. What a
+        sync publishes goes to ``channel`` (and ``project``, kept for custom streams).
+        ``trust`` is a :class:`Trust` policy (default ``Trust.none()``). ``source_error`` for a
+        bad URL or a name in use.
+        """
+        check_name(name)
+        if project is not None:
+            check_id("project", project)
+        if trust is not None and not isinstance(trust, Trust):
+            raise InvalidArgument("trust policy", trust, ["a packrun.Trust (Trust.none(), ...)"])
+        spec = SourceSpec(name, url, ref, interval, channel, project, trust or Trust.none(), _now())
+        status = await self._syncer.add(spec)
+        if self.background_sync and self._task_group is not None:
+            self._syncer.start(self._task_group)
+        return status
+
+    def _known_versions(self) -> frozenset[tuple[str, str]]:
+        return frozenset(
+            (p, row.version_key) for p in self._resolver.packs() for row in self._resolver.rows(p)
+        )
+
+    async def remove_source(self, name: str) -> None:
+        """Forget a pack source; what it published stays. ``not_found`` for an unknown name."""
+        check_name(name)
+        await self._syncer.remove(name)
+
+    async def sync(self, name: str) -> SyncReport:
+        """Sync a pack source now ("Refresh") and return its :class:`SyncReport`.
+
+        Fetches the ref (or tag), applies the trust policy, and for every index entry whose
+        version is not in the catalog checks the three layers, rebuilds from source and compares
+        with ``dist/``, then publishes. When another process holds the source's lease the report
+        says so (``held_by``) and nothing is done here.
+        """
+        check_name(name)
+        return await self._syncer.sync(name)
+
+    def sources(self) -> list[SourceStatus]:
+        """Every pack source with its status: last sync, revision, the last report, next sync."""
+        return [self._syncer.statuses[n] for n in sorted(self._syncer.statuses)]
+
+    def source(self, name: str) -> SourceStatus:
+        """One pack source's status; ``not_found`` naming the known sources."""
+        check_name(name)
+        return self._syncer.status(name)
+
     def history(self, installation_id: str) -> list[PinEvent]:
         """Every pin move of an installation, oldest first: ``.actor .origin .from_version
         .to_version .at``."""
@@ -1417,6 +1500,7 @@ def open_runtime(
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
+    background_sync: bool = True,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1428,6 +1512,8 @@ def open_runtime(
     ``refresh_interval`` bounds how stale this process may be on writes by other processes,
     ``lease_ttl`` how long the runs of a process that died keep counting as in flight, and
     ``tool_threads`` how many sync tools may run at once (in worker threads of their own).
+    ``background_sync=False`` keeps this runtime from syncing pack sources on their intervals
+    (``sync`` still works).
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1439,10 +1525,12 @@ def open_runtime(
     if url is not None and not isinstance(url, str):
         raise InvalidArgument("store URL", url, ["None or a URL such as sqlite:///state.db"])
     check_flag("create", create)
+    check_flag("background_sync", background_sync)
     return Runtime(
         open_store(default_url() if url is None else url, create=create),
         generations=generations,
         refresh_interval=refresh_interval,
         lease_ttl=lease_ttl,
         tool_threads=tool_threads,
+        background_sync=background_sync,
     )

@@ -316,6 +316,11 @@ class BlockingRuntime:
     runs_in_flight = _in_loop(Runtime.runs_in_flight)
     version_status = _in_loop(Runtime.version_status)
     stats = _in_loop(Runtime.stats)
+    add_source = _awaited(Runtime.add_source)
+    remove_source = _awaited(Runtime.remove_source)
+    sync = _awaited(Runtime.sync)
+    sources = _in_loop(Runtime.sources)
+    source = _in_loop(Runtime.source)
 
     def __repr__(self) -> str:
         return f"<BlockingRuntime {self.url} {'closed' if self.closed else 'open'}>"
@@ -329,6 +334,7 @@ def open_runtime(
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
+    background_sync: bool = True,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -346,6 +352,7 @@ def open_runtime(
             refresh_interval=refresh_interval,
             lease_ttl=lease_ttl,
             tool_threads=tool_threads,
+            background_sync=background_sync,
         )
     )
     rt._start()

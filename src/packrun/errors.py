@@ -21,6 +21,9 @@ One root, :class:`PackrunError`; a family per subject beneath it; a concrete cla
     ├── UpdateError
     │   ├── BreakingDiff ···················· breaking_diff
     │   └── DrainTimeout ···················· drain_timeout
+    ├── SyncError
+    │   ├── SourceError ····················· source_error
+    │   └── UntrustedSource ················· untrusted_source
     ├── ToolFailed ·························· tool_error
     └── StoreError ·························· store_error
 
@@ -56,8 +59,11 @@ __all__ = [
     "NotFound",
     "PackrunError",
     "Problem",
+    "SourceError",
     "StoreError",
+    "SyncError",
     "ToolFailed",
+    "UntrustedSource",
     "UpdateError",
     "VersionError",
     "VersionExists",
@@ -354,6 +360,35 @@ class DrainTimeout(UpdateError):
         super().__init__(
             f"{pack} {version} still has {len(self.run_ids)} run(s) in flight after {timeout:g}s: {shown}"
         )
+
+
+# --- pack sources -------------------------------------------------------------------------------
+
+
+class SyncError(PackrunError):
+    """A pack source could not be read, or failed its trust policy."""
+
+
+class SourceError(SyncError):
+    """A pack source is malformed, unknown, or cannot be fetched (``source`` names it)."""
+
+    code = "source_error"
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"source {source!r}: {message}")
+
+
+class UntrustedSource(SyncError):
+    """A pack source failed its trust policy: ``revision`` (a commit or digest) and why."""
+
+    code = "untrusted_source"
+
+    def __init__(self, source: str, revision: str, reason: str) -> None:
+        self.source = source
+        self.revision = revision
+        self.reason = reason
+        super().__init__(f"source {source!r} at {revision} is not trusted: {reason}")
 
 
 # --- tools and stores ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ __all__ = [
     "RunEnd",
     "RunRecord",
     "Settings",
+    "SourceRow",
     "StartedRun",
     "Store",
     "StoreState",
@@ -164,8 +165,13 @@ class Change:
     """One line of the change log: something about ``key`` (a pack id, an installation id) changed."""
 
     seq: int
-    kind: Literal["pack", "installation", "settings", "usage"]
+    kind: Literal["pack", "installation", "settings", "usage", "source"]
     key: str
+
+
+SourceRow: TypeAlias = tuple[str, str, "str | None"]
+"""A pack source as stored: its name, its spec and its sync status (both JSON text; the status
+``None`` until its first sync)."""
 
 
 @dataclass(slots=True)
@@ -297,6 +303,33 @@ class Store(ABC):
     @abstractmethod
     async def live_runs(self, now: float) -> list[LiveRun]:
         """Every run not ended whose lease has not expired at ``now``."""
+
+    @abstractmethod
+    async def sources(self) -> list[SourceRow]:
+        """Every pack source, by name."""
+
+    @abstractmethod
+    async def add_source(self, name: str, spec: str) -> None:
+        """Store a new pack source; ``source_error`` when the name is taken."""
+
+    @abstractmethod
+    async def remove_source(self, name: str) -> bool:
+        """Forget a pack source; whether there was one."""
+
+    @abstractmethod
+    async def claim_source(self, name: str, owner: str, ttl: float) -> str | None:
+        """Take the sync lease of a source for ``ttl`` seconds: ``None`` when ``owner`` holds it
+        now, else the owner whose lease is still live (then nothing changes). ``not_found`` when
+        there is no such source. Clocks: the process's on SQLite, the server's on PostgreSQL."""
+
+    @abstractmethod
+    async def release_source(self, name: str, owner: str) -> None:
+        """End ``owner``'s sync lease of a source, if it still holds it."""
+
+    @abstractmethod
+    async def save_source_status(self, name: str, status: str) -> None:
+        """Record a source's sync status (a change other runtimes hear of); a source removed
+        meanwhile is left removed."""
 
     async def listen(self) -> None:
         """Start hearing of other runtimes' changes, for stores that can (a no-op otherwise)."""

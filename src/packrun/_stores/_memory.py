@@ -7,6 +7,7 @@ taken under the same lock that guards the rows, and every write appends to the c
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -22,13 +23,14 @@ from packrun._stores import (
     RunEnd,
     RunRecord,
     Settings,
+    SourceRow,
     StartedRun,
     Store,
     StoreState,
     Update,
     WorkflowTools,
 )
-from packrun.errors import InstallationExists, NotFound
+from packrun.errors import InstallationExists, NotFound, SourceError
 
 __all__ = ["MemoryStore"]
 
@@ -49,6 +51,8 @@ class MemoryStore(Store):
         self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
         self._declared: dict[tuple[str, str], frozenset[str]] = {}
         self._observed: dict[tuple[str, str], frozenset[str]] = {}
+        self._sources: dict[str, tuple[str, str | None]] = {}
+        self._source_leases: dict[str, tuple[str, float]] = {}
 
     async def open(self) -> None:
         return None
@@ -208,3 +212,45 @@ class MemoryStore(Store):
             return self._artifacts[digest]
         except KeyError:
             raise NotFound("artifact", digest) from None
+
+    # --- pack sources -------------------------------------------------------------------------
+
+    async def sources(self) -> list[SourceRow]:
+        return [(name, spec, status) for name, (spec, status) in sorted(self._sources.items())]
+
+    async def add_source(self, name: str, spec: str) -> None:
+        async with self._lock:
+            if name in self._sources:
+                raise SourceError(name, "a source of that name exists: remove it first")
+            self._sources[name] = (spec, None)
+            self._log("source", name)
+
+    async def remove_source(self, name: str) -> bool:
+        async with self._lock:
+            if self._sources.pop(name, None) is None:
+                return False
+            self._source_leases.pop(name, None)
+            self._log("source", name)
+            return True
+
+    async def claim_source(self, name: str, owner: str, ttl: float) -> str | None:
+        async with self._lock:
+            if name not in self._sources:
+                raise NotFound("source", name, sorted(self._sources))
+            now = time.time()
+            holder, until = self._source_leases.get(name, (owner, 0.0))
+            if holder != owner and until > now:
+                return holder
+            self._source_leases[name] = (owner, now + ttl)
+            return None
+
+    async def release_source(self, name: str, owner: str) -> None:
+        async with self._lock:
+            if self._source_leases.get(name, ("", 0.0))[0] == owner:
+                del self._source_leases[name]
+
+    async def save_source_status(self, name: str, status: str) -> None:
+        async with self._lock:
+            if name in self._sources:
+                self._sources[name] = (self._sources[name][0], status)
+                self._log("source", name)

@@ -40,6 +40,7 @@ from packrun._stores import (
     RunEnd,
     RunRecord,
     Settings,
+    SourceRow,
     StartedRun,
     Store,
     StoreState,
@@ -58,7 +59,14 @@ from packrun._stores._rows import (
     installation_from,
     run_from,
 )
-from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
+from packrun.errors import (
+    InstallationExists,
+    NotFound,
+    PackrunError,
+    SourceError,
+    StoreError,
+    VersionExists,
+)
 
 try:
     import psycopg
@@ -142,6 +150,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 2: the version a manual move took an installation down from (what holds its policy).
     """
     ALTER TABLE installations ADD COLUMN hold TEXT;
+    """,
+    # 3: pack sources: their specs, sync status and sync lease (on the server's clock).
+    """
+    CREATE TABLE IF NOT EXISTS sources (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        status TEXT,
+        lease_owner TEXT,
+        lease_until DOUBLE PRECISION
+    );
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -866,3 +884,79 @@ class PostgresStore(Store):
             iid: WorkflowTools(declared.get(iid, {}), observed.get(iid, {}))
             for iid in declared.keys() | observed.keys()
         }
+
+    # --- pack sources -------------------------------------------------------------------------
+
+    async def sources(self) -> list[SourceRow]:
+        async def body(conn: _Conn) -> list[SourceRow]:
+            rows = await (
+                await conn.execute("SELECT name, spec, status FROM sources ORDER BY name")
+            ).fetchall()
+            return [(r[0], r[1], r[2]) for r in rows]
+
+        return await self._run("read the pack sources", body)
+
+    async def add_source(self, name: str, spec: str) -> None:
+        async def body(conn: _Conn) -> None:
+            inserted = await conn.execute(
+                "INSERT INTO sources (name, spec) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, spec),
+            )
+            if not inserted.rowcount:
+                raise SourceError(name, "a source of that name exists: remove it first")
+            await self._log(conn, "source", name)
+
+        await self._run("add a pack source", body, logged=True)
+
+    async def remove_source(self, name: str) -> bool:
+        async def body(conn: _Conn) -> bool:
+            gone = (await conn.execute("DELETE FROM sources WHERE name = %s", (name,))).rowcount
+            if gone:
+                await self._log(conn, "source", name)
+            return bool(gone)
+
+        return await self._run("remove a pack source", body, logged=True)
+
+    async def claim_source(self, name: str, owner: str, ttl: float) -> str | None:
+        async def body(conn: _Conn) -> str | None:
+            row = await (
+                await conn.execute(
+                    f"SELECT lease_owner, coalesce(lease_until, 0) > {_NOW} FROM sources "
+                    "WHERE name = %s FOR UPDATE",
+                    (name,),
+                )
+            ).fetchone()
+            if row is None:
+                known = await (
+                    await conn.execute("SELECT name FROM sources ORDER BY name")
+                ).fetchall()
+                raise NotFound("source", name, [k[0] for k in known])
+            if row[0] is not None and row[0] != owner and row[1]:
+                return str(row[0])
+            await conn.execute(
+                f"UPDATE sources SET lease_owner = %s, lease_until = {_NOW} + %s WHERE name = %s",
+                (owner, ttl, name),
+            )
+            return None
+
+        return await self._run("claim a pack source", body)
+
+    async def release_source(self, name: str, owner: str) -> None:
+        async def body(conn: _Conn) -> None:
+            await conn.execute(
+                "UPDATE sources SET lease_owner = NULL, lease_until = NULL "
+                "WHERE name = %s AND lease_owner = %s",
+                (name, owner),
+            )
+
+        await self._run("release a pack source", body)
+
+    async def save_source_status(self, name: str, status: str) -> None:
+        async def body(conn: _Conn) -> None:
+            updated = await conn.execute(
+                "UPDATE sources SET status = %s WHERE name = %s", (status, name)
+            )
+            if updated.rowcount:
+                await self._log(conn, "source", name)
+
+        await self._run("record a sync", body, logged=True)

@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from packrun._stores import (
     RunEnd,
     RunRecord,
     Settings,
+    SourceRow,
     StartedRun,
     Store,
     StoreState,
@@ -50,7 +52,14 @@ from packrun._stores._rows import (
     installation_from,
     run_from,
 )
-from packrun.errors import InstallationExists, NotFound, PackrunError, StoreError, VersionExists
+from packrun.errors import (
+    InstallationExists,
+    NotFound,
+    PackrunError,
+    SourceError,
+    StoreError,
+    VersionExists,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -133,6 +142,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 4: the version a manual move took an installation down from (what holds its policy).
     """
     ALTER TABLE installations ADD COLUMN hold TEXT;
+    """,
+    # 5: pack sources: their specs, sync status and sync lease.
+    """
+    CREATE TABLE IF NOT EXISTS sources (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        status TEXT,
+        lease_owner TEXT,
+        lease_until REAL
+    );
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -644,3 +663,68 @@ class SQLiteStore(Store):
             return changed, stored
 
         return await self._call(lambda conn: self._write(conn, body))
+
+    # --- pack sources -------------------------------------------------------------------------
+
+    async def sources(self) -> list[SourceRow]:
+        def body(conn: sqlite3.Connection) -> list[SourceRow]:
+            rows = conn.execute("SELECT name, spec, status FROM sources ORDER BY name")
+            return [(r[0], r[1], r[2]) for r in rows]
+
+        return await self._call(body)
+
+    async def add_source(self, name: str, spec: str) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM sources WHERE name = ?", (name,)).fetchone():
+                raise SourceError(name, "a source of that name exists: remove it first")
+            conn.execute("INSERT INTO sources (name, spec) VALUES (?, ?)", (name, spec))
+            self._log(conn, "source", name)
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def remove_source(self, name: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            gone = conn.execute("DELETE FROM sources WHERE name = ?", (name,)).rowcount > 0
+            if gone:
+                self._log(conn, "source", name)
+            return gone
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def claim_source(self, name: str, owner: str, ttl: float) -> str | None:
+        def body(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT lease_owner, lease_until FROM sources WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                known = [r[0] for r in conn.execute("SELECT name FROM sources ORDER BY name")]
+                raise NotFound("source", name, known)
+            now = time.time()
+            if row[0] is not None and row[0] != owner and (row[1] or 0.0) > now:
+                return str(row[0])
+            conn.execute(
+                "UPDATE sources SET lease_owner = ?, lease_until = ? WHERE name = ?",
+                (owner, now + ttl, name),
+            )
+            return None
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def release_source(self, name: str, owner: str) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sources SET lease_owner = NULL, lease_until = NULL "
+                "WHERE name = ? AND lease_owner = ?",
+                (name, owner),
+            )
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def save_source_status(self, name: str, status: str) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if conn.execute(
+                "UPDATE sources SET status = ? WHERE name = ?", (status, name)
+            ).rowcount:
+                self._log(conn, "source", name)
+
+        await self._call(lambda conn: self._write(conn, body))
