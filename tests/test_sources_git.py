@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 import shutil
@@ -95,6 +96,26 @@ async def test_sync__of_an_unchanged_source__fetches_once_and_publishes_nothing(
             2,
             1,
         )
+
+
+async def test_sync__logs_an_info_record_with_its_figures(
+    repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="packrun"):
+        async with packrun.open_runtime("memory:") as rt:
+            await rt.add_source("packs", repo.url)
+            await rt.sync("packs")
+    synced = [r for r in caplog.records if getattr(r, "event", None) == "source_synced"]
+    assert len(synced) == 1
+    record = synced[0]
+    assert record.levelno == logging.INFO
+    assert (record.source, record.revision, record.skipped, record.errors) == (  # type: ignore[attr-defined]
+        "packs",
+        repo.head(),
+        0,
+        0,
+    )
+    assert record.published == ["alpha 1.0.0", "beta 1.0.0"]  # type: ignore[attr-defined]
 
 
 async def test_sync__publishes_to_the_sources_channel(repo: GitRepo) -> None:

@@ -40,6 +40,7 @@ from packrun._sources._model import (
 )
 from packrun._sources._reconcile import Plan, plan
 from packrun._stores import Store
+from packrun._stores._pg_url import mask_url
 from packrun.errors import InvalidArgument, NotFound, PackrunError, SourceError, UntrustedSource
 
 __all__ = ["LEASE_SECONDS", "Syncer"]
@@ -122,7 +123,12 @@ class Syncer:
         await self._store.save_source_status(spec.name, encode_status(status))
         self.statuses[spec.name] = status
         self._wake.set()
-        logger.info("packrun added source %s (%s)", spec.name, spec.url)
+        logger.info(
+            "packrun added source %s (%s)",
+            spec.name,
+            mask_url(spec.url),
+            extra={"event": "source_added", "source": spec.name, "channel": spec.channel},
+        )
         return status
 
     async def remove(self, name: str) -> None:
@@ -174,6 +180,14 @@ class Syncer:
             len(report.published),
             len(report.skipped),
             len(report.errors),
+            extra={
+                "event": "source_synced",
+                "source": name,
+                "revision": report.revision,
+                "published": [f"{p.pack_id} {p.version}" for p in report.published],
+                "skipped": len(report.skipped),
+                "errors": len(report.errors),
+            },
         )
         return report
 
