@@ -50,9 +50,17 @@ from packrun._policy import (
     policy_target,
     why_acknowledge,
 )
-from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
+from packrun._resolver import (
+    DYNAMIC_PINS,
+    Explanation,
+    Resolution,
+    Resolver,
+    exact_pin,
+    normalize_pin,
+)
 from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
 from packrun._stores import (
+    DEFAULT_PROJECT,
     ORIGINS,
     POLICIES,
     Installation,
@@ -68,6 +76,7 @@ from packrun._stores import (
     WorkflowTools,
     default_url,
     open_store,
+    stream_settings,
 )
 from packrun._versions import Version, version_key
 from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
@@ -105,6 +114,20 @@ def _check_actor(value: object) -> None:
         raise InvalidArgument(
             "actor", shown, ["1 to 200 printable characters (no control characters)"]
         )
+
+
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _check_project(value: object) -> str:
+    if not isinstance(value, str) or not _PROJECT.fullmatch(value):
+        shown = value[:60] if isinstance(value, str) else value
+        raise InvalidArgument(
+            "project",
+            shown,
+            ["1 to 100 characters: letters, digits and . _ -, starting with a letter or digit"],
+        )
+    return value
 
 
 def _check_id(what: str, value: object) -> None:
@@ -172,6 +195,7 @@ class Runtime:
         self._resolver = Resolver()
         self._cells = self._resolver._cells  # the hot path reads this dictionary directly
         self._settings = Settings()
+        self._project_settings: dict[str, dict[str, bool]] = {}
         self._seq = 0
         self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -206,8 +230,18 @@ class Runtime:
 
     @property
     def settings(self) -> Settings:
-        """The store-wide settings as last seen."""
+        """The store-wide settings as last seen: those of the vendor stream, and of every project
+        that has not set its own."""
         return self._settings
+
+    def project_settings(self, project: str = DEFAULT_PROJECT) -> Settings:
+        """The settings that govern ``project``'s custom stream: what it set itself, else the
+        store-wide settings."""
+        return stream_settings(self._settings, self._project_settings, _check_project(project))
+
+    def projects(self) -> list[str]:
+        """Every project with an installation or a custom version, sorted."""
+        return self._resolver.projects()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -249,6 +283,7 @@ class Runtime:
     async def _load(self) -> None:
         state = await self._store.load()
         self._settings = state.settings
+        self._project_settings = state.project_settings
         by_pack: dict[str, list[CatalogEntry]] = {}
         for entry in state.entries:
             by_pack.setdefault(entry.pack_id, []).append(entry)
@@ -327,6 +362,7 @@ class Runtime:
                 self._usage[iid] = WorkflowTools(stored.declared, observed)
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
+                self._project_settings = await self._store.project_settings()
         # Outside the lock (a move takes it): any runtime that learns of a new version, or of a
         # new or changed installation with a policy, applies the policy. A move is conditional on
         # the pin it saw, so when several runtimes try, one moves and the others change nothing.
@@ -381,17 +417,18 @@ class Runtime:
             raise NotFound("version satisfying the pin of installation", installation_id)
         return value
 
-    def explain(self, installation_id: str) -> Explanation:
+    def explain(self, installation_id: str, *, project: str | None = None) -> Explanation:
         """Why ``installation_id`` resolves as it does: pin, policy, candidates, what was skipped
-        and why, an available update, and the last pin move."""
-        why = self._resolver.explain(installation_id)
+        and why, an available update, and the last pin move. With ``project``, the installation
+        must be of that project (``not_found`` otherwise)."""
+        why = self._resolver.explain(installation_id, project)
         inst = why.installation
         if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
             return why
         _, blocked = policy_target(
             inst.policy,
             why.resolution.entry,
-            self._resolver.rows(inst.pack_id),
+            self._resolver.rows(inst.pack_id, inst.project),
             inst.allow_prerelease,
             self._diff_of,
         )
@@ -401,24 +438,41 @@ class Runtime:
     # --- catalog --------------------------------------------------------------------------------
 
     async def publish(
-        self, source: bytes | str | Path, *, channel: Channel = "vendor", force: bool = False
+        self,
+        source: bytes | str | Path,
+        *,
+        channel: Channel = "vendor",
+        force: bool = False,
+        project: str | None = None,
     ) -> CatalogEntry:
         """Publish a bundle (its bytes or file) or a source folder (pack or integration source).
 
-        Checks the version layers, the contract generation and the code against its manifest, then
-        applies the publish rules inside the store's transaction: immutable versions (on by
+        A vendor row is global; a custom row belongs to ``project`` (default ``default``) and only
+        that project sees it. Checks the version layers, the contract generation and the code
+        against its manifest, then applies the publish rules of the row's stream (the vendor rows,
+        or the project's custom rows) inside the store's transaction: immutable versions (on by
         default; ``force`` changes nothing then), a republish needing ``force`` when they are off,
-        the per-line order, and one version number per pack whatever its channel. The row and
-        the artifact are stored atomically. Resolutions pick the new row up at once.
+        and the per-line order. The row and the artifact are stored atomically. Resolutions pick
+        the new row up at once.
         """
+        if channel == "vendor" and project is not None:
+            raise InvalidArgument(
+                "project for a vendor publish",
+                project,
+                ["None: vendor rows are global (publish with channel='custom' for a project)"],
+            )
+        owner = _check_project(DEFAULT_PROJECT if project is None else project)
         prepared = await anyio.to_thread.run_sync(
             partial(
                 prepare,
                 source,
                 channel=channel,
                 generations=self.generations,
-                strict_versions=self._settings.strict_versions,
+                strict_versions=(
+                    self.project_settings(owner) if channel == "custom" else self._settings
+                ).strict_versions,
                 now=_now(),
+                project=owner,
             )
         )
 
@@ -447,12 +501,27 @@ class Runtime:
             self._resolver.put_row(entry)
             return entry
 
-    async def retire(self, pack_id: str, version: str) -> CatalogEntry:
-        """Take a version out of ``latest`` pins and update targets; exact pins keep working."""
-        key = version_key(Version.parse(version))
-        self._resolver.rows(pack_id)  # not_found naming the known packs
-        entry = await self._write_row(self._store.retire(pack_id, key))
-        pinned = self.pinned_to(pack_id, key)
+    async def retire(
+        self, pack_id: str, version: str, *, project: str = DEFAULT_PROJECT
+    ) -> CatalogEntry:
+        """Take a version out of ``latest`` pins and update targets; exact pins keep working.
+
+        ``version`` names a row as an exact pin does for ``project``: its own custom row of that
+        version when it has one, else the vendor row; ``vendor:1.2.0`` or ``custom:1.2.0`` names
+        one of them."""
+        row = self._row(pack_id, version, _check_project(project))
+        key = row.version_key
+        entry = await self._write_row(
+            self._store.retire(pack_id, key, row.project if row.channel == "custom" else "")
+        )
+        pinned = [
+            inst.id
+            for inst in self._resolver.installations()
+            if inst.pack_id == pack_id
+            and (res := self._cells[inst.id].value) is not None
+            and res.entry.version_key == key
+            and res.entry.stream == entry.stream
+        ]
         if pinned:
             shown = ", ".join(pinned[:10]) + (", ..." if len(pinned) > 10 else "")
             logger.warning(
@@ -464,42 +533,58 @@ class Runtime:
             )
         return entry
 
-    def pinned_to(self, pack_id: str, version: str) -> list[str]:
-        """The installations whose pin resolves to ``pack_id`` ``version`` now (by id)."""
+    def pinned_to(self, pack_id: str, version: str, *, project: str | None = None) -> list[str]:
+        """The installations (of ``project``, when given) whose pin resolves to ``pack_id``
+        ``version`` now (by id)."""
         key = version_key(Version.parse(version))
         return [
             inst.id
-            for inst in self._resolver.installations()
+            for inst in self._resolver.installations(project)
             if inst.pack_id == pack_id
             and (res := self._cells[inst.id].value) is not None
             and res.entry.version_key == key
         ]
 
-    def packs(self) -> list[str]:
-        """The ids of every pack with a published version, sorted."""
-        return self._resolver.packs()
+    def packs(self, *, project: str = DEFAULT_PROJECT) -> list[str]:
+        """The ids of every pack ``project`` sees a published version of (vendor, or its own
+        custom), sorted."""
+        return self._resolver.packs(_check_project(project))
 
-    def versions(self, pack_id: str) -> list[CatalogEntry]:
-        """Every published version of a pack, ascending, live and retired."""
-        return self._resolver.rows(pack_id)
+    def versions(self, pack_id: str, *, project: str = DEFAULT_PROJECT) -> list[CatalogEntry]:
+        """Every version of a pack that ``project`` sees, ascending, live and retired: the vendor
+        rows and the project's own custom rows."""
+        return self._resolver.rows(pack_id, _check_project(project))
 
-    def process_flows(self, pack_id: str) -> dict[str, ContentEntry]:
-        """A pack's process flows: each from the latest live version that carries it."""
-        return self._resolver.process_flows(pack_id)
+    def process_flows(
+        self, pack_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, ContentEntry]:
+        """A pack's process flows for ``project``: each from the latest live version that carries
+        it, the project's own custom versions before the vendor's."""
+        return self._resolver.process_flows(pack_id, _check_project(project))
 
-    async def set_immutable_versions(self, on: bool) -> None:
-        """Immutable versions (on by default): a republish is refused whatever ``force`` says."""
-        await self._set_setting("immutable_versions", on)
+    async def set_immutable_versions(self, on: bool, *, project: str | None = None) -> None:
+        """Immutable versions (on by default): a republish is refused whatever ``force`` says.
 
-    async def set_strict_versions(self, on: bool) -> None:
-        """Strict versions (off by default): only ``MAJOR.MINOR.PATCH`` may be published."""
-        await self._set_setting("strict_versions", on)
+        Without ``project``, the store-wide setting: the vendor stream's, and that of every project
+        that has not set its own. With ``project``, that project's custom stream only."""
+        await self._set_setting("immutable_versions", on, project)
 
-    async def _set_setting(self, name: str, value: bool) -> None:
+    async def set_strict_versions(self, on: bool, *, project: str | None = None) -> None:
+        """Strict versions (off by default): only ``MAJOR.MINOR.PATCH`` may be published.
+
+        Without ``project``, store-wide (as :meth:`set_immutable_versions`); with it, that
+        project's custom stream only."""
+        await self._set_setting("strict_versions", on, project)
+
+    async def _set_setting(self, name: str, value: bool, project: str | None) -> None:
         if not isinstance(value, bool):
             raise InvalidArgument(name.replace("_", " "), value, ["True", "False"])
+        if project is not None:
+            _check_project(project)
         async with self._lock:
-            self._settings = await self._store.set_setting(name, value)
+            self._settings = await self._store.set_setting(name, value, project or "")
+            if project is not None:
+                self._project_settings.setdefault(project, {})[name] = value
 
     async def artifact(self, digest: str) -> bytes:
         """The bytes of a published artifact."""
@@ -802,11 +887,11 @@ class Runtime:
     # --- installations --------------------------------------------------------------------------
 
     def _target(
-        self, installation_id: str, pack_id: str, pin: str, allow_prerelease: bool
+        self, installation_id: str, pack_id: str, pin: str, allow_prerelease: bool, project: str
     ) -> CatalogEntry:
-        row = self._resolver.pick(pack_id, pin, allow_prerelease)
+        row = self._resolver.pick(pack_id, pin, allow_prerelease, project)
         if row is None:
-            rows = self._resolver.rows(pack_id)
+            rows = self._resolver.rows(pack_id, project)
             raise NotFound(
                 f"version of {pack_id} that pin",
                 pin,
@@ -825,24 +910,30 @@ class Runtime:
         *,
         allow_prerelease: bool = False,
         actor: str = "system",
+        project: str = DEFAULT_PROJECT,
     ) -> Installation:
-        """Install ``pack_id`` as ``installation_id``.
+        """Install ``pack_id`` as ``installation_id`` in ``project`` (installation ids are unique
+        across projects).
 
         Without a pin, the installation is pinned to the exact version ``latest`` picks now, so
         later releases are inert until an update. ``pin`` may be ``latest``, ``latest-vendor``,
-        ``latest-custom`` or an exact version (which may be a pre-release or retired).
+        ``latest-custom`` or an exact version (which may be a pre-release or retired): ``1.2.0``
+        names the project's own custom 1.2.0 when it has one, else the vendor 1.2.0;
+        ``vendor:1.2.0`` and ``custom:1.2.0`` name one of them.
         """
         _check_id("installation id", installation_id)
         _check_actor(actor)
-        self._resolver.rows(pack_id)  # not_found naming the known packs
+        _check_project(project)
+        self._resolver.rows(pack_id, project)  # not_found naming the packs the project sees
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         if pin is None:
-            pin = str(self._target(installation_id, pack_id, "latest", allow_prerelease).version)
+            latest = self._target(installation_id, pack_id, "latest", allow_prerelease, project)
+            pin = exact_pin(latest, self._resolver.custom_keys(pack_id, project))
         pin = normalize_pin(pin)
-        row = self._target(installation_id, pack_id, pin, allow_prerelease)
+        row = self._target(installation_id, pack_id, pin, allow_prerelease, project)
         now = _now()
-        inst = Installation(installation_id, pack_id, pin, policy, allow_prerelease, now)
+        inst = Installation(installation_id, pack_id, pin, policy, allow_prerelease, now, project)
         event = PinEvent(
             0, installation_id, actor, "install", None, pin, None, str(row.version), now
         )
@@ -860,8 +951,11 @@ class Runtime:
         actor: str = "system",
         origin: Origin = "user",
         expect_pin: str | None = None,
+        project: str | None = None,
     ) -> Installation:
         """Move an installation's pin; the move is recorded with ``actor`` and ``origin``.
+
+        With ``project``, the installation must be of that project (``not_found`` otherwise).
 
         The pin's previous value and version are read inside the store's transaction, so
         concurrent moves (in this process or another) are each recorded from what they replaced.
@@ -871,15 +965,19 @@ class Runtime:
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
         _check_actor(actor)
-        current = self._resolver.installation(installation_id)
+        current = self._resolver.installation(installation_id, project)
         pin = normalize_pin(pin)
-        row = self._target(installation_id, current.pack_id, pin, current.allow_prerelease)
+        row = self._target(
+            installation_id, current.pack_id, pin, current.allow_prerelease, current.project
+        )
         at = _now()
 
         def update(stored: Installation) -> tuple[Installation, PinEvent | None]:
             if expect_pin is not None and stored.pin != expect_pin:
                 return stored, None  # moved meanwhile (here or elsewhere): leave it as it is
-            before = self._resolver.pick(stored.pack_id, stored.pin, stored.allow_prerelease)
+            before = self._resolver.pick(
+                stored.pack_id, stored.pin, stored.allow_prerelease, stored.project
+            )
             event = PinEvent(
                 0,
                 installation_id,
@@ -895,12 +993,14 @@ class Runtime:
 
         return await self._update_installation(installation_id, update)
 
-    async def set_policy(self, installation_id: str, policy: Policy) -> Installation:
+    async def set_policy(
+        self, installation_id: str, policy: Policy, *, project: str | None = None
+    ) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
         ``auto_minor``. Recorded on the installation; no pin moves."""
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
-        self._resolver.installation(installation_id)  # not_found naming known installations
+        self._resolver.installation(installation_id, project)  # not_found naming known ones
         changed = await self._update_installation(
             installation_id, lambda stored: (dataclasses.replace(stored, policy=policy), None)
         )
@@ -935,7 +1035,7 @@ class Runtime:
             target, _ = policy_target(
                 inst.policy,
                 current.entry,
-                self._resolver.rows(inst.pack_id),
+                self._resolver.rows(inst.pack_id, inst.project),
                 inst.allow_prerelease,
                 self._diff_of,
             )
@@ -944,7 +1044,7 @@ class Runtime:
             try:
                 await self.set_pin(
                     inst.id,
-                    str(target.version),
+                    exact_pin(target, self._resolver.custom_keys(inst.pack_id, inst.project)),
                     actor=f"policy:{inst.policy}",
                     origin="policy",
                     expect_pin=inst.pin,  # a concurrent update wins over this policy move
@@ -952,13 +1052,21 @@ class Runtime:
             except PackrunError as exc:  # one installation must not hold back the others
                 self._warn(f"update policy could not move {inst.id} to {target.version}: {exc}")
 
-    def review_update(self, installation_id: str, to: str | None = None) -> UpdateReview:
+    def review_update(
+        self, installation_id: str, to: str | None = None, *, project: str | None = None
+    ) -> UpdateReview:
         """What updating ``installation_id`` to ``to`` (default: the newest version on its channel)
         would do: from/to, bump, findings, verdict, the workflows that use a changed tool (declared
-        with :meth:`declare_workflow`, and observed from runs), and the runs in flight."""
-        inst = self._resolver.installation(installation_id)
+        with :meth:`declare_workflow`, and observed from runs), and the runs in flight. ``to``
+        names a version as an exact pin does (``1.2.0``, ``vendor:1.2.0``, ``custom:1.2.0``)."""
+        return self._review(installation_id, to, project)[0]
+
+    def _review(
+        self, installation_id: str, to: str | None, project: str | None
+    ) -> tuple[UpdateReview, CatalogEntry]:
+        inst = self._resolver.installation(installation_id, project)
         current = self.resolve(installation_id).entry
-        rows = self._resolver.rows(inst.pack_id)
+        rows = self._resolver.rows(inst.pack_id, inst.project)
         if to is None:
             newer = newer_rows(current, rows, inst.allow_prerelease)
             if not newer:
@@ -969,13 +1077,13 @@ class Runtime:
                 )
             target = newer[-1]
         else:
-            target = self._row(inst.pack_id, to)
+            target = self._row(inst.pack_id, to, inst.project)
         report = self._diff_of(current, target)
         tools = {t.id for e in (current, target) if e.manifest for t in e.manifest.tools}
         changed = changed_tools(report.findings, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
         in_flight = self._runs_of(installation_id, current.version_key)
-        return UpdateReview(
+        review = UpdateReview(
             installation_id,
             str(current.version),
             str(target.version),
@@ -988,21 +1096,33 @@ class Runtime:
             why_acknowledge(report),
             report,
         )
+        return review, target
 
-    def _row(self, pack_id: str, version: str) -> CatalogEntry:
-        key = version_key(Version.parse(version))
-        for row in self._resolver.rows(pack_id):
-            if row.version_key == key:
-                return row
-        raise NotFound(
-            f"version of {pack_id}", version, [str(r.version) for r in self._resolver.rows(pack_id)]
-        )
+    def _row(self, pack_id: str, version: str, project: str) -> CatalogEntry:
+        """The row ``version`` names for ``project``, as an exact pin would name it."""
+        rows = self._resolver.rows(pack_id, project)
+        channel, sep, rest = version.partition(":")
+        if sep and channel in ("vendor", "custom"):
+            pin = f"{channel}:{version_key(Version.parse(rest))}"
+        else:
+            pin = version_key(Version.parse(version))
+        row = self._resolver.pick(pack_id, pin, True, project)
+        if row is None:
+            raise NotFound(
+                f"version of {pack_id}", version, [f"{r.version} ({r.channel})" for r in rows]
+            )
+        return row
 
     async def declare_workflow(
-        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+        self,
+        installation_id: str,
+        workflow_id: str,
+        tools: Sequence[str],
+        *,
+        project: str | None = None,
     ) -> None:
         """Declare which tools of an installation a workflow uses, for update reviews."""
-        self._resolver.installation(installation_id)
+        self._resolver.installation(installation_id, project)
         _check_id("workflow id", workflow_id)
         if isinstance(tools, str) or not all(isinstance(t, str) and t for t in tools):
             raise InvalidArgument(
@@ -1023,6 +1143,7 @@ class Runtime:
         *,
         actor: str = "system",
         acknowledge_breaking: bool = False,
+        project: str | None = None,
     ) -> UpdateReview:
         """Move an installation's pin to ``to`` (default: the newest version on its channel).
 
@@ -1031,7 +1152,7 @@ class Runtime:
         seen :meth:`review_update`); without it the call fails with ``breaking_diff``. Returns the
         review of the update made.
         """
-        review = self.review_update(installation_id, to)
+        review, target = self._review(installation_id, to, project)
         if review.bump == "none":
             return review  # already there: nothing moves, nothing is recorded
         if review.bump == "downgrade":
@@ -1047,7 +1168,9 @@ class Runtime:
                 review.to_version,
                 "; ".join(review.acknowledge),
             )
-        await self.set_pin(installation_id, review.to_version, actor=actor, origin="user")
+        inst = self._resolver.installation(installation_id)
+        pin = exact_pin(target, self._resolver.custom_keys(inst.pack_id, inst.project))
+        await self.set_pin(installation_id, pin, actor=actor, origin="user")
         return review
 
     async def rollback(
@@ -1057,6 +1180,7 @@ class Runtime:
         *,
         actor: str = "system",
         drain_timeout: float | None = None,
+        project: str | None = None,
     ) -> Rollback:
         """Move an installation's pin back to an earlier version ``to`` (live or retired).
 
@@ -1066,13 +1190,15 @@ class Runtime:
         the policy to ``manual`` to hold the installation where the rollback put it.
         """
         _check_timeout("drain_timeout", drain_timeout)
+        inst = self._resolver.installation(installation_id, project)
         current = self.resolve(installation_id).entry
-        target = self._row(current.pack_id, to)
+        target = self._row(current.pack_id, to, inst.project)
         if target.version >= current.version:
             raise InvalidArgument(
                 "rollback target", to, [f"a version below the current {current.version}"]
             )
-        await self.set_pin(installation_id, str(target.version), actor=actor, origin="rollback")
+        pin = exact_pin(target, self._resolver.custom_keys(inst.pack_id, inst.project))
+        await self.set_pin(installation_id, pin, actor=actor, origin="rollback")
         left = str(current.version)
         if drain_timeout is None:
             return Rollback(installation_id, left, str(target.version), None, ())
@@ -1106,18 +1232,19 @@ class Runtime:
                 return still
             await anyio.sleep(min(0.05, left))
 
-    def installations(self) -> list[Installation]:
-        """Every installation, by id."""
-        return self._resolver.installations()
+    def installations(self, *, project: str | None = None) -> list[Installation]:
+        """The installations of ``project`` by id (of every project when it is ``None``)."""
+        return self._resolver.installations(None if project is None else _check_project(project))
 
-    def installation(self, installation_id: str) -> Installation:
-        """One installation."""
-        return self._resolver.installation(installation_id)
+    def installation(self, installation_id: str, *, project: str | None = None) -> Installation:
+        """One installation; with ``project``, it must be of that project (``not_found``
+        otherwise)."""
+        return self._resolver.installation(installation_id, project)
 
-    def history(self, installation_id: str) -> list[PinEvent]:
+    def history(self, installation_id: str, *, project: str | None = None) -> list[PinEvent]:
         """Every pin move of an installation, oldest first: ``.actor .origin .from_version
-        .to_version .at``."""
-        return self._resolver.history(installation_id)
+        .to_version .at``. With ``project``, the installation must be of that project."""
+        return self._resolver.history(installation_id, project)
 
 
 def open_runtime(
