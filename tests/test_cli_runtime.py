@@ -926,6 +926,7 @@ def test_status__empty_store(store: str) -> None:
         "0 run(s) in flight\n",
     )
     assert run_json("status", "--store", store) == {
+        "project": "default",
         "installations": [],
         "versions": [],
         "totals": {
@@ -971,7 +972,7 @@ def test_status__installations_versions_and_totals(installed: str) -> None:
 def test_status__json__structured(installed: str) -> None:
     run("retire", "acme", "1.1.0", "--store", installed)  # exact pins keep it: still active
     status = run_json("status", "--store", installed)
-    assert list(status) == ["installations", "versions", "totals"]
+    assert list(status) == ["project", "installations", "versions", "totals"]
     prod = status["installations"][1]
     assert (prod["id"], prod["pin"], prod["policy"], prod["in_flight"]) == (
         "acme-prod",

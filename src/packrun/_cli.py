@@ -40,7 +40,14 @@ from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, check, discover, verify
-from packrun._stores import POLICIES, Installation, PinEvent, Settings, default_url
+from packrun._stores import (
+    DEFAULT_PROJECT,
+    POLICIES,
+    Installation,
+    PinEvent,
+    Settings,
+    default_url,
+)
 from packrun._versions import Version, version_key
 from packrun.errors import InvalidArgument, NotFound, PackrunError, ToolFailed
 
@@ -167,12 +174,18 @@ def _pack_note(sides: Sequence[object], given: Sequence[str]) -> str | None:
     return f"pack {versions}: the report compares the packs' integration entries{shown}"
 
 
-async def _published(rt: Runtime, pack_id: str, version: str) -> Bundle:
-    """The artifact of ``pack_id`` ``version`` as published in the store (digest included, so
-    that a local build of the same version with other bytes is found out)."""
-    key = version_key(Version.parse(version))
-    entries = rt.versions(pack_id)  # not_found naming the known packs
-    entry = next((e for e in entries if e.version_key == key), None)
+async def _published(rt: Runtime, pack_id: str, version: str, project: str) -> Bundle:
+    """The artifact of ``pack_id`` ``version`` as ``project`` sees it in the store (digest
+    included, so that a local build of the same version with other bytes is found out). As an
+    exact pin: the project's own custom row first, else the vendor row; ``vendor:`` or
+    ``custom:`` before the version names one."""
+    channel, sep, rest = version.partition(":")
+    if not (sep and channel in CHANNELS):
+        channel, rest = "", version
+    key = version_key(Version.parse(rest))
+    entries = rt.versions(pack_id, project=project)  # not_found naming the packs it sees
+    matching = [e for e in entries if e.version_key == key and channel in ("", e.channel)]
+    entry = matching[-1] if matching else None  # the custom row sorts after the vendor row
     if entry is None:
         raise NotFound(f"version of {pack_id}", version, [str(e.version) for e in entries])
     if entry.digest is None:
@@ -199,7 +212,7 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
         async def lookup() -> list[_DiffSide]:
             async with open_runtime(args.store or default_url(), refresh_interval=0) as rt:
                 return [
-                    await _published(rt, *side) if isinstance(side, tuple) else side
+                    await _published(rt, *side, _project(args)) if isinstance(side, tuple) else side
                     for side in sides
                 ]
 
@@ -219,6 +232,17 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
 # --- the runtime commands: each opens the store, does one thing, and closes it ------------------
 
 RuntimeBody: TypeAlias = Callable[[Runtime, argparse.Namespace, _Output], Awaitable[int]]
+
+
+def _named_project(args: argparse.Namespace) -> str | None:
+    """``--project``, else ``$PACKRUN_PROJECT``, else ``None`` (no project named)."""
+    named: str | None = getattr(args, "project", None) or os.environ.get("PACKRUN_PROJECT")
+    return named or None
+
+
+def _project(args: argparse.Namespace) -> str:
+    """The project a command works in: the one named, else ``default``."""
+    return _named_project(args) or DEFAULT_PROJECT
 
 
 def _on_runtime(
@@ -261,6 +285,7 @@ def _entry_json(entry: CatalogEntry) -> dict[str, Any]:
         "contract": entry.contract,
         "digest": entry.digest,
         "published_at": entry.published_at.isoformat(),
+        "project": entry.project or None,
         "entries": [
             {"kind": e.kind, "id": e.id, "version": str(e.version), "name": e.name}
             for e in entry.entries
@@ -289,6 +314,7 @@ def _installation_json(inst: Installation) -> dict[str, Any]:
         "policy": inst.policy,
         "allow_prerelease": inst.allow_prerelease,
         "created_at": inst.created_at.isoformat(),
+        "project": inst.project,
     }
 
 
@@ -343,7 +369,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 async def _cmd_publish(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entry = await rt.publish(args.path, channel=args.channel, force=args.force)
+    project = _project(args) if args.channel == "custom" else None  # vendor rows are global
+    entry = await rt.publish(args.path, channel=args.channel, force=args.force, project=project)
     out.data(_entry_json(entry))
     out.line(
         f"published {entry.pack_id} {entry.version} "
@@ -353,7 +380,7 @@ async def _cmd_publish(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entries = rt.versions(args.pack)
+    entries = rt.versions(args.pack, project=_project(args))
     out.data([_entry_json(e) for e in entries])
     rows = [
         [
@@ -372,8 +399,9 @@ async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
 
 
 async def _cmd_retire(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entry = await rt.retire(args.pack, args.version)
-    pinned = rt.pinned_to(entry.pack_id, str(entry.version))
+    project = _project(args)
+    entry = await rt.retire(args.pack, args.version, project=project)
+    pinned = rt.pinned_to(entry.pack_id, f"{entry.channel}:{entry.version}", project=project)
     out.data({**_entry_json(entry), "pinned": pinned})
     out.line(
         f"retired {entry.pack_id} {entry.version}: out of latest pins and update targets; exact pins keep it"
@@ -391,6 +419,7 @@ async def _cmd_install(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
         args.policy,
         allow_prerelease=args.allow_prerelease,
         actor=args.actor,
+        project=_project(args),
     )
     res = rt.resolve(inst.id)
     out.data({"installation": _installation_json(inst), "resolution": _resolution_json(res)})
@@ -398,7 +427,19 @@ async def _cmd_install(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
     return EXIT_OK
 
 
+def _own(rt: Runtime, args: argparse.Namespace) -> None:
+    """``not_found`` for an installation of another project than the command's (told as if
+    there were none)."""
+    try:
+        inst = rt.installation(args.id)
+    except NotFound:
+        return  # the command says so in its own words
+    if inst.project != _project(args):
+        raise NotFound("installation", args.id)
+
+
 async def _cmd_resolve(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    _own(rt, args)
     res = rt.resolve(args.id)
     out.data({"installation_id": args.id, "resolution": _resolution_json(res)})
     out.line(_resolved(args.id, res))
@@ -406,14 +447,14 @@ async def _cmd_resolve(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 async def _cmd_explain(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    why = rt.explain(args.id)
+    why = rt.explain(args.id, project=_project(args))
     out.data(_explanation_json(why))
     out.line(str(why))
     return EXIT_OK
 
 
 async def _cmd_history(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    events = rt.history(args.id)
+    events = rt.history(args.id, project=_project(args))
     out.data([_event_json(e) for e in events])
     for e in events:
         out.line(
@@ -446,7 +487,7 @@ def _review_json(review: UpdateReview) -> dict[str, Any]:
 
 async def _cmd_review(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     await rt.refresh()  # other processes' runs in flight, and what their runs observed
-    review = rt.review_update(args.id, to=args.to)
+    review = rt.review_update(args.id, to=args.to, project=_project(args))
     out.data(_review_json(review))
     out.line(str(review))
     return EXIT_OK
@@ -455,7 +496,11 @@ async def _cmd_review(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
 async def _cmd_update(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     await rt.refresh()
     review = await rt.update(
-        args.id, to=args.to, actor=args.actor, acknowledge_breaking=args.acknowledge_breaking
+        args.id,
+        to=args.to,
+        actor=args.actor,
+        acknowledge_breaking=args.acknowledge_breaking,
+        project=_project(args),
     )
     res = rt.resolve(args.id)
     out.data({**_review_json(review), "resolution": _resolution_json(res)})
@@ -488,7 +533,11 @@ def _rollback_json(back: Rollback, timeout: float | None) -> dict[str, Any]:
 
 async def _cmd_rollback(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     back = await rt.rollback(
-        args.id, args.version, actor=args.actor, drain_timeout=args.drain_timeout
+        args.id,
+        args.version,
+        actor=args.actor,
+        drain_timeout=args.drain_timeout,
+        project=_project(args),
     )
     res = rt.resolve(args.id)
     out.data({**_rollback_json(back, args.drain_timeout), "resolution": _resolution_json(res)})
@@ -523,7 +572,7 @@ def _seconds(text: str) -> float:
 
 
 async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    inst = await rt.set_pin(args.id, args.pin, actor=args.actor)
+    inst = await rt.set_pin(args.id, args.pin, actor=args.actor, project=_project(args))
     res = rt.resolve(inst.id)
     out.data({"installation": _installation_json(inst), "resolution": _resolution_json(res)})
     out.line(f"pinned {_resolved(inst.id, res)}")
@@ -531,14 +580,16 @@ async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _cmd_policy(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    inst = await rt.set_policy(args.id, args.policy)
+    inst = await rt.set_policy(args.id, args.policy, project=_project(args))
     out.data({"installation": _installation_json(inst)})
     out.line(f"{inst.id}: policy {inst.policy}")
     return EXIT_OK
 
 
 async def _cmd_installations(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    found = [(inst, rt.explain(inst.id).resolution) for inst in rt.installations()]
+    found = [
+        (inst, rt.explain(inst.id).resolution) for inst in rt.installations(project=_project(args))
+    ]
     out.data(
         [{**_installation_json(inst), "resolution": _resolution_json(res)} for inst, res in found]
     )
@@ -562,11 +613,14 @@ async def _cmd_installations(rt: Runtime, args: argparse.Namespace, out: _Output
 
 
 async def _cmd_settings(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    # Without a project named, the store's own settings (the vendor stream's, and every
+    # project's that has not set its own); with one, that project's custom stream.
+    project = _named_project(args)
     if args.immutable_versions is not None:
-        await rt.set_immutable_versions(args.immutable_versions == "on")
+        await rt.set_immutable_versions(args.immutable_versions == "on", project=project)
     if args.strict_versions is not None:
-        await rt.set_strict_versions(args.strict_versions == "on")
-    settings = rt.settings
+        await rt.set_strict_versions(args.strict_versions == "on", project=project)
+    settings = rt.settings if project is None else rt.project_settings(project)
     out.data(_settings_json(settings))
     out.line(f"immutable-versions: {'on' if settings.immutable_versions else 'off'}")
     out.line(f"strict-versions: {'on' if settings.strict_versions else 'off'}")
@@ -730,6 +784,7 @@ def _run_json(run: Run) -> dict[str, Any]:
 
 
 async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    _own(rt, args)
     # rt.call() in its two steps, so that --json can show the run's binding as well.
     async with rt.run(
         args.id, run_id=args.run_id, workflow_id=args.workflow_id, auth=args.credentials
@@ -747,11 +802,13 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     # Other processes' runs under live leases: a runtime opened for one command has not read them.
     await rt.refresh()
-    packs = [args.pack] if args.pack is not None else rt.packs()
-    entries = [e for pack in packs for e in rt.versions(pack)]  # not_found for an unknown PACK
+    project = _project(args)
+    packs = [args.pack] if args.pack is not None else rt.packs(project=project)
+    # not_found for a PACK the project does not see
+    entries = [e for pack in packs for e in rt.versions(pack, project=project)]
     explained = [
         (inst, rt.explain(inst.id), rt.in_flight_for(inst.id))
-        for inst in rt.installations()
+        for inst in rt.installations(project=project)
         if inst.pack_id in packs
     ]
     installations = [(inst, why.resolution, n) for inst, why, n in explained]
@@ -760,9 +817,9 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     versions = [
         (
             e,
-            rt.pinned_to(e.pack_id, str(e.version)),
-            rt.in_flight(e.pack_id, str(e.version)),
-            rt.version_status(e.pack_id, str(e.version)),
+            rt.pinned_to(e.pack_id, f"{e.channel}:{e.version}", project=project),
+            rt.in_flight(e.pack_id, f"{e.channel}:{e.version}", project=project),
+            rt.version_status(e.pack_id, f"{e.channel}:{e.version}", project=project),
         )
         for e in entries
     ]
@@ -778,6 +835,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     }
     out.data(
         {
+            "project": project,
             "installations": [
                 {
                     **_installation_json(inst),
@@ -839,7 +897,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         out.line("no packs published")
     out.line()
     out.line(
-        f"{totals['installations']} installation(s); {totals['versions']} version(s) of "
+        (f"project {project}: " if project != DEFAULT_PROJECT else "")
+        + f"{totals['installations']} installation(s); {totals['versions']} version(s) of "
         f"{totals['packs']} pack(s): {totals['active']} active, {totals['draining']} draining, "
         f"{totals['drained']} drained; {totals['runs_in_flight']} run(s) in flight"
     )
@@ -856,6 +915,16 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     out.data(result.to_list())
     out.line(result.text())
     return EXIT_OK
+
+
+def _add_project(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--project",
+        metavar="ID",
+        default=None,
+        help="the project (tenant) to work in: its installations, its custom versions and "
+        "settings (default: $PACKRUN_PROJECT, else default)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -933,6 +1002,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the store PACK@VERSION is read from "
         "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
     )
+    _add_project(p)
 
     p = command(
         "demo",
@@ -967,6 +1037,7 @@ def _parser() -> argparse.ArgumentParser:
             help="the store: sqlite:///path/to/state.db or memory: "
             "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
         )
+        _add_project(p)
         return p
 
     p = runtime_command(

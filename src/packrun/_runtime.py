@@ -130,6 +130,14 @@ def _check_project(value: object) -> str:
     return value
 
 
+def _qualified(version: str) -> tuple[Channel | None, str]:
+    """``vendor:1.2.0`` -> ``("vendor", "1.2.0")``; a plain version has no channel."""
+    channel, sep, rest = version.partition(":")
+    if sep and channel in ("vendor", "custom"):
+        return channel, version_key(Version.parse(rest))  # type: ignore[return-value]
+    return None, version_key(Version.parse(version))
+
+
 def _check_id(what: str, value: object) -> None:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         shown = value[:60] if isinstance(value, str) else value
@@ -535,14 +543,15 @@ class Runtime:
 
     def pinned_to(self, pack_id: str, version: str, *, project: str | None = None) -> list[str]:
         """The installations (of ``project``, when given) whose pin resolves to ``pack_id``
-        ``version`` now (by id)."""
-        key = version_key(Version.parse(version))
+        ``version`` now (by id). ``vendor:1.2.0`` or ``custom:1.2.0`` counts one channel's row."""
+        channel, key = _qualified(version)
         return [
             inst.id
             for inst in self._resolver.installations(project)
             if inst.pack_id == pack_id
             and (res := self._cells[inst.id].value) is not None
             and res.entry.version_key == key
+            and (channel is None or res.channel == channel)
         ]
 
     def packs(self, *, project: str = DEFAULT_PROJECT) -> list[str]:
@@ -828,9 +837,13 @@ class Runtime:
             return False
         return True
 
-    def in_flight(self, pack_id: str, version: str) -> int:
+    def in_flight(self, pack_id: str, version: str, *, project: str | None = None) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
-        processes hold under live leases (as of the last refresh)."""
+        processes hold under live leases (as of the last refresh). With ``project``, only the runs
+        of that project's installations; ``vendor:1.2.0`` or ``custom:1.2.0`` counts one
+        channel's row."""
+        if project is not None or ":" in version:
+            return len(self.runs_in_flight(pack_id, version, project=project))
         key = (pack_id, version_key(Version.parse(version)))
         remote = sum(
             1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
@@ -842,27 +855,46 @@ class Runtime:
         remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
         return self._by_installation.get(installation_id, 0) + remote
 
-    def runs_in_flight(self, pack_id: str, version: str) -> list[str]:
-        """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
-        key = version_key(Version.parse(version))
+    def runs_in_flight(
+        self, pack_id: str, version: str, *, project: str | None = None
+    ) -> list[str]:
+        """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere (of
+        ``project``'s installations, when given; of one channel's row for ``vendor:1.2.0`` or
+        ``custom:1.2.0``)."""
+        channel, key = _qualified(version)
+
+        def counts(installation_id: str, run_channel: str) -> bool:
+            if channel is not None and run_channel != channel:
+                return False
+            if project is None:
+                return True
+            inst = self._resolver.find_installation(installation_id)
+            return inst is not None and inst.project == project
+
         mine = [
-            r.run_id for r in self._runs.values() if r.pack_id == pack_id and r.version_key == key
+            r.run_id
+            for r in self._runs.values()
+            if r.pack_id == pack_id
+            and r.version_key == key
+            and counts(r.installation_id, r.channel)
         ]
         theirs = [
             r.record.run_id
             for r in self._remote
-            if r.record.pack_id == pack_id and version_key(r.record.version) == key
+            if r.record.pack_id == pack_id
+            and version_key(r.record.version) == key
+            and counts(r.record.installation_id, r.record.channel)
         ]
         return sorted(mine + theirs)
 
     def version_status(
-        self, pack_id: str, version: str
+        self, pack_id: str, version: str, *, project: str | None = None
     ) -> Literal["active", "draining", "drained"]:
-        """``active`` while an installation resolves to the version, then ``draining`` while runs
-        are still in flight on it, then ``drained``."""
-        if self.pinned_to(pack_id, version):
+        """``active`` while an installation (of ``project``, when given) resolves to the version,
+        then ``draining`` while runs are still in flight on it, then ``drained``."""
+        if self.pinned_to(pack_id, version, project=project):
             return "active"
-        return "draining" if self.in_flight(pack_id, version) else "drained"
+        return "draining" if self.in_flight(pack_id, version, project=project) else "drained"
 
     async def wait_drained(self, pack_id: str, version: str, timeout: float | None = None) -> None:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
