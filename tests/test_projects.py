@@ -314,3 +314,25 @@ async def test_process_flows__a_projects_custom_versions_carry_its_flows(rt: Run
     assert str(rt.process_flows("helpdesk", project="p1")["ticket-triage"].version) == "1.1.0"
     assert str(rt.process_flows("helpdesk", project="p2")["ticket-triage"].version) == "1.0.0"
     assert str(rt.process_flows("helpdesk")["ticket-triage"].version) == "1.0.0"
+
+
+# --- runs in flight -----------------------------------------------------------------------------
+
+
+async def test_runs_in_flight__counted_per_project_and_per_channel(rt: Runtime) -> None:
+    await rt.publish(dist("acme", "1.0.0"))
+    await rt.publish(build("acme", "1.0.0"), channel="custom", project="p1")
+    await rt.install("p1-1", "acme", pin="1.0.0", project="p1")
+    await rt.install("p2-1", "acme", pin="1.0.0", project="p2")
+    async with rt.run("p1-1", run_id="r-p1"), rt.run("p2-1", run_id="r-p2"):
+        assert rt.in_flight("acme", "1.0.0") == 2  # every project's, as before
+        assert rt.runs_in_flight("acme", "1.0.0", project="p1") == ["r-p1"]
+        assert rt.runs_in_flight("acme", "1.0.0", project="p2") == ["r-p2"]
+        assert rt.in_flight("acme", "custom:1.0.0") == 1
+        assert rt.in_flight("acme", "vendor:1.0.0", project="p1") == 0
+        assert rt.pinned_to("acme", "vendor:1.0.0") == ["p2-1"]
+        assert rt.pinned_to("acme", "1.0.0", project="p1") == ["p1-1"]
+        assert rt.version_status("acme", "vendor:1.0.0", project="p1") == "drained"
+        with pytest.raises(packrun.DrainTimeout) as waited:
+            await rt.wait_drained("acme", "1.0.0", timeout=0, project="p2")
+        assert waited.value.run_ids == ("r-p2",)

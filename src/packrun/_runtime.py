@@ -896,21 +896,34 @@ class Runtime:
             return "active"
         return "draining" if self.in_flight(pack_id, version, project=project) else "drained"
 
-    async def wait_drained(self, pack_id: str, version: str, timeout: float | None = None) -> None:
+    async def wait_drained(
+        self,
+        pack_id: str,
+        version: str,
+        timeout: float | None = None,
+        *,
+        project: str | None = None,
+    ) -> None:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
         process that died count until their leases expire). ``drain_timeout`` after ``timeout``
-        seconds, naming the runs still in flight."""
+        seconds, naming the runs still in flight. With ``project``, only the runs of that
+        project's installations count; ``vendor:1.2.0`` or ``custom:1.2.0`` names one row."""
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
             await self._refresh_remote_runs()
-            if not self.in_flight(pack_id, version):
+            if not self.in_flight(pack_id, version, project=project):
                 return
             left = None if deadline is None else deadline - anyio.current_time()
             if left is not None and left <= 0:
                 break
             await anyio.sleep(min(0.05, self.refresh_interval or 0.05, left or 0.05))
-        raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
+        raise DrainTimeout(
+            pack_id,
+            version,
+            timeout or 0.0,
+            self.runs_in_flight(pack_id, version, project=project),
+        )
 
     def stats(self) -> RuntimeStats:
         """Counters: runs started and in flight here, and runs served through adapters."""
