@@ -47,7 +47,7 @@ def anyio_backend() -> str:
 
 def fixture_rows() -> Iterator[tuple[str, list[str], list[tuple[Any, ...]]]]:
     """Every table of the fixture file: its name, columns and rows."""
-    conn = sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{FIXTURE}?mode=ro&immutable=1", uri=True)
     try:
         for table in TABLES:
             cursor = conn.execute(f"SELECT * FROM {table}")
