@@ -336,3 +336,23 @@ async def test_runs_in_flight__counted_per_project_and_per_channel(rt: Runtime) 
         with pytest.raises(packrun.DrainTimeout) as waited:
             await rt.wait_drained("acme", "1.0.0", timeout=0, project="p2")
         assert waited.value.run_ids == ("r-p2",)
+
+
+async def test_another_runtime__applies_a_projects_changes_to_that_project_only(
+    shared_url: str,
+) -> None:
+    async with (
+        packrun.open_runtime(shared_url, refresh_interval=0.05) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0.05) as b,
+    ):
+        await a.publish(dist("acme", "1.0.0"))
+        await a.publish(build("acme", "1.0.0", version="1.1.0"), channel="custom", project="p1")
+        await a.install("p1-1", "acme", pin="latest", project="p1")
+        await a.install("p2-1", "acme", pin="latest", project="p2")
+        with anyio.fail_after(10):
+            while len(b.installations()) < 2:
+                await anyio.sleep(0.05)
+        assert rows(b, "p2") == [("1.0.0", "vendor", "")]
+        assert rows(b, "p1")[-1] == ("1.1.0", "custom", "p1")
+        assert (b.resolve("p1-1").channel, b.resolve("p2-1").channel) == ("custom", "vendor")
+        assert [i.id for i in b.installations(project="p2")] == ["p2-1"]
