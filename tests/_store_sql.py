@@ -9,7 +9,7 @@ from contextlib import closing
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["execute", "split"]
+__all__ = ["execute", "split", "undo_projects"]
 
 
 def split(url: str) -> tuple[str, str]:
@@ -36,3 +36,40 @@ def execute(url: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         cursor = conn.execute(statement.encode(), params)
         return cursor.fetchall() if cursor.description else []
+
+
+def undo_projects(url: str) -> None:
+    """Take a store's tables back to before projects (the last migration), as a release from
+    before projects left them: no ``project`` columns, one setting per name. Only for a store whose
+    rows are all vendor rows or project ``default``'s."""
+    if url.startswith("sqlite:///"):
+        statements = [
+            """CREATE TABLE catalog_old (
+                pack_id TEXT NOT NULL, version_key TEXT NOT NULL, version TEXT NOT NULL,
+                channel TEXT NOT NULL, entries BLOB NOT NULL, manifest BLOB,
+                digest TEXT REFERENCES artifacts (digest), contract INTEGER,
+                published_at TEXT NOT NULL, state TEXT NOT NULL,
+                PRIMARY KEY (pack_id, version_key))""",
+            "INSERT INTO catalog_old SELECT pack_id, version_key, version, channel, entries, "
+            "manifest, digest, contract, published_at, state FROM catalog",
+            "DROP TABLE catalog",
+            "ALTER TABLE catalog_old RENAME TO catalog",
+            "ALTER TABLE installations DROP COLUMN project",
+            "CREATE TABLE settings_old (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO settings_old SELECT name, value FROM settings WHERE project = ''",
+            "DROP TABLE settings",
+            "ALTER TABLE settings_old RENAME TO settings",
+        ]
+    else:
+        statements = [
+            "ALTER TABLE catalog DROP CONSTRAINT catalog_pkey",
+            "ALTER TABLE catalog DROP COLUMN project",
+            "ALTER TABLE catalog ADD PRIMARY KEY (pack_id, version_key)",
+            "ALTER TABLE installations DROP COLUMN project",
+            "DELETE FROM settings WHERE project <> ''",
+            "ALTER TABLE settings DROP CONSTRAINT settings_pkey",
+            "ALTER TABLE settings DROP COLUMN project",
+            "ALTER TABLE settings ADD PRIMARY KEY (name)",
+        ]
+    for statement in statements:
+        execute(url, statement)

@@ -106,31 +106,48 @@ ID_NAMES = ("id",)
 
 RUNTIME: dict[str, Case] = {
     "resolve": Case(lambda w, **a: w.rt.resolve(**a), {"installation_id": "acme-prod"}),
-    "explain": Case(lambda w, **a: w.rt.explain(**a), {"installation_id": "acme-prod"}),
+    "explain": Case(
+        lambda w, **a: w.rt.explain(**a),
+        {"installation_id": "acme-prod", "project": "default"},
+        accepts={"project": OPTIONAL},
+    ),
     "publish": Case(
         lambda w, **a: w.rt.publish(**a),
-        {"source": dist("2.0.0"), "channel": "vendor", "force": False},
-        accepts={"force": FLAG},
+        {"source": dist("2.0.0"), "channel": "custom", "force": False, "project": "acme-corp"},
+        accepts={"force": FLAG, "project": OPTIONAL},
         names={"source": ("bundle", "manifest", "pack.json")},
     ),
     "retire": Case(
         lambda w, **a: w.rt.retire(**a),
-        {"pack_id": "acme", "version": "1.0.0", "acknowledge_breaking": True},
+        {"pack_id": "acme", "version": "1.0.0", "acknowledge_breaking": True, "project": "default"},
         accepts={"acknowledge_breaking": FLAG},
     ),
-    "pinned_to": Case(lambda w, **a: w.rt.pinned_to(**a), {"pack_id": "acme", "version": "1.0.0"}),
-    "versions": Case(lambda w, **a: w.rt.versions(**a), {"pack_id": "acme"}),
-    "process_flows": Case(lambda w, **a: w.rt.process_flows(**a), {"pack_id": "acme"}),
+    "pinned_to": Case(
+        lambda w, **a: w.rt.pinned_to(**a),
+        {"pack_id": "acme", "version": "1.0.0", "project": "default"},
+        accepts={"project": OPTIONAL},
+    ),
+    "versions": Case(lambda w, **a: w.rt.versions(**a), {"pack_id": "acme", "project": "default"}),
+    "process_flows": Case(
+        lambda w, **a: w.rt.process_flows(**a), {"pack_id": "acme", "project": "default"}
+    ),
+    "packs": Case(lambda w, **a: w.rt.packs(**a), {"project": "default"}),
+    "project_settings": Case(lambda w, **a: w.rt.project_settings(**a), {"project": "default"}),
+    "installations": Case(
+        lambda w, **a: w.rt.installations(**a),
+        {"project": "default"},
+        accepts={"project": OPTIONAL},
+    ),
     "set_immutable_versions": Case(
         lambda w, **a: w.rt.set_immutable_versions(**a),
-        {"on": False},
-        accepts={"on": FLAG},
+        {"on": False, "project": "acme-corp"},
+        accepts={"on": FLAG, "project": OPTIONAL},
         names={"on": ("immutable",)},
     ),
     "set_strict_versions": Case(
         lambda w, **a: w.rt.set_strict_versions(**a),
-        {"on": False},
-        accepts={"on": FLAG},
+        {"on": False, "project": "acme-corp"},
+        accepts={"on": FLAG, "project": OPTIONAL},
         names={"on": ("strict",)},
     ),
     "artifact": Case(lambda w, **a: w.rt.artifact(**a), {"digest": "<digest>"}),
@@ -156,18 +173,26 @@ RUNTIME: dict[str, Case] = {
             "workflow_id": OPTIONAL,
         },
     ),
-    "in_flight": Case(lambda w, **a: w.rt.in_flight(**a), {"pack_id": "acme", "version": "1.1.0"}),
+    "in_flight": Case(
+        lambda w, **a: w.rt.in_flight(**a),
+        {"pack_id": "acme", "version": "1.1.0", "project": "default"},
+        accepts={"project": OPTIONAL},
+    ),
     "in_flight_for": Case(lambda w, **a: w.rt.in_flight_for(**a), {"installation_id": "acme-prod"}),
     "runs_in_flight": Case(
-        lambda w, **a: w.rt.runs_in_flight(**a), {"pack_id": "acme", "version": "1.1.0"}
+        lambda w, **a: w.rt.runs_in_flight(**a),
+        {"pack_id": "acme", "version": "1.1.0", "project": "default"},
+        accepts={"project": OPTIONAL},
     ),
     "version_status": Case(
-        lambda w, **a: w.rt.version_status(**a), {"pack_id": "acme", "version": "1.1.0"}
+        lambda w, **a: w.rt.version_status(**a),
+        {"pack_id": "acme", "version": "1.1.0", "project": "default"},
+        accepts={"project": OPTIONAL},
     ),
     "wait_drained": Case(
         lambda w, **a: w.rt.wait_drained(**a),
-        {"pack_id": "acme", "version": "1.0.0", "timeout": 0},
-        accepts={"timeout": OPTIONAL | {"int", "float"}},
+        {"pack_id": "acme", "version": "1.0.0", "timeout": 0, "project": "default"},
+        accepts={"timeout": OPTIONAL | {"int", "float"}, "project": OPTIONAL},
     ),
     "install": Case(
         lambda w, **a: w.rt.install(**a),
@@ -178,6 +203,7 @@ RUNTIME: dict[str, Case] = {
             "policy": "manual",
             "allow_prerelease": False,
             "actor": "ops",
+            "project": "default",
         },
         accepts={"pin": OPTIONAL, "allow_prerelease": FLAG},
     ),
@@ -189,23 +215,35 @@ RUNTIME: dict[str, Case] = {
             "actor": "ops",
             "origin": "user",
             "expect_pin": "1.1.0",
+            "project": "default",
         },
-        accepts={"expect_pin": OPTIONAL},
+        accepts={"expect_pin": OPTIONAL, "project": OPTIONAL},
     ),
     "set_policy": Case(
         lambda w, **a: w.rt.set_policy(**a),
-        {"installation_id": "acme-prod", "policy": "auto_patch", "actor": "ops"},
+        {
+            "installation_id": "acme-prod",
+            "policy": "auto_patch",
+            "actor": "ops",
+            "project": "default",
+        },
+        accepts={"project": OPTIONAL},
     ),
     "review_update": Case(
         lambda w, **a: w.rt.review_update(**a),
-        {"installation_id": "acme-prod", "to": "1.2.0"},
-        accepts={"to": OPTIONAL},
+        {"installation_id": "acme-prod", "to": "1.2.0", "project": "default"},
+        accepts={"to": OPTIONAL, "project": OPTIONAL},
         names={"to": ("version",)},
     ),
     "declare_workflow": Case(
         lambda w, **a: w.rt.declare_workflow(**a),
-        {"installation_id": "acme-prod", "workflow_id": "wf", "tools": ["list_contacts"]},
-        accepts={"tools": frozenset({"list"})},
+        {
+            "installation_id": "acme-prod",
+            "workflow_id": "wf",
+            "tools": ["list_contacts"],
+            "project": "default",
+        },
+        accepts={"tools": frozenset({"list"}), "project": OPTIONAL},
     ),
     "update": Case(
         lambda w, **a: w.rt.update(**a),
@@ -214,17 +252,28 @@ RUNTIME: dict[str, Case] = {
             "to": "1.2.0",
             "actor": "ops",
             "acknowledge_breaking": True,
+            "project": "default",
         },
-        accepts={"to": OPTIONAL, "acknowledge_breaking": FLAG},
+        accepts={"to": OPTIONAL, "acknowledge_breaking": FLAG, "project": OPTIONAL},
         names={"to": ("version",)},
     ),
     "rollback": Case(
         lambda w, **a: w.rt.rollback(**a),
-        {"installation_id": "acme-prod", "to": "1.0.0", "actor": "ops", "drain_timeout": 0},
-        accepts={"drain_timeout": OPTIONAL | {"int", "float"}},
+        {
+            "installation_id": "acme-prod",
+            "to": "1.0.0",
+            "actor": "ops",
+            "drain_timeout": 0,
+            "project": "default",
+        },
+        accepts={"drain_timeout": OPTIONAL | {"int", "float"}, "project": OPTIONAL},
         names={"to": ("version",)},
     ),
-    "installation": Case(lambda w, **a: w.rt.installation(**a), {"installation_id": "acme-prod"}),
+    "installation": Case(
+        lambda w, **a: w.rt.installation(**a),
+        {"installation_id": "acme-prod", "project": "default"},
+        accepts={"project": OPTIONAL},
+    ),
     "add_source": Case(
         lambda w, **a: w.rt.add_source(**a),
         {
@@ -247,7 +296,11 @@ RUNTIME: dict[str, Case] = {
     "remove_source": Case(lambda w, **a: w.rt.remove_source(**a), {"name": "packs"}),
     "sync": Case(lambda w, **a: w.rt.sync(**a), {"name": "packs"}),
     "source": Case(lambda w, **a: w.rt.source(**a), {"name": "packs"}),
-    "history": Case(lambda w, **a: w.rt.history(**a), {"installation_id": "acme-prod"}),
+    "history": Case(
+        lambda w, **a: w.rt.history(**a),
+        {"installation_id": "acme-prod", "project": "default"},
+        accepts={"project": OPTIONAL},
+    ),
 }
 
 RUN: dict[str, Case] = {

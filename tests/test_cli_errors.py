@@ -301,9 +301,13 @@ def test_messages__name_options_not_keyword_arguments(tmp_path: Path) -> None:
     code, _, err = run("publish", acme("1.0.0"), "--store", store)
     assert code == 2
     assert err.endswith("is already published: publish it again with --force to overwrite it\n")
-    code, _, err = run("publish", acme("1.0.0"), "--channel", "custom", "--force", "--store", store)
+    # A custom 1.0.0 is another stream's row (projects): it publishes beside the vendor 1.0.0.
+    code, _, err = run("publish", acme("1.0.0"), "--channel", "custom", "--store", store)
+    assert code == 0
+    assert run("settings", "--immutable-versions", "on", "--store", store)[0] == 0
+    code, _, err = run("publish", acme("1.0.0"), "--force", "--store", store)
     assert code == 2
-    assert "whatever its channel (--force changes nothing)" in err
+    assert "so --force changes nothing" in err
     assert run("install", "acme-prod", "acme", "--store", store)[0] == 0
     code, _, err = run("install", "acme-prod", "acme", "--store", store)
     assert "change it with packrun pin or packrun policy, or pick another id" in err

@@ -967,6 +967,7 @@ def test_status__empty_store(empty_store: str) -> None:
         "0 run(s) in flight\n",
     )
     assert run_json("status", "--store", store) == {
+        "project": "default",
         "installations": [],
         "versions": [],
         "totals": {
@@ -1012,7 +1013,7 @@ def test_status__installations_versions_and_totals(installed: str) -> None:
 def test_status__json__structured(installed: str) -> None:
     run("retire", "acme", "1.1.0", "--store", installed)  # exact pins keep it: still active
     status = run_json("status", "--store", installed)
-    assert list(status) == ["installations", "versions", "totals"]
+    assert list(status) == ["project", "installations", "versions", "totals"]
     prod = status["installations"][1]
     assert (prod["id"], prod["pin"], prod["policy"], prod["in_flight"]) == (
         "acme-prod",

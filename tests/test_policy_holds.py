@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 import packrun
-from _store_sql import execute
+from _store_sql import execute, undo_projects
 from packrun import Runtime
 from packrun._bundle import bundle_bytes
 from packrun._stores import Policy
@@ -201,7 +201,9 @@ async def test_a_policy_move_decided_before_a_rollback_elsewhere__is_not_written
 async def test_a_store_of_the_previous_schema__migrates_and_holds(shared_url: str) -> None:
     async with packrun.open_runtime(shared_url) as rt:
         await on_1_1_0(rt)
-    # Back to the previous schema, as the previous release wrote it: no hold column.
+    # Back to the previous schema, as the previous release wrote it: no hold column (nor the
+    # projects that came after it).
+    undo_projects(shared_url)
     execute(shared_url, "ALTER TABLE installations DROP COLUMN hold")
     if shared_url.startswith("sqlite:"):
         execute(shared_url, "PRAGMA user_version = 3")

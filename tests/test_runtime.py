@@ -130,7 +130,7 @@ async def test_a_version_below_the_highest_of_its_line_is_refused(rt: Runtime) -
     await rt.publish(dist("acme", "1.2.0"))
     before = summary(rt, "acme")
     with pytest.raises(DowngradeNotAllowed) as refused:
-        await rt.publish(dist("acme", "1.1.1"), channel="custom")
+        await rt.publish(dist("acme", "1.1.1"))
     assert refused.value.code == "downgrade_not_allowed"
     assert refused.value.highest == "1.2.0"
     assert summary(rt, "acme") == before
@@ -142,12 +142,17 @@ async def test_a_backport_on_an_older_major_line_is_accepted(rt: Runtime) -> Non
     assert [str(e.version) for e in rt.versions("acme")] == ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
 
 
-async def test_one_version_number_exists_once_per_pack_whatever_its_channel(rt: Runtime) -> None:
+async def test_publish__a_custom_version_may_share_its_number_with_a_vendor_version(
+    rt: Runtime,
+) -> None:
     await rt.publish(dist("acme", "1.1.0"), channel="vendor")
-    with pytest.raises(VersionExists) as refused:
-        await rt.publish(dist("acme", "1.1.0"), channel="custom")
-    assert "vendor" in str(refused.value)
-    assert [e.channel for e in rt.versions("acme")] == ["vendor"]
+    await rt.publish(variant(dist("acme", "1.1.0")), channel="custom")
+    assert [e.channel for e in rt.versions("acme")] == ["vendor", "custom"]
+    await rt.install("mine", "acme", pin="1.1.0")
+    await rt.install("theirs", "acme", pin="vendor:1.1.0")
+    assert rt.resolve("mine").channel == "custom"  # the project's own row comes first
+    assert rt.resolve("theirs").channel == "vendor"
+    assert any("vendor:X and custom:X" in note for note in rt.explain("mine").notes)
 
 
 async def test_build_metadata_does_not_make_a_new_version(rt: Runtime) -> None:
@@ -994,7 +999,8 @@ async def test_refresh__a_damaged_row_is_skipped_and_later_changes_still_arrive(
         await a.publish(dist("acme", "1.0.0"))
         with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn, conn:
             conn.execute(
-                "INSERT INTO installations VALUES ('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date', NULL)"
+                "INSERT INTO installations VALUES "
+                "('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date', NULL, 'default')"
             )
             conn.execute("INSERT INTO changes (kind, key) VALUES ('installation', 'bad')")
         await a.install("good", "acme")
@@ -1021,11 +1027,12 @@ async def test_sqlite__a_store_file_deleted_while_open__refuses_writes(tmp_path:
 
 async def test_publish__force_never_moves_a_version_to_the_other_channel(store_url: str) -> None:
     async with packrun.open_runtime(store_url) as rt:
-        await rt.publish(dist("acme", "1.0.0"))
+        vendor = await rt.publish(dist("acme", "1.0.0"))
         await rt.set_immutable_versions(False)
-        with pytest.raises(packrun.VersionExists, match="on the vendor channel"):
-            await rt.publish(variant(dist("acme", "1.0.0")), channel="custom", force=True)
-        assert [e.channel for e in rt.versions("acme")] == ["vendor"]
+        await rt.publish(variant(dist("acme", "1.0.0")), channel="custom", force=True)
+        rows = rt.versions("acme")
+        assert [e.channel for e in rows] == ["vendor", "custom"]
+        assert rows[0].digest == vendor.digest  # the vendor row is untouched
 
 
 @pytest.mark.parametrize("iid", ["", " x", "a" * 201, "tab\tid", "nul\x00", "-dash-first"])

@@ -16,7 +16,7 @@ import pytest
 
 import packrun
 from _sources_util import GitHttpServer, GitRepo, allowed_signers, make_key, set_pack
-from _store_sql import execute
+from _store_sql import execute, undo_projects
 from packrun import Trust
 from packrun.errors import InvalidArgument, NotFound, SourceError
 
@@ -122,8 +122,29 @@ async def test_sync__publishes_to_the_sources_channel(repo: GitRepo) -> None:
     async with packrun.open_runtime("memory:") as rt:
         await rt.add_source("mine", repo.url, channel="custom", project="acme-corp")
         await rt.sync("mine")
-        assert rt.versions("alpha")[0].channel == "custom"
+        assert rt.versions("alpha", project="acme-corp")[0].channel == "custom"
         assert rt.source("mine").spec.project == "acme-corp"
+
+
+async def test_sync__of_a_custom_source__publishes_to_its_projects_stream_only(
+    repo: GitRepo,
+) -> None:
+    async with packrun.open_runtime("memory:") as rt:
+        await rt.add_source("mine", repo.url, channel="custom", project="acme-corp")
+        report = await rt.sync("mine")
+        assert published(report) != []
+        rows = rt.versions("alpha", project="acme-corp")
+        assert [(r.channel, r.project) for r in rows] == [("custom", "acme-corp")]
+        with pytest.raises(packrun.NotFound):
+            rt.versions("alpha")  # project default sees no row of acme-corp's
+        with pytest.raises(packrun.NotFound):
+            rt.versions("alpha", project="globex")
+        # The same versions from a vendor source are not in the vendor stream yet: it publishes
+        # them; and a second sync of the custom source finds its stream has them.
+        await rt.add_source("vendor", repo.url)
+        assert published(await rt.sync("vendor")) == published(report)
+        again = await rt.sync("mine")
+        assert (again.published, again.skipped) == ((), ())
 
 
 async def test_sync__a_pack_json_moved_behind_an_unchanged_index__is_reported_index_stale(
@@ -535,7 +556,9 @@ async def test_a_store_of_the_previous_schema__migrates_and_keeps_its_rows(
     async with packrun.open_runtime(shared_url) as rt:
         await rt.add_source("packs", repo.url)
         await rt.sync("packs")
-    # Back to the previous schema, as the previous release wrote it: no sources table.
+    # Back to the previous schema, as the previous release wrote it: no sources table (nor the
+    # projects that came after it).
+    undo_projects(shared_url)
     execute(shared_url, "DROP TABLE sources")
     if shared_url.startswith("sqlite:"):
         execute(shared_url, "PRAGMA user_version = 4")

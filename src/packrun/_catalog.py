@@ -12,7 +12,7 @@ inside its own transaction, against the rows as they are at that moment.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -92,6 +92,14 @@ class CatalogEntry:
     """When the row was written (or last overwritten), stamped inside the store's transaction (on
     PostgreSQL, by the server's clock): publishes of a store are in the order of their times."""
     state: EntryState = "live"
+    project: str = ""
+    """The project a custom row belongs to; empty for a vendor row (vendor rows are global)."""
+
+    @property
+    def stream(self) -> str:
+        """The publish stream of the row: ``vendor``, or ``custom:<project>``. The publish rules,
+        immutability and strict versions apply per stream."""
+        return f"custom:{self.project}" if self.channel == "custom" else "vendor"
 
     @property
     def version_key(self) -> str:
@@ -189,12 +197,14 @@ def prepare(
     generations: Collection[int],
     strict_versions: bool,
     now: datetime,
+    project: str = "",
 ) -> Prepared:
     """Read and check what is to be published: a bundle's bytes or file, or a source folder.
 
     A source folder is a pack source (``pack.json``) or an integration source (``manifest.json``
     and ``code/``); its built artifact in ``dist/`` is published after the three version layers
-    and the artifact are checked against the sources. The contract generation must be in
+    and the artifact are checked against the sources. A custom row belongs to ``project``; a
+    vendor row to none (``project`` is ignored). The contract generation must be in
     ``generations``, and a generation the runtime can import is imported once, so that a bundle
     whose code does not match its manifest never enters the catalog.
     """
@@ -221,6 +231,8 @@ def prepare(
         bundle = read_bundle(source)
         prepared = _from_bundle(bundle, channel, now)
         label = bundle.source
+    if channel == "custom":
+        prepared = Prepared(replace(prepared.entry, project=project), prepared.artifact)
     entry = prepared.entry
     if strict_versions:
         strict_check(entry, label)
@@ -235,26 +247,26 @@ def decide_publish(
 ) -> Literal["insert", "replace"]:
     """Apply the publish rules to ``new`` given every row of its pack: insert, replace or refuse.
 
-    * An equal version (build metadata ignored) is a republish. With immutable versions (the
-      default) it is refused (``version_exists``) and ``force`` changes nothing; with them off it
-      needs ``force=True`` and replaces the row.
-    * Otherwise the version must be above every existing version of its release line
-      (``downgrade_not_allowed``); see :func:`packrun.check_publish_order`. Retired rows count.
+    The rules apply per stream (:attr:`CatalogEntry.stream`): the vendor rows of the pack, or one
+    project's custom rows of it. Rows of other streams never refuse a publish, and no message
+    names them.
+
+    * An equal version (build metadata ignored) in the stream is a republish. With immutable
+      versions (the default) it is refused (``version_exists``) and ``force`` changes nothing;
+      with them off it needs ``force=True`` and replaces the row.
+    * Otherwise the version must be above every existing version of its release line in the
+      stream (``downgrade_not_allowed``); see :func:`packrun.check_publish_order`. Retired rows
+      count.
     """
+    existing = [e for e in existing if e.stream == new.stream]
+    where = "in this store" if new.channel == "vendor" else f"in project {new.project}"
     same = next((e for e in existing if e.version_key == new.version_key), None)
     if same is not None:
-        if same.channel != new.channel:
-            raise VersionExists(
-                new.pack_id,
-                str(new.version),
-                f"it is on the {same.channel} channel, and a version number exists once per pack "
-                "whatever its channel (force changes nothing); publish another version",
-            )
         if immutable:
             raise VersionExists(
                 new.pack_id,
                 str(new.version),
-                "versions are immutable in this store, so force=True changes nothing",
+                f"versions are immutable {where}, so force=True changes nothing",
             )
         if not force:
             raise VersionExists(

@@ -19,6 +19,7 @@ manifests and exits 1 on a red verdict (a release gate); it reads the store only
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -46,7 +47,14 @@ from packrun._runs import Run
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, check, discover, verify
 from packrun._sources._commands import register as register_source_commands
-from packrun._stores import POLICIES, Installation, PinEvent, Settings, default_url
+from packrun._stores import (
+    DEFAULT_PROJECT,
+    POLICIES,
+    Installation,
+    PinEvent,
+    Settings,
+    default_url,
+)
 from packrun._versions import Version, version_key
 from packrun.errors import InvalidArgument, NotFound, PackrunError, ToolFailed
 
@@ -184,12 +192,18 @@ def _pack_note(sides: Sequence[object], given: Sequence[str]) -> str | None:
     return f"pack {versions}: the report compares the packs' integration entries{shown}"
 
 
-async def _published(rt: Runtime, pack_id: str, version: str) -> Bundle:
-    """The artifact of ``pack_id`` ``version`` as published in the store (digest included, so
-    that a local build of the same version with other bytes is found out)."""
-    key = version_key(Version.parse(version))
-    entries = rt.versions(pack_id)  # not_found naming the known packs
-    entry = next((e for e in entries if e.version_key == key), None)
+async def _published(rt: Runtime, pack_id: str, version: str, project: str) -> Bundle:
+    """The artifact of ``pack_id`` ``version`` as ``project`` sees it in the store (digest
+    included, so that a local build of the same version with other bytes is found out). As an
+    exact pin: the project's own custom row first, else the vendor row; ``vendor:`` or
+    ``custom:`` before the version names one."""
+    channel, sep, rest = version.partition(":")
+    if not (sep and channel in CHANNELS):
+        channel, rest = "", version
+    key = version_key(Version.parse(rest))
+    entries = rt.versions(pack_id, project=project)  # not_found naming the packs it sees
+    matching = [e for e in entries if e.version_key == key and channel in ("", e.channel)]
+    entry = matching[-1] if matching else None  # the custom row sorts after the vendor row
     if entry is None:
         raise NotFound(f"version of {pack_id}", version, [str(e.version) for e in entries])
     if entry.digest is None:
@@ -217,7 +231,7 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
             url = args.store or default_url()
             async with open_runtime(url, create=False, refresh_interval=0) as rt:
                 return [
-                    await _published(rt, *side) if isinstance(side, tuple) else side
+                    await _published(rt, *side, _project(args)) if isinstance(side, tuple) else side
                     for side in sides
                 ]
 
@@ -237,6 +251,17 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
 # --- the runtime commands: each opens the store, does one thing, and closes it ------------------
 
 RuntimeBody: TypeAlias = Callable[[Runtime, argparse.Namespace, _Output], Awaitable[int]]
+
+
+def _named_project(args: argparse.Namespace) -> str | None:
+    """``--project``, else ``$PACKRUN_PROJECT``, else ``None`` (no project named)."""
+    named: str | None = getattr(args, "project", None) or os.environ.get("PACKRUN_PROJECT")
+    return named or None
+
+
+def _project(args: argparse.Namespace) -> str:
+    """The project a command works in: the one named, else ``default``."""
+    return _named_project(args) or DEFAULT_PROJECT
 
 
 def _on_runtime(
@@ -299,6 +324,7 @@ class _EntryView(msgspec.Struct):
     contract: int | None
     digest: str | None
     published_at: datetime
+    project: str
     entries: list[_ContentView]
 
 
@@ -319,6 +345,7 @@ class _InstallationView(msgspec.Struct):
     allow_prerelease: bool
     created_at: datetime
     hold: str | None
+    project: str
 
 
 class _EventView(msgspec.Struct):
@@ -412,7 +439,9 @@ def _as_json(value: object, view: type[msgspec.Struct]) -> dict[str, Any]:
 
 
 def _entry_json(entry: CatalogEntry) -> dict[str, Any]:
-    return _as_json(entry, _EntryView)
+    shown = _as_json(entry, _EntryView)
+    shown["project"] = entry.project or None  # a vendor row belongs to no project
+    return shown
 
 
 def _resolution_json(res: Resolution | None) -> dict[str, Any] | None:
@@ -430,6 +459,8 @@ def _event_json(event: PinEvent) -> dict[str, Any]:
 def _explanation_json(why: Explanation) -> dict[str, Any]:
     shown = _as_json(why, _ExplanationView)
     shown["skipped"] = [{"version": v, "reason": reason} for v, reason in shown["skipped"]]
+    for candidate in shown["candidates"]:
+        candidate["project"] = candidate["project"] or None  # a vendor row belongs to no project
     if why.holding is not None:
         shown["holding"] = _for_cli(why.holding)
     return shown
@@ -456,7 +487,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 async def _cmd_publish(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entry = await rt.publish(args.path, channel=args.channel, force=args.force)
+    project = _project(args) if args.channel == "custom" else None  # vendor rows are global
+    entry = await rt.publish(args.path, channel=args.channel, force=args.force, project=project)
     out.committed.append(f"published {entry.pack_id} {entry.version}")
     out.data(_entry_json(entry))
     out.line(
@@ -467,7 +499,7 @@ async def _cmd_publish(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    entries = rt.versions(args.pack)
+    entries = rt.versions(args.pack, project=_project(args))
     out.data([_entry_json(e) for e in entries])
     rows = [
         [
@@ -486,10 +518,21 @@ async def _cmd_versions(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
 
 
 async def _cmd_retire(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    project = _project(args)
     retirement = await rt.retire(
-        args.pack, args.version, acknowledge_breaking=args.acknowledge_breaking
+        args.pack,
+        args.version,
+        acknowledge_breaking=args.acknowledge_breaking,
+        project=project,
     )
     out.committed.append(f"retired {retirement.entry.pack_id} {retirement.entry.version}")
+    # What the command shows is its project's: the installations of other projects stay unnamed.
+    mine = {inst.id for inst in rt.installations(project=project)}
+    retirement = dataclasses.replace(
+        retirement,
+        moves=tuple(m for m in retirement.moves if m.installation_id in mine),
+        pinned=tuple(i for i in retirement.pinned if i in mine),
+    )
     out.data(
         {
             **_entry_json(retirement.entry),
@@ -510,6 +553,7 @@ async def _cmd_install(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
         args.policy,
         allow_prerelease=args.allow_prerelease,
         actor=args.actor,
+        project=_project(args),
     )
     out.committed.append(f"installed {inst.id} ({inst.pack_id}, pin {inst.pin})")
     res = rt.resolve(inst.id)
@@ -518,7 +562,19 @@ async def _cmd_install(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
     return EXIT_OK
 
 
+def _own(rt: Runtime, args: argparse.Namespace) -> None:
+    """``not_found`` for an installation of another project than the command's (told as if
+    there were none)."""
+    try:
+        inst = rt.installation(args.id)
+    except NotFound:
+        return  # the command says so in its own words
+    if inst.project != _project(args):
+        raise NotFound("installation", args.id)
+
+
 async def _cmd_resolve(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    _own(rt, args)
     res = rt.resolve(args.id)
     out.data({"installation_id": args.id, "resolution": _resolution_json(res)})
     out.line(_resolved(args.id, res))
@@ -526,14 +582,14 @@ async def _cmd_resolve(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 async def _cmd_explain(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    why = rt.explain(args.id)
+    why = rt.explain(args.id, project=_project(args))
     out.data(_explanation_json(why))
     out.line(_for_cli(str(why)))
     return EXIT_OK
 
 
 async def _cmd_history(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    events = rt.history(args.id)
+    events = rt.history(args.id, project=_project(args))
     out.data([_event_json(e) for e in events])
     for e in events:
         out.line(
@@ -557,7 +613,7 @@ def _review_json(review: UpdateReview) -> dict[str, Any]:
 
 async def _cmd_review(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     await rt.refresh()  # other processes' runs in flight, and what their runs observed
-    review = rt.review_update(args.id, to=args.to)
+    review = rt.review_update(args.id, to=args.to, project=_project(args))
     out.data(_review_json(review))
     out.line(_for_cli(str(review)))
     return EXIT_OK
@@ -566,7 +622,11 @@ async def _cmd_review(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
 async def _cmd_update(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     await rt.refresh()
     review = await rt.update(
-        args.id, to=args.to, actor=args.actor, acknowledge_breaking=args.acknowledge_breaking
+        args.id,
+        to=args.to,
+        actor=args.actor,
+        acknowledge_breaking=args.acknowledge_breaking,
+        project=_project(args),
     )
     out.committed.append(f"updated {args.id}: {review.from_version} -> {review.to_version}")
     res = rt.resolve(args.id)
@@ -597,7 +657,11 @@ async def _cmd_rollback(rt: Runtime, args: argparse.Namespace, out: _Output) -> 
     before = rt.resolve(args.id).version
     try:
         back = await rt.rollback(
-            args.id, args.version, actor=args.actor, drain_timeout=args.drain_timeout
+            args.id,
+            args.version,
+            actor=args.actor,
+            drain_timeout=args.drain_timeout,
+            project=_project(args),
         )
     except anyio.get_cancelled_exc_class():  # Ctrl-C: while waiting for the drain, the pin moved
         now = rt.resolve(args.id).version
@@ -641,7 +705,7 @@ def _seconds(text: str) -> float:
 
 
 async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    inst = await rt.set_pin(args.id, args.pin, actor=args.actor)
+    inst = await rt.set_pin(args.id, args.pin, actor=args.actor, project=_project(args))
     out.committed.append(f"pinned {inst.id} to {inst.pin}")
     res = rt.resolve(inst.id)
     out.data({"installation": _installation_json(inst), "resolution": _resolution_json(res)})
@@ -650,7 +714,7 @@ async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _cmd_policy(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    inst = await rt.set_policy(args.id, args.policy, actor=args.actor)
+    inst = await rt.set_policy(args.id, args.policy, actor=args.actor, project=_project(args))
     out.committed.append(f"{inst.id}: policy {inst.policy}")
     out.data({"installation": _installation_json(inst)})
     out.line(f"{inst.id}: policy {inst.policy}")
@@ -658,7 +722,9 @@ async def _cmd_policy(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
 
 
 async def _cmd_installations(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    found = [(inst, rt.explain(inst.id).resolution) for inst in rt.installations()]
+    found = [
+        (inst, rt.explain(inst.id).resolution) for inst in rt.installations(project=_project(args))
+    ]
     out.data(
         [{**_installation_json(inst), "resolution": _resolution_json(res)} for inst, res in found]
     )
@@ -682,13 +748,16 @@ async def _cmd_installations(rt: Runtime, args: argparse.Namespace, out: _Output
 
 
 async def _cmd_settings(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    # Without a project named, the store's own settings (the vendor stream's, and every
+    # project's that has not set its own); with one, that project's custom stream.
+    project = _named_project(args)
     if args.immutable_versions is not None:
-        await rt.set_immutable_versions(args.immutable_versions == "on")
+        await rt.set_immutable_versions(args.immutable_versions == "on", project=project)
         out.committed.append(f"immutable-versions: {args.immutable_versions}")
     if args.strict_versions is not None:
-        await rt.set_strict_versions(args.strict_versions == "on")
+        await rt.set_strict_versions(args.strict_versions == "on", project=project)
         out.committed.append(f"strict-versions: {args.strict_versions}")
-    settings = rt.settings
+    settings = rt.settings if project is None else rt.project_settings(project)
     out.data(_settings_json(settings))
     out.line(f"immutable-versions: {'on' if settings.immutable_versions else 'off'}")
     out.line(f"strict-versions: {'on' if settings.strict_versions else 'off'}")
@@ -845,6 +914,7 @@ def _tool_raised(tool: str, exc: Exception) -> ToolFailed:
 
 
 async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    _own(rt, args)
     # rt.call() in its two steps, so that --json can show the run's binding as well.
     async with rt.run(
         args.id, run_id=args.run_id, workflow_id=args.workflow_id, auth=args.credentials
@@ -870,11 +940,13 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     # Other processes' runs under live leases: a runtime opened for one command has not read them.
     await rt.refresh()
-    packs = [args.pack] if args.pack is not None else rt.packs()
-    entries = [e for pack in packs for e in rt.versions(pack)]  # not_found for an unknown PACK
+    project = _project(args)
+    packs = [args.pack] if args.pack is not None else rt.packs(project=project)
+    # not_found for a PACK the project does not see
+    entries = [e for pack in packs for e in rt.versions(pack, project=project)]
     explained = [
         (inst, rt.explain(inst.id), rt.in_flight_for(inst.id))
-        for inst in rt.installations()
+        for inst in rt.installations(project=project)
         if inst.pack_id in packs
     ]
     installations = [(inst, why.resolution, n) for inst, why, n in explained]
@@ -888,9 +960,9 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     versions = [
         (
             e,
-            rt.pinned_to(e.pack_id, str(e.version)),
-            rt.in_flight(e.pack_id, str(e.version)),
-            rt.version_status(e.pack_id, str(e.version)),
+            rt.pinned_to(e.pack_id, f"{e.channel}:{e.version}", project=project),
+            rt.in_flight(e.pack_id, f"{e.channel}:{e.version}", project=project),
+            rt.version_status(e.pack_id, f"{e.channel}:{e.version}", project=project),
         )
         for e in entries
     ]
@@ -906,6 +978,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     }
     out.data(
         {
+            "project": project,
             "installations": [
                 {
                     **_installation_json(inst),
@@ -972,7 +1045,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         out.line("no packs published")
     out.line()
     out.line(
-        f"{totals['installations']} installation(s); {totals['versions']} version(s) of "
+        (f"project {project}: " if project != DEFAULT_PROJECT else "")
+        + f"{totals['installations']} installation(s); {totals['versions']} version(s) of "
         f"{totals['packs']} pack(s): {totals['active']} active, {totals['draining']} draining, "
         f"{totals['drained']} drained; {totals['runs_in_flight']} run(s) in flight"
     )
@@ -1041,6 +1115,16 @@ def _store_option(p: argparse.ArgumentParser, created: str) -> None:
         help=f"the store ({created}): sqlite:///path/to/state.db, "
         "postgresql://user:password@host/db?schema=NAME or memory: "
         "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
+    )
+
+
+def _add_project(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--project",
+        metavar="ID",
+        default=None,
+        help="the project (tenant) to work in: its installations, its custom versions and "
+        "settings (default: $PACKRUN_PROJECT, else default)",
     )
 
 
@@ -1121,6 +1205,7 @@ def _parser() -> argparse.ArgumentParser:
         "postgresql://user:password@host/db?schema=NAME or memory: "
         "(default: $PACKRUN_STORE, else sqlite:///.packrun/state.db)",
     )
+    _add_project(p)
 
     p = command(
         "demo",
@@ -1154,6 +1239,7 @@ def _parser() -> argparse.ArgumentParser:
             "settings": "created if missing when a setting changes",
         }.get(name, "never created")
         _store_option(p, created)
+        _add_project(p)
         return p
 
     register_source_commands(sub, _on_runtime, _global_options, _store_option)

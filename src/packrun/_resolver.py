@@ -1,11 +1,15 @@
 """The resolver: which artifact of an installation runs now, in about one dictionary lookup.
 
-Every installation points at a *cell* holding its current answer. Installations with the same pin
-on the same pack share one cell: all ``latest`` installations of ``acme`` share the cell
-``(acme, latest)``, all installations pinned to ``acme 1.2.0`` share ``(acme, 1.2.0)``. A publish,
-a retirement or an overwrite recomputes the few cells of its pack (one per pin kind, one per
-pinned version), never the installations, so its cost does not grow with them; a pin change
-re-points one installation. :meth:`Resolver.resolve` reads a cell and does no I/O.
+Every installation points at a *cell* holding its current answer. Installations of one project
+with the same pin on the same pack share one cell: all ``latest`` installations of ``acme`` in
+project ``default`` share the cell ``(default, acme, latest)``, all those pinned to ``acme 1.2.0``
+share ``(default, acme, 1.2.0)``. A publish, a retirement or an overwrite recomputes the few cells
+of its pack (one per project, pin kind and pinned version; a custom row only its own project's),
+never the installations, so its cost does not grow with them; a pin change re-points one
+installation. :meth:`Resolver.resolve` reads a cell and does no I/O.
+
+A project sees the vendor rows (global) and its own custom rows, never another project's: every
+answer is computed from :meth:`Resolver.rows` of the installation's project.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Final
 from packrun._args import check_id
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._policy import available_update
-from packrun._stores import Installation, PinEvent
+from packrun._stores import DEFAULT_PROJECT, Installation, PinEvent
 from packrun._versions import Version, bump_kind, version_key
 from packrun.errors import InvalidArgument, InvalidVersion, NotFound
 
@@ -31,20 +35,43 @@ __all__ = [
 ]
 
 DYNAMIC_PINS: Final = ("latest", "latest-vendor", "latest-custom")
-_PIN_CHOICES: Final = (*DYNAMIC_PINS, "an exact version such as 1.2.0")
+_PIN_CHOICES: Final = (
+    *DYNAMIC_PINS,
+    "an exact version such as 1.2.0",
+    "vendor:1.2.0",
+    "custom:1.2.0",
+)
+EXACT_PIN_RULE: Final = (
+    "an exact pin X names the project's own custom row X when it has one, else the vendor row X; "
+    "vendor:X and custom:X name one of them"
+)
 
 
 def normalize_pin(pin: str, what: str = "pin") -> str:
-    """``pin`` as stored: a dynamic pin as is, an exact version in its canonical form.
+    """``pin`` as stored: a dynamic pin as is, an exact version in its canonical form (``1.2.0``,
+    ``vendor:1.2.0`` or ``custom:1.2.0``).
 
     Anything else is ``invalid_argument`` naming the pins there are.
     """
-    if isinstance(pin, str) and pin in DYNAMIC_PINS:
+    if not isinstance(pin, str):
+        raise InvalidArgument(what, pin, _PIN_CHOICES)
+    if pin in DYNAMIC_PINS:
         return pin
+    channel, sep, rest = pin.partition(":")
+    prefix = f"{channel}:" if sep and channel in ("vendor", "custom") else ""
     try:
-        return version_key(Version.parse(pin))  # build metadata does not tell versions apart
+        # build metadata does not tell versions apart
+        return prefix + version_key(Version.parse(rest if prefix else pin))
     except InvalidVersion:
         raise InvalidArgument(what, pin, _PIN_CHOICES) from None
+
+
+def exact_pin(row: CatalogEntry, custom_keys: Iterable[str] = ()) -> str:
+    """The exact pin that names ``row`` in a project whose custom rows have ``custom_keys``: the
+    plain version, unless it would name the project's custom row instead of this vendor row."""
+    if row.channel == "vendor" and row.version_key in custom_keys:
+        return f"vendor:{row.version_key}"
+    return str(row.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +103,40 @@ class _Cell:
 
 
 @dataclass(slots=True)
-class _Pack:
-    """The rows of one pack, ascending, and its cells by pin (and pre-release opt-in)."""
+class _Stream:
+    """The rows of one publish stream of a pack (its vendor rows, or one project's custom rows)."""
 
     rows: list[CatalogEntry] = field(default_factory=list)
     by_key: dict[str, CatalogEntry] = field(default_factory=dict)
-    cells: dict[tuple[str, bool], _Cell] = field(default_factory=dict)
-    flows: dict[str, ContentEntry] = field(default_factory=dict)
+
+    def put(self, row: CatalogEntry) -> None:
+        old = self.by_key.get(row.version_key)
+        if old is not None:
+            self.rows[self.rows.index(old)] = row
+        else:
+            bisect.insort(self.rows, row, key=lambda r: r.version)
+        self.by_key[row.version_key] = row
+
+
+@dataclass(slots=True)
+class _Pack:
+    """The rows of one pack by stream, and its cells by project, pin and pre-release opt-in."""
+
+    vendor: _Stream = field(default_factory=_Stream)
+    custom: dict[str, _Stream] = field(default_factory=dict)
+    cells: dict[tuple[str, str, bool], _Cell] = field(default_factory=dict)
+
+    def visible(self, project: str) -> list[CatalogEntry]:
+        """The rows ``project`` sees, ascending: the vendor rows and its own custom rows (a vendor
+        row before a custom row of the same version)."""
+        custom = self.custom.get(project)
+        if custom is None or not custom.rows:
+            return list(self.vendor.rows)
+        return sorted([*self.vendor.rows, *custom.rows], key=lambda r: r.version)
+
+    def has_rows(self, project: str) -> bool:
+        custom = self.custom.get(project)
+        return bool(self.vendor.rows or (custom is not None and custom.rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +163,9 @@ class Explanation:
     def __str__(self) -> str:
         inst = self.installation
         lines = [
-            f"installation {inst.id}: pack {inst.pack_id}, pin {inst.pin}, policy {inst.policy}"
+            f"installation {inst.id}: "
+            + (f"project {inst.project}, " if inst.project != DEFAULT_PROJECT else "")
+            + f"pack {inst.pack_id}, pin {inst.pin}, policy {inst.policy}"
             + (", pre-releases allowed" if inst.allow_prerelease else ""),
         ]
         if self.resolution is None:
@@ -155,42 +211,80 @@ class Resolver:
     def _eligible(row: CatalogEntry, allow_prerelease: bool) -> bool:
         return row.is_live and (allow_prerelease or not row.version.is_prerelease)
 
+    @staticmethod
+    def _exact(pack: _Pack, project: str, pin: str) -> CatalogEntry | None:
+        # An exact pin is stored as its version key, perhaps with its channel.
+        if pin.startswith("vendor:"):
+            return pack.vendor.by_key.get(pin[7:])
+        custom = pack.custom.get(project)
+        if pin.startswith("custom:"):
+            return custom.by_key.get(pin[7:]) if custom is not None else None
+        row = custom.by_key.get(pin) if custom is not None else None
+        return row if row is not None else pack.vendor.by_key.get(pin)
+
     def _candidates(
-        self, pack: _Pack, pin: str, allow_prerelease: bool, without: str | None = None
+        self,
+        pack: _Pack,
+        project: str,
+        pin: str,
+        allow_prerelease: bool,
+        without: CatalogEntry | None = None,
     ) -> list[CatalogEntry]:
         if pin not in DYNAMIC_PINS:
-            row = pack.by_key.get(pin)  # an exact pin is stored as its version key
+            row = self._exact(pack, project, pin)
             return [row] if row is not None else []
-        eligible = [
-            r for r in pack.rows if self._eligible(r, allow_prerelease) and r.version_key != without
-        ]
-        if pin == "latest-vendor":
-            return [r for r in eligible if r.channel == "vendor"]
-        if pin == "latest-custom":
-            return [r for r in eligible if r.channel == "custom"]
-        custom = [r for r in eligible if r.channel == "custom"]
-        return custom or [r for r in eligible if r.channel == "vendor"]
 
-    def pick(self, pack_id: str, pin: str, allow_prerelease: bool = False) -> CatalogEntry | None:
-        """The row ``pin`` selects in ``pack_id`` now (the highest candidate), if any."""
+        def eligible(r: CatalogEntry) -> bool:
+            if without is not None and (r.project, r.version_key) == (
+                without.project,
+                without.version_key,
+            ):
+                return False
+            return self._eligible(r, allow_prerelease)
+
+        own = pack.custom.get(project)
+        custom = [r for r in own.rows if eligible(r)] if own else []
+        if pin == "latest-custom":
+            return custom
+        vendor = [r for r in pack.vendor.rows if eligible(r)]
+        if pin == "latest-vendor":
+            return vendor
+        return custom or vendor
+
+    def pick(
+        self,
+        pack_id: str,
+        pin: str,
+        allow_prerelease: bool = False,
+        project: str = DEFAULT_PROJECT,
+    ) -> CatalogEntry | None:
+        """The row ``pin`` selects in ``pack_id`` for ``project`` now (the highest candidate)."""
         pack = self._packs.get(pack_id)
         if pack is None:
             return None
-        candidates = self._candidates(pack, pin, allow_prerelease)
+        candidates = self._candidates(pack, project, pin, allow_prerelease)
         return candidates[-1] if candidates else None
 
     def pick_without(
-        self, pack_id: str, pin: str, allow_prerelease: bool, version_key: str
+        self,
+        pack_id: str,
+        pin: str,
+        allow_prerelease: bool,
+        without: CatalogEntry,
+        project: str = DEFAULT_PROJECT,
     ) -> CatalogEntry | None:
-        """The row ``pin`` would select were the row ``version_key`` retired (a dynamic pin)."""
+        """The row ``pin`` would select for ``project`` were the row ``without`` retired (a
+        dynamic pin)."""
         pack = self._packs.get(pack_id)
         if pack is None:
             return None
-        candidates = self._candidates(pack, pin, allow_prerelease, without=version_key)
+        candidates = self._candidates(pack, project, pin, allow_prerelease, without)
         return candidates[-1] if candidates else None
 
-    def _answer(self, pack_id: str, pin: str, allow_prerelease: bool) -> Resolution | None:
-        row = self.pick(pack_id, pin, allow_prerelease)
+    def _answer(
+        self, pack_id: str, project: str, pin: str, allow_prerelease: bool
+    ) -> Resolution | None:
+        row = self.pick(pack_id, pin, allow_prerelease, project)
         if row is None:
             return None
         return Resolution(
@@ -202,30 +296,41 @@ class Resolver:
     def set_pack(self, pack_id: str, rows: Iterable[CatalogEntry]) -> None:
         """Replace the rows of a pack and recompute its cells (not its installations)."""
         pack = self._packs.setdefault(pack_id, _Pack())
-        pack.rows = sorted(rows, key=lambda r: r.version)
-        pack.by_key = {r.version_key: r for r in pack.rows}
+        pack.vendor = _Stream()
+        pack.custom = {}
+        for row in sorted(rows, key=lambda r: r.version):
+            self._stream_of(pack, row).put(row)
         self._recompute(pack_id, pack, None)
+
+    @staticmethod
+    def _stream_of(pack: _Pack, row: CatalogEntry) -> _Stream:
+        if row.channel == "vendor":
+            return pack.vendor
+        return pack.custom.setdefault(row.project, _Stream())
 
     def put_row(self, row: CatalogEntry) -> None:
         """Insert or replace one row (a publish, an overwrite, a retirement).
 
-        Recomputes the pack's dynamic cells and the cells pinned to this row's version: the cost
-        depends on the pack's versions, never on its installations or other pinned versions.
+        Recomputes the pack's dynamic cells and the cells pinned to this row's version, of every
+        project for a vendor row and of its own project for a custom row: the cost depends on the
+        pack's versions and projects, never on its installations or other pinned versions.
         """
         pack = self._packs.setdefault(row.pack_id, _Pack())
-        old = pack.by_key.get(row.version_key)
-        if old is not None:
-            pack.rows[pack.rows.index(old)] = row
-        else:
-            bisect.insort(pack.rows, row, key=lambda r: r.version)
-        pack.by_key[row.version_key] = row
-        self._recompute(row.pack_id, pack, row.version_key)
+        self._stream_of(pack, row).put(row)
+        self._recompute(row.pack_id, pack, row)
 
-    def _recompute(self, pack_id: str, pack: _Pack, touched: str | None) -> None:
-        for (pin, allow_prerelease), cell in pack.cells.items():
-            if touched is None or pin in DYNAMIC_PINS or pin == touched:
-                cell.value = self._answer(pack_id, pin, allow_prerelease)
-        pack.flows = self._latest_flows(pack.rows)
+    def _recompute(self, pack_id: str, pack: _Pack, touched: CatalogEntry | None) -> None:
+        if touched is None:
+            pins: tuple[str, ...] = ()
+        else:
+            key = touched.version_key
+            pins = (*DYNAMIC_PINS, key, f"{touched.channel}:{key}")
+        for (project, pin, allow_prerelease), cell in pack.cells.items():
+            if touched is not None and (
+                pin not in pins or (touched.channel == "custom" and project != touched.project)
+            ):
+                continue
+            cell.value = self._answer(pack_id, project, pin, allow_prerelease)
 
     @staticmethod
     def _latest_flows(rows: Sequence[CatalogEntry]) -> dict[str, ContentEntry]:
@@ -250,7 +355,7 @@ class Resolver:
             auto.discard(installation.id)
         self._events[installation.id] = list(events)
         pack = self._packs.setdefault(installation.pack_id, _Pack())
-        key = (installation.pin, installation.allow_prerelease)
+        key = (installation.project, installation.pin, installation.allow_prerelease)
         cell = pack.cells.get(key)
         if cell is None:
             cell = pack.cells[key] = _Cell()
@@ -265,65 +370,99 @@ class Resolver:
 
     # --- reading --------------------------------------------------------------------------------
 
-    def packs(self) -> list[str]:
-        """The ids of every pack with at least one row, sorted."""
-        return sorted(pack_id for pack_id, pack in self._packs.items() if pack.rows)
+    def packs(self, project: str = DEFAULT_PROJECT) -> list[str]:
+        """The ids of every pack ``project`` sees a row of (a vendor row or its own), sorted."""
+        return sorted(pack_id for pack_id, pack in self._packs.items() if pack.has_rows(project))
 
     def rows_or_empty(self, pack_id: str) -> list[CatalogEntry]:
-        """Every row of a pack, ascending; empty for an unknown pack."""
+        """Every row of a pack in every stream (for change detection, never for an answer)."""
         pack = self._packs.get(pack_id)
-        return list(pack.rows) if pack is not None else []
+        if pack is None:
+            return []
+        return [*pack.vendor.rows, *(r for p in sorted(pack.custom) for r in pack.custom[p].rows)]
 
-    def rows(self, pack_id: str) -> list[CatalogEntry]:
-        """Every row of a pack, ascending; ``not_found`` for an unknown pack."""
+    def rows(self, pack_id: str, project: str = DEFAULT_PROJECT) -> list[CatalogEntry]:
+        """The rows of a pack that ``project`` sees (vendor rows and its own custom rows),
+        ascending; ``not_found`` naming the packs it sees when there are none."""
         pack = self._packs.get(pack_id) if isinstance(pack_id, str) else None
-        if pack is None or not pack.rows:
+        if pack is None or not pack.has_rows(project):
             check_id("pack id", pack_id)
-            raise NotFound("pack", pack_id, self.packs())
-        return list(pack.rows)
+            raise NotFound("pack", pack_id, self.packs(project))
+        return pack.visible(project)
+
+    def custom_keys(self, pack_id: str, project: str) -> frozenset[str]:
+        """The version keys of ``project``'s custom rows of a pack."""
+        pack = self._packs.get(pack_id)
+        custom = pack.custom.get(project) if pack is not None else None
+        return frozenset(custom.by_key) if custom is not None else frozenset()
 
     def find_installation(self, installation_id: str) -> Installation | None:
         """One installation, or ``None``."""
         return self._installations.get(installation_id)
 
-    def installation(self, installation_id: str) -> Installation:
-        """One installation; ``not_found`` naming a few known ones otherwise."""
-        try:
-            return self._installations[installation_id]
-        except (KeyError, TypeError):
+    def installation(self, installation_id: str, project: str | None = None) -> Installation:
+        """One installation (of ``project``, when given); ``not_found`` naming a few of that
+        project's installations otherwise (``default``'s when no project is given)."""
+        inst = (
+            self._installations.get(installation_id) if isinstance(installation_id, str) else None
+        )
+        if inst is None or (project is not None and inst.project != project):
             check_id("installation id", installation_id)
-            raise NotFound("installation", installation_id, sorted(self._installations)) from None
+            known = [i.id for i in self.installations(project or DEFAULT_PROJECT)]
+            raise NotFound("installation", installation_id, known)
+        return inst
 
     def auto_installations_of(self, pack_id: str) -> list[Installation]:
         """The installations of one pack that an update policy may move (an ``auto_*`` policy on an
         exact pin), by id: a publish looks at these, never at the pack's other installations."""
         return [self._installations[i] for i in sorted(self._auto_by_pack.get(pack_id, ()))]
 
-    def installations(self) -> list[Installation]:
-        """Every installation, by id."""
-        return [self._installations[i] for i in sorted(self._installations)]
+    def installations(self, project: str | None = None) -> list[Installation]:
+        """Every installation of ``project`` (of every project when ``None``), by id."""
+        return [
+            self._installations[i]
+            for i in sorted(self._installations)
+            if project is None or self._installations[i].project == project
+        ]
 
-    def history(self, installation_id: str) -> list[PinEvent]:
+    def projects(self) -> list[str]:
+        """Every project with an installation or a custom row, sorted."""
+        found = {i.project for i in self._installations.values()}
+        for pack in self._packs.values():
+            found.update(p for p, stream in pack.custom.items() if stream.rows)
+        return sorted(found)
+
+    def history(self, installation_id: str, project: str | None = None) -> list[PinEvent]:
         """The pin events of an installation, oldest first."""
-        self.installation(installation_id)
+        self.installation(installation_id, project)
         return sorted(self._events.get(installation_id, []), key=lambda e: e.seq)
 
-    def process_flows(self, pack_id: str) -> dict[str, ContentEntry]:
-        """The process flows of a pack, each from the latest live version that carries it."""
-        self.rows(pack_id)
-        return dict(self._packs[pack_id].flows)
+    def process_flows(
+        self, pack_id: str, project: str = DEFAULT_PROJECT
+    ) -> dict[str, ContentEntry]:
+        """The process flows of a pack for ``project``: each from the latest live vendor version
+        that carries it, replaced by the project's own latest live custom version carrying it."""
+        self.rows(pack_id, project)
+        pack = self._packs[pack_id]
+        flows = self._latest_flows(pack.vendor.rows)
+        custom = pack.custom.get(project)
+        if custom is not None:
+            flows.update(self._latest_flows(custom.rows))
+        return flows
 
-    def explain(self, installation_id: str) -> Explanation:
+    def explain(self, installation_id: str, project: str | None = None) -> Explanation:
         """Why ``installation_id`` resolves as it does (see :class:`Explanation`)."""
-        inst = self.installation(installation_id)
+        inst = self.installation(installation_id, project)
         pack = self._packs.get(inst.pack_id, _Pack())
-        candidates = self._candidates(pack, inst.pin, inst.allow_prerelease)
+        candidates = self._candidates(pack, inst.project, inst.pin, inst.allow_prerelease)
         chosen = {id(c) for c in candidates}
         skipped: list[tuple[str, str]] = []
-        for row in pack.rows:
+        for row in pack.visible(inst.project):
             if id(row) in chosen:
                 continue
-            if inst.pin not in DYNAMIC_PINS:
+            if inst.pin not in DYNAMIC_PINS and row.version_key == inst.pin.rpartition(":")[2]:
+                why = f"{row.channel} row of the pinned version, not the one the pin names"
+            elif inst.pin not in DYNAMIC_PINS:
                 why = f"not the pinned version {inst.pin}"
             elif not row.is_live:
                 why = "retired"
@@ -335,10 +474,16 @@ class Resolver:
         resolution = self._cells[inst.id].value
         notes: list[str] = []
         update = None
+        if inst.pin not in DYNAMIC_PINS and ":" not in inst.pin:
+            own = pack.custom.get(inst.project)
+            if own is not None and inst.pin in own.by_key and inst.pin in pack.vendor.by_key:
+                notes.append(f"exact pin: {EXACT_PIN_RULE}")
         if resolution is not None and not resolution.entry.is_live:
             notes.append(f"pinned to {resolution.version}, which is retired; it keeps working")
         if inst.pin not in DYNAMIC_PINS and resolution is not None:
-            newest = available_update(resolution.entry, pack.rows, inst.allow_prerelease)
+            newest = available_update(
+                resolution.entry, pack.visible(inst.project), inst.allow_prerelease
+            )
             if newest is not None:
                 kind = bump_kind(resolution.entry.version, newest.version)
                 update = f"{newest.version} ({kind}, {newest.channel})"

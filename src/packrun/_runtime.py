@@ -62,11 +62,19 @@ from packrun._policy import (
     why_acknowledge,
 )
 from packrun._redact import RedactingLogger
-from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
+from packrun._resolver import (
+    DYNAMIC_PINS,
+    Explanation,
+    Resolution,
+    Resolver,
+    exact_pin,
+    normalize_pin,
+)
 from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._sources._model import DEFAULT_INTERVAL, SourceSpec, SourceStatus, SyncReport, Trust
 from packrun._sources._sync import Syncer, check_name
 from packrun._stores import (
+    DEFAULT_PROJECT,
     ORIGINS,
     POLICIES,
     Installation,
@@ -82,6 +90,7 @@ from packrun._stores import (
     WorkflowTools,
     default_url,
     open_store,
+    stream_settings,
 )
 from packrun._versions import Version, version_key
 from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
@@ -117,6 +126,34 @@ def _check_actor(value: object) -> None:
         raise InvalidArgument(
             "actor", shown, ["1 to 200 printable characters (no control characters)"]
         )
+
+
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _check_project(value: object) -> str:
+    if not isinstance(value, str) or not _PROJECT.fullmatch(value):
+        shown = value[:60] if isinstance(value, str) else value
+        raise InvalidArgument(
+            "project",
+            shown,
+            ["1 to 100 characters: letters, digits and . _ -, starting with a letter or digit"],
+        )
+    return value
+
+
+def _optional_project(value: object) -> str | None:
+    """``None`` (no project named), or a project id (``invalid_argument`` otherwise)."""
+    return None if value is None else _check_project(value)
+
+
+def _qualified(version: str) -> tuple[Channel | None, str]:
+    """``vendor:1.2.0`` -> ``("vendor", "1.2.0")``; a plain version has no channel."""
+    # Not text: ``Version.parse`` below says what was given (``invalid_version``).
+    channel, sep, rest = version.partition(":") if isinstance(version, str) else ("", "", "")
+    if sep and channel in ("vendor", "custom"):
+        return channel, version_key(Version.parse(rest))  # type: ignore[return-value]
+    return None, version_key(Version.parse(version))
 
 
 def _check_tool(value: object) -> None:
@@ -279,6 +316,7 @@ class Runtime:
         self._resolver = Resolver()
         self._cells = self._resolver._cells  # the hot path reads this dictionary directly
         self._settings = Settings()
+        self._project_settings: dict[str, dict[str, bool]] = {}
         self._seq = 0
         self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -313,7 +351,9 @@ class Runtime:
         self._syncer = Syncer(
             store,
             self.owner,
-            lambda folder, channel: self.publish(folder, channel=channel),
+            lambda folder, channel, project: self.publish(
+                folder, channel=channel, project=project if channel == "custom" else None
+            ),
             self._known_versions,
             self.refresh,
         )
@@ -325,8 +365,18 @@ class Runtime:
 
     @property
     def settings(self) -> Settings:
-        """The store-wide settings as last seen."""
+        """The store-wide settings as last seen: those of the vendor stream, and of every project
+        that has not set its own."""
         return self._settings
+
+    def project_settings(self, project: str = DEFAULT_PROJECT) -> Settings:
+        """The settings that govern ``project``'s custom stream: what it set itself, else the
+        store-wide settings."""
+        return stream_settings(self._settings, self._project_settings, _check_project(project))
+
+    def projects(self) -> list[str]:
+        """Every project with an installation or a custom version, sorted."""
+        return self._resolver.projects()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -377,6 +427,7 @@ class Runtime:
     async def _load(self) -> None:
         state = await self._store.load()
         self._settings = state.settings
+        self._project_settings = state.project_settings
         by_pack: dict[str, list[CatalogEntry]] = {}
         for entry in state.entries:
             by_pack.setdefault(entry.pack_id, []).append(entry)
@@ -465,6 +516,7 @@ class Runtime:
                 self._usage[iid] = WorkflowTools(stored.declared, observed)
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
+                self._project_settings = await self._store.project_settings()
             sources = {c.key for c in changes if c.kind == "source"}
             if sources:
                 await self._syncer.reload(sources)
@@ -540,17 +592,18 @@ class Runtime:
             raise NotFound("version satisfying the pin of installation", installation_id)
         return value
 
-    def explain(self, installation_id: str) -> Explanation:
+    def explain(self, installation_id: str, *, project: str | None = None) -> Explanation:
         """Why ``installation_id`` resolves as it does: pin, policy, candidates, what was skipped
-        and why, an available update, and the last pin move."""
-        why = self._resolver.explain(installation_id)
+        and why, an available update, and the last pin move. With ``project``, the installation
+        must be of that project (``not_found`` otherwise)."""
+        why = self._resolver.explain(installation_id, _optional_project(project))
         inst = why.installation
         if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
             return why
         _, blocked = policy_target(
             inst.policy,
             why.resolution.entry,
-            self._resolver.rows(inst.pack_id),
+            self._resolver.rows(inst.pack_id, inst.project),
             inst.allow_prerelease,
             self._diff_of,
             hold=Version.parse(inst.hold) if inst.hold else None,
@@ -581,26 +634,43 @@ class Runtime:
     # --- catalog --------------------------------------------------------------------------------
 
     async def publish(
-        self, source: bytes | str | Path, *, channel: Channel = "vendor", force: bool = False
+        self,
+        source: bytes | str | Path,
+        *,
+        channel: Channel = "vendor",
+        force: bool = False,
+        project: str | None = None,
     ) -> CatalogEntry:
         """Publish a bundle (its bytes or file) or a source folder (pack or integration source).
 
-        Checks the version layers, the contract generation and the code against its manifest, then
-        applies the publish rules inside the store's transaction: immutable versions (on by
+        A vendor row is global; a custom row belongs to ``project`` (default ``default``) and only
+        that project sees it. Checks the version layers, the contract generation and the code
+        against its manifest, then applies the publish rules of the row's stream (the vendor rows,
+        or the project's custom rows) inside the store's transaction: immutable versions (on by
         default; ``force`` changes nothing then), a republish needing ``force`` when they are off,
-        the per-line order, and one version number per pack whatever its channel. The row and
-        the artifact are stored atomically. Resolutions pick the new row up at once.
+        and the per-line order. The row and the artifact are stored atomically. Resolutions pick
+        the new row up at once.
         """
         check_path("source", source, data=(bytes, bytearray, memoryview))
         check_flag("force", force)
+        if channel == "vendor" and project is not None:
+            raise InvalidArgument(
+                "project for a vendor publish",
+                project,
+                ["None: vendor rows are global (publish with channel='custom' for a project)"],
+            )
+        owner = _check_project(DEFAULT_PROJECT if project is None else project)
         prepared = await anyio.to_thread.run_sync(
             partial(
                 prepare,
                 source,
                 channel=channel,
                 generations=self.generations,
-                strict_versions=self._settings.strict_versions,
+                strict_versions=(
+                    self.project_settings(owner) if channel == "custom" else self._settings
+                ).strict_versions,
                 now=_now(),
+                project=owner,
             )
         )
 
@@ -644,9 +714,19 @@ class Runtime:
             return entry
 
     async def retire(
-        self, pack_id: str, version: str, *, acknowledge_breaking: bool = False
+        self,
+        pack_id: str,
+        version: str,
+        *,
+        acknowledge_breaking: bool = False,
+        project: str = DEFAULT_PROJECT,
     ) -> Retirement:
         """Take a version out of ``latest`` pins and update targets; exact pins keep working.
+
+        ``version`` names a row as an exact pin does for ``project``: its own custom row of that
+        version when it has one, else the vendor row; ``vendor:1.2.0`` or ``custom:1.2.0`` names
+        one of them. Retiring a vendor row moves the ``latest*`` pins of every project that
+        resolved to it; retiring a custom row, only that project's.
 
         Returns a :class:`Retirement`: the retired row, every installation whose ``latest*`` pin
         resolved to it with where it moves (from/to, bump), and the installations pinned to it
@@ -656,10 +736,10 @@ class Runtime:
         """
         check_id("pack id", pack_id)
         check_flag("acknowledge_breaking", acknowledge_breaking)
-        key = version_key(Version.parse(version))
-        self._resolver.rows(pack_id)  # not_found naming the known packs
+        row = self._row(pack_id, version, _check_project(project))
+        key = row.version_key
         await self.refresh()  # installations made elsewhere count
-        moves = self._retirement_moves(pack_id, key)
+        moves = self._retirement_moves(pack_id, row)
         needing = [
             (m.installation_id, m.from_version, m.to_version, "; ".join(m.acknowledge))
             for m in moves
@@ -667,8 +747,17 @@ class Runtime:
         ]
         if needing and not acknowledge_breaking:
             raise BreakingDiff.retiring(pack_id, key, needing)
-        entry = await self._write_row(self._store.retire(pack_id, key))
-        pinned = self.pinned_to(pack_id, key)
+        entry = await self._write_row(
+            self._store.retire(pack_id, key, row.project if row.channel == "custom" else "")
+        )
+        pinned = [
+            inst.id
+            for inst in self._resolver.installations()
+            if inst.pack_id == pack_id
+            and (res := self._cells[inst.id].value) is not None
+            and res.entry.version_key == key
+            and res.entry.stream == entry.stream
+        ]
         _log_retirement(pack_id, key, moves, pinned)
         if pinned:
             shown = ", ".join(pinned[:10]) + (", ..." if len(pinned) > 10 else "")
@@ -681,56 +770,82 @@ class Runtime:
             )
         return Retirement(entry, moves, tuple(pinned))
 
-    def _retirement_moves(self, pack_id: str, key: str) -> tuple[RetirementMove, ...]:
-        """Where retiring ``pack_id`` ``key`` moves the installations whose dynamic pin resolves
-        to it now."""
+    def _retirement_moves(self, pack_id: str, row: CatalogEntry) -> tuple[RetirementMove, ...]:
+        """Where retiring ``row`` moves the installations whose dynamic pin resolves to it now
+        (each in its own project: a custom row is only its project's)."""
         moves = []
         for inst in self._resolver.installations():
             if inst.pack_id != pack_id or inst.pin not in DYNAMIC_PINS:
                 continue
             res = self._cells[inst.id].value
-            if res is None or res.entry.version_key != key or not res.entry.is_live:
+            if (
+                res is None
+                or res.entry.version_key != row.version_key
+                or res.entry.stream != row.stream
+                or not res.entry.is_live
+            ):
                 continue
-            after = self._resolver.pick_without(pack_id, inst.pin, inst.allow_prerelease, key)
+            after = self._resolver.pick_without(
+                pack_id, inst.pin, inst.allow_prerelease, row, inst.project
+            )
             moves.append(retirement_move(inst.id, inst.pin, res.entry, after, self._diff_of))
         return tuple(moves)
 
-    def pinned_to(self, pack_id: str, version: str) -> list[str]:
-        """The installations whose pin resolves to ``pack_id`` ``version`` now (by id)."""
+    def pinned_to(self, pack_id: str, version: str, *, project: str | None = None) -> list[str]:
+        """The installations (of ``project``, when given) whose pin resolves to ``pack_id``
+        ``version`` now (by id). ``vendor:1.2.0`` or ``custom:1.2.0`` counts one channel's row."""
         check_id("pack id", pack_id)
-        key = version_key(Version.parse(version))
+        channel, key = _qualified(version)
+        if project is not None:
+            _check_project(project)
         return [
             inst.id
-            for inst in self._resolver.installations()
+            for inst in self._resolver.installations(project)
             if inst.pack_id == pack_id
             and (res := self._cells[inst.id].value) is not None
             and res.entry.version_key == key
+            and (channel is None or res.channel == channel)
         ]
 
-    def packs(self) -> list[str]:
-        """The ids of every pack with a published version, sorted."""
-        return self._resolver.packs()
+    def packs(self, *, project: str = DEFAULT_PROJECT) -> list[str]:
+        """The ids of every pack ``project`` sees a published version of (vendor, or its own
+        custom), sorted."""
+        return self._resolver.packs(_check_project(project))
 
-    def versions(self, pack_id: str) -> list[CatalogEntry]:
-        """Every published version of a pack, ascending, live and retired."""
-        return self._resolver.rows(pack_id)
+    def versions(self, pack_id: str, *, project: str = DEFAULT_PROJECT) -> list[CatalogEntry]:
+        """Every version of a pack that ``project`` sees, ascending, live and retired: the vendor
+        rows and the project's own custom rows."""
+        return self._resolver.rows(pack_id, _check_project(project))
 
-    def process_flows(self, pack_id: str) -> dict[str, ContentEntry]:
-        """A pack's process flows: each from the latest live version that carries it."""
-        return self._resolver.process_flows(pack_id)
+    def process_flows(
+        self, pack_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, ContentEntry]:
+        """A pack's process flows for ``project``: each from the latest live version that carries
+        it, the project's own custom versions before the vendor's."""
+        return self._resolver.process_flows(pack_id, _check_project(project))
 
-    async def set_immutable_versions(self, on: bool) -> None:
-        """Immutable versions (on by default): a republish is refused whatever ``force`` says."""
-        await self._set_setting("immutable_versions", on)
+    async def set_immutable_versions(self, on: bool, *, project: str | None = None) -> None:
+        """Immutable versions (on by default): a republish is refused whatever ``force`` says.
 
-    async def set_strict_versions(self, on: bool) -> None:
-        """Strict versions (off by default): only ``MAJOR.MINOR.PATCH`` may be published."""
-        await self._set_setting("strict_versions", on)
+        Without ``project``, the store-wide setting: the vendor stream's, and that of every project
+        that has not set its own. With ``project``, that project's custom stream only."""
+        await self._set_setting("immutable_versions", on, project)
 
-    async def _set_setting(self, name: str, value: bool) -> None:
+    async def set_strict_versions(self, on: bool, *, project: str | None = None) -> None:
+        """Strict versions (off by default): only ``MAJOR.MINOR.PATCH`` may be published.
+
+        Without ``project``, store-wide (as :meth:`set_immutable_versions`); with it, that
+        project's custom stream only."""
+        await self._set_setting("strict_versions", on, project)
+
+    async def _set_setting(self, name: str, value: bool, project: str | None) -> None:
         check_flag(name.replace("_", " "), value)
+        if project is not None:
+            _check_project(project)
         async with self._lock:
-            self._settings = await self._store.set_setting(name, value)
+            self._settings = await self._store.set_setting(name, value, project or "")
+            if project is not None:
+                self._project_settings.setdefault(project, {})[name] = value
 
     async def artifact(self, digest: str) -> bytes:
         """The bytes of a published artifact."""
@@ -999,10 +1114,14 @@ class Runtime:
             return False
         return True
 
-    def in_flight(self, pack_id: str, version: str) -> int:
+    def in_flight(self, pack_id: str, version: str, *, project: str | None = None) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
-        processes hold under live leases (as of the last refresh)."""
+        processes hold under live leases (as of the last refresh). With ``project``, only the runs
+        of that project's installations; ``vendor:1.2.0`` or ``custom:1.2.0`` counts one
+        channel's row."""
         check_id("pack id", pack_id)
+        if project is not None or (isinstance(version, str) and ":" in version):
+            return len(self.runs_in_flight(pack_id, version, project=project))
         key = (pack_id, version_key(Version.parse(version)))
         remote = sum(
             1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
@@ -1015,46 +1134,82 @@ class Runtime:
         remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
         return self._by_installation.get(installation_id, 0) + remote
 
-    def runs_in_flight(self, pack_id: str, version: str) -> list[str]:
-        """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
+    def runs_in_flight(
+        self, pack_id: str, version: str, *, project: str | None = None
+    ) -> list[str]:
+        """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere (of
+        ``project``'s installations, when given; of one channel's row for ``vendor:1.2.0`` or
+        ``custom:1.2.0``)."""
         check_id("pack id", pack_id)
-        key = version_key(Version.parse(version))
+        channel, key = _qualified(version)
+        if project is not None:
+            _check_project(project)
+
+        def counts(installation_id: str, run_channel: str) -> bool:
+            if channel is not None and run_channel != channel:
+                return False
+            if project is None:
+                return True
+            inst = self._resolver.find_installation(installation_id)
+            return inst is not None and inst.project == project
+
         mine = [
-            r.run_id for r in self._runs.values() if r.pack_id == pack_id and r.version_key == key
+            r.run_id
+            for r in self._runs.values()
+            if r.pack_id == pack_id
+            and r.version_key == key
+            and counts(r.installation_id, r.channel)
         ]
         theirs = [
             r.record.run_id
             for r in self._remote
-            if r.record.pack_id == pack_id and version_key(r.record.version) == key
+            if r.record.pack_id == pack_id
+            and version_key(r.record.version) == key
+            and counts(r.record.installation_id, r.record.channel)
         ]
         return sorted(mine + theirs)
 
     def version_status(
-        self, pack_id: str, version: str
+        self, pack_id: str, version: str, *, project: str | None = None
     ) -> Literal["active", "draining", "drained"]:
-        """``active`` while an installation resolves to the version, then ``draining`` while runs
-        are still in flight on it, then ``drained``."""
-        if self.pinned_to(pack_id, version):
+        """``active`` while an installation (of ``project``, when given) resolves to the version,
+        then ``draining`` while runs are still in flight on it, then ``drained``."""
+        if self.pinned_to(pack_id, version, project=project):
             return "active"
-        return "draining" if self.in_flight(pack_id, version) else "drained"
+        return "draining" if self.in_flight(pack_id, version, project=project) else "drained"
 
-    async def wait_drained(self, pack_id: str, version: str, timeout: float | None = None) -> None:
+    async def wait_drained(
+        self,
+        pack_id: str,
+        version: str,
+        timeout: float | None = None,
+        *,
+        project: str | None = None,
+    ) -> None:
         """Wait until no run is in flight on ``pack_id`` ``version`` in any process (runs of a
         process that died count until their leases expire). ``drain_timeout`` after ``timeout``
-        seconds, naming the runs still in flight."""
+        seconds, naming the runs still in flight. With ``project``, only the runs of that
+        project's installations count; ``vendor:1.2.0`` or ``custom:1.2.0`` names one row."""
         check_id("pack id", pack_id)
-        Version.parse(version)
+        _qualified(version)
+        if project is not None:
+            _check_project(project)
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
             await self._refresh_remote_runs()
-            if not self.in_flight(pack_id, version):
+            if not self.in_flight(pack_id, version, project=project):
                 return
             left = None if deadline is None else deadline - anyio.current_time()
             if left is not None and left <= 0:
                 break
             await anyio.sleep(min(0.05, self.refresh_interval or 0.05, left or 0.05))
-        raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
+        raise DrainTimeout(
+            pack_id,
+            version,
+            timeout or 0.0,
+            self.runs_in_flight(pack_id, version, project=project),
+        )
 
     def stats(self) -> RuntimeStats:
         """Counters: runs started and in flight here, runs served through adapters, how stale
@@ -1073,11 +1228,11 @@ class Runtime:
     # --- installations --------------------------------------------------------------------------
 
     def _target(
-        self, installation_id: str, pack_id: str, pin: str, allow_prerelease: bool
+        self, installation_id: str, pack_id: str, pin: str, allow_prerelease: bool, project: str
     ) -> CatalogEntry:
-        row = self._resolver.pick(pack_id, pin, allow_prerelease)
+        row = self._resolver.pick(pack_id, pin, allow_prerelease, project)
         if row is None:
-            rows = self._resolver.rows(pack_id)
+            rows = self._resolver.rows(pack_id, project)
             raise NotFound(
                 f"version of {pack_id} satisfying pin",
                 pin,
@@ -1096,25 +1251,33 @@ class Runtime:
         *,
         allow_prerelease: bool = False,
         actor: str = "system",
+        project: str = DEFAULT_PROJECT,
     ) -> Installation:
-        """Install ``pack_id`` as ``installation_id``.
+        """Install ``pack_id`` as ``installation_id`` in ``project`` (installation ids are unique
+        across projects).
 
         Without a pin, the installation is pinned to the exact version ``latest`` picks now, so
         later releases are inert until an update. ``pin`` may be ``latest``, ``latest-vendor``,
-        ``latest-custom`` or an exact version (which may be a pre-release or retired).
+        ``latest-custom`` or an exact version (which may be a pre-release or retired): ``1.2.0``
+        names the project's own custom 1.2.0 when it has one, else the vendor 1.2.0;
+        ``vendor:1.2.0`` and ``custom:1.2.0`` name one of them.
         """
         check_id("installation id", installation_id)
         _check_actor(actor)
         check_flag("allow_prerelease", allow_prerelease)
-        self._resolver.rows(pack_id)  # not_found naming the known packs
+        _check_project(project)
+        self._resolver.rows(pack_id, project)  # not_found naming the packs the project sees
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         if pin is None:
-            pin = str(self._target(installation_id, pack_id, "latest", allow_prerelease).version)
+            latest = self._target(installation_id, pack_id, "latest", allow_prerelease, project)
+            pin = exact_pin(latest, self._resolver.custom_keys(pack_id, project))
         pin = normalize_pin(pin)
-        row = self._target(installation_id, pack_id, pin, allow_prerelease)
+        row = self._target(installation_id, pack_id, pin, allow_prerelease, project)
         now = _now()
-        inst = Installation(installation_id, pack_id, pin, policy, allow_prerelease, now)
+        inst = Installation(
+            installation_id, pack_id, pin, policy, allow_prerelease, now, project=project
+        )
         event = PinEvent(
             0, installation_id, actor, "install", None, pin, None, str(row.version), now
         )
@@ -1133,8 +1296,11 @@ class Runtime:
         actor: str = "system",
         origin: Origin = "user",
         expect_pin: str | None = None,
+        project: str | None = None,
     ) -> Installation:
         """Move an installation's pin; the move is recorded with ``actor`` and ``origin``.
+
+        With ``project``, the installation must be of that project (``not_found`` otherwise).
 
         The pin's previous value and version are read inside the store's transaction, so
         concurrent moves (in this process or another) are each recorded from what they replaced.
@@ -1146,9 +1312,11 @@ class Runtime:
         _check_actor(actor)
         if expect_pin is not None:
             normalize_pin(expect_pin, "expect_pin")
-        current = self._resolver.installation(installation_id)
+        current = self._resolver.installation(installation_id, _optional_project(project))
         pin = normalize_pin(pin)
-        row = self._target(installation_id, current.pack_id, pin, current.allow_prerelease)
+        row = self._target(
+            installation_id, current.pack_id, pin, current.allow_prerelease, current.project
+        )
         at = _now()
 
         def update(stored: Installation) -> tuple[Installation, PinEvent | None]:
@@ -1156,7 +1324,9 @@ class Runtime:
                 return stored, None  # moved meanwhile (here or elsewhere): leave it as it is
             if origin == "policy" and stored.hold and row.version <= Version.parse(stored.hold):
                 return stored, None  # held by a manual move another runtime made meanwhile
-            before = self._resolver.pick(stored.pack_id, stored.pin, stored.allow_prerelease)
+            before = self._resolver.pick(
+                stored.pack_id, stored.pin, stored.allow_prerelease, stored.project
+            )
             event = PinEvent(
                 0,
                 installation_id,
@@ -1174,7 +1344,12 @@ class Runtime:
         return await self._update_installation(installation_id, update)
 
     async def set_policy(
-        self, installation_id: str, policy: Policy, *, actor: str = "system"
+        self,
+        installation_id: str,
+        policy: Policy,
+        *,
+        actor: str = "system",
+        project: str | None = None,
     ) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
         ``auto_minor``. Recorded on the installation; it ends a hold left by a manual move (the
@@ -1182,7 +1357,9 @@ class Runtime:
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         _check_actor(actor)
-        self._resolver.installation(installation_id)  # not_found naming known installations
+        self._resolver.installation(
+            installation_id, _optional_project(project)
+        )  # not_found naming known ones
         changed = await self._update_installation(
             installation_id,
             lambda stored: (dataclasses.replace(stored, policy=policy, hold=None), None),
@@ -1234,7 +1411,7 @@ class Runtime:
             target, _ = policy_target(
                 inst.policy,
                 current.entry,
-                self._resolver.rows(inst.pack_id),
+                self._resolver.rows(inst.pack_id, inst.project),
                 inst.allow_prerelease,
                 self._diff_of,
                 hold=Version.parse(inst.hold) if inst.hold else None,
@@ -1244,7 +1421,7 @@ class Runtime:
             try:
                 await self.set_pin(
                     inst.id,
-                    str(target.version),
+                    exact_pin(target, self._resolver.custom_keys(inst.pack_id, inst.project)),
                     actor=f"policy:{inst.policy}",
                     origin="policy",
                     expect_pin=inst.pin,  # a concurrent update wins over this policy move
@@ -1255,14 +1432,22 @@ class Runtime:
                     f"update policy could not move {inst.id} to {target.version}: {exc}",
                 )
 
-    def review_update(self, installation_id: str, to: str | None = None) -> UpdateReview:
+    def review_update(
+        self, installation_id: str, to: str | None = None, *, project: str | None = None
+    ) -> UpdateReview:
         """What updating ``installation_id`` to ``to`` (default: the update available, the newest
-        live version above the current one on its channel) would do: from/to, bump, findings,
-        verdict, the workflows that use a changed tool (declared with :meth:`declare_workflow`, and
-        observed from runs), and the runs in flight."""
-        inst = self._resolver.installation(installation_id)
+        live version above the current one on its channel in the installation's project) would
+        do: from/to, bump, findings, verdict, the workflows that use a changed tool (declared with
+        :meth:`declare_workflow`, and observed from runs), and the runs in flight. ``to`` names a
+        version as an exact pin does (``1.2.0``, ``vendor:1.2.0``, ``custom:1.2.0``)."""
+        return self._review(installation_id, to, project)[0]
+
+    def _review(
+        self, installation_id: str, to: str | None, project: str | None
+    ) -> tuple[UpdateReview, CatalogEntry]:
+        inst = self._resolver.installation(installation_id, _optional_project(project))
         current = self.resolve(installation_id).entry
-        rows = self._resolver.rows(inst.pack_id)
+        rows = self._resolver.rows(inst.pack_id, inst.project)
         if to is None:
             available = available_update(current, rows, inst.allow_prerelease)
             if available is None:
@@ -1273,13 +1458,13 @@ class Runtime:
                 )
             target = available
         else:
-            target = self._row(inst.pack_id, to)
+            target = self._row(inst.pack_id, to, inst.project)
         report = self._diff_of(current, target)
         tools = {t.id for e in (current, target) if e.manifest for t in e.manifest.tools}
         changed = changed_tools(report.findings, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
         in_flight = self._runs_of(installation_id, current.version_key)
-        return UpdateReview(
+        review = UpdateReview(
             installation_id,
             str(current.version),
             str(target.version),
@@ -1292,21 +1477,33 @@ class Runtime:
             why_acknowledge(report),
             report,
         )
+        return review, target
 
-    def _row(self, pack_id: str, version: str) -> CatalogEntry:
-        key = version_key(Version.parse(version))
-        for row in self._resolver.rows(pack_id):
-            if row.version_key == key:
-                return row
-        raise NotFound(
-            f"version of {pack_id}", version, [str(r.version) for r in self._resolver.rows(pack_id)]
-        )
+    def _row(self, pack_id: str, version: str, project: str) -> CatalogEntry:
+        """The row ``version`` names for ``project``, as an exact pin would name it."""
+        rows = self._resolver.rows(pack_id, project)
+        channel, sep, rest = version.partition(":") if isinstance(version, str) else ("", "", "")
+        if sep and channel in ("vendor", "custom"):
+            pin = f"{channel}:{version_key(Version.parse(rest))}"
+        else:
+            pin = version_key(Version.parse(version))
+        row = self._resolver.pick(pack_id, pin, True, project)
+        if row is None:
+            raise NotFound(
+                f"version of {pack_id}", version, [f"{r.version} ({r.channel})" for r in rows]
+            )
+        return row
 
     async def declare_workflow(
-        self, installation_id: str, workflow_id: str, tools: Sequence[str]
+        self,
+        installation_id: str,
+        workflow_id: str,
+        tools: Sequence[str],
+        *,
+        project: str | None = None,
     ) -> None:
         """Declare which tools of an installation a workflow uses, for update reviews."""
-        self._resolver.installation(installation_id)
+        self._resolver.installation(installation_id, _optional_project(project))
         check_id("workflow id", workflow_id)
         if not isinstance(tools, list | tuple | set | frozenset) or not all(
             isinstance(t, str) and _TOOL.fullmatch(t) for t in tools
@@ -1327,6 +1524,7 @@ class Runtime:
         *,
         actor: str = "system",
         acknowledge_breaking: bool = False,
+        project: str | None = None,
     ) -> UpdateReview:
         """Move an installation's pin to ``to`` (default: the update available, as for
         :meth:`review_update`).
@@ -1338,7 +1536,7 @@ class Runtime:
         """
         _check_actor(actor)
         check_flag("acknowledge_breaking", acknowledge_breaking)
-        review = self.review_update(installation_id, to)
+        review, target = self._review(installation_id, to, project)
         if review.bump == "none":
             return review  # already there: nothing moves, nothing is recorded
         if review.bump == "downgrade":
@@ -1354,7 +1552,9 @@ class Runtime:
                 review.to_version,
                 "; ".join(review.acknowledge),
             )
-        await self.set_pin(installation_id, review.to_version, actor=actor, origin="user")
+        inst = self._resolver.installation(installation_id)
+        pin = exact_pin(target, self._resolver.custom_keys(inst.pack_id, inst.project))
+        await self.set_pin(installation_id, pin, actor=actor, origin="user")
         return review
 
     async def rollback(
@@ -1364,6 +1564,7 @@ class Runtime:
         *,
         actor: str = "system",
         drain_timeout: float | None = None,
+        project: str | None = None,
     ) -> Rollback:
         """Move an installation's pin back to an earlier version ``to`` (live or retired).
 
@@ -1375,13 +1576,15 @@ class Runtime:
         """
         _check_timeout("drain_timeout", drain_timeout)
         _check_actor(actor)
+        inst = self._resolver.installation(installation_id, _optional_project(project))
         current = self.resolve(installation_id).entry
-        target = self._row(current.pack_id, to)
+        target = self._row(current.pack_id, to, inst.project)
         if target.version >= current.version:
             raise InvalidArgument(
                 "rollback target", to, [f"a version below the current {current.version}"]
             )
-        await self.set_pin(installation_id, str(target.version), actor=actor, origin="rollback")
+        pin = exact_pin(target, self._resolver.custom_keys(inst.pack_id, inst.project))
+        await self.set_pin(installation_id, pin, actor=actor, origin="rollback")
         left = str(current.version)
         if drain_timeout is None:
             return Rollback(installation_id, left, str(target.version), None, ())
@@ -1415,13 +1618,14 @@ class Runtime:
                 return still
             await anyio.sleep(min(0.05, left))
 
-    def installations(self) -> list[Installation]:
-        """Every installation, by id."""
-        return self._resolver.installations()
+    def installations(self, *, project: str | None = None) -> list[Installation]:
+        """The installations of ``project`` by id (of every project when it is ``None``)."""
+        return self._resolver.installations(None if project is None else _check_project(project))
 
-    def installation(self, installation_id: str) -> Installation:
-        """One installation."""
-        return self._resolver.installation(installation_id)
+    def installation(self, installation_id: str, *, project: str | None = None) -> Installation:
+        """One installation; with ``project``, it must be of that project (``not_found``
+        otherwise)."""
+        return self._resolver.installation(installation_id, _optional_project(project))
 
     # --- pack sources -------------------------------------------------------------------------
 
@@ -1441,13 +1645,14 @@ class Runtime:
 
         Nothing is fetched now: call :meth:`sync` for a first sync at once. A runtime that has
         sources syncs each on its ``interval`` (seconds, with jitter) in the background. What a
-        sync publishes goes to ``channel`` (and ``project``, kept for custom streams).
+        sync publishes goes to ``channel``, and for the custom channel to ``project``'s stream
+        (default ``default``; a vendor source ignores ``project``).
         ``trust`` is a :class:`Trust` policy (default ``Trust.none()``). ``source_error`` for a
         bad URL or a name in use.
         """
         check_name(name)
         if project is not None:
-            check_id("project", project)
+            _check_project(project)
         if trust is not None and not isinstance(trust, Trust):
             raise InvalidArgument("trust policy", trust, ["a packrun.Trust (Trust.none(), ...)"])
         spec = SourceSpec(name, url, ref, interval, channel, project, trust or Trust.none(), _now())
@@ -1456,9 +1661,15 @@ class Runtime:
             self._syncer.start(self._task_group)
         return status
 
-    def _known_versions(self) -> frozenset[tuple[str, str]]:
+    def _known_versions(self, channel: Channel, project: str | None) -> frozenset[tuple[str, str]]:
+        """The versions of the stream a source publishes to: the vendor rows, or the custom rows
+        of its project."""
+        owner = "" if channel == "vendor" else project or DEFAULT_PROJECT
         return frozenset(
-            (p, row.version_key) for p in self._resolver.packs() for row in self._resolver.rows(p)
+            (p, row.version_key)
+            for p in self._resolver.packs(owner or DEFAULT_PROJECT)
+            for row in self._resolver.rows(p, owner or DEFAULT_PROJECT)
+            if row.channel == channel and (channel == "vendor" or row.project == owner)
         )
 
     async def remove_source(self, name: str) -> None:
@@ -1486,10 +1697,10 @@ class Runtime:
         check_name(name)
         return self._syncer.status(name)
 
-    def history(self, installation_id: str) -> list[PinEvent]:
+    def history(self, installation_id: str, *, project: str | None = None) -> list[PinEvent]:
         """Every pin move of an installation, oldest first: ``.actor .origin .from_version
-        .to_version .at``."""
-        return self._resolver.history(installation_id)
+        .to_version .at``. With ``project``, the installation must be of that project."""
+        return self._resolver.history(installation_id, _optional_project(project))
 
 
 def open_runtime(

@@ -321,6 +321,8 @@ class BlockingRuntime:
     sync = _awaited(Runtime.sync)
     sources = _in_loop(Runtime.sources)
     source = _in_loop(Runtime.source)
+    project_settings = _in_loop(Runtime.project_settings)
+    projects = _in_loop(Runtime.projects)
 
     def __repr__(self) -> str:
         return f"<BlockingRuntime {self.url} {'closed' if self.closed else 'open'}>"

@@ -217,9 +217,15 @@ class InstallationExists(CatalogError):
 
     code = "installation_exists"
 
-    def __init__(self, installation: str, pack: str, pin: str) -> None:
+    def __init__(self, installation: str, pack: str | None = None, pin: str | None = None) -> None:
         self.installation = installation
         self.pack = pack
+        if pack is None:  # another project's: nothing about it is told
+            super().__init__(
+                f"installation id {installation!r} is taken (installation ids are unique across "
+                "projects); pick another id"
+            )
+            return
         super().__init__(
             f"installation {installation!r} exists already ({pack}, pinned to {pin}); "
             "change it with set_pin or set_policy (packrun pin, packrun policy), or pick another id"

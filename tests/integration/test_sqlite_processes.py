@@ -218,7 +218,9 @@ def test_concurrent_distinct_publishes_leave_a_consistent_catalog(
         built("beta", "1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"),  # beta 1.x: alone
         built("gamma", "1.0.0", "1.1.0") + built("beta", "2.0.0", "2.0.1"),  # alone on each
     ]
-    racing = {("acme", 1)}  # the only (pack, line) more than one worker publishes to
+    # The publish rules apply per stream: the vendor rows of a pack, or a project's custom rows.
+    channel_of = {(i["pack"], i["version"]): i.get("channel", "vendor") for p in plans for i in p}
+    racing = {("acme", "vendor", 1)}  # the only (pack, stream, line) two workers publish to
     workers = [
         spawn({"mode": "publish", "db": str(db), "barrier": str(barrier), "items": items})
         for items in plans
@@ -239,7 +241,7 @@ def test_concurrent_distinct_publishes_leave_a_consistent_catalog(
     ok = {(o["pack"], o["version"]): o["digest"] for o in outcomes if o["outcome"] == "ok"}
     for o in outcomes:
         key = (o["pack"], o["version"])
-        if (o["pack"], line(o["version"])) not in racing:
+        if (o["pack"], channel_of[key], line(o["version"])) not in racing:
             assert o["outcome"] == "ok", o
         if o["outcome"] == "ok":
             continue
@@ -250,6 +252,7 @@ def test_concurrent_distinct_publishes_leave_a_consistent_catalog(
             v
             for p, v in ok
             if p == o["pack"]
+            and channel_of[(p, v)] == channel_of[key]
             and line(v) == line(o["version"])
             and packrun.Version.parse(v) > packrun.Version.parse(o["version"])
         ]
@@ -259,11 +262,11 @@ def test_concurrent_distinct_publishes_leave_a_consistent_catalog(
     assert ("acme", "1.2.0") in ok  # the top of the raced line is never refused
     # Committed in an order the per-line rule allows: within a line, each row is above the rows
     # committed before it (rowid order is commit order: rows are only ever appended).
-    for pack in {p for p, _, _, _ in rows}:
-        committed = [packrun.Version.parse(v) for p, v, _, _ in rows if p == pack]
+    for pack, channel in {(p, c) for p, _, _, c in rows}:
+        committed = [packrun.Version.parse(v) for p, v, _, c in rows if (p, c) == (pack, channel)]
         for n in {line(str(v)) for v in committed}:
             in_line = [v for v in committed if line(str(v)) == n]
-            assert in_line == sorted(in_line), f"{pack} line {n} committed as {in_line}"
+            assert in_line == sorted(in_line), f"{pack} {channel} line {n} committed as {in_line}"
     # One change-log line per successful publish, written in the same transaction.
     with raw(db) as conn:
         changes = conn.execute("SELECT key FROM changes WHERE kind = 'pack'").fetchall()

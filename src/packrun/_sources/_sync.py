@@ -53,7 +53,8 @@ JITTER: Final = 0.1
 """The background interval is drawn from ``interval * (1 ± JITTER)``."""
 _IDLE_CHECK: Final = 1.0  # seconds between looks at which source is due, at most
 
-Publish = Callable[[Path, Channel], Awaitable[CatalogEntry]]
+Publish = Callable[[Path, Channel, str | None], Awaitable[CatalogEntry]]
+"""Publishes a folder on a channel (and, for the custom channel, a project)."""
 
 
 def _now() -> datetime:
@@ -73,7 +74,7 @@ class Syncer:
         store: Store,
         owner: str,
         publish: Publish,
-        known: Callable[[], frozenset[tuple[str, str]]],
+        known: Callable[[Channel, str | None], frozenset[tuple[str, str]]],
         refresh: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
@@ -214,7 +215,7 @@ class Syncer:
                 item = SyncItem(exc.code, exc.detail)
                 return SyncReport(spec.name, started, _now(), errors=(item,), fetches=fetches), None
             await self._refresh()  # versions published elsewhere meanwhile count as known
-            known = self._known()
+            known = self._known(spec.channel, spec.project)
             planned: Plan = await anyio.to_thread.run_sync(
                 lambda: plan(
                     root.tree,
@@ -227,7 +228,7 @@ class Syncer:
             for candidate in planned.candidates:
                 pack_id, version = candidate.pack_id, str(candidate.version)
                 try:
-                    entry = await self._publish(candidate.folder, spec.channel)
+                    entry = await self._publish(candidate.folder, spec.channel, spec.project)
                 except PackrunError as exc:
                     skipped.append(SyncItem(exc.code, exc.detail, pack_id, version))
                     continue

@@ -9,6 +9,7 @@ same store read to refresh their in-memory state.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from packrun._stores._pg_url import mask_url
 from packrun.errors import StoreError
 
 __all__ = [
+    "DEFAULT_PROJECT",
     "SCHEMES",
     "Change",
     "Decide",
@@ -43,6 +45,7 @@ __all__ = [
     "WorkflowTools",
     "default_url",
     "open_store",
+    "stream_settings",
 ]
 
 Policy: TypeAlias = Literal["manual", "auto_patch", "auto_minor"]
@@ -64,12 +67,17 @@ Update: TypeAlias = Callable[["Installation"], "tuple[Installation, PinEvent | N
 
 SCHEMES: Final = ("memory", "sqlite", "postgresql")
 
+DEFAULT_PROJECT: Final = "default"
+"""The project of installations and custom rows made without naming one (and of every row and
+installation of a store made before projects existed)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Installation:
     """A pack installed for a tenant: what it is pinned to and how it follows new versions.
 
-    ``pin`` is ``latest``, ``latest-vendor``, ``latest-custom`` or an exact version.
+    ``pin`` is ``latest``, ``latest-vendor``, ``latest-custom`` or an exact version (``1.2.0``,
+    ``vendor:1.2.0``, ``custom:1.2.0``). It belongs to one ``project``.
     """
 
     id: str
@@ -82,6 +90,7 @@ class Installation:
     """The version a manual move (an update or a rollback) took the installation down from:
     an update policy moves it again only to a version above this one, or after ``set_policy``.
     ``None`` when no manual move holds it."""
+    project: str = DEFAULT_PROJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +160,29 @@ class LiveRun:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Store-wide settings: immutable versions (on by default) and strict versions (off)."""
+    """Publish settings: immutable versions (on by default) and strict versions (off).
+
+    The store's own settings govern the vendor stream, and every project that has not set its own.
+    """
 
     immutable_versions: bool = True
     strict_versions: bool = False
 
 
 SETTING_NAMES: Final = ("immutable_versions", "strict_versions")
+
+
+def stream_settings(
+    base: Settings, overrides: Mapping[str, Mapping[str, bool]], entry: CatalogEntry | str | None
+) -> Settings:
+    """The settings that govern a stream: the store's for the vendor stream (``None`` or a vendor
+    row), and for a project (a custom row, or a project id) the store's overlaid with what that
+    project set itself."""
+    if entry is None or (isinstance(entry, CatalogEntry) and entry.channel == "vendor"):
+        return base
+    project = entry.project if isinstance(entry, CatalogEntry) else entry
+    own = overrides.get(project)
+    return dataclasses.replace(base, **own) if own else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +209,8 @@ class StoreState:
     events: list[PinEvent] = field(default_factory=list)
     seq: int = 0
     """The change-log position this state reflects."""
+    project_settings: dict[str, dict[str, bool]] = field(default_factory=dict)
+    """The settings projects set themselves, by project (see :func:`stream_settings`)."""
 
 
 class Store(ABC):
@@ -243,17 +270,24 @@ class Store(ABC):
         """The store-wide settings."""
 
     @abstractmethod
+    async def project_settings(self) -> dict[str, dict[str, bool]]:
+        """The settings projects set themselves, by project and name."""
+
+    @abstractmethod
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
-        """Store a row and its artifact atomically; ``decide`` runs inside the transaction, and
+        """Store a row and its artifact atomically; ``decide`` runs inside the transaction, given
+        every row of the pack and the settings of the row's stream (:func:`stream_settings`), and
         the row's ``published_at`` is taken there too (so times follow commit order)."""
 
     @abstractmethod
-    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
-        """Mark a row retired; raise ``not_found`` when there is no such row."""
+    async def retire(self, pack_id: str, version_key: str, project: str = "") -> CatalogEntry:
+        """Mark a row retired (a vendor row, or with ``project`` that project's custom row); raise
+        ``not_found`` when there is no such row."""
 
     @abstractmethod
-    async def set_setting(self, name: str, value: bool) -> Settings:
-        """Change one store-wide setting."""
+    async def set_setting(self, name: str, value: bool, project: str = "") -> Settings:
+        """Change one store-wide setting, or with ``project`` that project's own; returns the
+        store-wide settings."""
 
     @abstractmethod
     async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:

@@ -29,6 +29,7 @@ from packrun._stores import (
     StoreState,
     Update,
     WorkflowTools,
+    stream_settings,
 )
 from packrun.errors import InstallationExists, NotFound, SourceError
 
@@ -42,7 +43,8 @@ class MemoryStore(Store):
         self.url = url
         self._lock = anyio.Lock()
         self._settings = Settings()
-        self._entries: dict[tuple[str, str], CatalogEntry] = {}
+        self._project_settings: dict[str, dict[str, bool]] = {}
+        self._entries: dict[tuple[str, str, str], CatalogEntry] = {}  # pack, project, version key
         self._artifacts: dict[str, bytes] = {}
         self._installations: dict[str, Installation] = {}
         self._events: list[PinEvent] = []
@@ -71,13 +73,14 @@ class MemoryStore(Store):
                 list(self._installations.values()),
                 list(self._events),
                 len(self._changes),
+                {p: dict(v) for p, v in self._project_settings.items()},
             )
 
     async def changes(self, since: int) -> list[Change]:
         return self._changes[since:]
 
     async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
-        return [e for (p, _), e in self._entries.items() if p == pack_id]
+        return [e for (p, _, _), e in self._entries.items() if p == pack_id]
 
     async def installation(
         self, installation_id: str
@@ -88,34 +91,40 @@ class MemoryStore(Store):
     async def settings(self) -> Settings:
         return self._settings
 
+    async def project_settings(self) -> dict[str, dict[str, bool]]:
+        return {p: dict(v) for p, v in self._project_settings.items()}
+
     async def publish(self, prepared: Prepared, decide: Decide) -> CatalogEntry:
         async with self._lock:
             entry = dataclasses.replace(prepared.entry, published_at=datetime.now(UTC))
-            action = decide(await self.pack_entries(entry.pack_id), self._settings)
+            settings = stream_settings(self._settings, self._project_settings, entry)
+            action = decide(await self.pack_entries(entry.pack_id), settings)
+            key = (entry.pack_id, entry.project, entry.version_key)
             if action == "replace":  # an overwrite keeps the row's state: a retired row stays so
-                entry = dataclasses.replace(
-                    entry, state=self._entries[(entry.pack_id, entry.version_key)].state
-                )
-            self._entries[(entry.pack_id, entry.version_key)] = entry
+                entry = dataclasses.replace(entry, state=self._entries[key].state)
+            self._entries[key] = entry
             if entry.digest is not None and prepared.artifact is not None:
                 self._artifacts.setdefault(entry.digest, prepared.artifact)
             self._log("pack", entry.pack_id)
             return entry
 
-    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+    async def retire(self, pack_id: str, version_key: str, project: str = "") -> CatalogEntry:
         async with self._lock:
-            entry = self._entries.get((pack_id, version_key))
+            entry = self._entries.get((pack_id, project, version_key))
             if entry is None:
                 raise NotFound("version", f"{pack_id} {version_key}")
             retired = dataclasses.replace(entry, state="retired")
-            self._entries[(pack_id, version_key)] = retired
+            self._entries[(pack_id, project, version_key)] = retired
             self._log("pack", pack_id)
             return retired
 
-    async def set_setting(self, name: str, value: bool) -> Settings:
+    async def set_setting(self, name: str, value: bool, project: str = "") -> Settings:
         async with self._lock:
-            self._settings = dataclasses.replace(self._settings, **{name: value})
-            self._log("settings", name)
+            if project:
+                self._project_settings.setdefault(project, {})[name] = value
+            else:
+                self._settings = dataclasses.replace(self._settings, **{name: value})
+            self._log("settings", f"{project}/{name}" if project else name)
             return self._settings
 
     def _append_event(self, event: PinEvent) -> PinEvent:
@@ -126,6 +135,8 @@ class MemoryStore(Store):
     async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
         async with self._lock:
             existing = self._installations.get(installation.id)
+            if existing is not None and existing.project != installation.project:
+                raise InstallationExists(existing.id)
             if existing is not None:
                 raise InstallationExists(existing.id, existing.pack_id, existing.pin)
             self._installations[installation.id] = installation

@@ -46,6 +46,7 @@ from packrun._stores import (
     StoreState,
     Update,
     WorkflowTools,
+    stream_settings,
 )
 from packrun._stores._pg_url import parse_url
 from packrun._stores._rows import (
@@ -79,6 +80,22 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
 _T = TypeVar("_T")
 _Conn = Any  # psycopg.AsyncConnection[tuple[Any, ...]]
+
+MIGRATION_PROJECTS: Final = """
+    ALTER TABLE catalog ADD COLUMN project TEXT NOT NULL DEFAULT '';
+    UPDATE catalog SET project = 'default' WHERE channel = 'custom';
+    ALTER TABLE catalog DROP CONSTRAINT catalog_pkey;
+    ALTER TABLE catalog ADD PRIMARY KEY (pack_id, project, version_key);
+    ALTER TABLE installations ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE settings ADD COLUMN project TEXT NOT NULL DEFAULT '';
+    ALTER TABLE settings DROP CONSTRAINT settings_pkey;
+    ALTER TABLE settings ADD PRIMARY KEY (project, name)
+"""
+"""4: projects. A catalog row belongs to a stream (``project`` empty for a vendor row, the
+project's id for a custom row); installations and settings belong to a project (settings with an
+empty project are the store's own). What a store held before lands in project ``default``: its
+custom rows, its installations; its settings stay the store's."""
+
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the same tables as the embedded store, in PostgreSQL's types.
@@ -161,7 +178,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         lease_until DOUBLE PRECISION
     );
     """,
+    # 4: projects (custom rows, installations and settings per project).
+    MIGRATION_PROJECTS,
 )
+
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 CONNECT_TIMEOUT: Final = 10
 """Seconds to wait for a new connection to the server."""
@@ -499,13 +519,26 @@ class PostgresStore(Store):
                 [installation_from(r) for r in insts],
                 [event_from(r) for r in events],
                 seq,
+                await self._project_settings_from(conn),
             )
 
         return await self._run("load", body)
 
     @staticmethod
+    async def _project_settings_from(conn: _Conn) -> dict[str, dict[str, bool]]:
+        rows = await (
+            await conn.execute("SELECT project, name, value FROM settings WHERE project <> ''")
+        ).fetchall()
+        found: dict[str, dict[str, bool]] = {}
+        for project, name, value in rows:
+            found.setdefault(project, {})[name] = bool(value)
+        return found
+
+    @staticmethod
     async def _settings_from(conn: _Conn) -> Settings:
-        rows = await (await conn.execute("SELECT name, value FROM settings")).fetchall()
+        rows = await (
+            await conn.execute("SELECT name, value FROM settings WHERE project = ''")
+        ).fetchall()
         values = dict(rows)
         defaults = Settings()
         return Settings(
@@ -561,6 +594,9 @@ class PostgresStore(Store):
     async def settings(self) -> Settings:
         return await self._run("read its settings", self._settings_from)
 
+    async def project_settings(self) -> dict[str, dict[str, bool]]:
+        return await self._run("read its settings", self._project_settings_from)
+
     async def artifact(self, digest: str) -> bytes:
         async def body(conn: _Conn) -> bytes:
             row = await (
@@ -581,7 +617,10 @@ class PostgresStore(Store):
             (now,) = await (await conn.execute("SELECT clock_timestamp()")).fetchone()
             entry = dataclasses.replace(prepared.entry, published_at=now)
             rows = await self._pack_rows(conn, entry.pack_id)
-            action = decide(rows, await self._settings_from(conn))
+            settings = stream_settings(
+                await self._settings_from(conn), await self._project_settings_from(conn), entry
+            )
+            action = decide(rows, settings)
             if entry.digest is not None and prepared.artifact is not None:
                 await conn.execute(
                     "INSERT INTO artifacts (digest, data) VALUES (%s, %s) "
@@ -593,8 +632,8 @@ class PostgresStore(Store):
                 try:
                     await conn.execute(
                         "INSERT INTO catalog (pack_id, version_key, version, channel, entries, "
-                        "manifest, digest, contract, published_at, state) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        "manifest, digest, contract, published_at, state, project) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         row,
                     )
                 except psycopg.errors.UniqueViolation:
@@ -605,28 +644,28 @@ class PostgresStore(Store):
                 await conn.execute(
                     "UPDATE catalog SET version = %s, channel = %s, entries = %s, manifest = %s, "
                     "digest = %s, contract = %s, published_at = %s "
-                    "WHERE pack_id = %s AND version_key = %s",
-                    (*row[2:9], row[0], row[1]),
+                    "WHERE pack_id = %s AND version_key = %s AND project = %s",
+                    (*row[2:9], row[0], row[1], entry.project),
                 )
             await self._log(conn, "pack", entry.pack_id)
             stored = await (
                 await conn.execute(
                     f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = %s "
-                    "AND version_key = %s",
-                    (entry.pack_id, entry.version_key),
+                    "AND version_key = %s AND project = %s",
+                    (entry.pack_id, entry.version_key, entry.project),
                 )
             ).fetchone()
             return entry_from(stored)
 
         return await self._run("publish", body, logged=True)
 
-    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+    async def retire(self, pack_id: str, version_key: str, project: str = "") -> CatalogEntry:
         async def body(conn: _Conn) -> CatalogEntry:
             row = await (
                 await conn.execute(
                     f"UPDATE catalog SET state = 'retired' WHERE pack_id = %s AND version_key = %s "
-                    f"RETURNING {CATALOG_COLUMNS}",
-                    (pack_id, version_key),
+                    f"AND project = %s RETURNING {CATALOG_COLUMNS}",
+                    (pack_id, version_key, project),
                 )
             ).fetchone()
             if row is None:
@@ -636,14 +675,14 @@ class PostgresStore(Store):
 
         return await self._run("retire a version", body, logged=True)
 
-    async def set_setting(self, name: str, value: bool) -> Settings:
+    async def set_setting(self, name: str, value: bool, project: str = "") -> Settings:
         async def body(conn: _Conn) -> Settings:
             await conn.execute(
-                "INSERT INTO settings (name, value) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (name, value),
+                "INSERT INTO settings (project, name, value) VALUES (%s, %s, %s) "
+                "ON CONFLICT (project, name) DO UPDATE SET value = excluded.value",
+                (project, name, value),
             )
-            await self._log(conn, "settings", name)
+            await self._log(conn, "settings", f"{project}/{name}" if project else name)
             return await self._settings_from(conn)
 
         return await self._run("change a setting", body, logged=True)
@@ -673,14 +712,17 @@ class PostgresStore(Store):
         async def body(conn: _Conn) -> PinEvent:
             row = await (
                 await conn.execute(
-                    "SELECT pack_id, pin FROM installations WHERE id = %s", (installation.id,)
+                    "SELECT pack_id, pin, project FROM installations WHERE id = %s",
+                    (installation.id,),
                 )
             ).fetchone()
+            if row is not None and row[2] != installation.project:
+                raise InstallationExists(installation.id)  # another project's: nothing told
             if row is not None:
                 raise InstallationExists(installation.id, row[0], row[1])
             await conn.execute(
                 f"INSERT INTO installations ({INSTALLATION_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     installation.id,
                     installation.pack_id,
@@ -689,6 +731,7 @@ class PostgresStore(Store):
                     installation.allow_prerelease,
                     installation.created_at,
                     installation.hold,
+                    installation.project,
                 ),
             )
             stored = await self._insert_event(conn, event)

@@ -31,9 +31,11 @@ __all__ = [
 ]
 
 CATALOG_COLUMNS: Final = (
-    "pack_id, version, channel, entries, manifest, digest, contract, published_at, state"
+    "pack_id, version, channel, entries, manifest, digest, contract, published_at, state, project"
 )
-INSTALLATION_COLUMNS: Final = "id, pack_id, pin, policy, allow_prerelease, created_at, hold"
+INSTALLATION_COLUMNS: Final = (
+    "id, pack_id, pin, policy, allow_prerelease, created_at, hold, project"
+)
 EVENT_COLUMNS: Final = (
     "seq, installation_id, actor, origin, from_pin, to_pin, from_version, to_version, at"
 )
@@ -60,7 +62,7 @@ _ENTRIES_DECODER = msgspec.json.Decoder(list[_EntryRecord])
 
 def entry_row(entry: CatalogEntry, stamp: Callable[[datetime], Any] = _same) -> tuple[Any, ...]:
     """A catalog row's values: ``pack_id, version_key`` and then :data:`CATALOG_COLUMNS`'s
-    after ``pack_id``."""
+    after ``pack_id`` (the project last: empty for a vendor row)."""
     entries = [
         _EntryRecord(e.kind, e.id, str(e.version), e.name, dict(e.spec)) for e in entry.entries
     ]
@@ -75,12 +77,13 @@ def entry_row(entry: CatalogEntry, stamp: Callable[[datetime], Any] = _same) -> 
         entry.contract,
         stamp(entry.published_at),
         entry.state,
+        entry.project,
     )
 
 
 def entry_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> CatalogEntry:
     """The catalog entry of a row read as :data:`CATALOG_COLUMNS`."""
-    pack_id, version, channel, entries, manifest, digest, contract, published_at, state = row
+    pack_id, version, channel, entries, manifest, digest, contract, published_at, state = row[:9]
     return CatalogEntry(
         pack_id=pack_id,
         version=Version.parse(version),
@@ -96,13 +99,23 @@ def entry_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> C
         contract=contract,
         published_at=when(published_at),
         state=state,
+        project=row[9],
     )
 
 
 def installation_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> Installation:
     """The installation of a row read as :data:`INSTALLATION_COLUMNS`."""
-    iid, pack_id, pin, policy, allow_prerelease, created_at, hold = row
-    return Installation(iid, pack_id, pin, policy, bool(allow_prerelease), when(created_at), hold)
+    iid, pack_id, pin, policy, allow_prerelease, created_at, hold, project = row
+    return Installation(
+        iid,
+        pack_id,
+        pin,
+        policy,
+        bool(allow_prerelease),
+        when(created_at),
+        hold=hold,
+        project=project,
+    )
 
 
 def event_from(row: Sequence[Any], when: Callable[[Any], datetime] = _same) -> PinEvent:

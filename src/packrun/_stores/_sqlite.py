@@ -40,6 +40,7 @@ from packrun._stores import (
     StoreState,
     Update,
     WorkflowTools,
+    stream_settings,
 )
 from packrun._stores._rows import (
     CATALOG_COLUMNS,
@@ -64,6 +65,45 @@ from packrun.errors import (
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 _T = TypeVar("_T")
+
+MIGRATION_PROJECTS: Final = """
+    CREATE TABLE catalog_projects (
+        pack_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        version_key TEXT NOT NULL,
+        version TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        entries BLOB NOT NULL,
+        manifest BLOB,
+        digest TEXT REFERENCES artifacts (digest),
+        contract INTEGER,
+        published_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (pack_id, project, version_key)
+    );
+    INSERT INTO catalog_projects (pack_id, project, version_key, version, channel, entries,
+        manifest, digest, contract, published_at, state)
+        SELECT pack_id, CASE channel WHEN 'custom' THEN 'default' ELSE '' END, version_key,
+            version, channel, entries, manifest, digest, contract, published_at, state
+        FROM catalog;
+    DROP TABLE catalog;
+    ALTER TABLE catalog_projects RENAME TO catalog;
+    ALTER TABLE installations ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE TABLE settings_projects (
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    INSERT INTO settings_projects (project, name, value) SELECT '', name, value FROM settings;
+    DROP TABLE settings;
+    ALTER TABLE settings_projects RENAME TO settings;
+"""
+"""6: projects. A catalog row belongs to a stream (``project`` empty for a vendor row, the
+project's id for a custom row); installations and settings belong to a project (settings with an
+empty project are the store's own). What a store held before lands in project ``default``: its
+custom rows, its installations; its settings stay the store's."""
+
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the catalog, artifacts, installations, pin events, settings and the change log.
@@ -153,7 +193,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         lease_until REAL
     );
     """,
+    # 6: projects (custom rows, installations and settings per project).
+    MIGRATION_PROJECTS,
 )
+
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -327,13 +370,25 @@ class SQLiteStore(Store):
                     for r in conn.execute(f"SELECT {EVENT_COLUMNS} FROM pin_events ORDER BY seq")
                 ],
                 seq,
+                self._project_settings_from(conn),
             )
 
         return await self._call(lambda conn: self._read(conn, body))
 
     @staticmethod
+    def _project_settings_from(conn: sqlite3.Connection) -> dict[str, dict[str, bool]]:
+        found: dict[str, dict[str, bool]] = {}
+        for project, name, value in conn.execute(
+            "SELECT project, name, value FROM settings WHERE project <> ''"
+        ):
+            found.setdefault(project, {})[name] = bool(value)
+        return found
+
+    @staticmethod
     def _settings_from(conn: sqlite3.Connection) -> Settings:
-        values = dict(conn.execute("SELECT name, value FROM settings").fetchall())
+        values = dict(
+            conn.execute("SELECT name, value FROM settings WHERE project = ''").fetchall()
+        )
         defaults = Settings()
         return Settings(
             bool(values.get("immutable_versions", defaults.immutable_versions)),
@@ -379,6 +434,9 @@ class SQLiteStore(Store):
 
     async def settings(self) -> Settings:
         return await self._call(self._settings_from)
+
+    async def project_settings(self) -> dict[str, dict[str, bool]]:
+        return await self._call(self._project_settings_from)
 
     async def start_runs(
         self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
@@ -528,7 +586,10 @@ class SQLiteStore(Store):
         def body(conn: sqlite3.Connection) -> CatalogEntry:
             # Stamped inside the write: writers are serialised, so times follow commit order.
             entry = dataclasses.replace(prepared.entry, published_at=datetime.now(UTC))
-            action = decide(self._pack_rows(conn, entry.pack_id), self._settings_from(conn))
+            settings = stream_settings(
+                self._settings_from(conn), self._project_settings_from(conn), entry
+            )
+            action = decide(self._pack_rows(conn, entry.pack_id), settings)
             if entry.digest is not None and prepared.artifact is not None:
                 conn.execute(
                     "INSERT OR IGNORE INTO artifacts (digest, data) VALUES (?, ?)",
@@ -539,8 +600,8 @@ class SQLiteStore(Store):
                 try:
                     conn.execute(
                         "INSERT INTO catalog (pack_id, version_key, version, channel, entries, "
-                        "manifest, digest, contract, published_at, state) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "manifest, digest, contract, published_at, state, project) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         row,
                     )
                 except sqlite3.IntegrityError:  # a second line of defence behind decide()
@@ -551,43 +612,46 @@ class SQLiteStore(Store):
                 conn.execute(
                     "UPDATE catalog SET version = ?, channel = ?, entries = ?, manifest = ?, "
                     "digest = ?, contract = ?, published_at = ? "
-                    "WHERE pack_id = ? AND version_key = ?",
-                    (*row[2:9], row[0], row[1]),
+                    "WHERE pack_id = ? AND version_key = ? AND project = ?",
+                    (*row[2:9], row[0], row[1], entry.project),
                 )
             self._log(conn, "pack", entry.pack_id)
             stored = conn.execute(
-                f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
-                (entry.pack_id, entry.version_key),
+                f"SELECT {CATALOG_COLUMNS} FROM catalog "
+                "WHERE pack_id = ? AND version_key = ? AND project = ?",
+                (entry.pack_id, entry.version_key, entry.project),
             ).fetchone()
             return entry_from(stored, _TIME)
 
         return await self._call(lambda conn: self._write(conn, body))
 
-    async def retire(self, pack_id: str, version_key: str) -> CatalogEntry:
+    async def retire(self, pack_id: str, version_key: str, project: str = "") -> CatalogEntry:
         def body(conn: sqlite3.Connection) -> CatalogEntry:
             updated = conn.execute(
-                "UPDATE catalog SET state = 'retired' WHERE pack_id = ? AND version_key = ?",
-                (pack_id, version_key),
+                "UPDATE catalog SET state = 'retired' "
+                "WHERE pack_id = ? AND version_key = ? AND project = ?",
+                (pack_id, version_key, project),
             ).rowcount
             if not updated:
                 raise NotFound("version", f"{pack_id} {version_key}")
             self._log(conn, "pack", pack_id)
             row = conn.execute(
-                f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = ? AND version_key = ?",
-                (pack_id, version_key),
+                f"SELECT {CATALOG_COLUMNS} FROM catalog "
+                "WHERE pack_id = ? AND version_key = ? AND project = ?",
+                (pack_id, version_key, project),
             ).fetchone()
             return entry_from(row, _TIME)
 
         return await self._call(lambda conn: self._write(conn, body))
 
-    async def set_setting(self, name: str, value: bool) -> Settings:
+    async def set_setting(self, name: str, value: bool, project: str = "") -> Settings:
         def body(conn: sqlite3.Connection) -> Settings:
             conn.execute(
-                "INSERT INTO settings (name, value) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (name, int(value)),
+                "INSERT INTO settings (project, name, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (project, name) DO UPDATE SET value = excluded.value",
+                (project, name, int(value)),
             )
-            self._log(conn, "settings", name)
+            self._log(conn, "settings", f"{project}/{name}" if project else name)
             return self._settings_from(conn)
 
         return await self._call(lambda conn: self._write(conn, body))
@@ -621,17 +685,20 @@ class SQLiteStore(Store):
             int(installation.allow_prerelease),
             installation.created_at.isoformat(),
             installation.hold,
+            installation.project,
         )
 
     async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
         def body(conn: sqlite3.Connection) -> PinEvent:
             row = conn.execute(
-                "SELECT pack_id, pin FROM installations WHERE id = ?", (installation.id,)
+                "SELECT pack_id, pin, project FROM installations WHERE id = ?", (installation.id,)
             ).fetchone()
+            if row is not None and row[2] != installation.project:
+                raise InstallationExists(installation.id)  # another project's: nothing told
             if row is not None:
                 raise InstallationExists(installation.id, row[0], row[1])
             conn.execute(
-                f"INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 self._installation_row(installation),
             )
             stored = self._insert_event(conn, event)
