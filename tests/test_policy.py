@@ -262,7 +262,7 @@ async def test_auto_updates_stay_on_the_installation_channel(rt: Runtime) -> Non
     assert versions_of(rt, "vendor", "custom") == {"vendor": "1.1.2", "custom": "1.1.3"}
     assert rt.resolve("custom").channel == "custom"
     assert rt.resolve("vendor").channel == "vendor"
-    await rt.publish(variant("1.1.0", "1.2.0"), channel="custom")  # a clean custom minor
+    await rt.publish(variant("1.1.1", "1.2.0"), channel="custom")  # a clean custom minor
     assert versions_of(rt, "vendor", "custom") == {"vendor": "1.1.2", "custom": "1.2.0"}
 
 

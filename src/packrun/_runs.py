@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
+from packrun._checks import CallChecks
 from packrun._stores import RunRecord
 from packrun.errors import InvalidArgument, NotFound, ToolFailed
 from packrun.sdk import ToolContext, ToolError
@@ -83,6 +84,7 @@ class Run:
 
     __slots__ = (
         "_calls",
+        "_checks",
         "_ctx",
         "_ended",
         "_threads",
@@ -110,6 +112,7 @@ class Run:
         resumed: bool,
         version_key: str,
         threads: anyio.CapacityLimiter | None = None,
+        checks: CallChecks | None = None,
     ) -> None:
         self.run_id = record.run_id
         self.installation_id = record.installation_id
@@ -128,6 +131,7 @@ class Run:
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
         self._ctx = ctx
         self._threads = threads
+        self._checks = checks
         self._ended = False
 
     @property
@@ -140,7 +144,9 @@ class Run:
 
         A tool's :class:`~packrun.sdk.ToolError` becomes :class:`packrun.ToolFailed` (``tool_error``,
         ``.tool_code`` its own code); an unknown tool is ``not_found``. A sync tool runs in a worker
-        thread so the event loop never waits on it.
+        thread so the event loop never waits on it. The input is checked against the tool's
+        declared input before the tool runs (``invalid_input``) and its output against the
+        declared output after (``invalid_output``), as the runtime's check modes say.
         """
         if self._ended:
             raise InvalidArgument("run", self.run_id, ["a run in flight (this one has ended)"])
@@ -154,18 +160,24 @@ class Run:
             self._calls = {tool}
         else:
             self._calls.add(tool)
+        value = {} if input is None else input
+        checks = self._checks
+        if checks is not None:
+            checks.before(tool, value)
         try:
             if is_async:
-                return await fn(self._ctx, {} if input is None else input)
-            return await anyio.to_thread.run_sync(
-                fn, self._ctx, {} if input is None else input, limiter=self._threads
-            )
+                output = await fn(self._ctx, value)
+            else:
+                output = await anyio.to_thread.run_sync(fn, self._ctx, value, limiter=self._threads)
         except ToolError as exc:
             auth = self._ctx.auth
             raise ToolFailed(tool, scrub(exc.code, auth), scrub(exc.message, auth)) from None
         except Exception as exc:  # the tool's own exception, unchanged but for credentials
             _scrub_exception(exc, self._ctx.auth)
             raise
+        if checks is not None:
+            checks.after(tool, output)
+        return output
 
     def __repr__(self) -> str:
         via = f", adapter {self.adapter}" if self.adapter else ""

@@ -38,6 +38,15 @@ from packrun._catalog import (
     prepare,
     strict_check,
 )
+from packrun._checks import (
+    CHECK_MODES,
+    CallChecks,
+    CheckMode,
+    Contracts,
+    HealthCounters,
+    VersionHealth,
+    compile_contracts,
+)
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import DiffReport, diff
 from packrun._manifest import Manifest, decode_manifest
@@ -149,9 +158,14 @@ class Runtime:
         refresh_interval: float = 0.1,
         lease_ttl: float = 30.0,
         tool_threads: int = 40,
+        check_input: CheckMode = "enforce",
+        check_output: CheckMode = "warn",
     ) -> None:
         if lease_ttl <= 0:
             raise InvalidArgument("lease_ttl", lease_ttl, ["a number of seconds above 0"])
+        for what, mode in (("check_input", check_input), ("check_output", check_output)):
+            if mode not in CHECK_MODES:
+                raise InvalidArgument(what, mode, [f"one of {', '.join(CHECK_MODES)}"])
         servable = sorted(
             g
             for g in range(CURRENT_GENERATION + 1)
@@ -181,6 +195,13 @@ class Runtime:
         self.owner = uuid.uuid4().hex
         """This runtime's id as the holder of run leases."""
         self._dispatchers: dict[str, Dispatcher] = {}
+        self.check_input: CheckMode = check_input
+        """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
+        with ``invalid_input``), ``warn`` (counted and logged) or ``off``."""
+        self.check_output: CheckMode = check_output
+        """The same for a tool's output (``invalid_output``); ``warn`` unless told otherwise."""
+        self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
+        self._health: dict[tuple[str, str], HealthCounters] = {}
         self._runs: dict[str, Run] = {}
         self._by_version: Counter[tuple[str, str]] = Counter()
         self._by_installation: Counter[str] = Counter()
@@ -634,7 +655,15 @@ class Runtime:
             tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
         )
         key = res.entry.version_key if not resumed else version_key(bound.version)
-        run = Run(bound, dispatcher, ctx, resumed, key, self._tool_threads)
+        run = Run(
+            bound,
+            dispatcher,
+            ctx,
+            resumed,
+            key,
+            self._tool_threads,
+            self._call_checks(bound.pack_id, bound.version, bound.digest, dispatcher),
+        )
         self._runs[run.run_id] = run
         self._by_version[(run.pack_id, key)] += 1
         self._by_installation[run.installation_id] += 1
@@ -642,6 +671,45 @@ class Runtime:
         if run.adapter is not None:
             self._count_adapter_run(run)
         return run
+
+    def _call_checks(
+        self, pack_id: str, version: str, digest: str, dispatcher: Dispatcher
+    ) -> CallChecks:
+        contracts = self._contracts.get(digest)
+        if contracts is None:
+            contracts = self._contracts[digest] = compile_contracts(
+                dispatcher.loaded.bundle.manifest
+            )
+        counters = self._health.get((pack_id, version))
+        if counters is None:
+            counters = self._health[(pack_id, version)] = HealthCounters()
+        return CallChecks(
+            contracts,
+            counters,
+            self.check_input,
+            self.check_output,
+            pack_id,
+            version,
+            self._warn_contract,
+        )
+
+    def _warn_contract(self, kind: str, message: str) -> None:
+        # At most once a minute per (pack, version, tool, side): a broken release calls often.
+        now = time.monotonic()
+        if now - self._last_warning.get(kind, -120.0) > 60:
+            self._last_warning[kind] = now
+            logger.warning("packrun %s", message)
+
+    def health(self, pack_id: str, version: str) -> VersionHealth:
+        """What this runtime saw of ``pack_id`` ``version`` since it opened: calls, and calls whose
+        input or output broke the tool's declared contract (see ``check_input``/``check_output``).
+
+        ``version`` must be a catalog version of the pack (``not_found`` otherwise).
+        """
+        row = self._row(pack_id, version)
+        shown = str(row.version)
+        counters = self._health.get((pack_id, shown))
+        return counters.snapshot(pack_id, shown) if counters else VersionHealth(pack_id, shown)
 
     def _count_adapter_run(self, run: Run) -> None:
         assert run.adapter is not None
@@ -1135,6 +1203,8 @@ def open_runtime(
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
+    check_input: CheckMode = "enforce",
+    check_output: CheckMode = "warn",
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1146,6 +1216,10 @@ def open_runtime(
     ``refresh_interval`` bounds how stale this process may be on writes by other processes,
     ``lease_ttl`` how long the runs of a process that died keep counting as in flight, and
     ``tool_threads`` how many sync tools may run at once (in worker threads of their own).
+    ``check_input`` and ``check_output`` (``off``, ``warn`` or ``enforce``) say what a call whose
+    input, or a tool whose output, does not match the manifest's declaration gets: refused
+    (``invalid_input``/``invalid_output``), counted and logged, or nothing; by default inputs are
+    enforced and outputs warned about. Either way the violations are counted in :meth:`health`.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1160,4 +1234,6 @@ def open_runtime(
         refresh_interval=refresh_interval,
         lease_ttl=lease_ttl,
         tool_threads=tool_threads,
+        check_input=check_input,
+        check_output=check_output,
     )
