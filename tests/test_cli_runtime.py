@@ -965,15 +965,29 @@ def test_status__installations_versions_and_totals(installed: str) -> None:
         ["crm-prod", "legacy-crm", "1.1.0", "1.1.0", "(vendor)", "manual", "0"],
     ]
     assert [line.split() for line in versions.splitlines()] == [
-        ["pack", "version", "channel", "state", "installations", "in", "flight", "status"],
-        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained"],
-        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained"],
-        ["acme", "1.1.0", "vendor", "live", "1", "0", "active"],
-        ["acme", "1.1.1", "custom", "live", "1", "0", "active"],
-        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained"],
-        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained"],
-        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active"],
-        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active"],
+        [
+            "pack",
+            "version",
+            "channel",
+            "state",
+            "installations",
+            "in",
+            "flight",
+            "status",
+            "calls",
+            "invalid",
+            "in",
+            "invalid",
+            "out",
+        ],
+        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["acme", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
+        ["acme", "1.1.1", "custom", "live", "1", "0", "active", "0", "0", "0"],
+        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
+        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
     ]
     assert totals == (
         "4 installation(s); 8 version(s) of 2 pack(s): 4 active, 0 draining, 4 drained; "
@@ -1004,6 +1018,7 @@ def test_status__json__structured(installed: str) -> None:
         "installations": ["acme-prod"],
         "in_flight": 0,
         "status": "active",
+        "health": {"calls": 0, "invalid_input": 0, "invalid_output": 0},
     }
     assert [v["contract"] for v in status["versions"] if v["pack_id"] == "legacy-crm"] == [1, 1]
     assert status["totals"] == {

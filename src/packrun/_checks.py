@@ -396,7 +396,7 @@ class CallChecks:
         error = InvalidInput(self.pack_id, self.version, tool, problems)
         if self.input_mode == "enforce":
             raise error
-        self.warn(f"{self.pack_id}:{self.version}:{tool}:input", error.detail)
+        self.warn(f"{self.pack_id}:{self.version}:{tool}:input", str(error))
 
     def after(self, tool: str, value: Any) -> None:
         """Check a tool's output; raises :class:`~packrun.InvalidOutput` in ``enforce`` mode."""
@@ -412,4 +412,4 @@ class CallChecks:
         error = InvalidOutput(self.pack_id, self.version, tool, problems)
         if self.output_mode == "enforce":
             raise error
-        self.warn(f"{self.pack_id}:{self.version}:{tool}:output", error.detail)
+        self.warn(f"{self.pack_id}:{self.version}:{tool}:output", str(error))

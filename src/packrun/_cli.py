@@ -38,6 +38,7 @@ import msgspec
 from packrun._auth import Auth, AuthMode
 from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
+from packrun._checks import VersionHealth
 from packrun._diff import DiffReport, Profile, diff, load_profile
 from packrun._manifest import decode_pack_manifest, read_document
 from packrun._policy import Rollback, UpdateReview
@@ -845,6 +846,14 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 # --- status: installations, versions with their runs in flight, totals ---------------------------
 
 
+def _health_json(health: VersionHealth) -> dict[str, int]:
+    return {
+        "calls": health.calls,
+        "invalid_input": health.invalid_input,
+        "invalid_output": health.invalid_output,
+    }
+
+
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     # Other processes' runs under live leases: a runtime opened for one command has not read them.
     await rt.refresh()
@@ -867,6 +876,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         )
         for e in entries
     ]
+    health = {(e.pack_id, str(e.version)): rt.health(e.pack_id, str(e.version)) for e in entries}
     statuses = Counter(status for *_, status in versions)
     totals = {
         "packs": len(packs),
@@ -899,6 +909,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "installations": pinned,
                     "in_flight": n,
                     "status": status,
+                    "health": _health_json(health[(e.pack_id, str(e.version))]),
                 }
                 for e, pinned, n, status in versions
             ],
@@ -930,9 +941,22 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     out.line()
     if versions:
         header = ["pack", "version", "channel", "state", "installations", "in flight", "status"]
+        header += ["calls", "invalid in", "invalid out"]
         rows = [
-            [e.pack_id, str(e.version), e.channel, e.state, str(len(pinned)), str(n), status]
+            [
+                e.pack_id,
+                str(e.version),
+                e.channel,
+                e.state,
+                str(len(pinned)),
+                str(n),
+                status,
+                str(h.calls),
+                str(h.invalid_input),
+                str(h.invalid_output),
+            ]
             for e, pinned, n, status in versions
+            for h in (health[(e.pack_id, str(e.version))],)
         ]
         for line in _table(header, rows):
             out.line(line)
