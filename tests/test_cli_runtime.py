@@ -829,9 +829,10 @@ def test_call__oauth2_token_from_the_environment_with_scopes(
         None,
         packrun.Auth.oauth2("t1", scopes=("contacts.read",)),
     )
-    code, out, _ = run(*argv, "--json")
+    code, out, _ = run(*argv, "--json")  # a token without the scope 2.0.0 needs
     assert code == 2
-    assert json.loads(out)["error"]["tool_code"] == "forbidden"
+    assert json.loads(out)["error"]["code"] == "needs_reauth"
+    assert "scope 'contacts.read'" in json.loads(out)["error"]["message"]
 
 
 def test_call__explicit_auth_mode_picks_among_the_environments_credentials(
@@ -855,7 +856,7 @@ def test_call__explicit_auth_mode_picks_among_the_environments_credentials(
     code, out, _ = run(
         "call", "acme-prod", "list_contacts", "--auth", "none", "--store", installed, "--json"
     )
-    assert json.loads(out)["error"]["tool_code"] == "unauthorized"
+    assert json.loads(out)["error"]["code"] == "needs_reauth"  # acme needs an API key
 
 
 @pytest.mark.parametrize(

@@ -765,11 +765,12 @@ def _mode_of(given: dict[str, str | None], names: dict[str, str], where: str) ->
     return modes[0] if modes else None
 
 
-def _auth(args: argparse.Namespace) -> Auth:
+def _auth(args: argparse.Namespace) -> Auth | None:
     """The run's credentials: each from its option, else from its ``$PACKRUN_AUTH_*`` variable.
 
     The mode is ``--auth``, else the one the options' credentials (or ``--scope``) are for, else
-    the one the environment's are for, else ``none`` (a tool that needs credentials refuses).
+    the one the environment's are for. With none of these the run is given no credentials
+    (``None``: the tool sees mode ``none``, and a tool that needs credentials refuses).
     """
     options: dict[str, str | None] = {f: getattr(args, f) for f in AUTH_ENV}
     env: dict[str, str | None] = {f: os.environ.get(var) or None for f, var in AUTH_ENV.items()}
@@ -803,7 +804,7 @@ def _auth(args: argparse.Namespace) -> Auth:
         return Auth.oauth2(values["token"] or "", scopes=scopes)
     if mode == "basic":
         return Auth.basic(values["username"] or "", values["password"] or "")
-    return Auth.none()
+    return Auth.none() if args.auth == "none" else None
 
 
 def _check_call(args: argparse.Namespace) -> None:
@@ -867,6 +868,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     installations = [(inst, why.resolution, n) for inst, why, n in explained]
     # What an update policy did not move to, and why (a major, breaking findings, a red verdict).
     blocked = {inst.id: why.update_blocked for inst, why, _ in explained}
+    reauth = {inst.id: why.needs_reauth for inst, why, _ in explained}
     versions = [
         (
             e,
@@ -895,6 +897,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "resolution": _resolution_json(res),
                     "in_flight": n,
                     "update_blocked": list(blocked[inst.id]),
+                    "needs_reauth": list(reauth[inst.id]),
                 }
                 for inst, res, n in installations
             ],
@@ -936,6 +939,8 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                 out.line(
                     f"{inst.id}: update blocked: breaking_diff ({'; '.join(blocked[inst.id])})"
                 )
+            if reauth[inst.id]:
+                out.line(f"{inst.id}: needs re-authentication ({'; '.join(reauth[inst.id])})")
     else:
         out.line("no installations" + (f" of {args.pack}" if args.pack is not None else ""))
     out.line()

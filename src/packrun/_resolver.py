@@ -93,7 +93,10 @@ class Explanation:
     last_event: PinEvent | None
     update_blocked: tuple[str, ...] = ()
     """For an installation with an update policy: newer versions the policy did not move to, each
-    with its reason (a major, breaking findings, a red verdict)."""
+    with its reason (a major, breaking findings, a red verdict, a needed re-authentication)."""
+    needs_reauth: tuple[str, ...] = ()
+    """What the linked account must re-authenticate with since the last pin move changed the auth
+    (the auth mode, a required scope or credential field); empty when nothing."""
 
     def __str__(self) -> str:
         inst = self.installation
@@ -116,6 +119,8 @@ class Explanation:
             lines.append(f"update available: {self.update}")
         if self.update_blocked:
             lines.append("update blocked: breaking_diff (" + "; ".join(self.update_blocked) + ")")
+        if self.needs_reauth:
+            lines.append("needs re-authentication: " + "; ".join(self.needs_reauth))
         lines.extend(f"note: {note}" for note in self.notes)
         if self.last_event is not None:
             e = self.last_event

@@ -59,6 +59,7 @@ from packrun._policy import (
     policy_target,
     why_acknowledge,
 )
+from packrun._reauth import missing_auth, reauth_reasons
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
 from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
 from packrun._stores import (
@@ -79,7 +80,14 @@ from packrun._stores import (
     open_store,
 )
 from packrun._versions import Version, version_key
-from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
+from packrun.errors import (
+    BreakingDiff,
+    DrainTimeout,
+    InvalidArgument,
+    NeedsReauth,
+    NotFound,
+    PackrunError,
+)
 from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
@@ -160,10 +168,15 @@ class Runtime:
         tool_threads: int = 40,
         check_input: CheckMode = "enforce",
         check_output: CheckMode = "warn",
+        check_auth: CheckMode = "enforce",
     ) -> None:
         if lease_ttl <= 0:
             raise InvalidArgument("lease_ttl", lease_ttl, ["a number of seconds above 0"])
-        for what, mode in (("check_input", check_input), ("check_output", check_output)):
+        for what, mode in (
+            ("check_input", check_input),
+            ("check_output", check_output),
+            ("check_auth", check_auth),
+        ):
             if mode not in CHECK_MODES:
                 raise InvalidArgument(what, mode, [f"one of {', '.join(CHECK_MODES)}"])
         servable = sorted(
@@ -200,6 +213,9 @@ class Runtime:
         with ``invalid_input``), ``warn`` (counted and logged) or ``off``."""
         self.check_output: CheckMode = check_output
         """The same for a tool's output (``invalid_output``); ``warn`` unless told otherwise."""
+        self.check_auth: CheckMode = check_auth
+        """What a run whose credentials do not satisfy its version's auth gets: ``enforce``
+        (refused with ``needs_reauth`` before any bundle code runs), ``warn`` or ``off``."""
         self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
         self._health: dict[tuple[str, str], HealthCounters] = {}
         self._runs: dict[str, Run] = {}
@@ -414,6 +430,9 @@ class Runtime:
         and why, an available update, and the last pin move."""
         why = self._resolver.explain(installation_id)
         inst = why.installation
+        reauth = self._needs_reauth(why)
+        if reauth:
+            why = dataclasses.replace(why, needs_reauth=reauth)
         if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
             return why
         _, blocked = policy_target(
@@ -425,6 +444,22 @@ class Runtime:
         )
         waiting = tuple(str(b) for b in blocked if b.waits_for_review)
         return dataclasses.replace(why, update_blocked=waiting)
+
+    def _needs_reauth(self, why: Explanation) -> tuple[str, ...]:
+        """What the last pin move asks the linked account to re-authenticate with."""
+        event = why.last_event
+        if event is None or event.from_version is None or event.to_version is None:
+            return ()
+        if event.from_version == event.to_version or why.resolution is None:
+            return ()
+        if str(why.resolution.version) != event.to_version:
+            return ()  # the pin follows a dynamic target that moved since: judged on its own
+        try:
+            old = self._row(why.installation.pack_id, event.from_version)
+            new = self._row(why.installation.pack_id, event.to_version)
+        except NotFound:
+            return ()
+        return reauth_reasons(self._diff_of(old, new))
 
     # --- catalog --------------------------------------------------------------------------------
 
@@ -641,6 +676,8 @@ class Runtime:
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
+            if auth is not _NO_AUTH and self.check_auth != "off":
+                self._check_auth(installation_id, bound.pack_id, bound.version, auth)
             dispatcher = await self._dispatcher(bound.digest)
         except BaseException:
             self._queue_end(bound.run_id)
@@ -671,6 +708,19 @@ class Runtime:
         if run.adapter is not None:
             self._count_adapter_run(run)
         return run
+
+    def _check_auth(self, installation_id: str, pack_id: str, version: str, auth: Auth) -> None:
+        """Refuse a run whose credentials do not satisfy its version's auth (``needs_reauth``)."""
+        row = self._row(pack_id, version)
+        if row.manifest is None:
+            return
+        missing = missing_auth(row.manifest.auth, auth)
+        if not missing:
+            return
+        error = NeedsReauth(installation_id, pack_id, version, missing)
+        if self.check_auth == "enforce":
+            raise error
+        self._warn_contract(f"{installation_id}:{pack_id}:{version}:auth", str(error))
 
     def _call_checks(
         self, pack_id: str, version: str, digest: str, dispatcher: Dispatcher
@@ -1062,6 +1112,7 @@ class Runtime:
             in_flight,
             why_acknowledge(report),
             report,
+            reauth_reasons(report),
         )
 
     def _row(self, pack_id: str, version: str) -> CatalogEntry:
@@ -1205,6 +1256,7 @@ def open_runtime(
     tool_threads: int = 40,
     check_input: CheckMode = "enforce",
     check_output: CheckMode = "warn",
+    check_auth: CheckMode = "enforce",
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1220,6 +1272,9 @@ def open_runtime(
     input, or a tool whose output, does not match the manifest's declaration gets: refused
     (``invalid_input``/``invalid_output``), counted and logged, or nothing; by default inputs are
     enforced and outputs warned about. Either way the violations are counted in :meth:`health`.
+    ``check_auth`` does the same for a run whose ``auth`` does not satisfy the auth of the version
+    it binds to (mode, required credential fields, scopes): ``needs_reauth`` by default. A run
+    given no ``auth`` at all is not checked.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1236,4 +1291,5 @@ def open_runtime(
         tool_threads=tool_threads,
         check_input=check_input,
         check_output=check_output,
+        check_auth=check_auth,
     )
