@@ -88,7 +88,9 @@ class Explanation:
     skipped: tuple[tuple[str, str], ...]
     """Rows of the pack left out, with why: ``("1.3.0-rc.1", "pre-release")``."""
     update: str | None
-    """For an exact pin: the version ``latest`` would pick when it is higher, with its bump."""
+    """For an exact pin: the version ``latest`` would pick when it is higher, with its bump: the
+    bump of the integration's artifact version (what :meth:`~packrun.Runtime.review_update`
+    compares), with both artifact versions named when they differ from the pack versions."""
     notes: tuple[str, ...]
     last_event: PinEvent | None
     update_blocked: tuple[str, ...] = ()
@@ -129,6 +131,19 @@ class Explanation:
                 f"{e.to_version or '-'}) by {e.actor} ({e.origin}) at {e.at.isoformat()}"
             )
         return "\n".join(lines)
+
+
+def _update_text(current: CatalogEntry, newest: CatalogEntry) -> str:
+    """An available update: the pack version it moves to, and the bump -- of the integration's
+    artifact version when both rows carry one (what an update review compares), so a pack release
+    that leaves its integration unchanged reads as ``none`` here as in the review."""
+    a, b = current.manifest, newest.manifest
+    if a is None or b is None:
+        return f"{newest.version} ({bump_kind(current.version, newest.version)}, {newest.channel})"
+    kind = bump_kind(a.version, b.version)
+    same = (a.version, b.version) == (current.version, newest.version)
+    detail = "" if same else f"; integration {a.version} -> {b.version}"
+    return f"{newest.version} ({kind}, {newest.channel}{detail})"
 
 
 class Resolver:
@@ -316,8 +331,7 @@ class Resolver:
         if inst.pin not in DYNAMIC_PINS and resolution is not None:
             newest = self.pick(inst.pack_id, "latest", inst.allow_prerelease)
             if newest is not None and newest.version > resolution.entry.version:
-                kind = bump_kind(resolution.entry.version, newest.version)
-                update = f"{newest.version} ({kind}, {newest.channel})"
+                update = _update_text(resolution.entry, newest)
         events = self._events.get(inst.id, [])
         return Explanation(
             inst,
