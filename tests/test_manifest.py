@@ -463,3 +463,43 @@ def test_decode__tool_errors_and_sunset__are_checked() -> None:
     assert "duplicate error code 'a'" in problems["$.tools[0].errors[1]"]
     assert "expected a boolean" in problems["$.tools[0].errors[1].retryable"]
     assert "> 0" in problems["$.tools[0].timeout_s"]
+
+
+# --- the JSON Schema ------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+import msgspec  # noqa: E402
+
+from packrun._manifest import Field, Manifest, Tool  # noqa: E402
+
+
+def test_schema__is_generated_from_the_types_and_published_in_the_docs() -> None:
+    schema = packrun.manifest_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    defs = schema["$defs"]
+    for name, cls in (("Manifest", Manifest), ("Field", Field), ("Tool", Tool)):
+        names = [f.encode_name for f in msgspec.structs.fields(cls)]
+        assert list(defs[name]["properties"]) == names
+        assert defs[name]["additionalProperties"] is False
+    assert defs["Manifest"]["required"] == ["id", "tools"]  # a version defaults to 1.0.0
+    assert defs["Manifest"]["properties"]["version"]["default"] == "1.0.0"
+    assert {"map", "union"} <= set(defs["Field"]["properties"]["type"]["enum"])
+    assert "email" in defs["Field"]["properties"]["format"]["anyOf"][0]["enum"]
+    published = Path(__file__).parents[1] / "docs" / "manifest.schema.json"
+    assert json.loads(published.read_text()) == schema
+
+
+def test_schema__cli_prints_or_writes_it(tmp_path: Path) -> None:
+    import io
+
+    from packrun._cli import main
+
+    out = io.StringIO()
+    assert main(["schema"], stdout=out, stderr=io.StringIO()) == 0
+    assert json.loads(out.getvalue()) == packrun.manifest_schema()
+    target = tmp_path / "manifest.schema.json"
+    out = io.StringIO()
+    assert main(["schema", "--out", str(target)], stdout=out, stderr=io.StringIO()) == 0
+    assert json.loads(target.read_text()) == packrun.manifest_schema()
+    assert str(target) in out.getvalue()

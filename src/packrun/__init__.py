@@ -33,6 +33,7 @@ from packrun._manifest import (
     decode_index,
     decode_manifest,
     decode_pack_manifest,
+    manifest_schema,
 )
 from packrun._policy import AffectedWorkflow, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
@@ -148,6 +149,7 @@ __all__ = [
     "diff",
     "load_bundle",
     "load_profile",
+    "manifest_schema",
     "open_runtime",
     "read_bundle",
     "release_line",

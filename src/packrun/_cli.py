@@ -40,7 +40,7 @@ from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
 from packrun._checks import VersionHealth
 from packrun._diff import DiffReport, Profile, diff, load_profile
-from packrun._manifest import decode_pack_manifest, read_document
+from packrun._manifest import decode_pack_manifest, manifest_schema, read_document
 from packrun._policy import Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run
@@ -130,6 +130,19 @@ def _existing(given: str) -> str:
     if not Path(given).exists():
         raise NotFound("file or folder", given)
     return given
+
+
+def _cmd_schema(args: argparse.Namespace, out: _Output) -> int:
+    schema = manifest_schema()
+    text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    if args.out is None:
+        out.data(schema)
+        out.line(text.rstrip("\n"))
+        return 0
+    Path(args.out).write_text(text, encoding="utf-8")
+    out.data({"path": args.out})
+    out.line(f"wrote the manifest JSON Schema to {args.out}")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace, out: _Output) -> int:
@@ -1065,6 +1078,13 @@ def _parser() -> argparse.ArgumentParser:
         help="stamp contract generation N (a fixture for an older SDK); default: the source "
         "manifest's own, else the current generation",
     )
+
+    p = command(
+        "schema",
+        "Print (or write with --out) the JSON Schema of manifest.json, for editor completion.",
+        _cmd_schema,
+    )
+    p.add_argument("--out", metavar="FILE", default=None, help="write the schema to FILE")
 
     p = command(
         "check",

@@ -49,6 +49,7 @@ __all__ = [
     "decode_manifest",
     "decode_pack_manifest",
     "encode_manifest",
+    "manifest_schema",
     "read_document",
 ]
 
@@ -728,3 +729,34 @@ def encode_manifest(manifest: Manifest) -> bytes:
         for part in ("input", "filters", "output"):
             _strip_fields(tool[part])
     return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of ``manifest.json``, generated from the msgspec types.
+
+    Point an editor at it for completion and checks while writing a manifest (``packrun schema``
+    writes it to a file). It says what the types say; the rules between fields (unique ids, known
+    groups, bounds in order...) are checked by :func:`decode_manifest`.
+    """
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(Manifest):
+        if f.name == "version":  # a Version is written as its text
+            version = Annotated[str, msgspec.Meta(description="A Semantic Versioning 2.0 version")]
+            fields.append((f.encode_name, version, "1.0.0"))
+        elif f.required:
+            fields.append((f.encode_name, f.type))
+        else:
+            default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+            fields.append((f.encode_name, f.type, default))
+    shadow = msgspec.defstruct(
+        "Manifest",
+        fields,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        frozen=True,
+        namespace={"__doc__": Manifest.__doc__},
+    )
+    schema: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(shadow)))
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "packrun integration manifest"
+    return schema
