@@ -35,6 +35,7 @@ from packrun._manifest import (
     decode_pack_manifest,
     manifest_schema,
 )
+from packrun._openapi import import_openapi
 from packrun._policy import AffectedWorkflow, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run, RuntimeStats
@@ -147,6 +148,7 @@ __all__ = [
     "decode_manifest",
     "decode_pack_manifest",
     "diff",
+    "import_openapi",
     "load_bundle",
     "load_profile",
     "manifest_schema",

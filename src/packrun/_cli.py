@@ -40,7 +40,12 @@ from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
 from packrun._checks import VersionHealth
 from packrun._diff import DiffReport, Profile, diff, load_profile
-from packrun._manifest import decode_pack_manifest, manifest_schema, read_document
+from packrun._manifest import (
+    decode_pack_manifest,
+    encode_manifest,
+    manifest_schema,
+    read_document,
+)
 from packrun._policy import Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run
@@ -130,6 +135,26 @@ def _existing(given: str) -> str:
     if not Path(given).exists():
         raise NotFound("file or folder", given)
     return given
+
+
+def _cmd_import_openapi(args: argparse.Namespace, out: _Output) -> int:
+    from packrun._openapi import import_openapi
+
+    manifest = import_openapi(Path(args.spec), id=args.id)
+    data = encode_manifest(manifest)
+    if args.out is None:
+        out.data(msgspec.json.decode(data))
+        out.line(data.decode("utf-8").rstrip("\n"))
+        return 0
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_bytes(data)
+    out.data({"path": str(folder / "manifest.json"), "tools": list(manifest.tool_ids())})
+    out.line(
+        f"wrote {folder / 'manifest.json'}: {manifest.id} {manifest.version}, "
+        f"{len(manifest.tools)} tool(s)"
+    )
+    return 0
 
 
 def _cmd_schema(args: argparse.Namespace, out: _Output) -> int:
@@ -1078,6 +1103,18 @@ def _parser() -> argparse.ArgumentParser:
         help="stamp contract generation N (a fixture for an older SDK); default: the source "
         "manifest's own, else the current generation",
     )
+
+    p = command(
+        "import-openapi",
+        "Make an integration manifest from an OpenAPI 3.0/3.1 document (JSON or YAML): one tool "
+        "per operation. Needs pip install 'packrun[openapi]'.",
+        _cmd_import_openapi,
+    )
+    p.add_argument("spec", metavar="SPEC", help="the OpenAPI document (.json, .yaml or .yml)")
+    p.add_argument(
+        "--out", metavar="DIR", default=None, help="write DIR/manifest.json (default: print it)"
+    )
+    p.add_argument("--id", default=None, help="the integration id (default: from info.title)")
 
     p = command(
         "schema",
