@@ -360,3 +360,30 @@ async def test_an_unknown_mode__is_invalid_argument(option: str) -> None:
         packrun.open_runtime("memory:", **{option: "strict"})  # type: ignore[arg-type]
     assert option in str(exc.value)
     assert "off, warn, enforce" in str(exc.value)
+
+
+async def test_health__counts_exactly_under_concurrent_calls_of_sync_and_async_tools(
+    rt: Runtime,
+) -> None:
+    import anyio
+
+    async def caller(n: int) -> None:
+        async with rt.run("shop-prod") as run:
+            for i in range(10):
+                tool = "count" if (n + i) % 2 else "create_order"
+                bad = i % 3 == 0
+                value: dict[str, Any] = (
+                    ({"since": 5} if tool == "count" else {"quantity": 0})
+                    if bad
+                    else ({} if tool == "count" else {"quantity": 1})
+                )
+                try:
+                    await run.call(tool, value)
+                except InvalidInput:
+                    assert bad
+
+    async with anyio.create_task_group() as tg:
+        for n in range(40):
+            tg.start_soon(caller, n)
+    # 40 runs x 10 calls; calls 0, 3, 6 and 9 of each run are refused.
+    assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 400, 160, 0)

@@ -401,15 +401,11 @@ def import_openapi(spec: str | Path | Mapping[str, Any], *, id: str | None = Non
                     for f in field.get("fields") or [] if field["type"] == "object" else [field]:
                         inputs.setdefault(f["name"], f)
             tool["input"] = list(inputs.values())
-            responses = op.get("responses") or {}
-            success = sorted(str(code) for code in responses if str(code).startswith("2"))
+            # YAML reads an unquoted 200 as a number: every status code as text.
+            responses = {str(code): r for code, r in (op.get("responses") or {}).items()}
+            success = sorted(code for code in responses if code.startswith("2"))
             if success:
-                response, _, _ = convert.deref(
-                    responses.get(
-                        success[0],
-                        responses.get(int(success[0]) if success[0].isdigit() else success[0]),
-                    )
-                )
+                response, _, _ = convert.deref(responses[success[0]])
                 schema = (
                     _json_schema(response.get("content")) if isinstance(response, dict) else None
                 )
@@ -417,9 +413,9 @@ def import_openapi(spec: str | Path | Mapping[str, Any], *, id: str | None = Non
                     out = convert.field("result", schema, True)
                     tool["output"] = out.get("fields") or [] if out["type"] == "object" else [out]
             errors = []
-            for code in sorted(str(c) for c in responses):
+            for code in sorted(responses):
                 if code[:1] in ("4", "5") and code[1:].isdigit():
-                    response, _, _ = convert.deref(responses.get(code, responses.get(int(code))))
+                    response, _, _ = convert.deref(responses[code])
                     description = (
                         response.get("description", "") if isinstance(response, dict) else ""
                     )
