@@ -136,7 +136,8 @@ _BASE_RULES: Final[tuple[Rule, ...]] = (
          "event `contact.deleted` added"),
     Rule("event.removed", "breaking", "none", "an event was removed (or its id changed)",
          "event `contact.created` removed"),
-    Rule("field.default_changed", "patch", "none", "a connection property's default value changed",
+    Rule("field.default_changed", "patch", "none",
+         "a default no caller relies on changed: a connection property's, or a required input's",
          "`host` default `eu` -> `us`"),
     Rule("field.deprecation_changed", "compatible", "none",
          "a field was deprecated (or no longer is), or its sunset date changed",
@@ -751,7 +752,10 @@ class _Differ:
             return  # enum values, defaults and constraints of another type say nothing more
         if _key(f.default) != _key(g.default):
             message = f"default of {what} changed from {_show(f.default)} to {_show(g.default)}"
-            self.rule(rules["default_changed"], f"{path}.default", message, f.default, g.default)
+            rule = rules["default_changed"]
+            if rule is not None and rule.startswith("input.") and g.required:
+                rule = "field.default_changed"  # a required input is always sent: never used
+            self.rule(rule, f"{path}.default", message, f.default, g.default)
         self.enum(f"{path}.enum", f, g, rules, what)
         self.constraints(path, f, g, rules, what)
         if f.discriminator != g.discriminator:

@@ -163,6 +163,10 @@ _PAIRS = [
     ("input.variant_added", "input.variant_removed"),
     ("output.variant_added", "output.variant_removed"),
     ("tool.error_added", "tool.error_removed"),
+    # A default on an input that is required on one side only: used on one side, not the other.
+    ("field.default_changed", "input.default_changed"),
+    ("field.default_changed", "field.default_changed"),
+    ("input.default_changed", "input.default_changed"),
 ]
 MIRROR: dict[str, set[str]] = {}
 for _one, _other in _PAIRS:
