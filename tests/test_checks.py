@@ -224,7 +224,10 @@ SHOP = {
         {
             "id": "count",
             "input": [{"name": "since", "type": "string", "format": "date"}],
-            "output": [{"name": "n", "type": "integer", "required": True}],
+            "output": [
+                {"name": "n", "type": "integer", "required": True},
+                {"name": "since", "type": "string", "format": "date"},
+            ],
         },
     ],
 }
@@ -387,3 +390,22 @@ async def test_health__counts_exactly_under_concurrent_calls_of_sync_and_async_t
             tg.start_soon(caller, n)
     # 40 runs x 10 calls; calls 0, 3, 6 and 9 of each run are refused.
     assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 400, 160, 0)
+
+
+async def test_a_credential_echoed_into_a_bad_value__is_redacted_in_errors_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cr3t-token-value"
+    auth = packrun.Auth.api_key(secret)
+    async for rt in open_shop(check_output="warn"):
+        with pytest.raises(InvalidInput) as refused:
+            await rt.call("shop-prod", "count", {"since": secret}, auth=auth)
+        assert secret not in str(refused.value)
+        assert secret not in repr(refused.value.problems)
+        assert "<redacted>" in str(refused.value)
+        with caplog.at_level(logging.WARNING, logger="packrun"):
+            reply = {"n": 1, "since": secret}
+            assert await rt.call("shop-prod", "count", {"reply": reply}, auth=auth) == reply
+        assert rt.health("shop", "1.0.0").invalid_output == 1
+    assert any("[invalid_output]" in r.getMessage() for r in caplog.records)
+    assert secret not in caplog.text

@@ -360,7 +360,16 @@ class CallChecks:
     """What a run does around each tool call: count it, check its input before the tool runs and
     its output after, and refuse (``enforce``) or log (``warn``) what breaks the contract."""
 
-    __slots__ = ("contracts", "counters", "input_mode", "output_mode", "pack_id", "version", "warn")
+    __slots__ = (
+        "clean",
+        "contracts",
+        "counters",
+        "input_mode",
+        "output_mode",
+        "pack_id",
+        "version",
+        "warn",
+    )
 
     def __init__(
         self,
@@ -371,7 +380,10 @@ class CallChecks:
         pack_id: str,
         version: str,
         warn: Callable[[str, str], None],
+        clean: Callable[[str], str] = str,
     ) -> None:
+        self.clean = clean
+        """Applied to every problem message: a value echoed from a call may hold a credential."""
         self.contracts = contracts
         self.counters = counters
         self.input_mode = input_mode
@@ -393,10 +405,13 @@ class CallChecks:
         if not problems:
             return
         self.counters.invalid_input += 1
-        error = InvalidInput(self.pack_id, self.version, tool, problems)
+        error = InvalidInput(self.pack_id, self.version, tool, self._cleaned(problems))
         if self.input_mode == "enforce":
             raise error
         self.warn(f"{self.pack_id}:{self.version}:{tool}:input", str(error))
+
+    def _cleaned(self, problems: list[Problem]) -> list[Problem]:
+        return [Problem(self.clean(p.path), self.clean(p.message)) for p in problems]
 
     def after(self, tool: str, value: Any) -> None:
         """Check a tool's output; raises :class:`~packrun.InvalidOutput` in ``enforce`` mode."""
@@ -409,7 +424,7 @@ class CallChecks:
         if not problems:
             return
         self.counters.invalid_output += 1
-        error = InvalidOutput(self.pack_id, self.version, tool, problems)
+        error = InvalidOutput(self.pack_id, self.version, tool, self._cleaned(problems))
         if self.output_mode == "enforce":
             raise error
         self.warn(f"{self.pack_id}:{self.version}:{tool}:output", str(error))

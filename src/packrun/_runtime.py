@@ -61,7 +61,7 @@ from packrun._policy import (
 )
 from packrun._reauth import missing_auth, reauth_reasons
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
-from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
+from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats, scrub
 from packrun._stores import (
     ORIGINS,
     POLICIES,
@@ -699,7 +699,7 @@ class Runtime:
             resumed,
             key,
             self._tool_threads,
-            self._call_checks(bound.pack_id, bound.version, bound.digest, dispatcher),
+            self._call_checks(bound.pack_id, bound.version, bound.digest, dispatcher, auth),
         )
         self._runs[run.run_id] = run
         self._by_version[(run.pack_id, key)] += 1
@@ -723,7 +723,7 @@ class Runtime:
         self._warn_contract(f"{installation_id}:{pack_id}:{version}:auth", str(error))
 
     def _call_checks(
-        self, pack_id: str, version: str, digest: str, dispatcher: Dispatcher
+        self, pack_id: str, version: str, digest: str, dispatcher: Dispatcher, auth: Auth
     ) -> CallChecks:
         contracts = self._contracts.get(digest)
         if contracts is None:
@@ -741,6 +741,7 @@ class Runtime:
             pack_id,
             version,
             self._warn_contract,
+            partial(scrub, auth=auth),
         )
 
     def _warn_contract(self, kind: str, message: str) -> None:
