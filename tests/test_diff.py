@@ -868,7 +868,11 @@ RICH_CASES = [
     case("error description changed", lambda m: tool(m, "t")["errors"][1].update(description="Gone."),
          ("text.changed", f"{T}.errors[not_found].description")),
     # -- operational declarations
-    case("tool timeout changed", lambda m: tool(m, "t").update(timeout_s=10),
+    case("tool timeout lowered", lambda m: tool(m, "t").update(timeout_s=10),
+         ("tool.timeout_lowered", f"{T}.timeout_s")),
+    case("tool timeout raised", lambda m: tool(m, "t").update(timeout_s=60),
+         ("tool.timeout_changed", f"{T}.timeout_s")),
+    case("tool timeout dropped (the runtime's default then)", lambda m: tool(m, "t").pop("timeout_s"),
          ("tool.timeout_changed", f"{T}.timeout_s")),
     case("network no longer needed", lambda m: m.update(network=False),
          ("connector.network_changed", "$.network")),

@@ -176,8 +176,10 @@ _BASE_RULES: Final[tuple[Rule, ...]] = (
     Rule("tool.removed_after_sunset", "dangerous", "none",
          "a deprecated tool was removed after its sunset date (a planned removal)",
          "tool `get_contact` (sunset 2025-01-31) removed"),
-    Rule("tool.timeout_changed", "patch", "none", "a tool's declared timeout changed",
-         "`timeout_s` 30 -> 10"),
+    Rule("tool.timeout_changed", "patch", "none",
+         "a tool's declared timeout was raised, set or dropped", "`timeout_s` 10 -> 30"),
+    Rule("tool.timeout_lowered", "dangerous", "none",
+         "a tool's declared timeout was lowered: calls that took longer now fail", "`timeout_s` 30 -> 10"),
 )  # fmt: skip
 
 # Field rules come in pairs: what callers send (input and filter fields) and what they receive
@@ -625,9 +627,10 @@ class _Differ:
         self.fields(old.filters, new.filters, f"{path}.filters", "input", "filter field")
         self.fields(old.output, new.output, f"{path}.output", "output", "output field")
         where = f"{path}.timeout_s"
-        self.changed(
-            "tool.timeout_changed", where, f"timeout of {what}", old.timeout_s, new.timeout_s
-        )
+        was, now = old.timeout_s, new.timeout_s
+        lowered = was is not None and now is not None and now < was
+        rule = "tool.timeout_lowered" if lowered else "tool.timeout_changed"
+        self.changed(rule, where, f"timeout of {what}", was, now)
         self.deprecation("tool.deprecation_changed", path, what, old, new)
         self.errors(path, what, old, new)
 
