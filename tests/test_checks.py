@@ -86,6 +86,14 @@ ROWS: list[Row] = [
      [({"kind": "fax"}, "$.f", "'kind' to be one of email, user, got 'fax'"),
       ({"kind": "email"}, "$.f", "variant 'email': at .address: required field is missing"),
       ("x", "$.f", "expected an object with 'kind'")]),
+    ("an object that is one of its variants", {"type": "object", "discriminator": "kind",
+                                               "one_of": [
+        {"name": "card", "type": "object",
+         "fields": [{"name": "number", "type": "string", "required": True}]},
+        {"name": "cash", "type": "object"}]},
+     [{"kind": "card", "number": "4111"}, {"kind": "cash"}],
+     [({"kind": "card"}, "$.f", "variant 'card': at .number: required field is missing"),
+      ({"kind": "iou"}, "$.f", "one of card, cash")]),
     ("union without a discriminator", {"type": "union", "one_of": [
         {"name": "n", "type": "integer"}, {"name": "s", "type": "string", "max_length": 2}]},
      [1, "ab"], [("abc", "$.f", "one of the variants n, s"), (None, "$.f", "variants")]),

@@ -833,6 +833,11 @@ RICH_CASES = [
     case("output union discriminator changed",
          lambda m: named(outputs(m), "owner").update(discriminator="type"),
          ("output.discriminator_changed", f"{OUT}[owner].discriminator")),
+    case("an object input that is one of its variants takes one more",
+         lambda m: named(inputs(m), "opts").update(
+             one_of=[{"name": "a", "type": "object"}, {"name": "b", "type": "object"}]),
+         ("input.variant_added", f"{IN}[opts].one_of[b]"),
+         before=lambda m: named(inputs(m), "opts").update(one_of=[{"name": "a", "type": "object"}])),
     case("a string input becomes a union", lambda m: named(inputs(m), "q").update(
              type="union", one_of=[{"name": "text", "type": "string"}]),
          ("input.type_changed", f"{IN}[q].type")),
@@ -880,7 +885,22 @@ RICH_CASES = [
          lambda m: m["connection_properties"][0].update(nullable=True),
          ("connection.property_changed", "$.connection_properties[host].nullable")),
 ]  # fmt: skip
-CASES += [dataclasses.replace(c, before=rich) for c in RICH_CASES]
+
+
+def _and_rich(c: Case) -> Case:
+    """``c`` on the richer manifest (its own ``before`` applied after it)."""
+    own = c.before
+    if own is None:
+        return dataclasses.replace(c, before=rich)
+
+    def both(m: Doc) -> None:
+        rich(m)
+        own(m)
+
+    return dataclasses.replace(c, before=both)
+
+
+CASES += [_and_rich(c) for c in RICH_CASES]
 
 
 def drop_code(errors: list[Doc], code: str) -> None:

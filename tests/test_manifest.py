@@ -432,6 +432,10 @@ def test_encode__parts_left_at_their_default__are_not_written() -> None:
          "a variant of a union with a discriminator is an object"),
         ({"name": "a", "type": "map", "values": {"name": "v", "type": "array"}}, ".values.items",
          "an array field needs 'items'"),
+        ({"name": "a", "type": "string", "discriminator": "kind"}, ".discriminator",
+         "a discriminator needs 'one_of'"),
+        ({"name": "a", "type": "object", "one_of": [], "discriminator": "kind"}, ".one_of",
+         "at least one variant"),
     ],
 )  # fmt: skip
 def test_decode__richer_parts__refused_where_they_do_not_fit(
@@ -503,3 +507,15 @@ def test_schema__cli_prints_or_writes_it(tmp_path: Path) -> None:
     assert main(["schema", "--out", str(target)], stdout=out, stderr=io.StringIO()) == 0
     assert json.loads(target.read_text()) == packrun.manifest_schema()
     assert str(target) in out.getvalue()
+
+
+def test_decode__one_of_on_an_object__is_an_object_of_one_of_its_variants() -> None:
+    manifest = packrun.decode_manifest(
+        {"id": "x", "tools": [{"id": "t", "input": [{
+            "name": "pay", "type": "object", "discriminator": "kind",
+            "one_of": [{"name": "card", "type": "object"}, {"name": "cash", "type": "object"}],
+        }]}]}
+    )  # fmt: skip
+    pay = manifest.tools[0].input[0]
+    assert (pay.type, pay.discriminator) == ("object", "kind")
+    assert [v.name for v in pay.one_of or ()] == ["card", "cash"]

@@ -172,6 +172,8 @@ class _Compiler:
         return t | None if f.nullable else t
 
     def base(self, f: Field) -> Any:
+        if f.one_of is not None:
+            return self.union(f)  # the variants say what the value may be, whatever the type
         if f.enum is not None and f.type != "union":
             return self.enum(f)
         if f.type == "string":

@@ -115,8 +115,9 @@ class Field(_Doc, kw_only=True, frozen=True):
 
     ``object`` fields carry ``fields``; ``array`` fields carry ``items``; ``map`` fields (string
     keys) carry ``values``; ``union`` fields carry their variants in ``one_of`` (each variant a
-    field whose ``name`` is the value of ``discriminator`` when there is one); nesting has no fixed
-    depth. ``required`` says whether the field may be absent, ``nullable`` whether it may be null.
+    field whose ``name`` is the value of ``discriminator`` when there is one), and a field of
+    another type with ``one_of`` is one of those variants too; nesting has no fixed depth.
+    ``required`` says whether the field may be absent, ``nullable`` whether it may be null.
     Value constraints (``minimum`` ... ``max_items``, ``pattern``, ``format``) are checked at run
     time and compared by the diff; ``deprecated`` and ``sunset`` announce a planned removal.
     """
@@ -409,7 +410,11 @@ _PARTS: Final = {
     "number": ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum"),
     "boolean": (),
 }
-_TYPED_PARTS: Final = tuple(dict.fromkeys(p for parts in _PARTS.values() for p in parts))
+# Variants may narrow any type (an object that is one of several shapes); "union" says only that.
+_ANY_TYPE_PARTS: Final = ("one_of", "discriminator")
+_TYPED_PARTS: Final = tuple(
+    dict.fromkeys(p for parts in _PARTS.values() for p in parts if p not in _ANY_TYPE_PARTS)
+)
 _NEEDED: Final = {"array": "items", "map": "values", "union": "one_of"}
 _BOUNDS: Final = (
     ("minimum", "maximum"),
@@ -505,8 +510,10 @@ def _check_field(field: dict[str, Any], here: str, problems: list[Problem]) -> N
         part = "items" if kind == "array" else "values"
         if isinstance(field.get(part), dict):
             _check_field(field[part], f"{here}.{part}", problems)
-    elif kind == "union":
+    if field.get("one_of") is not None or kind == "union":
         _check_union(field, here, problems)
+    elif field.get("discriminator") is not None:
+        problems.append(Problem(f"{here}.discriminator", "a discriminator needs 'one_of'"))
     enum = field.get("enum")
     if isinstance(enum, list):
         for j, value in enumerate(enum):
