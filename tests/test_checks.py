@@ -417,3 +417,13 @@ async def test_a_credential_echoed_into_a_bad_value__is_redacted_in_errors_and_l
         assert rt.health("shop", "1.0.0").invalid_output == 1
     assert any("[invalid_output]" in r.getMessage() for r in caplog.records)
     assert secret not in caplog.text
+
+
+async def test_an_input_that_is_a_mapping_but_not_a_dict__is_checked_as_one(rt: Runtime) -> None:
+    from types import MappingProxyType
+
+    async with rt.run("shop-prod") as run:
+        await run.call("count", MappingProxyType({"since": "2026-12-01"}))
+        with pytest.raises(InvalidInput):
+            await run.call("count", MappingProxyType({"since": "someday"}))
+    assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 2, 1, 0)
