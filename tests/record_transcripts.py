@@ -150,7 +150,8 @@ async def record(version: str) -> dict[str, Any]:
     """The transcript of legacy-crm ``version``: every call of :data:`CALLS` and its outcome."""
     path = artifact(version)
     digest = packrun.read_bundle(path).digest
-    async with packrun.open_runtime("memory:") as rt:
+    checks = {"check_input": "off", "check_output": "off", "check_auth": "off"}
+    async with packrun.open_runtime("memory:", **checks) as rt:  # type: ignore[arg-type]
         await rt.publish(path)
         installation = f"record-{version}"
         await rt.install(installation, PACK, version)

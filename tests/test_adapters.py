@@ -800,7 +800,16 @@ def test_a_transcript_covers_every_tool_and_every_error_path(version: str) -> No
 
 
 @pytest.mark.parametrize("version", LEGACY_VERSIONS)
-async def test_a_transcript_replays_byte_for_byte(rt: Runtime, version: str) -> None:
+async def test_a_transcript_replays_byte_for_byte(version: str) -> None:
+    # The transcripts record what the bundle itself answers, so the runtime's own checks of the
+    # declared input and output stay out of the way.
+    async with packrun.open_runtime(
+        "memory:", check_input="off", check_output="off", check_auth="off"
+    ) as rt:
+        await _replay(rt, version)
+
+
+async def _replay(rt: Runtime, version: str) -> None:
     await rt.publish(dist("legacy-crm", version))
     await rt.install("replay", "legacy-crm", version)
     calls = transcript(version)["calls"]

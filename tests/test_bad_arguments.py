@@ -296,6 +296,10 @@ RUNTIME: dict[str, Case] = {
     "remove_source": Case(lambda w, **a: w.rt.remove_source(**a), {"name": "packs"}),
     "sync": Case(lambda w, **a: w.rt.sync(**a), {"name": "packs"}),
     "source": Case(lambda w, **a: w.rt.source(**a), {"name": "packs"}),
+    "health": Case(
+        lambda w, **a: w.rt.health(**a),
+        {"pack_id": "acme", "version": "1.1.0", "project": "default"},
+    ),
     "history": Case(
         lambda w, **a: w.rt.history(**a),
         {"installation_id": "acme-prod", "project": "default"},
@@ -459,9 +463,19 @@ FUNCTIONS: dict[str, Case] = {
     ),
     "diff": Case(
         lambda w, **a: packrun.diff(**a),
-        {"old": dist("1.0.0"), "new": dist("1.1.0"), "profile": None},
-        accepts={"profile": OPTIONAL | {"empty"}},  # blank text: an empty profile
+        {"old": dist("1.0.0"), "new": dist("1.1.0"), "profile": None, "today": None},
+        accepts={
+            "profile": OPTIONAL | {"empty"},
+            "today": OPTIONAL,
+        },  # blank text: an empty profile
         names={"old": ("manifest", "bundle"), "new": ("manifest", "bundle")},
+    ),
+    "manifest_schema": Case(lambda w, **a: packrun.manifest_schema(**a), {}),
+    "import_openapi": Case(
+        lambda w, **a: packrun.import_openapi(**a),
+        {"spec": ROOT / "tests" / "data" / "openapi" / "petstore.yaml", "id": "petstore"},
+        accepts={"spec": frozenset({"dict"}), "id": OPTIONAL},
+        names={"spec": ("OpenAPI", "openapi")},
     ),
     "load_profile": Case(
         lambda w, **a: packrun.load_profile(**a),
@@ -497,6 +511,9 @@ FUNCTIONS: dict[str, Case] = {
             "tool_threads": 4,
             "create": True,
             "background_sync": True,
+            "check_input": "enforce",
+            "check_output": "warn",
+            "check_auth": "enforce",
         },
         accepts={
             "url": OPTIONAL,
@@ -543,6 +560,7 @@ MADE_BY_PACKRUN = {
     "SyncReport",
     "Trust",
     "UpdateReview",
+    "VersionHealth",
 }
 CONSTRUCTORS: dict[str, Case] = {
     "Auth": AUTH["Auth"],

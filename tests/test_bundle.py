@@ -255,6 +255,16 @@ def test_build__file__is_named_id_version_bundle_tar_gz(tmp_path: Path) -> None:
     assert packrun.read_bundle(result.path).filename == "legacy-crm-1.2.3.bundle.tar.gz"
 
 
+def test_build__a_source_without_a_version__is_built_as_1_0_0(tmp_path: Path) -> None:
+    src = write_source(tmp_path, integration_id="newbie")
+    document = json.loads((src / "manifest.json").read_text())
+    del document["version"]
+    (src / "manifest.json").write_text(json.dumps(document))
+    result = packrun.build_bundle(src, tmp_path / "out")
+    assert result.path.name == "newbie-1.0.0.bundle.tar.gz"
+    assert str(packrun.read_bundle(result.path).manifest.version) == "1.0.0"
+
+
 def test_build__without_out_dir__writes_into_src_dist(tmp_path: Path) -> None:
     src = write_source(tmp_path)
     result = packrun.build_bundle(src)

@@ -364,7 +364,9 @@ def test_explain__json__structured(published: str) -> None:
         "last_event",
         "update_blocked",
         "holding",
+        "needs_reauth",
     ]
+    assert why["needs_reauth"] == []
     assert why["installation"]["pin"] == "latest-vendor"
     assert why["resolution"]["version"] == "2.0.0"
     assert [c["version"] for c in why["candidates"]] == ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
@@ -857,9 +859,10 @@ def test_call__oauth2_token_from_the_environment_with_scopes(
         None,
         packrun.Auth.oauth2("t1", scopes=("contacts.read",)),
     )
-    code, out, _ = run(*argv, "--json")
+    code, out, _ = run(*argv, "--json")  # a token without the scope 2.0.0 needs
     assert code == 2
-    assert json.loads(out)["error"]["tool_code"] == "forbidden"
+    assert json.loads(out)["error"]["code"] == "needs_reauth"
+    assert "scope 'contacts.read'" in json.loads(out)["error"]["message"]
 
 
 def test_call__explicit_auth_mode_picks_among_the_environments_credentials(
@@ -883,7 +886,7 @@ def test_call__explicit_auth_mode_picks_among_the_environments_credentials(
     code, out, _ = run(
         "call", "acme-prod", "list_contacts", "--auth", "none", "--store", installed, "--json"
     )
-    assert json.loads(out)["error"]["tool_code"] == "unauthorized"
+    assert json.loads(out)["error"]["code"] == "needs_reauth"  # acme needs an API key
 
 
 @pytest.mark.parametrize(
@@ -994,15 +997,29 @@ def test_status__installations_versions_and_totals(installed: str) -> None:
         ["crm-prod", "legacy-crm", "1.1.0", "1.1.0", "(vendor)", "manual", "0"],
     ]
     assert [line.split() for line in versions.splitlines()] == [
-        ["pack", "version", "channel", "state", "installations", "in", "flight", "status"],
-        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained"],
-        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained"],
-        ["acme", "1.1.0", "vendor", "live", "1", "0", "active"],
-        ["acme", "1.1.1", "custom", "live", "1", "0", "active"],
-        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained"],
-        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained"],
-        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active"],
-        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active"],
+        [
+            "pack",
+            "version",
+            "channel",
+            "state",
+            "installations",
+            "in",
+            "flight",
+            "status",
+            "calls",
+            "invalid",
+            "in",
+            "invalid",
+            "out",
+        ],
+        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["acme", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
+        ["acme", "1.1.1", "custom", "live", "1", "0", "active", "0", "0", "0"],
+        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
+        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
+        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
     ]
     assert totals == (
         "4 installation(s); 8 version(s) of 2 pack(s): 4 active, 0 draining, 4 drained; "
@@ -1033,6 +1050,7 @@ def test_status__json__structured(installed: str) -> None:
         "installations": ["acme-prod"],
         "in_flight": 0,
         "status": "active",
+        "health": {"calls": 0, "invalid_input": 0, "invalid_output": 0},
     }
     assert [v["contract"] for v in status["versions"] if v["pack_id"] == "legacy-crm"] == [1, 1]
     assert status["totals"] == {
@@ -1311,7 +1329,9 @@ def test_review__json__structured(prod: str) -> None:
         "runs_in_flight",
         "needs_acknowledgement",
         "acknowledge",
+        "needs_reauth",
     ]
+    assert review["needs_reauth"] == []
     assert (review["from_version"], review["to_version"], review["bump"]) == (
         "1.1.0",
         "1.2.0",

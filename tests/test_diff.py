@@ -8,6 +8,7 @@ path), so a rule that fires where it should not is caught as surely as one that 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import doctest
 import json
 import re
@@ -184,6 +185,7 @@ class Case:
     change: Callable[[Doc], object]
     expected: frozenset[tuple[str, str]]
     digests: tuple[str, str] | None = None  # compare as two bundles with these digests
+    before: Callable[[Doc], object] | None = None  # applied to both sides first
 
 
 def case(
@@ -191,8 +193,9 @@ def case(
     change: Callable[[Doc], object],
     *expected: tuple[str, str],
     digests: tuple[str, str] | None = None,
+    before: Callable[[Doc], object] | None = None,
 ) -> Case:
-    return Case(id, change, frozenset(expected), digests)
+    return Case(id, change, frozenset(expected), digests, before)
 
 
 def _no_change(m: Doc) -> None:
@@ -358,7 +361,7 @@ CASES = [
     ),
     case(
         "output type changed",
-        lambda m: named(tool(m, "t")["output"], "total").update(type="number"),
+        lambda m: named(tool(m, "t")["output"], "total").update(type="string"),
         ("output.type_changed", f"{T}.output[total].type"),
     ),
     case(
@@ -379,7 +382,7 @@ CASES = [
         ("output.type_changed", f"{ITEMS}[tags].items.type"),
     ),
     case(
-        "output required -> optional (may now be null)",
+        "output required -> optional (may now be absent)",
         lambda m: named(tool(m, "t")["output"], "total").update(required=False),
         ("output.became_optional", f"{T}.output[total].required"),
     ),
@@ -544,9 +547,9 @@ CASES = [
     ),
     # -- patch level: defaults, text, metadata, contract
     case(
-        "default value changed",
+        "input default value changed",
         lambda m: named(inputs(m), "limit").update(default=20),
-        ("field.default_changed", f"{T}.input[limit].default"),
+        ("input.default_changed", f"{T}.input[limit].default"),
     ),
     case(
         "default value 1.5 written as 1.50: no change",
@@ -578,7 +581,7 @@ CASES = [
     case(
         "group and event names changed",
         lambda m: (m["groups"][0].update(name="G2"), m["events"][0].update(description="New.")),
-        ("text.changed", "$.groups[g].name"),
+        ("group.name_changed", "$.groups[g].name"),
         ("text.changed", "$.events[created].description"),
     ),
     case(
@@ -616,11 +619,306 @@ CASES = [
 ]
 
 
+# --- the richer manifest: nullability, constraints, maps, unions, deprecation, errors -----------
+
+PAST, FUTURE = "2020-01-31", "2999-12-31"
+
+
+def rich(m: Doc) -> None:
+    """Adds to both sides what the cases below change: every kind of constraint on each side, a
+    map, a union, deprecated tools and fields, declared errors and a timeout."""
+    inputs(m).extend(
+        [
+            {"name": "score", "type": "number", "minimum": 0, "maximum": 100},
+            {"name": "code", "type": "string", "min_length": 2, "max_length": 10,
+             "pattern": "^[a-z]+$"},
+            {"name": "since", "type": "string", "format": "date"},
+            {"name": "ids", "type": "array", "max_items": 50,
+             "items": {"name": "id", "type": "string"}},
+            {"name": "labels", "type": "map", "values": {"name": "label", "type": "string"}},
+            {"name": "target", "type": "union", "discriminator": "kind", "one_of": [
+                {"name": "email", "type": "object",
+                 "fields": [{"name": "address", "type": "string", "required": True}]},
+                {"name": "user", "type": "object",
+                 "fields": [{"name": "id", "type": "integer", "required": True}]},
+            ]},
+            {"name": "memo", "type": "string", "nullable": True},
+            {"name": "legacy", "type": "string", "deprecated": True, "sunset": PAST},
+            {"name": "later", "type": "string", "deprecated": True, "sunset": FUTURE},
+            {"name": "old_flag", "type": "boolean", "deprecated": True},
+        ]
+    )  # fmt: skip
+    outputs(m).extend(
+        [
+            {"name": "score", "type": "number", "required": True, "minimum": 0, "maximum": 100},
+            {"name": "code", "type": "string", "required": True, "max_length": 10,
+             "pattern": "^[a-z]+$"},
+            {"name": "at", "type": "string", "required": True, "format": "date-time"},
+            {"name": "email", "type": "string", "required": True},
+            {"name": "nick", "type": "string", "nullable": True},
+            {"name": "meta", "type": "map", "max_items": 20,
+             "values": {"name": "value", "type": "string"}},
+            {"name": "owner", "type": "union", "discriminator": "kind", "one_of": [
+                {"name": "person", "type": "object"}, {"name": "team", "type": "object"}]},
+            {"name": "legacy", "type": "string", "deprecated": True, "sunset": PAST},
+        ]
+    )  # fmt: skip
+    tool(m, "t").update(
+        errors=[{"code": "rate_limited", "retryable": True}, {"code": "not_found"}], timeout_s=30
+    )
+    m["tools"].append({"id": "old", "deprecated": True, "sunset": PAST})
+    m["tools"].append({"id": "soon", "deprecated": True, "sunset": FUTURE})
+
+
+def outputs(m: Doc) -> list[Doc]:
+    return tool(m, "t")["output"]  # type: ignore[no-any-return]
+
+
+def target(m: Doc) -> list[Doc]:
+    return named(inputs(m), "target")["one_of"]  # type: ignore[no-any-return]
+
+
+def owner(m: Doc) -> list[Doc]:
+    return named(outputs(m), "owner")["one_of"]  # type: ignore[no-any-return]
+
+
+IN, OUT = f"{T}.input", f"{T}.output"
+
+RICH_CASES = [
+    case("rich: nothing changed", _no_change),
+    # -- type widening and narrowing, by direction
+    case("input integer -> number (widened)", lambda m: named(inputs(m), "limit").update(type="number"),
+         ("input.type_widened", f"{IN}[limit].type")),
+    case("input number -> integer (narrowed)", lambda m: named(inputs(m), "score").update(type="integer"),
+         ("input.type_narrowed", f"{IN}[score].type")),
+    case("output integer -> number (widened)", lambda m: named(outputs(m), "total").update(type="number"),
+         ("output.type_widened", f"{OUT}[total].type")),
+    case("output number -> integer (narrowed)", lambda m: named(outputs(m), "score").update(type="integer"),
+         ("output.type_narrowed", f"{OUT}[score].type")),
+    case("widened and a bound moved: both reported",
+         lambda m: named(inputs(m), "score").update(type="integer", maximum=50),
+         ("input.type_narrowed", f"{IN}[score].type"), ("input.range_tightened", f"{IN}[score].maximum")),
+    # -- nullability, by direction
+    case("input may now be null", lambda m: named(inputs(m), "q").update(nullable=True),
+         ("input.became_nullable", f"{IN}[q].nullable")),
+    case("input may no longer be null", lambda m: named(inputs(m), "memo").update(nullable=False),
+         ("input.became_non_nullable", f"{IN}[memo].nullable")),
+    case("output may now be null", lambda m: named(outputs(m), "total").update(nullable=True),
+         ("output.became_nullable", f"{OUT}[total].nullable")),
+    case("output may no longer be null", lambda m: named(outputs(m), "nick").update(nullable=False),
+         ("output.became_non_nullable", f"{OUT}[nick].nullable")),
+    case("nested output may now be null", lambda m: named(item(m), "id").update(nullable=True),
+         ("output.became_nullable", f"{ITEMS}[id].nullable")),
+    case("payload field may now be null",
+         lambda m: named(m["events"][0]["payload"], "id").update(nullable=True),
+         ("output.became_nullable", f"{PAYLOAD}[id].nullable")),
+    # -- defaults, by direction
+    case("input default set", lambda m: named(inputs(m), "memo").update(default="x"),
+         ("input.default_changed", f"{IN}[memo].default")),
+    case("default of a required input set: no caller relies on it",
+         lambda m: named(inputs(m), "q").update(default="x"),
+         ("field.default_changed", f"{IN}[q].default")),
+    case("default set on an input made optional: both reported",
+         lambda m: named(inputs(m), "q").update(default="x", required=False),
+         ("input.default_changed", f"{IN}[q].default"),
+         ("input.became_optional", f"{IN}[q].required")),
+    case("input default removed", lambda m: named(inputs(m), "limit").pop("default"),
+         ("input.default_changed", f"{IN}[limit].default")),
+    case("output default changed: nothing callers see",
+         lambda m: named(outputs(m), "total").update(default=0)),
+    # -- ranges
+    case("input maximum lowered", lambda m: named(inputs(m), "score").update(maximum=50),
+         ("input.range_tightened", f"{IN}[score].maximum")),
+    case("input minimum set", lambda m: named(inputs(m), "limit").update(minimum=1),
+         ("input.range_tightened", f"{IN}[limit].minimum")),
+    case("input maximum made exclusive", lambda m: named(inputs(m), "score").update(exclusive_maximum=100),
+         ("input.range_tightened", f"{IN}[score].exclusive_maximum")),
+    case("input exclusive maximum above the maximum: no change",
+         lambda m: named(inputs(m), "score").update(exclusive_maximum=200)),
+    case("input maximum 100 written as 100.0: no change",
+         lambda m: named(inputs(m), "score").update(maximum=100.0)),
+    case("input maximum dropped", lambda m: named(inputs(m), "score").pop("maximum"),
+         ("input.range_loosened", f"{IN}[score].maximum")),
+    case("input range shifted up: one bound tighter, one looser",
+         lambda m: named(inputs(m), "score").update(minimum=10, maximum=200),
+         ("input.range_tightened", f"{IN}[score].minimum"), ("input.range_loosened", f"{IN}[score].maximum")),
+    case("output maximum raised", lambda m: named(outputs(m), "score").update(maximum=1000),
+         ("output.range_loosened", f"{OUT}[score].maximum")),
+    case("output minimum dropped", lambda m: named(outputs(m), "score").pop("minimum"),
+         ("output.range_loosened", f"{OUT}[score].minimum")),
+    case("output minimum raised", lambda m: named(outputs(m), "score").update(minimum=10),
+         ("output.range_tightened", f"{OUT}[score].minimum")),
+    case("output maximum set", lambda m: named(outputs(m), "total").update(maximum=10),
+         ("output.range_tightened", f"{OUT}[total].maximum")),
+    # -- lengths
+    case("input max length shortened", lambda m: named(inputs(m), "code").update(max_length=5),
+         ("input.length_tightened", f"{IN}[code].max_length")),
+    case("input min length set", lambda m: named(inputs(m), "q").update(min_length=1),
+         ("input.length_tightened", f"{IN}[q].min_length")),
+    case("input min length lowered", lambda m: named(inputs(m), "code").update(min_length=1),
+         ("input.length_loosened", f"{IN}[code].min_length")),
+    case("input max length raised", lambda m: named(inputs(m), "code").update(max_length=64),
+         ("input.length_loosened", f"{IN}[code].max_length")),
+    case("output max length raised", lambda m: named(outputs(m), "code").update(max_length=20),
+         ("output.length_loosened", f"{OUT}[code].max_length")),
+    case("output max length dropped", lambda m: named(outputs(m), "code").pop("max_length"),
+         ("output.length_loosened", f"{OUT}[code].max_length")),
+    case("output min length set", lambda m: named(outputs(m), "code").update(min_length=1),
+         ("output.length_tightened", f"{OUT}[code].min_length")),
+    # -- item counts (arrays and maps)
+    case("input max items lowered", lambda m: named(inputs(m), "ids").update(max_items=10),
+         ("input.items_tightened", f"{IN}[ids].max_items")),
+    case("input min items set", lambda m: named(inputs(m), "ids").update(min_items=1),
+         ("input.items_tightened", f"{IN}[ids].min_items")),
+    case("input max items dropped", lambda m: named(inputs(m), "ids").pop("max_items"),
+         ("input.items_loosened", f"{IN}[ids].max_items")),
+    case("output map may hold more entries", lambda m: named(outputs(m), "meta").update(max_items=100),
+         ("output.items_loosened", f"{OUT}[meta].max_items")),
+    case("output map holds at least one entry", lambda m: named(outputs(m), "meta").update(min_items=1),
+         ("output.items_tightened", f"{OUT}[meta].min_items")),
+    # -- patterns
+    case("input pattern added", lambda m: named(inputs(m), "q").update(pattern="^a"),
+         ("input.pattern_added", f"{IN}[q].pattern")),
+    case("input pattern changed", lambda m: named(inputs(m), "code").update(pattern="^[a-z0-9]+$"),
+         ("input.pattern_changed", f"{IN}[code].pattern")),
+    case("input pattern removed", lambda m: named(inputs(m), "code").pop("pattern"),
+         ("input.pattern_removed", f"{IN}[code].pattern")),
+    case("output pattern added", lambda m: named(outputs(m), "email").update(pattern="@"),
+         ("output.pattern_added", f"{OUT}[email].pattern")),
+    case("output pattern changed", lambda m: named(outputs(m), "code").update(pattern="^[a-z]*$"),
+         ("output.pattern_changed", f"{OUT}[code].pattern")),
+    case("output pattern removed", lambda m: named(outputs(m), "code").pop("pattern"),
+         ("output.pattern_removed", f"{OUT}[code].pattern")),
+    # -- formats
+    case("input format added", lambda m: named(inputs(m), "q").update(format="email"),
+         ("input.format_added", f"{IN}[q].format")),
+    case("input format changed", lambda m: named(inputs(m), "since").update(format="date-time"),
+         ("input.format_changed", f"{IN}[since].format")),
+    case("input format removed", lambda m: named(inputs(m), "since").pop("format"),
+         ("input.format_removed", f"{IN}[since].format")),
+    case("output format added", lambda m: named(outputs(m), "email").update(format="email"),
+         ("output.format_added", f"{OUT}[email].format")),
+    case("output format changed", lambda m: named(outputs(m), "at").update(format="date"),
+         ("output.format_changed", f"{OUT}[at].format")),
+    case("output format removed", lambda m: named(outputs(m), "at").pop("format"),
+         ("output.format_removed", f"{OUT}[at].format")),
+    # -- maps
+    case("input map values change type",
+         lambda m: named(inputs(m), "labels")["values"].update(type="integer"),
+         ("input.type_changed", f"{IN}[labels].values.type")),
+    case("input map restructured into an object",
+         lambda m: named(inputs(m), "labels").update(type="object", values=None, fields=[]),
+         ("input.type_changed", f"{IN}[labels].type")),
+    case("output map values may now be null",
+         lambda m: named(outputs(m), "meta")["values"].update(nullable=True),
+         ("output.became_nullable", f"{OUT}[meta].values.nullable")),
+    # -- unions
+    case("input union takes a new variant",
+         lambda m: target(m).append({"name": "team", "type": "object"}),
+         ("input.variant_added", f"{IN}[target].one_of[team]")),
+    case("input union no longer takes a variant", lambda m: drop(target(m), "user"),
+         ("input.variant_removed", f"{IN}[target].one_of[user]")),
+    case("input union discriminator changed",
+         lambda m: named(inputs(m), "target").update(discriminator="type"),
+         ("input.discriminator_changed", f"{IN}[target].discriminator")),
+    case("input union variant gains a required field",
+         lambda m: named(target(m), "email")["fields"].append(
+             {"name": "name", "type": "string", "required": True}),
+         ("input.required_field_added", f"{IN}[target].one_of[email].fields[name]")),
+    case("output union may hold a new variant",
+         lambda m: owner(m).append({"name": "bot", "type": "object"}),
+         ("output.variant_added", f"{OUT}[owner].one_of[bot]")),
+    case("output union no longer holds a variant", lambda m: drop(owner(m), "team"),
+         ("output.variant_removed", f"{OUT}[owner].one_of[team]")),
+    case("output union discriminator changed",
+         lambda m: named(outputs(m), "owner").update(discriminator="type"),
+         ("output.discriminator_changed", f"{OUT}[owner].discriminator")),
+    case("an object input that is one of its variants takes one more",
+         lambda m: named(inputs(m), "opts").update(
+             one_of=[{"name": "a", "type": "object"}, {"name": "b", "type": "object"}]),
+         ("input.variant_added", f"{IN}[opts].one_of[b]"),
+         before=lambda m: named(inputs(m), "opts").update(one_of=[{"name": "a", "type": "object"}])),
+    case("a string input becomes a union", lambda m: named(inputs(m), "q").update(
+             type="union", one_of=[{"name": "text", "type": "string"}]),
+         ("input.type_changed", f"{IN}[q].type")),
+    # -- deprecation and planned removals
+    case("tool deprecated with a sunset", lambda m: tool(m, "t").update(deprecated=True, sunset=FUTURE),
+         ("tool.deprecation_changed", f"{T}.deprecated"), ("tool.deprecation_changed", f"{T}.sunset")),
+    case("tool sunset moved", lambda m: tool(m, "soon").update(sunset="2998-01-01"),
+         ("tool.deprecation_changed", "$.tools[soon].sunset")),
+    case("tool no longer deprecated", lambda m: tool(m, "soon").update(deprecated=False, sunset=None),
+         ("tool.deprecation_changed", "$.tools[soon].deprecated"),
+         ("tool.deprecation_changed", "$.tools[soon].sunset")),
+    case("field deprecated", lambda m: named(inputs(m), "limit").update(deprecated=True),
+         ("field.deprecation_changed", f"{IN}[limit].deprecated")),
+    case("tool removed after its sunset: planned", lambda m: drop(m["tools"], "old"),
+         ("tool.removed_after_sunset", "$.tools[old]")),
+    case("tool removed before its sunset: breaking", lambda m: drop(m["tools"], "soon"),
+         ("tool.removed", "$.tools[soon]")),
+    case("input removed after its sunset: planned", lambda m: drop(inputs(m), "legacy"),
+         ("input.field_removed_after_sunset", f"{IN}[legacy]")),
+    case("input removed before its sunset: breaking", lambda m: drop(inputs(m), "later"),
+         ("input.field_removed", f"{IN}[later]")),
+    case("deprecated input without a sunset removed: breaking", lambda m: drop(inputs(m), "old_flag"),
+         ("input.field_removed", f"{IN}[old_flag]")),
+    case("output removed after its sunset: planned", lambda m: drop(outputs(m), "legacy"),
+         ("output.field_removed_after_sunset", f"{OUT}[legacy]")),
+    # -- declared errors follow the output rules
+    case("error code added", lambda m: tool(m, "t")["errors"].append({"code": "conflict"}),
+         ("tool.error_added", f"{T}.errors[conflict]")),
+    case("error code removed", lambda m: drop_code(tool(m, "t")["errors"], "not_found"),
+         ("tool.error_removed", f"{T}.errors[not_found]")),
+    case("error no longer retryable", lambda m: tool(m, "t")["errors"][0].update(retryable=False),
+         ("tool.error_changed", f"{T}.errors[rate_limited].retryable")),
+    case("error description changed", lambda m: tool(m, "t")["errors"][1].update(description="Gone."),
+         ("text.changed", f"{T}.errors[not_found].description")),
+    # -- operational declarations
+    case("tool timeout lowered", lambda m: tool(m, "t").update(timeout_s=10),
+         ("tool.timeout_lowered", f"{T}.timeout_s")),
+    case("tool timeout raised", lambda m: tool(m, "t").update(timeout_s=60),
+         ("tool.timeout_changed", f"{T}.timeout_s")),
+    case("tool timeout dropped (the runtime's default then)", lambda m: tool(m, "t").pop("timeout_s"),
+         ("tool.timeout_changed", f"{T}.timeout_s")),
+    case("network no longer needed", lambda m: m.update(network=False),
+         ("connector.network_changed", "$.network")),
+    case("network declared true where it was unset (unset means true)",
+         lambda m: m.update(network=True)),
+    case("tool timeout set where it was not declared", lambda m: tool(m, "u").update(timeout_s=5),
+         ("tool.timeout_changed", "$.tools[u].timeout_s")),
+    case("connection property may now be null",
+         lambda m: m["connection_properties"][0].update(nullable=True),
+         ("connection.property_changed", "$.connection_properties[host].nullable")),
+]  # fmt: skip
+
+
+def _and_rich(c: Case) -> Case:
+    """``c`` on the richer manifest (its own ``before`` applied after it)."""
+    own = c.before
+    if own is None:
+        return dataclasses.replace(c, before=rich)
+
+    def both(m: Doc) -> None:
+        rich(m)
+        own(m)
+
+    return dataclasses.replace(c, before=both)
+
+
+CASES += [_and_rich(c) for c in RICH_CASES]
+
+
+def drop_code(errors: list[Doc], code: str) -> None:
+    errors.remove(next(e for e in errors if e["code"] == code))
+
+
 def pair(c: Case) -> tuple[Any, Any]:
     """The old and new side of a case: manifests, or bundles when the case gives digests."""
     old, new = base(), base()
     if c.id == "contract generation changed":
         old["contract"] = 2
+    if c.before is not None:
+        c.before(old)
+        c.before(new)
     c.change(new)
     a, b = decode_manifest(old, source="old"), decode_manifest(new, source="new")
     if c.digests is None:
@@ -681,12 +979,17 @@ NO_OUTPUT_COUNTERPART = {
     "auth.required_credential_added": "credentials are sent by the installation, never received",
     "auth.scope_added": "scopes are granted by the installation, never received",
     "auth.scope_removed": "scopes are granted by the installation, never received",
+    "input.default_changed": "an output's default is nothing callers see: no output rule",
 }
 # Counterparts that both break or are both safe: the change narrows or widens neither side.
 SAME_LEVEL_BOTH_WAYS = {
     "field_removed": "a caller still sends the field, or still reads it",
+    "field_removed_after_sunset": "a planned removal, announced either way",
     "type_changed": "values of the old type are refused, or arrive as something else",
     "optional_field_added": "callers may leave it out, or ignore it",
+    "discriminator_changed": "a variant is told by another field, sent or read",
+    "format_changed": "no one can tell a wider format from a narrower one",
+    "pattern_changed": "no one can tell a wider pattern from a narrower one",
 }
 
 
@@ -694,20 +997,22 @@ def test_direction__every_input_rule_has_an_output_counterpart_or_a_reason() -> 
     for rule in RULES.values():
         if rule.direction != "input":
             continue
-        if rule.id in NO_OUTPUT_COUNTERPART:
-            assert not rule.id.startswith("input.")
-            continue
         counterpart = RULES.get("output." + rule.id.removeprefix("input."))
+        if rule.id in NO_OUTPUT_COUNTERPART:
+            assert not rule.id.startswith("input.") or counterpart is None
+            continue
         assert counterpart is not None, f"{rule.id} has no output counterpart and no reason"
         assert counterpart.direction == "output"
     for rule in RULES.values():
-        if rule.direction == "output":
+        if rule.id.startswith("output."):
             assert "input." + rule.id.removeprefix("output.") in RULES
+        elif rule.direction == "output":  # declared errors: only ever received
+            assert rule.id.startswith("tool.error_")
 
 
 def test_direction__what_breaks_an_input_is_safe_in_an_output_and_the_reverse() -> None:
     for rule in RULES.values():
-        if not rule.id.startswith("input."):
+        if not rule.id.startswith("input.") or rule.id in NO_OUTPUT_COUNTERPART:
             continue
         change = rule.id.removeprefix("input.")
         out = RULES[f"output.{change}"]
@@ -767,11 +1072,16 @@ def test_acme_1_1_0_to_1_2_0__is_red_a_required_input_shipped_as_a_minor() -> No
     assert "2.0.0" in report.reason
 
 
-def test_acme_1_1_0_to_1_1_1__default_change_is_a_patch() -> None:
+def test_acme_1_1_0_to_1_1_1__an_input_default_change_is_breaking() -> None:
     report = diff(ACME / "1.1.0", ACME / "1.1.1")
-    assert report.verdict == "ok"
-    defaults = [f for f in report.findings if f.rule_id == "field.default_changed"]
-    assert [(f.old, f.new) for f in defaults] == [(10, 20), (10, 20)]
+    assert report.verdict == "red"
+    defaults = [f for f in report.findings if f.rule_id == "input.default_changed"]
+    assert [(f.level, f.old, f.new) for f in defaults] == [("breaking", 10, 20)] * 2
+
+
+def test_acme_1_1_0_to_1_1_1__with_the_patch_profile__a_default_change_is_a_patch() -> None:
+    report = diff(ACME / "1.1.0", ACME / "1.1.1", profile="input.default_changed = patch")
+    assert (report.verdict, report.required_bump) == ("ok", "patch")
 
 
 def _rebuilt_with_other_code(tmp_path: Path, version: str) -> Path:
@@ -821,8 +1131,8 @@ def _retitle(m: Doc) -> None:
     m["name"] = "Y"
 
 
-def _may_be_null(m: Doc) -> None:
-    named(tool(m, "t")["output"], "total")["required"] = False
+def _new_output_value(m: Doc) -> None:
+    named(item(m), "kind")["enum"] = ["p", "q", "r"]
 
 
 VERDICTS = [
@@ -832,7 +1142,7 @@ VERDICTS = [
     (_add_tool, "1.0.0+build.1", "1.0.0+build.2", "red", "none"),
     (_retitle, "1.0.0", "1.0.1", "ok", "patch"),
     (_add_tool, "1.0.0", "1.0.1", "ok", "patch"),  # noted, not refused
-    (_may_be_null, "1.0.0", "1.0.1", "ok", "patch"),  # dangerous: noted
+    (_new_output_value, "1.0.0", "1.0.1", "ok", "patch"),  # dangerous: noted
     (_add_tool, "1.0.0", "1.1.0", "ok", "minor"),
     (_remove_tool, "1.0.0", "1.0.1", "red", "patch"),
     (_remove_tool, "1.0.0", "1.1.0", "red", "minor"),
@@ -884,7 +1194,7 @@ def test_verdict__a_minor_change_shipped_as_a_patch_is_noted() -> None:
 
 def test_verdict__dangerous_findings_are_noted_and_need_a_minor() -> None:
     a, b = base(), base()
-    _may_be_null(b)
+    _new_output_value(b)
     b["version"] = "1.1.0"
     report = diff(a, b)
     assert (report.verdict, report.required_bump) == ("ok", "minor")
@@ -913,11 +1223,9 @@ def test_verdict__red_for_0x_names_the_next_0x_major() -> None:
 
 
 def test_profile__reclassifies_a_rule_and_the_verdict_follows() -> None:
-    strict = diff(ACME / "1.1.0", ACME / "1.1.1", profile="field.default_changed = breaking")
+    strict = diff(ACME / "1.0.0", ACME / "1.0.1", profile="text.changed = breaking")
     assert strict.verdict == "red"
-    assert {f.level for f in strict.findings if f.rule_id == "field.default_changed"} == {
-        "breaking"
-    }
+    assert {f.level for f in strict.findings if f.rule_id == "text.changed"} == {"breaking"}
     lenient = diff(
         bundle_path("1.1.0"),
         bundle_path("1.2.0"),
@@ -930,11 +1238,11 @@ def test_profile__reclassifies_a_rule_and_the_verdict_follows() -> None:
 def test_profile__from_a_file_with_comments_and_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "strict.profile"
     path.write_text(
-        "# defaults are behaviour here\n\n"
-        "field.default_changed = compatible   # not a patch\n"
+        "# defaults are a new feature here\n\n"
+        "input.default_changed = compatible   # not a major\n"
         "  output.enum_value_added=breaking\n"
     )
-    expected = {"field.default_changed": "compatible", "output.enum_value_added": "breaking"}
+    expected = {"input.default_changed": "compatible", "output.enum_value_added": "breaking"}
     assert dict(load_profile(path)) == expected
     assert dict(load_profile(str(path))) == expected
     report = diff(ACME / "1.1.0", ACME / "1.1.1", profile=path)
@@ -1112,7 +1420,7 @@ def test_report__messages_say_from_what_to_what() -> None:
     named(inputs(b), "q")["type"] = "integer"
     messages = {f.rule_id: f.message for f in diff(a, b).findings}
     assert (
-        messages["field.default_changed"] == 'default of input field "limit" changed from 10 to 20'
+        messages["input.default_changed"] == 'default of input field "limit" changed from 10 to 20'
     )
     assert messages["input.type_changed"] == 'input field "q" changed type: string -> integer'
 

@@ -31,6 +31,9 @@ def test_codes__are_unique_and_cover_the_documented_set() -> None:
     assert set(codes) == {
         "invalid_version",
         "invalid_manifest",
+        "invalid_input",
+        "invalid_output",
+        "needs_reauth",
         "invalid_bundle",
         "artifact_mismatch",
         "version_exists",
@@ -109,6 +112,33 @@ EXAMPLES: list[tuple[errors.PackrunError, tuple[str, ...]]] = [
     (
         errors.UntrustedSource("vendor-packs", "3f2a9c1", "the commit is not signed"),
         ("'vendor-packs'", "3f2a9c1", "not signed"),
+    ),
+    (
+        errors.InvalidInput(
+            "acme", "1.2.0", "list_contacts", [errors.Problem("$.limit", "expected an integer")]
+        ),
+        (
+            "acme 1.2.0",
+            "'list_contacts'",
+            "1 problem",
+            "at $.limit: expected an integer",
+            "not run",
+        ),
+    ),
+    (
+        errors.InvalidOutput(
+            "acme",
+            "1.2.0",
+            "get_contact",
+            [errors.Problem(f"$.f{i}", "required field is missing") for i in range(25)],
+        ),
+        ("acme 1.2.0", "'get_contact'", "25 problems", "at $.f0:", "and 5 more"),
+    ),
+    (
+        errors.NeedsReauth(
+            "acme-prod", "acme", "2.0.0", ["auth mode oauth2 (the run has api_key)"]
+        ),
+        ("'acme-prod'", "acme 2.0.0", "auth mode oauth2", "re-authenticate"),
     ),
 ]
 

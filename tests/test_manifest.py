@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 import packrun
@@ -325,3 +326,205 @@ def test_decode__default_must_fit_its_type_and_enum() -> None:
     assert problems["$.tools[0].input[0].default"] == "'abc' is not an integer"
     assert "not one of its enum values" in problems["$.tools[0].input[1].default"]
     assert "$.tools[0].input[2].default" not in problems
+
+
+# --- the richer schema: nullability, constraints, maps, unions, deprecation, errors --------------
+
+RICH: dict[str, Any] = {
+    "id": "shop", "network": False,
+    "tools": [{
+        "id": "create_order", "timeout_s": 20, "deprecated": True, "sunset": "2027-01-31",
+        "errors": [{"code": "rate_limited", "retryable": True}, {"code": "out_of_stock"}],
+        "input": [
+            {"name": "email", "type": "string", "format": "email", "max_length": 254, "min_length": 3,
+             "pattern": "@"},
+            {"name": "quantity", "type": "integer", "minimum": 1, "exclusive_maximum": 101},
+            {"name": "ratio", "type": "number", "exclusive_minimum": 0, "maximum": 1.5},
+            {"name": "tags", "type": "array", "min_items": 1, "max_items": 10,
+             "items": {"name": "tag", "type": "string"}},
+            {"name": "attributes", "type": "map", "max_items": 5,
+             "values": {"name": "value", "type": "string", "nullable": True}},
+            {"name": "ship_to", "type": "union", "discriminator": "kind", "one_of": [
+                {"name": "address", "type": "object", "fields": [{"name": "street", "type": "string"}]},
+                {"name": "pickup", "type": "object"}]},
+            {"name": "coupon", "type": "string", "nullable": True, "deprecated": True,
+             "sunset": "2027-01-31"},
+        ],
+    }],
+}  # fmt: skip
+
+
+def test_decode__rich_manifest__gives_typed_values_and_version_1_0_0() -> None:
+    import datetime
+
+    manifest = packrun.decode_manifest(RICH)
+    assert manifest.version == Version(1, 0, 0)  # a connector authored without a version
+    assert manifest.network is False
+    tool = manifest.tools[0]
+    assert (tool.timeout_s, tool.deprecated, tool.sunset) == (20, True, datetime.date(2027, 1, 31))
+    assert [(e.code, e.retryable) for e in tool.errors] == [
+        ("rate_limited", True),
+        ("out_of_stock", False),
+    ]
+    email, quantity, ratio, tags, attributes, ship_to, coupon = tool.input
+    assert (email.format, email.max_length, email.min_length, email.pattern) == (
+        "email",
+        254,
+        3,
+        "@",
+    )
+    assert (quantity.minimum, quantity.exclusive_maximum) == (1, 101)
+    assert (ratio.exclusive_minimum, ratio.maximum) == (0, 1.5)
+    assert (tags.min_items, tags.max_items) == (1, 10)
+    assert attributes.values is not None
+    assert attributes.values.nullable
+    assert ship_to.discriminator == "kind"
+    assert [v.name for v in ship_to.one_of or ()] == ["address", "pickup"]
+    assert coupon.nullable
+    assert coupon.deprecated
+
+
+def test_encode__rich_manifest__round_trips() -> None:
+    manifest = packrun.decode_manifest(RICH)
+    encoded = encode_manifest(manifest)
+    assert packrun.decode_manifest(encoded) == manifest
+    assert b'"sunset": "2027-01-31"' in encoded
+    assert b'"network": false' in encoded
+
+
+def test_network_and_timeout__unset_is_not_declared_and_a_declared_value_is_kept() -> None:
+    manifest = packrun.decode_manifest(DESIGN_EXAMPLE)
+    assert manifest.network is msgspec.UNSET
+    assert manifest.tools[0].timeout_s is msgspec.UNSET
+    declared = packrun.decode_manifest({**DESIGN_EXAMPLE, "network": True})
+    assert declared.network is True
+    assert b'"network": true' in encode_manifest(declared)  # written as declared
+    assert packrun.diff(manifest, declared).findings == ()  # unset means true
+
+
+def test_encode__parts_left_at_their_default__are_not_written() -> None:
+    # A manifest that uses none of the newer parts encodes as it always did: rebuilt bundles keep
+    # their digests.
+    encoded = json.loads(encode_manifest(packrun.decode_manifest(DESIGN_EXAMPLE)))
+    field = encoded["tools"][0]["input"][0]
+    for part in ("nullable", "minimum", "pattern", "format", "values", "one_of", "sunset"):
+        assert part not in field
+    for part in ("errors", "timeout_s", "deprecated", "sunset"):
+        assert part not in encoded["tools"][0]
+    assert "network" not in encoded
+    assert field["default"] == 10
+    assert field["required"] is False
+
+
+@pytest.mark.parametrize(
+    ("field", "path", "message"),
+    [
+        ({"name": "a", "type": "string", "minimum": 1}, ".minimum", "a string field has no 'minimum'"),
+        ({"name": "a", "type": "integer", "pattern": "x"}, ".pattern", "no 'pattern'"),
+        ({"name": "a", "type": "boolean", "max_items": 1}, ".max_items", "no 'max_items'"),
+        ({"name": "a", "type": "map"}, ".values", "a map field needs 'values'"),
+        ({"name": "a", "type": "union"}, ".one_of", "a union field needs 'one_of'"),
+        ({"name": "a", "type": "union", "one_of": []}, ".one_of", "at least one variant"),
+        ({"name": "a", "type": "object", "values": {"name": "v", "type": "string"}}, ".values",
+         "no 'values'"),
+        ({"name": "a", "type": "integer", "minimum": 5, "maximum": 3}, ".maximum",
+         "3 is below minimum 5"),
+        ({"name": "a", "type": "string", "min_length": 5, "max_length": 3}, ".max_length",
+         "3 is below min_length 5"),
+        ({"name": "a", "type": "string", "pattern": "("}, ".pattern", "not a regular expression"),
+        ({"name": "a", "type": "string", "sunset": "2027-01-01"}, ".sunset",
+         "a sunset needs 'deprecated': true"),
+        ({"name": "a", "type": "string", "format": "phone"}, ".format", "expected one of"),
+        ({"name": "a", "type": "string", "sunset": "soon", "deprecated": True}, ".sunset",
+         "expected a date (YYYY-MM-DD)"),
+        ({"name": "a", "type": "string", "max_length": -1}, ".max_length", ">= 0"),
+        ({"name": "a", "type": "union", "discriminator": "kind",
+          "one_of": [{"name": "s", "type": "string"}]}, ".one_of[0].type",
+         "a variant of a union with a discriminator is an object"),
+        ({"name": "a", "type": "map", "values": {"name": "v", "type": "array"}}, ".values.items",
+         "an array field needs 'items'"),
+        ({"name": "a", "type": "string", "discriminator": "kind"}, ".discriminator",
+         "a discriminator needs 'one_of'"),
+        ({"name": "a", "type": "object", "one_of": [], "discriminator": "kind"}, ".one_of",
+         "at least one variant"),
+    ],
+)  # fmt: skip
+def test_decode__richer_parts__refused_where_they_do_not_fit(
+    field: dict[str, Any], path: str, message: str
+) -> None:
+    doc = {"id": "x", "tools": [{"id": "t", "input": [field]}]}
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc)
+    problems = _problems(exc)
+    assert message in problems[f"$.tools[0].input[0]{path}"], problems
+
+
+def test_decode__tool_errors_and_sunset__are_checked() -> None:
+    doc = {
+        "id": "x",
+        "tools": [
+            {
+                "id": "t",
+                "sunset": "2027-01-01",
+                "timeout_s": 0,
+                "errors": [{"code": "a"}, {"code": "a", "retryable": "yes"}],
+            }
+        ],
+    }
+    with pytest.raises(InvalidManifest) as exc:
+        packrun.decode_manifest(doc)
+    problems = _problems(exc)
+    assert problems["$.tools[0].sunset"] == "a sunset needs 'deprecated': true"
+    assert "duplicate error code 'a'" in problems["$.tools[0].errors[1]"]
+    assert "expected a boolean" in problems["$.tools[0].errors[1].retryable"]
+    assert "> 0" in problems["$.tools[0].timeout_s"]
+
+
+# --- the JSON Schema ------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from packrun._manifest import Field, Manifest, Tool  # noqa: E402
+
+
+def test_schema__is_generated_from_the_types_and_published_in_the_docs() -> None:
+    schema = packrun.manifest_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    defs = schema["$defs"]
+    for name, cls in (("Manifest", Manifest), ("Field", Field), ("Tool", Tool)):
+        names = [f.encode_name for f in msgspec.structs.fields(cls)]
+        assert list(defs[name]["properties"]) == names
+        assert defs[name]["additionalProperties"] is False
+    assert defs["Manifest"]["required"] == ["id", "tools"]  # a version defaults to 1.0.0
+    assert defs["Manifest"]["properties"]["version"]["default"] == "1.0.0"
+    assert {"map", "union"} <= set(defs["Field"]["properties"]["type"]["enum"])
+    assert "email" in defs["Field"]["properties"]["format"]["anyOf"][0]["enum"]
+    published = Path(__file__).parents[1] / "docs" / "manifest.schema.json"
+    assert json.loads(published.read_text()) == schema
+
+
+def test_schema__cli_prints_or_writes_it(tmp_path: Path) -> None:
+    import io
+
+    from packrun._cli import main
+
+    out = io.StringIO()
+    assert main(["schema"], stdout=out, stderr=io.StringIO()) == 0
+    assert json.loads(out.getvalue()) == packrun.manifest_schema()
+    target = tmp_path / "manifest.schema.json"
+    out = io.StringIO()
+    assert main(["schema", "--out", str(target)], stdout=out, stderr=io.StringIO()) == 0
+    assert json.loads(target.read_text()) == packrun.manifest_schema()
+    assert str(target) in out.getvalue()
+
+
+def test_decode__one_of_on_an_object__is_an_object_of_one_of_its_variants() -> None:
+    manifest = packrun.decode_manifest(
+        {"id": "x", "tools": [{"id": "t", "input": [{
+            "name": "pay", "type": "object", "discriminator": "kind",
+            "one_of": [{"name": "card", "type": "object"}, {"name": "cash", "type": "object"}],
+        }]}]}
+    )  # fmt: skip
+    pay = manifest.tools[0].input[0]
+    assert (pay.type, pay.discriminator) == ("object", "kind")
+    assert [v.name for v in pay.one_of or ()] == ["card", "cash"]

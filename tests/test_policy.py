@@ -262,7 +262,7 @@ async def test_auto_updates_stay_on_the_installation_channel(rt: Runtime) -> Non
     assert versions_of(rt, "vendor", "custom") == {"vendor": "1.1.2", "custom": "1.1.3"}
     assert rt.resolve("custom").channel == "custom"
     assert rt.resolve("vendor").channel == "vendor"
-    await rt.publish(variant("1.1.0", "1.2.0"), channel="custom")  # a clean custom minor
+    await rt.publish(variant("1.1.1", "1.2.0"), channel="custom")  # a clean custom minor
     assert versions_of(rt, "vendor", "custom") == {"vendor": "1.1.2", "custom": "1.2.0"}
 
 
@@ -960,3 +960,33 @@ async def test_timeouts__must_be_seconds(store_url: str, timeout: object) -> Non
         with pytest.raises(packrun.InvalidArgument, match="timeout"):
             await rt.wait_drained("acme", "1.0.0", timeout=timeout)  # type: ignore[arg-type]
         assert rt.resolve("i").version == "1.0.1"
+
+
+# --- comparisons of integrations use the artifact version ----------------------------------------
+
+HELPDESK = Path(__file__).resolve().parent.parent / "bundles" / "helpdesk"
+
+
+async def test_a_pack_release_that_leaves_its_integration_unchanged__explain_and_review_agree(
+    store_url: str,
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await rt.publish(HELPDESK / "1.0.0")
+        await rt.install("desk", "helpdesk", pin="1.0.0")
+        await rt.publish(HELPDESK / "1.1.0")  # a new process flow; the integration stays 1.0.0
+        assert [str(e.version) for e in rt.versions("helpdesk")] == ["1.0.0", "1.1.0"]
+        review = rt.review_update("desk")
+        assert (review.from_version, review.to_version, review.bump) == ("1.0.0", "1.1.0", "none")
+        why = rt.explain("desk")
+        assert why.update == "1.1.0 (none, vendor; integration 1.0.0 -> 1.0.0)"
+        assert "update available: 1.1.0 (none, vendor; integration 1.0.0 -> 1.0.0)" in str(why)
+
+
+async def test_an_integration_published_alone__explain_shows_its_own_bump(
+    store_url: str,
+) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await publish(rt, "1.0.0", "1.1.0")
+        await rt.install("i", "acme", pin="1.0.0")
+        assert rt.explain("i").update == "1.1.0 (minor, vendor)"
+        assert rt.review_update("i").bump == "minor"

@@ -124,7 +124,8 @@ def probe(version: str, marker: str, pack: str = PACK) -> bytes:
             "id": pack,
             "version": version,
             "contract": 2,
-            "auth": {"mode": "api_key"},
+            # Declares no auth, so that runs may pass credentials of any mode to its tools.
+            "auth": {"mode": "none"},
             "tools": [{"id": tool} for tool in TOOLS],
         }
     )
@@ -285,11 +286,10 @@ async def test_an_open_acme_run_keeps_the_1_0_0_behaviour_after_the_pin_moves_to
         with pytest.raises(NotFound):  # 1.0.0 has no search_contacts; 2.0.0 has
             await old.call("search_contacts", {"query": "a"})
 
-        async with rt.run("crm", run_id="new-key", auth=key) as new:
-            assert new.version == "2.0.0"
-            with pytest.raises(ToolFailed) as refused:  # 2.0.0 needs OAuth 2
-                await new.call("list_contacts", {"limit": 3})
-            assert refused.value.tool_code == "unauthorized"
+        with pytest.raises(packrun.NeedsReauth) as refused:  # 2.0.0 needs OAuth 2
+            async with rt.run("crm", run_id="new-key", auth=key):
+                pass
+        assert refused.value.missing == ("auth mode oauth2 (the run has api_key)",)
         async with rt.run("crm", run_id="new-token", auth=token) as new:
             contacts = (await new.call("list_contacts", {"limit": 3}))["contacts"]
             assert len(contacts) == 3

@@ -24,6 +24,7 @@ from packrun._bundle import (
     read_bundle,
 )
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
+from packrun._checks import CheckMode, VersionHealth
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
 from packrun._manifest import (
@@ -35,7 +36,9 @@ from packrun._manifest import (
     decode_index,
     decode_manifest,
     decode_pack_manifest,
+    manifest_schema,
 )
+from packrun._openapi import import_openapi
 from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run, RuntimeStats
@@ -58,14 +61,18 @@ from packrun.errors import (
     ArtifactMismatch,
     BreakingDiff,
     BundleContractIncompatible,
+    CallRefused,
     DowngradeNotAllowed,
     DrainTimeout,
     InstallationExists,
     IntegrationContractIncompatible,
     InvalidArgument,
     InvalidBundle,
+    InvalidInput,
     InvalidManifest,
+    InvalidOutput,
     InvalidVersion,
+    NeedsReauth,
     NotFound,
     PackrunError,
     SourceError,
@@ -90,9 +97,11 @@ __all__ = [
     "BundleContractIncompatible",
     "BundleLimits",
     "CURRENT_GENERATION",
+    "CallRefused",
     "CatalogEntry",
     "ChangeLevel",
     "Channel",
+    "CheckMode",
     "CheckReport",
     "ContentEntry",
     "DEFAULT_GENERATIONS",
@@ -108,11 +117,14 @@ __all__ = [
     "IntegrationContractIncompatible",
     "InvalidArgument",
     "InvalidBundle",
+    "InvalidInput",
     "InvalidManifest",
+    "InvalidOutput",
     "InvalidVersion",
     "LEVELS",
     "LoadedBundle",
     "Manifest",
+    "NeedsReauth",
     "NotFound",
     "Origin",
     "PackIndex",
@@ -141,6 +153,7 @@ __all__ = [
     "UpdateReview",
     "Version",
     "VersionExists",
+    "VersionHealth",
     "allowed_change",
     "build_bundle",
     "bump_kind",
@@ -154,8 +167,10 @@ __all__ = [
     "decode_manifest",
     "decode_pack_manifest",
     "diff",
+    "import_openapi",
     "load_bundle",
     "load_profile",
+    "manifest_schema",
     "open_runtime",
     "read_bundle",
     "release_line",

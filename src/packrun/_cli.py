@@ -39,8 +39,14 @@ import msgspec
 from packrun._auth import Auth, AuthMode
 from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
+from packrun._checks import VersionHealth
 from packrun._diff import DiffReport, Profile, diff, load_profile
-from packrun._manifest import decode_pack_manifest, read_document
+from packrun._manifest import (
+    decode_pack_manifest,
+    encode_manifest,
+    manifest_schema,
+    read_document,
+)
 from packrun._policy import Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run
@@ -138,6 +144,39 @@ def _existing(given: str) -> str:
     if not Path(given).exists():
         raise NotFound("file or folder", given)
     return given
+
+
+def _cmd_import_openapi(args: argparse.Namespace, out: _Output) -> int:
+    from packrun._openapi import import_openapi
+
+    manifest = import_openapi(Path(args.spec), id=args.id)
+    data = encode_manifest(manifest)
+    if args.out is None:
+        out.data(msgspec.json.decode(data))
+        out.line(data.decode("utf-8").rstrip("\n"))
+        return 0
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_bytes(data)
+    out.data({"path": str(folder / "manifest.json"), "tools": list(manifest.tool_ids())})
+    out.line(
+        f"wrote {folder / 'manifest.json'}: {manifest.id} {manifest.version}, "
+        f"{len(manifest.tools)} tool(s)"
+    )
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace, out: _Output) -> int:
+    schema = manifest_schema()
+    text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    if args.out is None:
+        out.data(schema)
+        out.line(text.rstrip("\n"))
+        return 0
+    Path(args.out).write_text(text, encoding="utf-8")
+    out.data({"path": args.out})
+    out.line(f"wrote the manifest JSON Schema to {args.out}")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace, out: _Output) -> int:
@@ -370,6 +409,7 @@ class _ExplanationView(msgspec.Struct):
     last_event: _EventView | None
     update_blocked: list[str]
     holding: str | None
+    needs_reauth: list[str]
 
 
 class _SettingsView(msgspec.Struct):
@@ -394,6 +434,7 @@ class _ReviewView(msgspec.Struct):
     runs_in_flight: list[str]
     needs_acknowledgement: bool
     acknowledge: list[str]
+    needs_reauth: list[str]
 
 
 class _RetirementMoveView(msgspec.Struct):
@@ -855,11 +896,12 @@ def _mode_of(given: dict[str, str | None], names: dict[str, str], where: str) ->
     return modes[0] if modes else None
 
 
-def _auth(args: argparse.Namespace) -> Auth:
+def _auth(args: argparse.Namespace) -> Auth | None:
     """The run's credentials: each from its option, else from its ``$PACKRUN_AUTH_*`` variable.
 
     The mode is ``--auth``, else the one the options' credentials (or ``--scope``) are for, else
-    the one the environment's are for, else ``none`` (a tool that needs credentials refuses).
+    the one the environment's are for. With none of these the run is given no credentials
+    (``None``: the tool sees mode ``none``, and a tool that needs credentials refuses).
     """
     options: dict[str, str | None] = {f: getattr(args, f) for f in AUTH_ENV}
     env: dict[str, str | None] = {f: os.environ.get(var) or None for f, var in AUTH_ENV.items()}
@@ -893,7 +935,7 @@ def _auth(args: argparse.Namespace) -> Auth:
         return Auth.oauth2(values["token"] or "", scopes=scopes)
     if mode == "basic":
         return Auth.basic(values["username"] or "", values["password"] or "")
-    return Auth.none()
+    return Auth.none() if args.auth == "none" else None
 
 
 def _check_call(args: argparse.Namespace) -> None:
@@ -937,6 +979,14 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 # --- status: installations, versions with their runs in flight, totals ---------------------------
 
 
+def _health_json(health: VersionHealth) -> dict[str, int]:
+    return {
+        "calls": health.calls,
+        "invalid_input": health.invalid_input,
+        "invalid_output": health.invalid_output,
+    }
+
+
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     # Other processes' runs under live leases: a runtime opened for one command has not read them.
     await rt.refresh()
@@ -957,6 +1007,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         inst.id: (why.update, None if why.holding is None else _for_cli(why.holding))
         for inst, why, _ in explained
     }
+    reauth = {inst.id: why.needs_reauth for inst, why, _ in explained}
     versions = [
         (
             e,
@@ -966,6 +1017,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         )
         for e in entries
     ]
+    health = [rt.health(e.pack_id, f"{e.channel}:{e.version}", project=project) for e in entries]
     statuses = Counter(status for *_, status in versions)
     totals = {
         "packs": len(packs),
@@ -987,6 +1039,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "update_blocked": list(blocked[inst.id]),
                     "update": available[inst.id][0],
                     "holding": available[inst.id][1],
+                    "needs_reauth": list(reauth[inst.id]),
                 }
                 for inst, res, n in installations
             ],
@@ -1001,8 +1054,9 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "installations": pinned,
                     "in_flight": n,
                     "status": status,
+                    "health": _health_json(h),
                 }
-                for e, pinned, n, status in versions
+                for (e, pinned, n, status), h in zip(versions, health, strict=True)
             ],
             "totals": totals,
         }
@@ -1030,14 +1084,28 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                 out.line(
                     f"{inst.id}: update blocked: breaking_diff ({'; '.join(blocked[inst.id])})"
                 )
+            if reauth[inst.id]:
+                out.line(f"{inst.id}: needs re-authentication ({'; '.join(reauth[inst.id])})")
     else:
         out.line("no installations" + (f" of {args.pack}" if args.pack is not None else ""))
     out.line()
     if versions:
         header = ["pack", "version", "channel", "state", "installations", "in flight", "status"]
+        header += ["calls", "invalid in", "invalid out"]
         rows = [
-            [e.pack_id, str(e.version), e.channel, e.state, str(len(pinned)), str(n), status]
-            for e, pinned, n, status in versions
+            [
+                e.pack_id,
+                str(e.version),
+                e.channel,
+                e.state,
+                str(len(pinned)),
+                str(n),
+                status,
+                str(h.calls),
+                str(h.invalid_input),
+                str(h.invalid_output),
+            ]
+            for (e, pinned, n, status), h in zip(versions, health, strict=True)
         ]
         for line in _table(header, rows):
             out.line(line)
@@ -1163,6 +1231,25 @@ def _parser() -> argparse.ArgumentParser:
         help="stamp contract generation N (a fixture for an older SDK); default: the source "
         "manifest's own, else the current generation",
     )
+
+    p = command(
+        "import-openapi",
+        "Make an integration manifest from an OpenAPI 3.0/3.1 document (JSON or YAML): one tool "
+        "per operation. Needs pip install 'packrun[openapi]'.",
+        _cmd_import_openapi,
+    )
+    p.add_argument("spec", metavar="SPEC", help="the OpenAPI document (.json, .yaml or .yml)")
+    p.add_argument(
+        "--out", metavar="DIR", default=None, help="write DIR/manifest.json (default: print it)"
+    )
+    p.add_argument("--id", default=None, help="the integration id (default: from info.title)")
+
+    p = command(
+        "schema",
+        "Print (or write with --out) the JSON Schema of manifest.json, for editor completion.",
+        _cmd_schema,
+    )
+    p.add_argument("--out", metavar="FILE", default=None, help="write the schema to FILE")
 
     p = command(
         "check",

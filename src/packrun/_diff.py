@@ -27,6 +27,7 @@ explicit stack, so the cost is linear in the size of the manifests and no nestin
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import json
 import os
@@ -34,12 +35,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeAlias, TypeVar, get_args
+from typing import Any, Final, Literal, TypeAlias, TypeVar
+
+import msgspec
 
 from packrun._bundle import BUNDLE_SUFFIX, Bundle, read_bundle
 from packrun._manifest import (
     AuthSpec,
     CredentialField,
+    DeclaredError,
     Event,
     Field,
     Group,
@@ -56,7 +60,7 @@ from packrun._versions import (
     bump_kind,
     bump_problem,
 )
-from packrun.errors import InvalidBundle, InvalidManifest, NotFound, Problem
+from packrun.errors import InvalidArgument, InvalidBundle, InvalidManifest, NotFound, Problem
 
 __all__ = [
     "LEVELS",
@@ -97,7 +101,7 @@ class Rule:
     example: str
 
 
-_RULE_LIST: Final[tuple[Rule, ...]] = (
+_BASE_RULES: Final[tuple[Rule, ...]] = (
     Rule("artifact.content_changed", "breaking", "none",
          "two bundles of the same version have different bytes", "acme 1.2.0 published twice, other digest"),
     Rule("artifact.contract_changed", "patch", "none",
@@ -128,65 +132,42 @@ _RULE_LIST: Final[tuple[Rule, ...]] = (
          "`acme` -> `acme2`"),
     Rule("connector.metadata_changed", "patch", "none",
          "category, secondary category, family or icon changed", "category `crm` -> `sales`"),
+    Rule("connector.network_changed", "patch", "none",
+         "whether the tools need the network changed", "`network` true -> false"),
     Rule("event.added", "compatible", "none", "a new event",
          "event `contact.deleted` added"),
     Rule("event.removed", "breaking", "none", "an event was removed (or its id changed)",
          "event `contact.created` removed"),
-    Rule("field.default_changed", "patch", "none", "a field's default value changed",
-         "`limit` default 10 -> 20"),
+    Rule("field.default_changed", "patch", "none",
+         "a default no caller relies on changed: a connection property's, or a required input's",
+         "`host` default `eu` -> `us`"),
+    Rule("field.deprecation_changed", "compatible", "none",
+         "a field was deprecated (or no longer is), or its sunset date changed",
+         "`cursor` deprecated, sunset 2026-06-30"),
     Rule("group.added", "compatible", "none", "a new group",
          "group `deals` added"),
+    Rule("group.name_changed", "patch", "none", "a group's display name changed",
+         "group `contacts` named `People`"),
     Rule("group.removed", "breaking", "none", "a group was removed (or its id changed)",
          "group `contacts` removed"),
-    Rule("input.became_optional", "compatible", "input", "an input or filter field is no longer required",
-         "`account_id` required -> optional"),
-    Rule("input.became_required", "breaking", "input", "an input or filter field became required",
-         "`company` optional -> required"),
-    Rule("input.enum_dropped", "compatible", "input",
-         "an input or filter field accepts any value, not only its enum", "`status` enum dropped"),
-    Rule("input.enum_introduced", "breaking", "input", "an input or filter field accepts only an enum now",
-         "`status` now one of open, closed"),
-    Rule("input.enum_value_added", "compatible", "input",
-         "an input or filter field accepts one more enum value", "`status` accepts `archived`"),
-    Rule("input.enum_value_removed", "breaking", "input",
-         "an input or filter field no longer accepts an enum value", "`status` no longer accepts `open`"),
-    Rule("input.field_removed", "breaking", "input", "an input or filter field was removed (or renamed)",
-         "input `cursor` removed"),
-    Rule("input.optional_field_added", "compatible", "input", "a new optional input or filter field",
-         "optional input `company` added"),
-    Rule("input.required_field_added", "breaking", "input", "a new required input or filter field",
-         "required input `account_id` added"),
-    Rule("input.type_changed", "breaking", "input",
-         "an input or filter field changed type (or was restructured)", "`limit` integer -> string"),
-    Rule("output.became_optional", "dangerous", "output",
-         "an output or payload field may now be missing or null", "`email` required -> optional"),
-    Rule("output.became_required", "compatible", "output", "an output or payload field is now always present",
-         "`company` optional -> required"),
-    Rule("output.enum_dropped", "dangerous", "output",
-         "an output or payload field may hold any value, not only its enum", "`status` enum dropped"),
-    Rule("output.enum_introduced", "compatible", "output",
-         "an output or payload field holds only enum values now", "`status` now one of open, closed"),
-    Rule("output.enum_value_added", "dangerous", "output",
-         "an output or payload field may hold a new enum value", "`status` may be `archived`"),
-    Rule("output.enum_value_removed", "compatible", "output",
-         "an output or payload field no longer holds an enum value", "`status` no longer `open`"),
-    Rule("output.field_removed", "breaking", "output", "an output or payload field was removed (or renamed)",
-         "output `email` removed"),
-    Rule("output.optional_field_added", "compatible", "output",
-         "a new output or payload field that may be null", "optional output `phone` added"),
-    Rule("output.required_field_added", "compatible", "output",
-         "a new output or payload field that is always present", "output `created_at` added"),
-    Rule("output.type_changed", "breaking", "output",
-         "an output or payload field changed type (or was restructured)", "`contacts` object -> array"),
     Rule("text.changed", "patch", "none", "a name, summary, description or display name changed",
          "summary typo fixed"),
     Rule("tool.action_type_changed", "breaking", "none", "a tool's action type changed",
          "read -> write"),
     Rule("tool.added", "compatible", "none", "a new tool",
          "tool `count_contacts` added"),
+    Rule("tool.deprecation_changed", "compatible", "none",
+         "a tool was deprecated (or no longer is), or its sunset date changed",
+         "`list_contacts` deprecated, sunset 2026-06-30"),
     Rule("tool.endpoint_api_version_changed", "breaking", "none", "a tool's endpoint API version changed",
          "v1 -> v2"),
-    Rule("tool.group_changed", "breaking", "none", "a tool moved to another group",
+    Rule("tool.error_added", "dangerous", "output", "a tool may fail with a new declared error code",
+         "`rate_limited` added"),
+    Rule("tool.error_changed", "breaking", "output", "a declared error changed whether it is retryable",
+         "`rate_limited` retryable true -> false"),
+    Rule("tool.error_removed", "compatible", "output", "a tool no longer declares an error code",
+         "`quota_exceeded` removed"),
+    Rule("tool.group_changed", "patch", "none", "a tool moved to another group (display only)",
          "`contacts` -> `people`"),
     Rule("tool.method_changed", "breaking", "none", "a tool's HTTP method changed",
          "GET -> POST"),
@@ -194,7 +175,109 @@ _RULE_LIST: Final[tuple[Rule, ...]] = (
          "page size 50 -> 100"),
     Rule("tool.removed", "breaking", "none", "a tool was removed (or its id changed)",
          "tool `get_contact` removed"),
+    Rule("tool.removed_after_sunset", "dangerous", "none",
+         "a deprecated tool was removed after its sunset date (a planned removal)",
+         "tool `get_contact` (sunset 2025-01-31) removed"),
+    Rule("tool.timeout_changed", "patch", "none",
+         "a tool's declared timeout was raised, set or dropped", "`timeout_s` 10 -> 30"),
+    Rule("tool.timeout_lowered", "dangerous", "none",
+         "a tool's declared timeout was lowered: calls that took longer now fail", "`timeout_s` 30 -> 10"),
 )  # fmt: skip
+
+# Field rules come in pairs: what callers send (input and filter fields) and what they receive
+# (output and payload fields). Each row: the change, the input level, the output level, what
+# changed, and an example.
+_FIELD_RULE_ROWS: Final[tuple[tuple[str, Level, Level | None, str, str], ...]] = (
+    ("became_nullable", "compatible", "breaking",
+     "a field may now be null", "`email` nullable false -> true"),
+    ("became_non_nullable", "breaking", "compatible",
+     "a field may no longer be null", "`email` nullable true -> false"),
+    ("became_optional", "compatible", "breaking",
+     "a field is no longer required (may be absent)", "`account_id` required -> optional"),
+    ("became_required", "breaking", "compatible",
+     "a field became required (always present)", "`company` optional -> required"),
+    ("default_changed", "breaking", None,
+     "a field's default value changed (what the tool does when it is left out)",
+     "`limit` default 10 -> 20"),
+    ("discriminator_changed", "breaking", "breaking",
+     "a union's discriminator field changed", "`kind` -> `type`"),
+    ("enum_dropped", "compatible", "dangerous",
+     "a field takes any value, not only its enum", "`status` enum dropped"),
+    ("enum_introduced", "breaking", "compatible",
+     "a field takes only enum values now", "`status` now one of open, closed"),
+    ("enum_value_added", "compatible", "dangerous",
+     "a field takes one more enum value", "`status` may be `archived`"),
+    ("enum_value_removed", "breaking", "compatible",
+     "a field no longer takes an enum value", "`status` no longer `open`"),
+    ("field_removed", "breaking", "breaking",
+     "a field was removed (or renamed)", "`cursor` removed"),
+    ("field_removed_after_sunset", "dangerous", "dangerous",
+     "a deprecated field was removed after its sunset date (a planned removal)",
+     "`cursor` (sunset 2025-01-31) removed"),
+    ("format_added", "breaking", "compatible",
+     "a string field must now have a format", "`since` now a `date-time`"),
+    ("format_changed", "breaking", "breaking",
+     "a string field's format changed", "`since` `date` -> `date-time`"),
+    ("format_removed", "compatible", "breaking",
+     "a string field no longer has a format", "`since` no longer a `date-time`"),
+    ("items_loosened", "compatible", "breaking",
+     "an array or map may hold fewer or more entries (`min_items` lowered, `max_items` raised)",
+     "`ids` max_items 100 -> 500"),
+    ("items_tightened", "breaking", "compatible",
+     "an array or map must hold fewer or more entries (`min_items` raised, `max_items` lowered)",
+     "`ids` max_items 500 -> 100"),
+    ("length_loosened", "compatible", "breaking",
+     "a string may be shorter or longer (`min_length` lowered, `max_length` raised)",
+     "`name` max_length 64 -> 255"),
+    ("length_tightened", "breaking", "compatible",
+     "a string must be shorter or longer (`min_length` raised, `max_length` lowered)",
+     "`name` max_length 255 -> 64"),
+    ("optional_field_added", "compatible", "compatible",
+     "a new field that may be absent", "optional `company` added"),
+    ("pattern_added", "breaking", "compatible",
+     "a string field must now match a pattern", "`code` now `^[A-Z]{3}$`"),
+    ("pattern_changed", "breaking", "breaking",
+     "a string field's pattern changed (no one can tell wider from narrower)",
+     "`code` `^[A-Z]{3}$` -> `^[A-Z]{2,4}$`"),
+    ("pattern_removed", "compatible", "breaking",
+     "a string field no longer has to match a pattern", "`code` pattern dropped"),
+    ("range_loosened", "compatible", "breaking",
+     "a number may be lower or higher (a minimum lowered or dropped, a maximum raised or dropped)",
+     "`limit` maximum 100 -> 1000"),
+    ("range_tightened", "breaking", "compatible",
+     "a number must be lower or higher (a minimum raised or set, a maximum lowered or set)",
+     "`limit` maximum 1000 -> 100"),
+    ("required_field_added", "breaking", "compatible",
+     "a new field that is always there", "required `account_id` added"),
+    ("type_changed", "breaking", "breaking",
+     "a field changed type (or was restructured)", "`limit` integer -> string"),
+    ("type_narrowed", "breaking", "compatible",
+     "a number field became an integer field", "`ratio` number -> integer"),
+    ("type_widened", "compatible", "breaking",
+     "an integer field became a number field", "`count` integer -> number"),
+    ("variant_added", "compatible", "dangerous",
+     "a union takes one more variant", "`target` may be an `email`"),
+    ("variant_removed", "breaking", "compatible",
+     "a union no longer takes a variant", "`target` no longer an `email`"),
+)  # fmt: skip
+_SIDES: Final[tuple[tuple[Direction, str], ...]] = (
+    ("input", "an input or filter field: "),
+    ("output", "an output or payload field: "),
+)
+_RULE_LIST: Final[tuple[Rule, ...]] = tuple(
+    sorted(
+        (
+            *_BASE_RULES,
+            *(
+                Rule(f"{side}.{change}", level, side, prefix + summary, example)
+                for change, input_level, output_level, summary, example in _FIELD_RULE_ROWS
+                for (side, prefix), level in zip(_SIDES, (input_level, output_level), strict=True)
+                if level is not None  # an output's default is nothing callers see
+            ),
+        ),
+        key=lambda r: r.id,
+    )
+)
 
 RULES: Final[Mapping[str, Rule]] = MappingProxyType({r.id: r for r in _RULE_LIST})
 """Every rule, by id. Ids are stable: profiles and consumers of ``--json`` match on them."""
@@ -302,39 +385,34 @@ class DiffReport:
 # --- comparing --------------------------------------------------------------------------------
 
 _FieldKind: TypeAlias = Literal["input", "output", "connection"]
-_Change: TypeAlias = Literal[
-    "added_required",
-    "added_optional",
-    "removed",
-    "type_changed",
-    "became_required",
-    "became_optional",
-    "enum_value_added",
-    "enum_value_removed",
-    "enum_introduced",
-    "enum_dropped",
-]
-_CHANGES: Final[tuple[_Change, ...]] = get_args(_Change)
-_FIELD_RULES: Final[Mapping[_FieldKind, Mapping[_Change, str]]] = {
-    "input": {
-        **{c: f"input.{c}" for c in _CHANGES},
-        "added_required": "input.required_field_added",
-        "added_optional": "input.optional_field_added",
-        "removed": "input.field_removed",
-    },
-    "output": {
-        **{c: f"output.{c}" for c in _CHANGES},
-        "added_required": "output.required_field_added",
-        "added_optional": "output.optional_field_added",
-        "removed": "output.field_removed",
-    },
+_CHANGES: Final[tuple[str, ...]] = tuple(row[0] for row in _FIELD_RULE_ROWS)
+_ALIASES: Final = {
+    "added_required": "required_field_added",
+    "added_optional": "optional_field_added",
+    "removed": "field_removed",
+    "removed_after_sunset": "field_removed_after_sunset",
+}
+
+
+def _side_rules(side: str) -> dict[str, str | None]:
+    rules: dict[str, str | None] = {c: f"{side}.{c}" for c in _CHANGES}
+    rules.update({alias: f"{side}.{c}" for alias, c in _ALIASES.items()})
+    return {c: (rule if rule in RULES else None) for c, rule in rules.items()}
+
+
+_FIELD_RULES: Final[Mapping[_FieldKind, Mapping[str, str | None]]] = {
+    "input": _side_rules("input"),
+    "output": _side_rules("output"),
     "connection": {
-        **dict.fromkeys(_CHANGES, "connection.property_changed"),
+        **dict.fromkeys((*_CHANGES, *_ALIASES), "connection.property_changed"),
         "added_required": "connection.property_added",
         "added_optional": "connection.property_added",
         "removed": "connection.property_removed",
+        "removed_after_sunset": "connection.property_removed",
+        "default_changed": "field.default_changed",
     },
 }
+"""The rule of each change to a field, by the side the field is on (``None``: not reported)."""
 
 _T = TypeVar("_T")
 
@@ -356,6 +434,16 @@ _SCALARS: Final = (str, int, float, bool, type(None))
 def _key(value: Any) -> str:
     # Python says 1 == True; JSON does not (true is no number), so values compare by their JSON.
     return json.dumps(_normal(value), sort_keys=True, ensure_ascii=False, default=repr)
+
+
+def _network(manifest: Manifest) -> bool:
+    """Whether the tools need the network: an unset ``network`` means true."""
+    return True if manifest.network is msgspec.UNSET else bool(manifest.network)
+
+
+def _declared(value: float | msgspec.UnsetType) -> float | None:
+    """A declared number, ``None`` when unset ("not declared")."""
+    return None if isinstance(value, msgspec.UnsetType) else value
 
 
 def _show(value: Any) -> str:
@@ -384,8 +472,13 @@ def _index(items: Iterable[_T], key: Callable[[_T], str]) -> dict[str, _T]:
 class _Differ:
     """Collects the findings of one comparison."""
 
-    def __init__(self) -> None:
+    def __init__(self, today: datetime.date) -> None:
         self.findings: list[DiffFinding] = []
+        self.today = today
+
+    def past_sunset(self, item: Field | Tool) -> bool:
+        """Whether removing ``item`` now is the planned removal it announced."""
+        return item.deprecated and item.sunset is not None and item.sunset <= self.today
 
     def add(self, rule_id: str, path: str, message: str, old: Any = None, new: Any = None) -> None:
         level = RULES[rule_id].level
@@ -470,7 +563,23 @@ class _Differ:
         )
         self.named("group", old.groups, new.groups, lambda g: g.id, "$.groups", self.group)
         self.named("event", old.events, new.events, lambda e: e.id, "$.events", self.event)
-        self.named("tool", old.tools, new.tools, lambda t: t.id, "$.tools", self.tool)
+        self.changed(
+            "connector.network_changed", "$.network", "network", _network(old), _network(new)
+        )
+
+        def tool_removed(path: str, t: Tool) -> None:
+            if self.past_sunset(t):
+                message = f"tool {_show(t.id)} removed after its sunset date {t.sunset}"
+                self.add("tool.removed_after_sunset", path, message, t.id)
+            else:
+                self.add("tool.removed", path, f"tool {_show(t.id)} removed", t.id)
+
+        def tool_added(path: str, t: Tool) -> None:
+            self.add("tool.added", path, f"tool {_show(t.id)} added", None, t.id)
+
+        self.keyed(
+            old.tools, new.tools, lambda t: t.id, "$.tools", tool_removed, tool_added, self.tool
+        )
 
     def auth(self, a: AuthSpec, b: AuthSpec) -> None:
         self.changed("auth.mode_changed", "$.auth.mode", "auth mode", a.mode, b.mode)
@@ -504,7 +613,9 @@ class _Differ:
         self.keyed(a.credential_fields, b.credential_fields, _name, creds, removed, added, both)
 
     def group(self, path: str, old: Group, new: Group) -> None:
-        self.texts(path, f"group {_show(old.id)}", old, new, ("name", "description"))
+        what = f"group {_show(old.id)}"
+        self.changed("group.name_changed", f"{path}.name", f"name of {what}", old.name, new.name)
+        self.texts(path, what, old, new, ("description",))
 
     def event(self, path: str, old: Event, new: Event) -> None:
         self.texts(path, f"event {_show(old.id)}", old, new, ("name", "description"))
@@ -529,6 +640,45 @@ class _Differ:
         self.fields(old.input, new.input, f"{path}.input", "input", "input field")
         self.fields(old.filters, new.filters, f"{path}.filters", "input", "filter field")
         self.fields(old.output, new.output, f"{path}.output", "output", "output field")
+        where = f"{path}.timeout_s"
+        was, now = _declared(old.timeout_s), _declared(new.timeout_s)
+        lowered = was is not None and now is not None and now < was
+        rule = "tool.timeout_lowered" if lowered else "tool.timeout_changed"
+        self.changed(rule, where, f"timeout of {what}", was, now)
+        self.deprecation("tool.deprecation_changed", path, what, old, new)
+        self.errors(path, what, old, new)
+
+    def deprecation(
+        self, rule: str, path: str, what: str, old: Field | Tool, new: Field | Tool
+    ) -> None:
+        if old.deprecated != new.deprecated:
+            message = f"{what} {'is now' if new.deprecated else 'is no longer'} deprecated"
+            self.add(rule, f"{path}.deprecated", message, old.deprecated, new.deprecated)
+        was = None if old.sunset is None else old.sunset.isoformat()
+        now = None if new.sunset is None else new.sunset.isoformat()
+        self.changed(rule, f"{path}.sunset", f"sunset date of {what}", was, now)
+
+    def errors(self, path: str, what: str, old: Tool, new: Tool) -> None:
+        def removed(where: str, e: DeclaredError) -> None:
+            message = f"{what} no longer declares error {_show(e.code)}"
+            self.add("tool.error_removed", where, message, e.code)
+
+        def added(where: str, e: DeclaredError) -> None:
+            message = f"{what} may now fail with error {_show(e.code)}"
+            self.add("tool.error_added", where, message, None, e.code)
+
+        def both(where: str, e: DeclaredError, d: DeclaredError) -> None:
+            if e.retryable != d.retryable:
+                message = (
+                    f"error {_show(e.code)} of {what} is "
+                    f"{'now' if d.retryable else 'no longer'} retryable"
+                )
+                self.add(
+                    "tool.error_changed", f"{where}.retryable", message, e.retryable, d.retryable
+                )
+            self.texts(where, f"error {_show(e.code)} of {what}", e, d, ("description",))
+
+        self.keyed(old.errors, new.errors, lambda e: e.code, f"{path}.errors", removed, added, both)
 
     # -- fields, at any depth --------------------------------------------------------------------
 
@@ -538,71 +688,188 @@ class _Differ:
         """Compare two field lists and everything nested in them, with a stack (no recursion)."""
         rules = _FIELD_RULES[kind]
         pairs: list[tuple[str, Field, Field]] = []
-        lists: list[tuple[Sequence[Field], Sequence[Field], str]] = [(old, new, base)]
+        lists: list[tuple[Sequence[Field], Sequence[Field], str, str]] = [(old, new, base, "")]
 
-        def removed(path: str, f: Field) -> None:
-            message = f"{label} {_show(f.name)} ({_describe(f)}) removed"
-            self.add(rules["removed"], path, message, f.name)
+        def removed(path: str, f: Field, change: str = "removed") -> None:
+            if self.past_sunset(f):
+                message = f"{label} {_show(f.name)} removed after its sunset date {f.sunset}"
+                self.rule(rules["removed_after_sunset"], path, message, f.name)
+                return
+            message = f"{label} {_show(f.name)} ({_describe(f)}) {change}"
+            self.rule(rules["removed"], path, message, f.name)
 
-        def added(path: str, f: Field) -> None:
-            change: _Change = "added_required" if f.required else "added_optional"
-            message = f"{label} {_show(f.name)} ({_describe(f)}) added"
-            self.add(rules[change], path, message, None, f.name)
+        def added(path: str, f: Field, change: str = "added") -> None:
+            rule = rules["added_required" if f.required else "added_optional"]
+            message = f"{label} {_show(f.name)} ({_describe(f)}) {change}"
+            self.rule(rule, path, message, None, f.name)
+
+        def variant_removed(path: str, f: Field) -> None:
+            message = f"variant {_show(f.name)} ({f.type}) of a union removed"
+            self.rule(rules["variant_removed"], path, message, f.name)
+
+        def variant_added(path: str, f: Field) -> None:
+            message = f"variant {_show(f.name)} ({f.type}) of a union added"
+            self.rule(rules["variant_added"], path, message, None, f.name)
 
         def both(path: str, f: Field, g: Field) -> None:
             pairs.append((path, f, g))
 
         while lists or pairs:
             if lists:
-                a, b, where = lists.pop()
-                self.keyed(a, b, _name, where, removed, added, both)
+                a, b, where, of = lists.pop()
+                if of == "one_of":
+                    self.keyed(a, b, _name, where, variant_removed, variant_added, both)
+                else:
+                    self.keyed(a, b, _name, where, removed, added, both)
                 continue
             path, f, g = pairs.pop()
             self.field(path, f, g, rules, f"{label} {_show(f.name)}")
-            if f.type != g.type:
+            if f.type != g.type and {f.type, g.type} != {"integer", "number"}:
                 continue  # a field that changed type is not compared inside
-            lists.append((f.fields or (), g.fields or (), f"{path}.fields"))
-            if f.items is not None and g.items is not None:
-                pairs.append((f"{path}.items", f.items, g.items))
-            elif f.items is not None:  # only a hand-built Manifest has an array without items
-                removed(f"{path}.items", f.items)
-            elif g.items is not None:
-                added(f"{path}.items", g.items)
+            lists.append((f.fields or (), g.fields or (), f"{path}.fields", ""))
+            lists.append((f.one_of or (), g.one_of or (), f"{path}.one_of", "one_of"))
+            for part in ("items", "values"):
+                was, now = getattr(f, part), getattr(g, part)
+                if was is not None and now is not None:
+                    pairs.append((f"{path}.{part}", was, now))
+                elif was is not None:  # only a hand-built Manifest has an array without items
+                    removed(f"{path}.{part}", was)
+                elif now is not None:
+                    added(f"{path}.{part}", now)
 
-    def field(self, path: str, f: Field, g: Field, rules: Mapping[_Change, str], what: str) -> None:
+    def rule(
+        self, rule_id: str | None, path: str, message: str, old: Any = None, new: Any = None
+    ) -> None:
+        """A finding of ``rule_id``, unless the change is not reported on this side (``None``)."""
+        if rule_id is not None:
+            self.add(rule_id, path, message, old, new)
+
+    def field(
+        self, path: str, f: Field, g: Field, rules: Mapping[str, str | None], what: str
+    ) -> None:
         """Compare one field with its new self, not what is nested in it."""
         if f.type != g.type:
-            how = "restructured" if "array" in (f.type, g.type) else "changed type"
+            step = (f.type, g.type)
+            change = {("integer", "number"): "type_widened", ("number", "integer"): "type_narrowed"}
+            how = "restructured" if "array" in step or "map" in step else "changed type"
             message = f"{what} {how}: {f.type} -> {g.type}"
-            self.add(rules["type_changed"], f"{path}.type", message, f.type, g.type)
+            self.rule(rules[change.get(step, "type_changed")], f"{path}.type", message, *step)
         if f.required != g.required:
             now, was = ("required", "optional") if g.required else ("optional", "required")
-            change: _Change = "became_required" if g.required else "became_optional"
             message = f"{what} became {now} (was {was})"
-            self.add(rules[change], f"{path}.required", message, f.required, g.required)
+            rule = rules["became_required" if g.required else "became_optional"]
+            self.rule(rule, f"{path}.required", message, f.required, g.required)
+        if f.nullable != g.nullable:
+            now = "may now be null" if g.nullable else "may no longer be null"
+            rule = rules["became_nullable" if g.nullable else "became_non_nullable"]
+            self.rule(rule, f"{path}.nullable", f"{what} {now}", f.nullable, g.nullable)
         self.texts(path, what, f, g, ("display_name", "description"))
-        if f.type != g.type:
-            return  # enum values and defaults of another type say nothing more
-        where, was, now = f"{path}.default", f.default, g.default
-        self.changed("field.default_changed", where, f"default of {what}", was, now)
+        self.deprecation("field.deprecation_changed", path, what, f, g)
+        if f.type != g.type and {f.type, g.type} != {"integer", "number"}:
+            return  # enum values, defaults and constraints of another type say nothing more
+        if _key(f.default) != _key(g.default):
+            message = f"default of {what} changed from {_show(f.default)} to {_show(g.default)}"
+            rule = rules["default_changed"]
+            if rule is not None and rule.startswith("input.") and g.required:
+                rule = "field.default_changed"  # a required input is always sent: never used
+            self.rule(rule, f"{path}.default", message, f.default, g.default)
         self.enum(f"{path}.enum", f, g, rules, what)
+        self.constraints(path, f, g, rules, what)
+        if f.discriminator != g.discriminator:
+            was, now = _show(f.discriminator), _show(g.discriminator)
+            message = f"discriminator of {what} changed from {was} to {now}"
+            self.rule(
+                rules["discriminator_changed"],
+                f"{path}.discriminator",
+                message,
+                f.discriminator,
+                g.discriminator,
+            )
 
-    def enum(self, path: str, f: Field, g: Field, rules: Mapping[_Change, str], what: str) -> None:
+    def constraints(
+        self, path: str, f: Field, g: Field, rules: Mapping[str, str | None], what: str
+    ) -> None:
+        """Value constraints: each bound that moved is a tightening or a loosening."""
+        for family, low, high in (
+            ("range", "minimum", "maximum"),
+            ("length", "min_length", "max_length"),
+            ("items", "min_items", "max_items"),
+        ):
+            for attr, upper in ((low, False), (high, True)):
+                was, now = _bound(f, attr, upper), _bound(g, attr, upper)
+                if was == now:
+                    continue
+                tighter = _tighter(now, was, upper)
+                where = attr if now is None or not now[1] else f"exclusive_{attr}"
+                how = "tightened" if tighter else "loosened"
+                shown = f"{_bound_text(was, upper)} -> {_bound_text(now, upper)}"
+                message = f"{_words(attr)} of {what} {how}: {shown}"
+                change = f"{family}_{'tightened' if tighter else 'loosened'}"
+                self.rule(
+                    rules[change], f"{path}.{where}", message, _bound_value(was), _bound_value(now)
+                )
+        for attr in ("pattern", "format"):
+            was, now = getattr(f, attr), getattr(g, attr)
+            if was == now:
+                continue
+            change = "added" if was is None else "removed" if now is None else "changed"
+            message = f"{attr} of {what} {change}: {_show(was)} -> {_show(now)}"
+            self.rule(rules[f"{attr}_{change}"], f"{path}.{attr}", message, was, now)
+
+    def enum(
+        self, path: str, f: Field, g: Field, rules: Mapping[str, str | None], what: str
+    ) -> None:
         if f.enum is None and g.enum is not None:
             message = f"{what} is now limited to {_values(g.enum)} (was any value)"
-            self.add(rules["enum_introduced"], path, message, None, g.enum)
+            self.rule(rules["enum_introduced"], path, message, None, g.enum)
         if f.enum is not None and g.enum is None:
             message = f"{what} is no longer limited to {_values(f.enum)} (now any value)"
-            self.add(rules["enum_dropped"], path, message, f.enum, None)
+            self.rule(rules["enum_dropped"], path, message, f.enum, None)
         if f.enum is None or g.enum is None:
             return
         was, now = {_key(v): v for v in f.enum}, {_key(v): v for v in g.enum}
         for key in was.keys() - now.keys():
             message = f"enum value {_show(was[key])} of {what} removed"
-            self.add(rules["enum_value_removed"], path, message, was[key])
+            self.rule(rules["enum_value_removed"], path, message, was[key])
         for key in now.keys() - was.keys():
             message = f"enum value {_show(now[key])} of {what} added"
-            self.add(rules["enum_value_added"], path, message, None, now[key])
+            self.rule(rules["enum_value_added"], path, message, None, now[key])
+
+
+def _bound(f: Field, attr: str, upper: bool) -> tuple[float, bool] | None:
+    """The bound ``attr`` of ``f`` as ``(value, exclusive)``: for a range, the tighter of the
+    inclusive and the exclusive form."""
+    value = getattr(f, attr)
+    inclusive = None if value is None else (value, False)
+    if attr not in ("minimum", "maximum"):
+        return inclusive
+    excl = getattr(f, f"exclusive_{attr}")
+    exclusive = None if excl is None else (excl, True)
+    if inclusive is None or exclusive is None:
+        return inclusive or exclusive
+    return exclusive if _tighter(exclusive, inclusive, upper) else inclusive
+
+
+def _tighter(a: tuple[float, bool] | None, b: tuple[float, bool] | None, upper: bool) -> bool:
+    """Whether bound ``a`` admits fewer values than bound ``b`` (``None``: no bound)."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    if a[0] != b[0]:
+        return a[0] < b[0] if upper else a[0] > b[0]
+    return a[1] and not b[1]
+
+
+def _bound_value(bound: tuple[float, bool] | None) -> Any:
+    return None if bound is None else bound[0]
+
+
+def _bound_text(bound: tuple[float, bool] | None, upper: bool) -> str:
+    if bound is None:
+        return "none"
+    sign = ("<" if bound[1] else "<=") if upper else (">" if bound[1] else ">=")
+    return f"{sign} {_show(bound[0])}"
 
 
 def _words(attr: str) -> str:
@@ -703,8 +970,8 @@ def load_profile(source: str | os.PathLike[str]) -> Profile:
     unknown rule id or level, a rule given twice) is reported at once with its line, as ``$.line[N]``,
     in one :class:`~packrun.errors.InvalidManifest`.
 
-    >>> load_profile("field.default_changed = breaking  # a default is behaviour")
-    mappingproxy({'field.default_changed': 'breaking'})
+    >>> load_profile("input.default_changed = patch  # a default is not behaviour here")
+    mappingproxy({'input.default_changed': 'patch'})
     """
     if isinstance(source, str) and ("=" in source or "\n" in source or not source.strip()):
         text, label = source, "<profile>"
@@ -843,7 +1110,11 @@ def _judge(
 
 
 def diff(
-    old: Side, new: Side, *, profile: Profile | str | os.PathLike[str] | None = None
+    old: Side,
+    new: Side,
+    *,
+    profile: Profile | str | os.PathLike[str] | None = None,
+    today: datetime.date | None = None,
 ) -> DiffReport:
     """Compare two manifests and judge whether the version step is honest.
 
@@ -852,15 +1123,22 @@ def diff(
     integration source folder. Two bundles of the same version whose digests differ are different
     content under one version: an ``artifact.content_changed`` finding and a ``red`` verdict.
     ``profile`` (a mapping of rule id to level, or what :func:`load_profile` reads) reclassifies
-    findings before the required bump and the verdict are derived.
+    findings before the required bump and the verdict are derived. ``today`` (default: the UTC
+    date now) decides whether a deprecated tool or field removed was past its ``sunset`` date.
 
     Bad input raises :class:`~packrun.errors.InvalidManifest`, :class:`~packrun.errors.InvalidBundle`
     or :class:`~packrun.errors.NotFound`; a bad profile :class:`~packrun.errors.InvalidManifest`.
     """
+    if today is not None and (
+        not isinstance(today, datetime.date) or isinstance(today, datetime.datetime)
+    ):
+        raise InvalidArgument(
+            "today", today, ["None or a datetime.date, such as date(2027, 1, 31)"]
+        )
     levels = _profile(profile)
     old_manifest, old_digest = _load(old, "<old manifest>")
     new_manifest, new_digest = _load(new, "<new manifest>")
-    differ = _Differ()
+    differ = _Differ(today or datetime.datetime.now(datetime.UTC).date())
     differ.manifest(old_manifest, new_manifest)
     if (
         old_digest is not None

@@ -8,8 +8,10 @@ problem, each with its ``$.path``, into one :class:`~packrun.errors.InvalidManif
 
 from __future__ import annotations
 
+import datetime
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,9 +31,11 @@ __all__ = [
     "ContentKind",
     "ContentRef",
     "CredentialField",
+    "DeclaredError",
     "EntryManifest",
     "Event",
     "Field",
+    "FieldFormat",
     "FieldType",
     "Group",
     "IndexEntry",
@@ -46,6 +50,7 @@ __all__ = [
     "decode_manifest",
     "decode_pack_manifest",
     "encode_manifest",
+    "manifest_schema",
     "read_document",
 ]
 
@@ -57,7 +62,25 @@ PackId = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
 ItemId = Annotated[str, msgspec.Meta(pattern=_NAME_PATTERN)]
 """A tool, group, event or field name: ``contact.created``, ``list_contacts``."""
 
-FieldType: TypeAlias = Literal["string", "integer", "number", "boolean", "object", "array"]
+FieldType: TypeAlias = Literal[
+    "string", "integer", "number", "boolean", "object", "array", "map", "union"
+]
+FieldFormat: TypeAlias = Literal[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "uuid",
+    "email",
+    "uri",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "byte",
+]
+"""What a ``string`` field's text is: checked at run time, compared by the diff."""
+Number: TypeAlias = int | float
+Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 HttpMethod: TypeAlias = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 ActionType: TypeAlias = Literal["read", "write", "delete"]
 PaginationStyle: TypeAlias = Literal["none", "cursor", "offset", "page"]
@@ -91,7 +114,13 @@ class AuthSpec(_Doc, kw_only=True, frozen=True):
 class Field(_Doc, kw_only=True, frozen=True):
     """A field of a tool's input, filters or output, of an event, or a connection property.
 
-    ``object`` fields carry ``fields``; ``array`` fields carry ``items``; nesting has no fixed depth.
+    ``object`` fields carry ``fields``; ``array`` fields carry ``items``; ``map`` fields (string
+    keys) carry ``values``; ``union`` fields carry their variants in ``one_of`` (each variant a
+    field whose ``name`` is the value of ``discriminator`` when there is one), and a field of
+    another type with ``one_of`` is one of those variants too; nesting has no fixed depth.
+    ``required`` says whether the field may be absent, ``nullable`` whether it may be null.
+    Value constraints (``minimum`` ... ``max_items``, ``pattern``, ``format``) are checked at run
+    time and compared by the diff; ``deprecated`` and ``sunset`` announce a planned removal.
     """
 
     name: ItemId
@@ -103,6 +132,22 @@ class Field(_Doc, kw_only=True, frozen=True):
     description: str = ""
     fields: tuple[Field, ...] | None = None
     items: Field | None = None
+    nullable: bool = False
+    minimum: Number | None = None
+    maximum: Number | None = None
+    exclusive_minimum: Number | None = None
+    exclusive_maximum: Number | None = None
+    min_length: Count | None = None
+    max_length: Count | None = None
+    pattern: str | None = None
+    format: FieldFormat | None = None
+    min_items: Count | None = None
+    max_items: Count | None = None
+    values: Field | None = None
+    one_of: tuple[Field, ...] | None = None
+    discriminator: ItemId | None = None
+    deprecated: bool = False
+    sunset: datetime.date | None = None
 
 
 class Pagination(_Doc, kw_only=True, frozen=True):
@@ -112,8 +157,20 @@ class Pagination(_Doc, kw_only=True, frozen=True):
     page_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
+class DeclaredError(_Doc, kw_only=True, frozen=True):
+    """An error a tool declares it may fail with (its ``ToolError`` code)."""
+
+    code: ItemId
+    retryable: bool = False
+    description: str = ""
+
+
 class Tool(_Doc, kw_only=True, frozen=True):
-    """One callable tool of an integration."""
+    """One callable tool of an integration.
+
+    ``errors`` declares the error codes the tool may fail with; ``timeout_s`` bounds one call;
+    ``deprecated`` and ``sunset`` (a date) announce its planned removal.
+    """
 
     id: ItemId
     name: str = ""
@@ -127,6 +184,12 @@ class Tool(_Doc, kw_only=True, frozen=True):
     input: tuple[Field, ...] = ()
     filters: tuple[Field, ...] = ()
     output: tuple[Field, ...] = ()
+    errors: tuple[DeclaredError, ...] = ()
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | msgspec.UnsetType = msgspec.UNSET
+    """Seconds one call may take (the runtime's default when unset). Unset fields are left out of
+    the canonical JSON, so older manifests keep their bytes."""
+    deprecated: bool = False
+    sunset: datetime.date | None = None
 
 
 class Event(_Doc, kw_only=True, frozen=True):
@@ -147,11 +210,15 @@ class Group(_Doc, kw_only=True, frozen=True):
 
 
 class Manifest(_Doc, kw_only=True, frozen=True):
-    """The integration manifest (``manifest.json``). Inside a built bundle ``contract`` is required."""
+    """The integration manifest (``manifest.json``). Inside a built bundle ``contract`` is required.
+
+    A manifest written without ``version`` is ``1.0.0``. ``network: false`` declares that the tools
+    need no network at all (a sandbox may then cut it off); unset, it means true.
+    """
 
     id: PackId
     name: str = ""
-    version: Version
+    version: Version = Version(1, 0, 0)
     contract: Annotated[int, msgspec.Meta(ge=0)] | None = None
     description: str = ""
     category: str = ""
@@ -163,6 +230,8 @@ class Manifest(_Doc, kw_only=True, frozen=True):
     events: tuple[Event, ...] = ()
     groups: tuple[Group, ...] = ()
     tools: tuple[Tool, ...]
+    network: bool | msgspec.UnsetType = msgspec.UNSET
+    """``false``: the tools need no network at all; unset means true."""
 
     def tool_ids(self) -> tuple[str, ...]:
         """The ids of the tools, in manifest order."""
@@ -334,8 +403,33 @@ def _check_unique(items: Any, key: str, path: str, what: str, problems: list[Pro
         seen.add(name)
 
 
-_FIELD_TYPES: Final = ("string", "integer", "number", "boolean", "object", "array")
+_FIELD_TYPES: Final = ("string", "integer", "number", "boolean", "object", "array", "map", "union")
 _ARTICLE: Final = {"integer": "an integer", "object": "an object", "array": "an array"}
+# Which part of a field each type takes; every other part is refused on it.
+_PARTS: Final = {
+    "object": ("fields",),
+    "array": ("items", "min_items", "max_items"),
+    "map": ("values", "min_items", "max_items"),
+    "union": ("one_of", "discriminator"),
+    "string": ("min_length", "max_length", "pattern", "format"),
+    "integer": ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum"),
+    "number": ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum"),
+    "boolean": (),
+}
+# Variants may narrow any type (an object that is one of several shapes); "union" says only that.
+_ANY_TYPE_PARTS: Final = ("one_of", "discriminator")
+_TYPED_PARTS: Final = tuple(
+    dict.fromkeys(p for parts in _PARTS.values() for p in parts if p not in _ANY_TYPE_PARTS)
+)
+_NEEDED: Final = {"array": "items", "map": "values", "union": "one_of"}
+_BOUNDS: Final = (
+    ("minimum", "maximum"),
+    ("minimum", "exclusive_maximum"),
+    ("exclusive_minimum", "maximum"),
+    ("exclusive_minimum", "exclusive_maximum"),
+    ("min_length", "max_length"),
+    ("min_items", "max_items"),
+)
 
 
 def _a(field_type: str) -> str:
@@ -343,6 +437,8 @@ def _a(field_type: str) -> str:
 
 
 def _matches(value: object, field_type: object) -> bool:
+    if field_type == "union":
+        return True  # a variant decides; the run-time check reads it
     if isinstance(value, bool):
         return field_type == "boolean"
     return {
@@ -350,45 +446,90 @@ def _matches(value: object, field_type: object) -> bool:
         "integer": isinstance(value, int),
         "number": isinstance(value, int | float),
         "object": isinstance(value, dict),
+        "map": isinstance(value, dict),
         "array": isinstance(value, list),
     }.get(str(field_type), False)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_parts(field: dict[str, Any], kind: str, here: str, problems: list[Problem]) -> None:
+    """The parts a type takes, the part it needs, bounds in order and a pattern that compiles."""
+    allowed = _PARTS[kind]
+    for part in _TYPED_PARTS:
+        if part not in allowed and field.get(part) is not None:
+            problems.append(Problem(f"{here}.{part}", f"{_a(kind)} field has no {part!r}"))
+    needed = _NEEDED.get(kind)
+    if needed is not None and field.get(needed) is None:
+        problems.append(Problem(f"{here}.{needed}", f"{_a(kind)} field needs {needed!r}"))
+    for low, high in _BOUNDS:
+        a, b = field.get(low), field.get(high)
+        if isinstance(a, int | float) and isinstance(b, int | float) and a > b:
+            problems.append(Problem(f"{here}.{high}", f"{b!r} is below {low} {a!r}"))
+    pattern = field.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(
+                Problem(f"{here}.pattern", f"{pattern!r} is not a regular expression: {exc}")
+            )
+    if field.get("sunset") is not None and field.get("deprecated") is not True:
+        problems.append(Problem(f"{here}.sunset", "a sunset needs 'deprecated': true"))
+
+
+def _check_union(field: dict[str, Any], here: str, problems: list[Problem]) -> None:
+    variants = field.get("one_of")
+    if isinstance(variants, list) and not variants:
+        problems.append(Problem(f"{here}.one_of", "a union needs at least one variant"))
+    _check_fields(variants, f"{here}.one_of", problems)
+    discriminator = field.get("discriminator")
+    if not isinstance(discriminator, str):
+        return
+    for j, variant in _dicts(variants):
+        if variant.get("type") != "object":
+            problems.append(
+                Problem(
+                    f"{here}.one_of[{j}].type",
+                    f"a variant of a union with a discriminator is an object, "
+                    f"got {variant.get('type')!r}",
+                )
+            )
 
 
 def _check_fields(fields: Any, path: str, problems: list[Problem]) -> None:
     _check_unique(fields, "name", path, "field name", problems)
     for i, field in _dicts(fields):
-        here = f"{path}[{i}]"
-        kind = field.get("type")
-        has_fields, has_items = field.get("fields") is not None, field.get("items") is not None
-        if kind == "object":
-            if has_items:
-                problems.append(Problem(f"{here}.items", "only an array field has 'items'"))
-            _check_fields(field.get("fields"), f"{here}.fields", problems)
-        elif kind == "array":
-            if not has_items:
-                problems.append(Problem(f"{here}.items", "an array field needs 'items'"))
-            elif isinstance(field["items"], dict):
-                _check_fields([field["items"]], f"{here}.items", problems)
-            if has_fields:
-                problems.append(Problem(f"{here}.fields", "only an object field has 'fields'"))
-        elif kind in ("string", "integer", "number", "boolean"):
-            for extra, present in (("fields", has_fields), ("items", has_items)):
-                if present:
-                    problems.append(Problem(f"{here}.{extra}", f"a {kind} field has no {extra!r}"))
-        if kind not in _FIELD_TYPES:
-            continue  # a wrong type is reported by the shape pass
-        enum = field.get("enum")
-        if isinstance(enum, list):
-            for j, value in enumerate(enum):
-                if not _matches(value, kind):
-                    problems.append(Problem(f"{here}.enum[{j}]", f"{value!r} is not {_a(kind)}"))
-        default = field.get("default")
-        if default is not None and not _matches(default, kind):
-            problems.append(Problem(f"{here}.default", f"{default!r} is not {_a(kind)}"))
-        elif isinstance(enum, list) and default is not None and default not in enum:
-            problems.append(
-                Problem(f"{here}.default", f"{default!r} is not one of its enum values")
-            )
+        _check_field(field, f"{path}[{i}]", problems)
+
+
+def _check_field(field: dict[str, Any], here: str, problems: list[Problem]) -> None:
+    kind = field.get("type")
+    if kind not in _FIELD_TYPES:
+        return  # a wrong type is reported by the shape pass
+    _check_parts(field, kind, here, problems)
+    if kind == "object":
+        _check_fields(field.get("fields"), f"{here}.fields", problems)
+    elif kind in ("array", "map"):
+        part = "items" if kind == "array" else "values"
+        if isinstance(field.get(part), dict):
+            _check_field(field[part], f"{here}.{part}", problems)
+    if field.get("one_of") is not None or kind == "union":
+        _check_union(field, here, problems)
+    elif field.get("discriminator") is not None:
+        problems.append(Problem(f"{here}.discriminator", "a discriminator needs 'one_of'"))
+    enum = field.get("enum")
+    if isinstance(enum, list):
+        for j, value in enumerate(enum):
+            if not _matches(value, kind):
+                problems.append(Problem(f"{here}.enum[{j}]", f"{value!r} is not {_a(kind)}"))
+    default = field.get("default")
+    if default is not None and not _matches(default, kind):
+        problems.append(Problem(f"{here}.default", f"{default!r} is not {_a(kind)}"))
+    elif isinstance(enum, list) and default is not None and default not in enum:
+        problems.append(Problem(f"{here}.default", f"{default!r} is not one of its enum values"))
 
 
 def _manifest_checks(require_contract: bool) -> list[_Check]:
@@ -428,6 +569,9 @@ def _manifest_checks(require_contract: bool) -> list[_Check]:
                 )
             for part in ("input", "filters", "output"):
                 _check_fields(tool.get(part), f"{here}.{part}", problems)
+            _check_unique(tool.get("errors"), "code", f"{here}.errors", "error code", problems)
+            if tool.get("sunset") is not None and tool.get("deprecated") is not True:
+                problems.append(Problem(f"{here}.sunset", "a sunset needs 'deprecated': true"))
         for i, event in _dicts(raw.get("events")):
             _check_fields(event.get("payload"), f"$.events[{i}].payload", problems)
         _check_fields(raw.get("connection_properties"), "$.connection_properties", problems)
@@ -538,9 +682,93 @@ def read_document(path: Path) -> bytes:
     return data
 
 
+# Parts added to the schema after manifests were first built: left out of the canonical JSON while
+# they hold their default, so a manifest that does not use them encodes to the same bytes as before
+# (and a bundle rebuilt from an unchanged source keeps its digest).
+_NEW_FIELD_PARTS: Final[dict[str, Any]] = {
+    "nullable": False,
+    "minimum": None,
+    "maximum": None,
+    "exclusive_minimum": None,
+    "exclusive_maximum": None,
+    "min_length": None,
+    "max_length": None,
+    "pattern": None,
+    "format": None,
+    "min_items": None,
+    "max_items": None,
+    "values": None,
+    "one_of": None,
+    "discriminator": None,
+    "deprecated": False,
+    "sunset": None,
+}
+_NEW_TOOL_PARTS: Final[dict[str, Any]] = {
+    "errors": [],
+    "deprecated": False,
+    "sunset": None,
+}
+
+
+def _strip(doc: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, default in defaults.items():
+        if key in doc and doc[key] == default and type(doc[key]) is type(default):
+            del doc[key]
+
+
+def _strip_fields(fields: Any) -> None:
+    stack = list(fields or ())
+    while stack:
+        field = stack.pop()
+        _strip(field, _NEW_FIELD_PARTS)
+        stack.extend(field.get("fields") or ())
+        stack.extend(field.get("one_of") or ())
+        stack.extend(f for f in (field.get("items"), field.get("values")) if f is not None)
+
+
 def encode_manifest(manifest: Manifest) -> bytes:
     """The canonical JSON of a manifest: fields in schema order, two-space indent, final newline.
 
     Canonical bytes are what makes a build reproducible: the same manifest always encodes the same.
+    Optional parts that hold their default and that older manifests did not have are left out.
     """
-    return msgspec.json.format(msgspec.json.encode(manifest, enc_hook=_enc_hook), indent=2) + b"\n"
+    doc = msgspec.json.decode(msgspec.json.encode(manifest, enc_hook=_enc_hook))
+    _strip_fields(doc["connection_properties"])
+    for event in doc["events"]:
+        _strip_fields(event["payload"])
+    for tool in doc["tools"]:
+        _strip(tool, _NEW_TOOL_PARTS)
+        for part in ("input", "filters", "output"):
+            _strip_fields(tool[part])
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of ``manifest.json``, generated from the msgspec types.
+
+    Point an editor at it for completion and checks while writing a manifest (``packrun schema``
+    writes it to a file). It says what the types say; the rules between fields (unique ids, known
+    groups, bounds in order...) are checked by :func:`decode_manifest`.
+    """
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(Manifest):
+        if f.name == "version":  # a Version is written as its text
+            version = Annotated[str, msgspec.Meta(description="A Semantic Versioning 2.0 version")]
+            fields.append((f.encode_name, version, "1.0.0"))
+        elif f.required:
+            fields.append((f.encode_name, f.type))
+        else:
+            default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+            fields.append((f.encode_name, f.type, default))
+    shadow = msgspec.defstruct(
+        "Manifest",
+        fields,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        frozen=True,
+        namespace={"__doc__": Manifest.__doc__},
+    )
+    schema: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(shadow)))
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "packrun integration manifest"
+    return schema

@@ -19,6 +19,7 @@ from typing import Final, Literal, TypeAlias
 
 from packrun._catalog import CatalogEntry
 from packrun._diff import DiffFinding, DiffReport
+from packrun._reauth import reauth_reasons
 from packrun._stores import Policy, WorkflowTools
 from packrun._versions import BumpKind, Version, bump_kind
 
@@ -52,7 +53,8 @@ _STEPS: Final[Mapping[str, tuple[BumpKind, ...]]] = {
 class Blocked:
     """A newer version an update policy did not move to, and why.
 
-    ``kind`` is ``major``, ``breaking`` or ``red`` when the update waits for a review (the
+    ``kind`` is ``major``, ``breaking``, ``red`` or ``needs_reauth`` (the update would change the
+    auth the linked account holds credentials for) when the update waits for a review (the
     installation shows ``update blocked: breaking_diff``), ``outside_policy`` for a step the policy
     does not take (a minor under ``auto_patch``, a pre-release step), ``held`` for a version at or
     below the one a manual move took the installation down from.
@@ -60,7 +62,7 @@ class Blocked:
 
     version: str
     reason: str
-    kind: Literal["major", "breaking", "red", "outside_policy", "held"] = "breaking"
+    kind: Literal["major", "breaking", "red", "needs_reauth", "outside_policy", "held"] = "breaking"
 
     @property
     def waits_for_review(self) -> bool:
@@ -130,6 +132,11 @@ def policy_target(
             )
             continue
         report = diff_of(current, row)
+        reauth = reauth_reasons(report)
+        if reauth:  # never moved into needs_reauth silently, whatever a profile made of it
+            reason = f"needs re-authentication ({'; '.join(reauth)})"
+            blocked.append(Blocked(str(row.version), reason, "needs_reauth"))
+            continue
         if report.breaking:
             rules = ", ".join(sorted({f.rule_id for f in report.breaking}))
             blocked.append(Blocked(str(row.version), f"breaking findings ({rules})", "breaking"))
@@ -221,6 +228,9 @@ class UpdateReview:
     acknowledge: tuple[str, ...]
     """Why the update needs ``acknowledge_breaking=True``; empty when it does not."""
     report: DiffReport
+    needs_reauth: tuple[str, ...] = ()
+    """What the linked account must re-authenticate with after this update (the auth mode, a
+    required scope or credential field changed); empty when nothing."""
 
     @property
     def needs_acknowledgement(self) -> bool:
@@ -245,6 +255,10 @@ class UpdateReview:
             f"runs in flight on {self.from_version}: {len(self.runs_in_flight)}"
             + (f" ({', '.join(self.runs_in_flight[:10])})" if self.runs_in_flight else "")
         )
+        if self.needs_reauth:
+            lines.append(
+                "needs re-authentication after the update: " + "; ".join(self.needs_reauth)
+            )
         if self.acknowledge:
             lines.append("needs acknowledge_breaking=True: " + "; ".join(self.acknowledge))
         return "\n".join(lines)

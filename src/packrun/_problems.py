@@ -7,6 +7,8 @@ want every problem at once: this walks the raw JSON against the same types (read
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeAlias
 
@@ -63,11 +65,31 @@ def _describe(t: mi.Type) -> str:
         return "a number"
     if isinstance(t, mi.NoneType):
         return "null"
+    if isinstance(t, _TEXT_TYPES):
+        return _TEXT_NAMES[type(t)]
     if isinstance(t, mi.LiteralType):
         return "one of " + ", ".join(repr(v) for v in t.values)
     if isinstance(t, mi.UnionType):
         return " or ".join(_describe(x) for x in t.types)
     return "a value"
+
+
+# Types that JSON carries as text in a given form: a date, a time, a UUID...
+_TEXT_NAMES: dict[type, str] = {
+    mi.DateTimeType: "a date-time (RFC 3339)",
+    mi.DateType: "a date (YYYY-MM-DD)",
+    mi.TimeType: "a time (RFC 3339)",
+    mi.TimeDeltaType: "a duration (ISO 8601)",
+    mi.UUIDType: "a UUID",
+}
+_TEXT_TYPES = tuple(_TEXT_NAMES)
+_TEXT_CLASSES: dict[type, type] = {
+    mi.DateTimeType: datetime.datetime,
+    mi.DateType: datetime.date,
+    mi.TimeType: datetime.time,
+    mi.TimeDeltaType: datetime.timedelta,
+    mi.UUIDType: uuid.UUID,
+}
 
 
 def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], custom: CustomCheck) -> None:
@@ -100,7 +122,7 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], custom: Cu
             return
         known = {f.encode_name: f for f in t.fields}
         for key in value:
-            if key not in known:
+            if key not in known and t.forbid_unknown_fields:
                 expected = ", ".join(sorted(known))
                 problems.append(
                     Problem(f"{path}.{key}", f"unknown field {key!r}; expected one of: {expected}")
@@ -115,6 +137,7 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], custom: Cu
         if not isinstance(value, list):
             problems.append(Problem(path, f"expected an array, got {_type_name(value)}"))
             return
+        _count(value, t, path, problems)
         for i, item in enumerate(value):
             _walk(item, t.item_type, f"{path}[{i}]", problems, custom)
         return
@@ -122,6 +145,7 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], custom: Cu
         if not isinstance(value, dict):
             problems.append(Problem(path, f"expected an object, got {_type_name(value)}"))
             return
+        _count(value, t, path, problems)
         for key, item in value.items():
             _walk(item, t.value_type, f"{path}.{key}", problems, custom)
         return
@@ -151,6 +175,15 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], custom: Cu
         except msgspec.ValidationError as exc:
             problems.append(Problem(path, f"{_strip_path(exc)}, got {value!r}"))
         return
+    if isinstance(t, _TEXT_TYPES):
+        if not isinstance(value, str):
+            problems.append(Problem(path, f"expected {_describe(t)}, got {_type_name(value)}"))
+            return
+        try:
+            msgspec.convert(value, _TEXT_CLASSES[type(t)])
+        except msgspec.ValidationError:
+            problems.append(Problem(path, f"expected {_describe(t)}, got {value!r}"))
+        return
     if isinstance(t, mi.BoolType):
         if not isinstance(value, bool):
             problems.append(Problem(path, f"expected a boolean, got {_type_name(value)}"))
@@ -160,6 +193,16 @@ def _walk(value: Any, t: mi.Type, path: str, problems: list[Problem], custom: Cu
             problems.append(Problem(path, f"expected null, got {_type_name(value)}"))
         return
     raise TypeError(f"manifest type {t!r} has no structural check")  # pragma: no cover
+
+
+def _count(value: list[Any] | dict[str, Any], t: Any, path: str, problems: list[Problem]) -> None:
+    """The bounds on how many items an array or entries an object holds."""
+    low, high = getattr(t, "min_length", None), getattr(t, "max_length", None)
+    what = "items" if isinstance(value, list) else "entries"
+    if low is not None and len(value) < low:
+        problems.append(Problem(path, f"expected at least {low} {what}, got {len(value)}"))
+    if high is not None and len(value) > high:
+        problems.append(Problem(path, f"expected at most {high} {what}, got {len(value)}"))
 
 
 def _meta_of(t: mi.Type) -> msgspec.Meta:

@@ -151,14 +151,19 @@ class Explanation:
     """Rows of the pack left out, with why: ``("1.3.0-rc.1", "pre-release")``."""
     update: str | None
     """For an exact pin: the update available (the newest live version above it on its channel,
-    as ``review_update`` and ``update`` take it), with its bump and channel."""
+    as ``review_update`` and ``update`` take it), with its bump and channel: the bump of the
+    integration's artifact version (what :meth:`~packrun.Runtime.review_update` compares), with
+    both artifact versions named when they differ from the pack versions."""
     notes: tuple[str, ...]
     last_event: PinEvent | None
     update_blocked: tuple[str, ...] = ()
     """For an installation with an update policy: newer versions the policy did not move to, each
-    with its reason (a major, breaking findings, a red verdict)."""
+    with its reason (a major, breaking findings, a red verdict, a needed re-authentication)."""
     holding: str | None = None
     """For an installation with an update policy held by a manual move: why, and until what."""
+    needs_reauth: tuple[str, ...] = ()
+    """What the linked account must re-authenticate with since the last pin move changed the auth
+    (the auth mode, a required scope or credential field); empty when nothing."""
 
     def __str__(self) -> str:
         inst = self.installation
@@ -185,6 +190,8 @@ class Explanation:
             lines.append("update blocked: breaking_diff (" + "; ".join(self.update_blocked) + ")")
         if self.holding:
             lines.append(f"policy holding: {self.holding}")
+        if self.needs_reauth:
+            lines.append("needs re-authentication: " + "; ".join(self.needs_reauth))
         lines.extend(f"note: {note}" for note in self.notes)
         if self.last_event is not None:
             e = self.last_event
@@ -193,6 +200,19 @@ class Explanation:
                 f"{e.to_version or '-'}) by {e.actor} ({e.origin}) at {e.at.isoformat()}"
             )
         return "\n".join(lines)
+
+
+def _update_text(current: CatalogEntry, newest: CatalogEntry) -> str:
+    """An available update: the pack version it moves to, and the bump -- of the integration's
+    artifact version when both rows carry one (what an update review compares), so a pack release
+    that leaves its integration unchanged reads as ``none`` here as in the review."""
+    a, b = current.manifest, newest.manifest
+    if a is None or b is None:
+        return f"{newest.version} ({bump_kind(current.version, newest.version)}, {newest.channel})"
+    kind = bump_kind(a.version, b.version)
+    same = (a.version, b.version) == (current.version, newest.version)
+    detail = "" if same else f"; integration {a.version} -> {b.version}"
+    return f"{newest.version} ({kind}, {newest.channel}{detail})"
 
 
 class Resolver:
@@ -485,8 +505,7 @@ class Resolver:
                 resolution.entry, pack.visible(inst.project), inst.allow_prerelease
             )
             if newest is not None:
-                kind = bump_kind(resolution.entry.version, newest.version)
-                update = f"{newest.version} ({kind}, {newest.channel})"
+                update = _update_text(resolution.entry, newest)
         events = self._events.get(inst.id, [])
         return Explanation(
             inst,

@@ -21,6 +21,7 @@ import anyio.to_thread
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
 from packrun._bundle import release_bundle
+from packrun._checks import CallChecks
 from packrun._redact import RedactingLogger, Redactor
 from packrun._stores import RunRecord
 from packrun.errors import InvalidArgument, NotFound, ToolFailed
@@ -43,6 +44,7 @@ class Run:
     __slots__ = (
         "_bundle",
         "_calls",
+        "_checks",
         "_ctx",
         "_ended",
         "_threads",
@@ -70,6 +72,7 @@ class Run:
         resumed: bool,
         version_key: str,
         threads: anyio.CapacityLimiter | None = None,
+        checks: CallChecks | None = None,
     ) -> None:
         self.run_id = record.run_id
         self.installation_id = record.installation_id
@@ -89,6 +92,7 @@ class Run:
         self._bundle = dispatcher.loaded  # held (never evicted) until the run ends
         self._ctx = ctx
         self._threads = threads
+        self._checks = checks
         self._ended = False
 
     @property
@@ -101,7 +105,9 @@ class Run:
 
         A tool's :class:`~packrun.sdk.ToolError` becomes :class:`packrun.ToolFailed` (``tool_error``,
         ``.tool_code`` its own code); an unknown tool is ``not_found``. A sync tool runs in a worker
-        thread so the event loop never waits on it.
+        thread so the event loop never waits on it. The input is checked against the tool's
+        declared input before the tool runs (``invalid_input``) and its output against the
+        declared output after (``invalid_output``), as the runtime's check modes say.
         """
         if self._ended:
             raise InvalidArgument("run", self.run_id, ["a run in flight (this one has ended)"])
@@ -122,15 +128,27 @@ class Run:
             self._calls = {tool}
         else:
             self._calls.add(tool)
+        value = {} if input is None else input
+        # Host-side contract checks, around whichever dispatch runs the tool.
+        checks = self._checks
+        if checks is not None:
+            checks.before(tool, value)
+        output = await self._dispatch(tool, fn, is_async, value)
+        if checks is not None:
+            checks.after(tool, output)
+        return output
+
+    async def _dispatch(self, tool: str, fn: Any, is_async: bool, value: Mapping[str, Any]) -> Any:
+        """Run the tool and return its output; its failures as :meth:`_failure` says."""
         try:
             if is_async:
-                return await fn(self._ctx, {} if input is None else input)
-            ok, value = await anyio.to_thread.run_sync(
-                _guarded, fn, self._ctx, {} if input is None else input, limiter=self._threads
+                return await fn(self._ctx, value)
+            ok, output = await anyio.to_thread.run_sync(
+                _guarded, fn, self._ctx, value, limiter=self._threads
             )
             if ok:
-                return value
-            raise value
+                return output
+            raise output
         except BaseException as exc:
             failure = self._failure(tool, exc)
             if failure is None:

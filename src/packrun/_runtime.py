@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
 from packrun._args import (
+    check_choice,
     check_flag,
     check_generations,
     check_id,
@@ -46,6 +47,15 @@ from packrun._catalog import (
     prepare,
     strict_check,
 )
+from packrun._checks import (
+    CHECK_MODES,
+    CallChecks,
+    CheckMode,
+    Contracts,
+    HealthCounters,
+    VersionHealth,
+    compile_contracts,
+)
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import DiffReport, diff
 from packrun._manifest import Manifest, decode_manifest
@@ -61,7 +71,8 @@ from packrun._policy import (
     retirement_move,
     why_acknowledge,
 )
-from packrun._redact import RedactingLogger
+from packrun._reauth import missing_auth, reauth_reasons
+from packrun._redact import RedactingLogger, Redactor
 from packrun._resolver import (
     DYNAMIC_PINS,
     Explanation,
@@ -93,7 +104,14 @@ from packrun._stores import (
     stream_settings,
 )
 from packrun._versions import Version, version_key
-from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
+from packrun.errors import (
+    BreakingDiff,
+    DrainTimeout,
+    InvalidArgument,
+    NeedsReauth,
+    NotFound,
+    PackrunError,
+)
 from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
@@ -291,11 +309,17 @@ class Runtime:
         lease_ttl: float = 30.0,
         tool_threads: int = 40,
         background_sync: bool = True,
+        check_input: CheckMode = "enforce",
+        check_output: CheckMode = "warn",
+        check_auth: CheckMode = "enforce",
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("refresh_interval", refresh_interval)
         check_whole("tool_threads", tool_threads, 1, 100_000)
         check_generations("generations", generations)
+        check_choice("check_input", check_input, CHECK_MODES)
+        check_choice("check_output", check_output, CHECK_MODES)
+        check_choice("check_auth", check_auth, CHECK_MODES)
         servable = sorted(
             g
             for g in range(CURRENT_GENERATION + 1)
@@ -328,6 +352,16 @@ class Runtime:
         self.owner = uuid.uuid4().hex
         """This runtime's id as the holder of run leases."""
         self._dispatchers: dict[str, Dispatcher] = {}
+        self.check_input: CheckMode = check_input
+        """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
+        with ``invalid_input``), ``warn`` (counted and logged) or ``off``."""
+        self.check_output: CheckMode = check_output
+        """The same for a tool's output (``invalid_output``); ``warn`` unless told otherwise."""
+        self.check_auth: CheckMode = check_auth
+        """What a run whose credentials do not satisfy its version's auth gets: ``enforce``
+        (refused with ``needs_reauth`` before any bundle code runs), ``warn`` or ``off``."""
+        self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
+        self._health: dict[tuple[str, str, str], HealthCounters] = {}
         self._runs: dict[str, Run] = {}
         self._by_version: Counter[tuple[str, str]] = Counter()
         self._by_installation: Counter[str] = Counter()
@@ -598,6 +632,9 @@ class Runtime:
         must be of that project (``not_found`` otherwise)."""
         why = self._resolver.explain(installation_id, _optional_project(project))
         inst = why.installation
+        reauth = self._needs_reauth(why)
+        if reauth:
+            why = dataclasses.replace(why, needs_reauth=reauth)
         if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
             return why
         _, blocked = policy_target(
@@ -630,6 +667,23 @@ class Runtime:
                 f"to a version above {inst.hold}, or after set_policy"
             )
         return dataclasses.replace(why, update_blocked=waiting, holding=holding)
+
+    def _needs_reauth(self, why: Explanation) -> tuple[str, ...]:
+        """What the last pin move asks the linked account to re-authenticate with."""
+        event = why.last_event
+        if event is None or event.from_version is None or event.to_version is None:
+            return ()
+        if event.from_version == event.to_version or why.resolution is None:
+            return ()
+        if str(why.resolution.version) != event.to_version:
+            return ()  # the pin follows a dynamic target that moved since: judged on its own
+        try:
+            inst = why.installation
+            old = self._row(inst.pack_id, event.from_version, inst.project)
+            new = why.resolution.entry  # the row the move went to, whatever its channel
+        except NotFound:
+            return ()
+        return reauth_reasons(self._diff_of(old, new))
 
     # --- catalog --------------------------------------------------------------------------------
 
@@ -982,6 +1036,9 @@ class Runtime:
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
+            row = self._bound_row(bound, res, resumed)
+            if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
+                self._check_auth(installation_id, row, auth)
             dispatcher = await self._dispatcher(bound.digest)
         except BaseException:
             self._queue_end(bound.run_id)
@@ -996,7 +1053,15 @@ class Runtime:
             tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
         )
         key = res.entry.version_key if not resumed else version_key(bound.version)
-        run = Run(bound, dispatcher, ctx, resumed, key, self._tool_threads)
+        run = Run(
+            bound,
+            dispatcher,
+            ctx,
+            resumed,
+            key,
+            self._tool_threads,
+            self._call_checks(bound, row, dispatcher, auth),
+        )
         self._runs[run.run_id] = run
         self._by_version[(run.pack_id, key)] += 1
         self._by_installation[run.installation_id] += 1
@@ -1004,6 +1069,82 @@ class Runtime:
         if run.adapter is not None:
             self._count_adapter_run(run)
         return run
+
+    def _bound_row(self, bound: RunRecord, res: Resolution, resumed: bool) -> CatalogEntry | None:
+        """The catalog row a run binds to: the one resolved, or for a resumed run the row of its
+        recorded channel and version as its installation's project sees it (``None`` when gone)."""
+        if not resumed:
+            return res.entry
+        try:
+            project = self._resolver.installation(bound.installation_id).project
+            return self._row(bound.pack_id, f"{bound.channel}:{bound.version}", project)
+        except NotFound:
+            return None
+
+    def _check_auth(self, installation_id: str, row: CatalogEntry, auth: Auth) -> None:
+        """Refuse a run whose credentials do not satisfy its version's auth (``needs_reauth``)."""
+        if row.manifest is None:
+            return
+        missing = missing_auth(row.manifest.auth, auth)
+        if not missing:
+            return
+        version = str(row.version)
+        error = NeedsReauth(installation_id, row.pack_id, version, missing)
+        if self.check_auth == "enforce":
+            raise error
+        self._warn_contract(f"{installation_id}:{row.pack_id}:{version}:auth", str(error))
+
+    def _call_checks(
+        self, bound: RunRecord, row: CatalogEntry | None, dispatcher: Dispatcher, auth: Auth
+    ) -> CallChecks:
+        assert bound.digest is not None
+        contracts = self._contracts.get(bound.digest)
+        if contracts is None:
+            contracts = self._contracts[bound.digest] = compile_contracts(
+                dispatcher.loaded.bundle.manifest
+            )
+        # Counted per catalog row: a project's custom row may carry a vendor version's number.
+        stream = row.stream if row is not None else bound.channel
+        key = (bound.pack_id, stream, version_key(bound.version))
+        counters = self._health.get(key)
+        if counters is None:
+            counters = self._health[key] = HealthCounters()
+        return CallChecks(
+            contracts,
+            counters,
+            self.check_input,
+            self.check_output,
+            bound.pack_id,
+            bound.version,
+            self._warn_contract,
+            Redactor(auth).text,
+        )
+
+    def _warn_contract(self, kind: str, message: str) -> None:
+        # At most once a minute per (pack, version, tool, side): a broken release calls often.
+        now = time.monotonic()
+        if now - self._last_warning.get(kind, -120.0) > 60:
+            self._last_warning[kind] = now
+            logger.warning("packrun %s", message)
+
+    def health(
+        self, pack_id: str, version: str, *, project: str = DEFAULT_PROJECT
+    ) -> VersionHealth:
+        """What this runtime saw of ``pack_id`` ``version`` since it opened: calls, and calls whose
+        input or output broke the tool's declared contract (see ``check_input``/``check_output``).
+
+        ``version`` names a row as an exact pin of ``project`` would: ``1.2.0`` is the project's
+        own custom row when it has one of that number, else the vendor row; ``vendor:1.2.0`` or
+        ``custom:1.2.0`` names one channel's row. The counts are the row's, over every project's
+        runs on it (``not_found`` for a version the project does not see).
+        """
+        check_id("pack id", pack_id)
+        row = self._row(pack_id, version, _check_project(project))
+        shown = str(row.version)
+        counters = self._health.get((pack_id, row.stream, row.version_key))
+        if counters is None:
+            return VersionHealth(pack_id, shown, channel=row.channel)
+        return counters.snapshot(pack_id, shown, row.channel)
 
     def _count_adapter_run(self, run: Run) -> None:
         assert run.adapter is not None
@@ -1476,6 +1617,7 @@ class Runtime:
             in_flight,
             why_acknowledge(report),
             report,
+            reauth_reasons(report),
         )
         return review, target
 
@@ -1712,6 +1854,9 @@ def open_runtime(
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
     background_sync: bool = True,
+    check_input: CheckMode = "enforce",
+    check_output: CheckMode = "warn",
+    check_auth: CheckMode = "enforce",
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1725,6 +1870,13 @@ def open_runtime(
     ``tool_threads`` how many sync tools may run at once (in worker threads of their own).
     ``background_sync=False`` keeps this runtime from syncing pack sources on their intervals
     (``sync`` still works).
+    ``check_input`` and ``check_output`` (``off``, ``warn`` or ``enforce``) say what a call whose
+    input, or a tool whose output, does not match the manifest's declaration gets: refused
+    (``invalid_input``/``invalid_output``), counted and logged, or nothing; by default inputs are
+    enforced and outputs warned about. Either way the violations are counted in :meth:`health`.
+    ``check_auth`` does the same for a run whose ``auth`` does not satisfy the auth of the version
+    it binds to (mode, required credential fields, scopes): ``needs_reauth`` by default. A run
+    given no ``auth`` at all is not checked.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1744,4 +1896,7 @@ def open_runtime(
         lease_ttl=lease_ttl,
         tool_threads=tool_threads,
         background_sync=background_sync,
+        check_input=check_input,
+        check_output=check_output,
+        check_auth=check_auth,
     )

@@ -25,6 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import anyio.from_thread
 
 from packrun._auth import Auth
+from packrun._checks import CheckMode
 from packrun._contract import DEFAULT_GENERATIONS
 from packrun._resolver import Resolution
 from packrun._runs import Run, RunScope
@@ -315,6 +316,7 @@ class BlockingRuntime:
     in_flight_for = _in_loop(Runtime.in_flight_for)
     runs_in_flight = _in_loop(Runtime.runs_in_flight)
     version_status = _in_loop(Runtime.version_status)
+    health = _in_loop(Runtime.health)
     stats = _in_loop(Runtime.stats)
     add_source = _awaited(Runtime.add_source)
     remove_source = _awaited(Runtime.remove_source)
@@ -337,6 +339,9 @@ def open_runtime(
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
     background_sync: bool = True,
+    check_input: CheckMode = "enforce",
+    check_output: CheckMode = "warn",
+    check_auth: CheckMode = "enforce",
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -355,6 +360,9 @@ def open_runtime(
             lease_ttl=lease_ttl,
             tool_threads=tool_threads,
             background_sync=background_sync,
+            check_input=check_input,
+            check_output=check_output,
+            check_auth=check_auth,
         )
     )
     rt._start()

@@ -24,6 +24,10 @@ One root, :class:`PackrunError`; a family per subject beneath it; a concrete cla
     ├── SyncError
     │   ├── SourceError ····················· source_error
     │   └── UntrustedSource ················· untrusted_source
+    ├── CallRefused
+    │   ├── InvalidInput ···················· invalid_input
+    │   ├── InvalidOutput ··················· invalid_output
+    │   └── NeedsReauth ····················· needs_reauth
     ├── ToolFailed ·························· tool_error
     └── StoreError ·························· store_error
 
@@ -45,6 +49,7 @@ __all__ = [
     "ArtifactMismatch",
     "BreakingDiff",
     "BundleContractIncompatible",
+    "CallRefused",
     "CatalogError",
     "ContractError",
     "DowngradeNotAllowed",
@@ -53,9 +58,12 @@ __all__ = [
     "InstallationExists",
     "InvalidArgument",
     "InvalidBundle",
+    "InvalidInput",
     "InvalidManifest",
+    "InvalidOutput",
     "InvalidVersion",
     "LayerValue",
+    "NeedsReauth",
     "NotFound",
     "PackrunError",
     "Problem",
@@ -398,6 +406,75 @@ class UntrustedSource(SyncError):
 
 
 # --- tools and stores ---------------------------------------------------------------------------
+
+
+class CallRefused(PackrunError):
+    """A tool call broke the contract its manifest declares, or its run's credentials do not
+    satisfy the bound version's auth."""
+
+
+def _problem_lines(problems: Sequence[Problem]) -> str:
+    shown = [f"  - {p}" for p in problems[:20]]
+    if len(problems) > 20:
+        shown.append(f"  - ... and {len(problems) - 20} more")
+    return "\n".join(shown)
+
+
+class InvalidInput(CallRefused):
+    """A call's input does not match the tool's declared input; the tool did not run.
+
+    ``problems`` lists every bad path (``$.limit``, ``$.filters.status``) with what was expected.
+    """
+
+    code = "invalid_input"
+
+    def __init__(self, pack: str, version: str, tool: str, problems: Sequence[Problem]) -> None:
+        self.pack = pack
+        self.version = version
+        self.tool = tool
+        self.problems = tuple(problems)
+        n = len(self.problems)
+        super().__init__(
+            f"the input of {pack} {version} tool {tool!r} does not match its declared input "
+            f"({n} problem{'' if n == 1 else 's'}); the tool did not run:\n"
+            + _problem_lines(self.problems)
+        )
+
+
+class InvalidOutput(CallRefused):
+    """A tool returned an output that does not match its declared output (its release breaks
+    its own contract). ``problems`` lists every bad path."""
+
+    code = "invalid_output"
+
+    def __init__(self, pack: str, version: str, tool: str, problems: Sequence[Problem]) -> None:
+        self.pack = pack
+        self.version = version
+        self.tool = tool
+        self.problems = tuple(problems)
+        n = len(self.problems)
+        super().__init__(
+            f"the output of {pack} {version} tool {tool!r} does not match its declared output "
+            f"({n} problem{'' if n == 1 else 's'}):\n" + _problem_lines(self.problems)
+        )
+
+
+class NeedsReauth(CallRefused):
+    """The run's credentials do not satisfy the auth of the version it is bound to: the linked
+    account must re-authenticate. ``missing`` names what is missing (never a credential value)."""
+
+    code = "needs_reauth"
+
+    def __init__(self, installation: str, pack: str, version: str, missing: Sequence[str]) -> None:
+        self.installation = installation
+        self.pack = pack
+        self.version = version
+        self.missing = tuple(missing)
+        super().__init__(
+            f"installation {installation!r} runs {pack} {version}, whose auth the run's "
+            f"credentials do not satisfy: {'; '.join(self.missing)}; re-authenticate the "
+            f"linked account with what {pack} {version} needs"
+        )
 
 
 class ToolFailed(PackrunError):

@@ -146,6 +146,27 @@ _PAIRS = [
     ("auth.required_credential_added", "auth.credential_removed"),
     ("auth.optional_credential_added", "auth.credential_removed"),
     ("auth.credential_became_required", "auth.credential_became_optional"),
+    ("input.type_widened", "input.type_narrowed"),
+    ("output.type_widened", "output.type_narrowed"),
+    ("input.became_nullable", "input.became_non_nullable"),
+    ("output.became_nullable", "output.became_non_nullable"),
+    ("input.range_tightened", "input.range_loosened"),
+    ("output.range_tightened", "output.range_loosened"),
+    ("input.length_tightened", "input.length_loosened"),
+    ("output.length_tightened", "output.length_loosened"),
+    ("input.items_tightened", "input.items_loosened"),
+    ("output.items_tightened", "output.items_loosened"),
+    ("input.pattern_added", "input.pattern_removed"),
+    ("output.pattern_added", "output.pattern_removed"),
+    ("input.format_added", "input.format_removed"),
+    ("output.format_added", "output.format_removed"),
+    ("input.variant_added", "input.variant_removed"),
+    ("output.variant_added", "output.variant_removed"),
+    ("tool.error_added", "tool.error_removed"),
+    # A default on an input that is required on one side only: used on one side, not the other.
+    ("field.default_changed", "input.default_changed"),
+    ("field.default_changed", "field.default_changed"),
+    ("input.default_changed", "input.default_changed"),
 ]
 MIRROR: dict[str, set[str]] = {}
 for _one, _other in _PAIRS:
