@@ -23,6 +23,7 @@ from packrun._bundle import (
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
+from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -64,8 +65,12 @@ from packrun.errors import (
     InvalidVersion,
     NotFound,
     PackrunError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxUnavailable,
     StoreError,
     ToolFailed,
+    ToolTimeout,
     VersionExists,
 )
 
@@ -116,9 +121,15 @@ __all__ = [
     "Run",
     "Runtime",
     "RuntimeStats",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxMode",
+    "SandboxUnavailable",
     "Settings",
     "StoreError",
     "ToolFailed",
+    "ToolTimeout",
     "UpdateReview",
     "Version",
     "VersionExists",

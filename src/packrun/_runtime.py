@@ -29,8 +29,9 @@ import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
 from packrun._auth import Auth
-from packrun._bundle import load_bundle
+from packrun._bundle import load_bundle, read_bundle
 from packrun._catalog import (
+    CHANNELS,
     CatalogEntry,
     Channel,
     ContentEntry,
@@ -40,6 +41,13 @@ from packrun._catalog import (
 )
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import DiffReport, diff
+from packrun._dispatch import (
+    SandboxLimits,
+    SandboxMode,
+    WorkerPool,
+    effective_mode,
+    sandbox_dispatcher,
+)
 from packrun._manifest import Manifest, decode_manifest
 from packrun._policy import (
     Rollback,
@@ -70,7 +78,14 @@ from packrun._stores import (
     open_store,
 )
 from packrun._versions import Version, version_key
-from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
+from packrun.errors import (
+    BreakingDiff,
+    DrainTimeout,
+    InvalidArgument,
+    InvalidBundle,
+    NotFound,
+    PackrunError,
+)
 from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
@@ -149,7 +164,19 @@ class Runtime:
         refresh_interval: float = 0.1,
         lease_ttl: float = 30.0,
         tool_threads: int = 40,
+        in_process: Collection[str] = frozenset(),
+        sandbox: SandboxMode = "auto",
+        sandbox_limits: SandboxLimits | None = None,
     ) -> None:
+        if isinstance(in_process, str) or not all(c in CHANNELS for c in in_process):
+            raise InvalidArgument(
+                "channels trusted to run in-process",
+                sorted(in_process) if not isinstance(in_process, str) else in_process,
+                [f"a set of channels among {', '.join(CHANNELS)}"],
+            )
+        if sandbox_limits is not None and not isinstance(sandbox_limits, SandboxLimits):
+            raise InvalidArgument("sandbox_limits", sandbox_limits, ["a packrun.SandboxLimits"])
+        effective_mode(sandbox)  # a mode outside process, bwrap, auto is refused here
         if lease_ttl <= 0:
             raise InvalidArgument("lease_ttl", lease_ttl, ["a number of seconds above 0"])
         servable = sorted(
@@ -181,6 +208,14 @@ class Runtime:
         self.owner = uuid.uuid4().hex
         """This runtime's id as the holder of run leases."""
         self._dispatchers: dict[str, Dispatcher] = {}
+        self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
+        self.in_process = frozenset(in_process)
+        """The channels whose code this runtime trusts to run in its own process."""
+        self.sandbox = sandbox
+        """How other channels' code is contained: ``process``, ``bwrap`` or ``auto``."""
+        self.sandbox_limits = sandbox_limits or SandboxLimits()
+        """The limits sandbox workers run under."""
+        self._pool = WorkerPool(sandbox, self.sandbox_limits, self.generations)
         self._runs: dict[str, Run] = {}
         self._by_version: Counter[tuple[str, str]] = Counter()
         self._by_installation: Counter[str] = Counter()
@@ -223,6 +258,7 @@ class Runtime:
                 self._task_group.start_soon(self._refresh_loop)
             self._task_group.start_soon(self._lease_loop)
             self._task_group.start_soon(self._end_loop)
+            self._task_group.start_soon(self._reap_loop)
         except BaseException:
             await self._store.close()
             raise
@@ -244,7 +280,10 @@ class Runtime:
                     self._end_run(run)
                 await self._flush_ends()
         finally:
-            await self._store.close()
+            try:
+                await self._pool.close()
+            finally:
+                await self._store.close()
 
     async def _load(self) -> None:
         state = await self._store.load()
@@ -283,6 +322,17 @@ class Runtime:
                         )
                 except Exception as exc:
                     self._warn(f"could not renew run leases in {self.url}: {exc}")
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.sandbox_limits.idle_timeout / 2)
+            with anyio.CancelScope(shield=True):
+                await self._pool.reap_idle()
+
+    @property
+    def sandbox_workers(self) -> list[int]:
+        """The process ids of this runtime's sandbox workers alive now."""
+        return self._pool.pids
 
     async def _refresh_remote_runs(self) -> None:
         live = await self._store.live_runs(time.time())
@@ -419,6 +469,8 @@ class Runtime:
                 generations=self.generations,
                 strict_versions=self._settings.strict_versions,
                 now=_now(),
+                sandbox=self.sandbox,
+                limits=self.sandbox_limits,
             )
         )
 
@@ -541,7 +593,9 @@ class Runtime:
         ) as r:
             return await r.call(tool, input)
 
-    async def _dispatcher(self, digest: str) -> Dispatcher:
+    async def _dispatcher(self, digest: str, channel: str, installation_id: str) -> Dispatcher:
+        if channel not in self.in_process:
+            return await self._sandbox_dispatcher(digest, installation_id)
         dispatcher = self._dispatchers.get(digest)
         if dispatcher is None:
             data = await self._store.artifact(digest)
@@ -555,6 +609,30 @@ class Runtime:
                 )
             )
             dispatcher = self._dispatchers[digest] = dispatcher_for(loaded, self.generations)
+        return dispatcher
+
+    async def _sandbox_dispatcher(self, digest: str, installation_id: str) -> Dispatcher:
+        # One worker serves one digest of one project: credentials never reach a worker that
+        # another project's code runs in.
+        try:
+            installation = self._resolver.installation(installation_id)
+            project = str(getattr(installation, "project", "default"))
+        except NotFound:
+            project = "default"
+        dispatcher = self._sandboxed.get((project, digest))
+        if dispatcher is None:
+            data = await self._store.artifact(digest)
+            bundle = await anyio.to_thread.run_sync(
+                partial(read_bundle, data, source=f"artifact {digest}")
+            )
+            if bundle.digest != digest:
+                raise InvalidBundle(
+                    bundle.source,
+                    f"digest mismatch: the catalog recorded {digest} but the bytes are "
+                    f"{bundle.digest}; the artifact changed after it was published",
+                )
+            dispatcher = sandbox_dispatcher(self._pool, bundle, project, self.generations)
+            self._sandboxed[(project, digest)] = dispatcher
         return dispatcher
 
     async def _start_run(
@@ -613,7 +691,7 @@ class Runtime:
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
-            dispatcher = await self._dispatcher(bound.digest)
+            dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
         except BaseException:
             self._queue_end(bound.run_id)
             raise
@@ -1127,6 +1205,9 @@ def open_runtime(
     refresh_interval: float = 0.1,
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
+    in_process: Collection[str] = frozenset(),
+    sandbox: SandboxMode = "auto",
+    sandbox_limits: SandboxLimits | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1135,6 +1216,10 @@ def open_runtime(
     ``refresh_interval`` bounds how stale this process may be on writes by other processes,
     ``lease_ttl`` how long the runs of a process that died keep counting as in flight, and
     ``tool_threads`` how many sync tools may run at once (in worker threads of their own).
+
+    Bundle code runs in sandbox worker processes (``sandbox``: ``"process"``, ``"bwrap"``, or
+    ``"auto"``: bubblewrap when installed) under ``sandbox_limits``, except the code of the
+    channels listed in ``in_process`` (``{"vendor"}``), which this process trusts to import.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1149,4 +1234,7 @@ def open_runtime(
         refresh_interval=refresh_interval,
         lease_ttl=lease_ttl,
         tool_threads=tool_threads,
+        in_process=in_process,
+        sandbox=sandbox,
+        sandbox_limits=sandbox_limits,
     )

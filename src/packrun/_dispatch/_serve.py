@@ -1,0 +1,206 @@
+"""The worker side of dispatch: load one bundle, serve its tools one call at a time.
+
+Runs only inside a sandbox worker process (see :mod:`packrun._dispatch.worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+import msgspec
+
+from packrun._adapters import Dispatcher, dispatcher_for
+from packrun._auth import Auth
+from packrun._bundle import load_bundle
+from packrun._dispatch._protocol import (
+    HEADER,
+    Call,
+    Cancel,
+    Done,
+    Failed,
+    FromHost,
+    Load,
+    Loaded,
+    LoadFailed,
+    Log,
+    frame,
+)
+from packrun.errors import PackrunError
+from packrun.sdk import ToolContext, ToolError
+
+__all__ = ["serve"]
+
+_MEMORY_EXIT = 70  # the worker exits with this after reporting that it reached its memory limit
+
+
+class _Channel:
+    """Frames over the socket to the host. Sends are locked: a tool's threads may log too."""
+
+    def __init__(self, fd: int, max_output: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self.encoder = msgspec.msgpack.Encoder()
+        self.decoder = msgspec.msgpack.Decoder(FromHost)
+        self.lock = threading.Lock()
+        self.max_output = max_output
+
+    def _exactly(self, size: int) -> bytes:
+        chunks = []
+        while size:
+            chunk = self.sock.recv(min(size, 1 << 20))
+            if not chunk:
+                os._exit(0)  # the host closed the channel: nothing left to serve
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def receive(self) -> FromHost:
+        (size,) = HEADER.unpack(self._exactly(HEADER.size))
+        return self.decoder.decode(self._exactly(size))
+
+    def send(self, message: object) -> None:
+        data = frame(self.encoder, message)
+        with self.lock:
+            self.sock.sendall(data)
+
+    def send_output(self, call_id: int, output: Any) -> None:
+        try:
+            data = frame(self.encoder, Done(call_id, output))
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.send(Failed(call_id, "invalid_response", "invalid_response", f"the output {exc}"))
+            return
+        if len(data) - HEADER.size > self.max_output:
+            self.send(
+                Failed(
+                    call_id,
+                    "invalid_response",
+                    "invalid_response",
+                    f"the output is {len(data) - HEADER.size} bytes encoded; at most "
+                    f"{self.max_output} are accepted",
+                )
+            )
+            return
+        with self.lock:
+            self.sock.sendall(data)
+
+
+class _WireLogger(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.logger`` in a worker: each record goes to the host, formatted, to be redacted there."""
+
+    def __init__(self, logger: logging.Logger, channel: _Channel, call_id: int) -> None:
+        super().__init__(logger, {})
+        self._channel = channel
+        self._call_id = call_id
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(level):
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError) as exc:
+                text = f"{msg!s} (unformattable arguments: {exc})"
+            self._channel.send(Log(self._call_id, level, text))
+
+
+class _Worker:
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+        self.dispatcher: Dispatcher | None = None
+        self.logger = logging.getLogger("packrun.tools")
+        self.logger.propagate = False
+        self.loop = asyncio.new_event_loop()
+
+    def load(self, message: Load) -> None:
+        try:
+            loaded = load_bundle(
+                message.bundle, generations=frozenset(message.generations), stage="run"
+            )
+            self.dispatcher = dispatcher_for(loaded, frozenset(message.generations))
+        except PackrunError as exc:
+            self.channel.send(LoadFailed(exc.detail))
+            return
+        except BaseException as exc:
+            self.channel.send(LoadFailed(f"importing code/ failed: {type(exc).__name__}: {exc}"))
+            return
+        self.logger = logging.getLogger(f"packrun.tools.{loaded.bundle.id}")
+        self.logger.propagate = False
+        self.logger.setLevel(message.log_level or logging.WARNING)
+        d = self.dispatcher
+        self.channel.send(Loaded(d.generation, d.adapter, sorted(d.tools)))
+
+    def run_async(self, call_id: int, coro: Coroutine[Any, Any, Any]) -> Any:
+        task = self.loop.create_task(coro)
+        fd = self.channel.sock.fileno()
+
+        def readable() -> None:
+            message = self.channel.receive()
+            if isinstance(message, Cancel) and message.id == call_id:
+                task.cancel()
+
+        self.loop.add_reader(fd, readable)
+        try:
+            return self.loop.run_until_complete(task)
+        finally:
+            self.loop.remove_reader(fd)
+
+    def call(self, message: Call) -> None:
+        assert self.dispatcher is not None
+        entry = self.dispatcher.tools.get(message.tool)
+        if entry is None:
+            self.channel.send(Failed(message.id, "not_found", "not_found", message.tool))
+            return
+        fn, is_async = entry
+        auth = Auth(
+            message.mode,  # type: ignore[arg-type]
+            message.credentials,
+            tuple(message.scopes),
+            message.header,
+        )
+        ctx = ToolContext(
+            message.run_id,
+            message.installation_id,
+            message.pack_id,
+            message.version,
+            auth,
+            _WireLogger(self.logger, self.channel, message.id),
+        )
+        try:
+            if is_async:
+                output = self.run_async(message.id, fn(ctx, message.input))
+            else:
+                output = fn(ctx, message.input)
+        except ToolError as exc:
+            self.channel.send(Failed(message.id, "tool_error", str(exc.code), str(exc.message)))
+            return
+        except MemoryError:
+            self.channel.send(Failed(message.id, "memory", "memory", "MemoryError"))
+            os._exit(_MEMORY_EXIT)
+        except asyncio.CancelledError:
+            self.channel.send(Failed(message.id, "cancelled", "cancelled", "cancelled"))
+            return
+        except Exception as exc:
+            self.channel.send(
+                Failed(message.id, "exception", type(exc).__name__, f"{type(exc).__name__}: {exc}")
+            )
+            return
+        self.channel.send_output(message.id, output)
+
+
+def serve(fd: int, max_output: int) -> None:
+    """Serve the host on the channel ``fd`` until it closes it."""
+    channel = _Channel(fd, max_output)
+    worker = _Worker(channel)
+    while True:
+        message = channel.receive()
+        if isinstance(message, Load):
+            worker.load(message)
+        elif isinstance(message, Call):
+            if worker.dispatcher is None:
+                channel.send(Failed(message.id, "not_found", "not_found", "no bundle loaded"))
+            else:
+                worker.call(message)
