@@ -9,7 +9,7 @@ the executor's user does), the test asserts what docs/sandbox.md says that mode 
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import logging
 import os
 import signal
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -789,9 +789,93 @@ def test_workers_die_with_a_host_that_is_killed(mode: SandboxMode, tmp_path: Pat
             host.kill()
 
 
-@pytest.fixture
-def no_stray_children() -> Iterator[None]:
-    yield
-    gc.collect()
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    assert [c for c in children if alive(int(c))] == []
+# --- chaos: many projects, workers killed at random ------------------------------------------------
+
+TENANT_CODE = """\
+import asyncio
+import gc
+
+from packrun import Auth
+from packrun.sdk import Integration
+
+integration = Integration("__PACK__")
+
+
+@integration.tool("work")
+async def work(ctx, input):
+    await asyncio.sleep(input["s"])
+    seen = sorted({v for o in gc.get_objects() if isinstance(o, Auth) for v in o.credentials.values()})
+    return {"seen": seen, "own": ctx.auth.credentials["key"]}
+"""
+
+
+def tenant(pack: str) -> bytes:
+    manifest = packrun.decode_manifest(
+        {"id": pack, "version": "1.0.0", "contract": 2, "tools": [{"id": "work"}]}
+    )
+    return bundle_bytes(manifest, {"__init__.py": TENANT_CODE.replace("__PACK__", pack).encode()})
+
+
+def children_of_this_process() -> list[int]:
+    pid = os.getpid()
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found += [int(c) for c in handle.read().split()]
+    return found
+
+
+@pytest.mark.slow
+async def test_200_runs_across_20_projects_with_workers_killed_at_random(mode: SandboxMode) -> None:
+    import random
+
+    rng = random.Random(1234)
+    before = set(children_of_this_process())
+    limits = SandboxLimits(workers_per_digest=2, workers=16, load_timeout=60)
+    outcomes: list[str] = []
+    seen_pids: set[int] = set()
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        packs = [f"tenant-{n:02d}" for n in range(20)]
+        for pack in packs:
+            await rt.publish(tenant(pack), channel="custom")
+            await rt.install(pack, pack)
+
+        async def one(n: int) -> None:
+            pack = packs[n % 20]
+            key = f"secret-{pack}-{n:03d}"
+            try:
+                async with rt.run(pack, auth=Auth.api_key(key)) as run:
+                    out = await run.call("work", {"s": rng.random() * 0.2})
+            except (SandboxCrashed, SandboxUnavailable):
+                outcomes.append("killed")
+                return
+            assert out["own"] == key
+            assert all(s.startswith(f"secret-{pack}-") for s in out["seen"]), out["seen"]
+            outcomes.append("ok")
+
+        done = anyio.Event()
+
+        async def killer() -> None:
+            while not done.is_set():
+                await anyio.sleep(0.05)
+                pids = rt.sandbox_workers
+                seen_pids.update(pids)
+                if pids and rng.random() < 0.5:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(rng.choice(pids), signal.SIGKILL)
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(killer)
+            async with anyio.create_task_group() as tg:
+                for n in range(200):
+                    tg.start_soon(one, n)
+            done.set()
+        seen_pids.update(rt.sandbox_workers)
+        assert len(outcomes) == 200
+        assert outcomes.count("ok") > 0
+        for pack in packs:
+            assert rt.in_flight(pack, "1.0.0") == 0
+            assert rt.in_flight_for(pack) == 0
+        assert rt.stats().runs_in_flight == 0
+    assert_gone(sorted(seen_pids))
+    assert set(children_of_this_process()) <= before  # no worker left, no zombie

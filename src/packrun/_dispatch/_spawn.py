@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
+from packrun._dispatch.worker import BOOT
 from packrun.errors import InvalidArgument, SandboxUnavailable
 
 __all__ = [
@@ -111,6 +112,13 @@ def effective_mode(mode: str) -> Literal["process", "bwrap"]:
     if mode == "auto":
         return "bwrap" if bwrap_path() is not None else "process"
     return "bwrap" if mode == "bwrap" else "process"
+
+
+def _packrun_root() -> str:
+    """The folder the host imports packrun from (the worker imports the same)."""
+    import packrun
+
+    return str(Path(packrun.__file__).resolve().parent.parent)
 
 
 def _runtime_paths() -> list[str]:
@@ -229,8 +237,9 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
     command = [
         sys.executable,
         "-I",
-        "-m",
-        "packrun._dispatch.worker",
+        "-c",
+        BOOT,
+        _packrun_root(),
         str(child.fileno()),
         json.dumps(worker_limits),
         "0" if actual == "bwrap" else str(os.getpid()),
@@ -244,19 +253,11 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
             raise SandboxUnavailable(
                 mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
             )
+        command_inner = command
         command = [*_bwrap_args(bwrap, network, workdir)]
         for name, value in env.items():
             command += ["--setenv", name, value]
-        command += [
-            "--",
-            sys.executable,
-            "-I",
-            "-m",
-            "packrun._dispatch.worker",
-            str(child.fileno()),
-            json.dumps(worker_limits),
-            "0",
-        ]
+        command += ["--", *command_inner[:-1], "0"]
         env = {}
     try:
         with open(os.path.join(workdir, "stderr"), "wb") as stderr:

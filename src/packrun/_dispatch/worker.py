@@ -1,4 +1,4 @@
-"""A sandbox worker: ``python -I -m packrun._dispatch.worker FD LIMITS PARENT``.
+"""A sandbox worker: ``python -I -c BOOT PATH FD LIMITS PARENT`` (see :data:`BOOT`).
 
 Started by exec of a fresh interpreter (never a fork of the host), it applies its resource limits
 and arranges to die with its host first, then serves one bundle over the channel ``FD``: one
@@ -45,10 +45,18 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-if __name__ == "__main__":
-    _die_with_parent(int(sys.argv[3]))
-    _limits = json.loads(sys.argv[2])
-    _apply_limits(_limits)
+BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from packrun._dispatch.worker import main; main()"
+)
+"""What the worker's interpreter runs: it imports packrun from ``PATH``, the folder the host imported
+it from, so host and worker always run the same packrun."""
+
+
+def main() -> None:
+    """Contain this process, then serve the host (``sys.argv``: PATH FD LIMITS PARENT)."""
+    _die_with_parent(int(sys.argv[4]))
+    limits = json.loads(sys.argv[3])
+    _apply_limits(limits)
     from packrun._dispatch._serve import serve
 
-    serve(int(sys.argv[1]), _limits["output_bytes"])
+    serve(int(sys.argv[2]), limits["output_bytes"])
