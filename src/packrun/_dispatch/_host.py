@@ -9,6 +9,7 @@ replaced; only its own call fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -17,10 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 import msgspec
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from packrun._adapters import STEPS, Dispatcher
 from packrun._bundle import Bundle
@@ -63,7 +62,11 @@ class _Died(Exception):
 
 
 class _Worker:
-    """One worker process serving one bundle, one call at a time."""
+    """One worker process serving one bundle, one call at a time.
+
+    The channel is read and written directly (a non-blocking socket, waited on only when it has
+    nothing to give): a call costs one wake-up of the event loop, not one per stream layer.
+    """
 
     def __init__(self, process: Process, key: tuple[str, str]) -> None:
         self.process = process
@@ -72,39 +75,50 @@ class _Worker:
         self.idle_since = time.monotonic()
         self.dead = False
         self.killed = False  # by the host (deadline, cancellation, close)
-        self._stream: anyio.abc.SocketStream | None = None
-        self._reader: BufferedByteReceiveStream | None = None
+        self._sock = process.sock
+        self._buffer = bytearray()
         self._next_id = 0
 
     async def open(self) -> None:
-        self.process.sock.setblocking(False)
-        self._stream = await anyio.abc.UNIXSocketStream.from_socket(self.process.sock)
-        self._reader = BufferedByteReceiveStream(self._stream)
+        self._sock.setblocking(False)
 
     async def send(self, message: object) -> None:
         await self.send_bytes(frame(_ENCODER, message))
 
     async def send_bytes(self, data: bytes) -> None:
-        assert self._stream is not None
+        view = memoryview(data)
         try:
-            await self._stream.send(data)
+            while view:
+                try:
+                    view = view[self._sock.send(view) :]
+                except BlockingIOError:
+                    await anyio.wait_writable(self._sock)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise _Died("its channel closed") from exc
 
+    async def _fill(self, size: int) -> None:
+        buffer = self._buffer
+        while len(buffer) < size:
+            try:
+                chunk = self._sock.recv(max(65536, size - len(buffer)))
+            except BlockingIOError:
+                await anyio.wait_readable(self._sock)
+                continue
+            if not chunk:
+                raise _Died("its channel closed")
+            buffer += chunk
+
     async def receive(self, limit: int) -> FromWorker:
-        assert self._reader is not None
         try:
-            (size,) = HEADER.unpack(await self._reader.receive_exactly(HEADER.size))
+            await self._fill(HEADER.size)
+            (size,) = HEADER.unpack_from(self._buffer)
             if size > limit:
                 raise _Died(f"it sent a message of {size} bytes, over the limit of {limit}")
-            return _DECODER.decode(await self._reader.receive_exactly(size))
-        except (
-            anyio.EndOfStream,
-            anyio.IncompleteRead,
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-            OSError,
-        ) as exc:
+            await self._fill(HEADER.size + size)
+            body = bytes(self._buffer[HEADER.size : HEADER.size + size])
+            del self._buffer[: HEADER.size + size]
+            return _DECODER.decode(body)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise _Died("its channel closed") from exc
         except msgspec.DecodeError as exc:
             raise _Died(f"it sent a malformed message ({exc})") from exc
@@ -125,8 +139,6 @@ class _Worker:
             if not self.killed:  # it died by itself: its own status says how
                 await anyio.to_thread.run_sync(self.process.wait_exit, 1.0)
             self.process.kill()
-            if self._stream is not None:
-                await self._stream.aclose()
             await anyio.to_thread.run_sync(self.process.reap)
         return self.process.cause(limits)
 
@@ -154,6 +166,7 @@ class WorkerPool:
         self._alive: dict[tuple[str, str], int] = {}
         self._all: set[_Worker] = set()
         self._changed = anyio.Event()
+        self._waiting = 0
         self._closed = False
         self.started = 0
         """Workers started so far."""
@@ -164,8 +177,9 @@ class WorkerPool:
         return sorted(w.process.pid for w in self._all if not w.dead)
 
     def _signal(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._waiting:  # a call waits for a worker (or a slot) to come free
+            self._changed.set()
+            self._changed = anyio.Event()
 
     async def _start(self, key: tuple[str, str], source: _Source) -> _Worker:
         tool_logger = logging.getLogger(f"packrun.tools.{source.pack}")
@@ -190,11 +204,13 @@ class WorkerPool:
                 f"{self.limits.load_timeout:g}s",
             ) from None
         except _Died as exc:
+            await anyio.to_thread.run_sync(worker.process.wait_exit, 1.0)
+            said = worker.process.stderr_tail(400).strip()
             cause = await self._discard(worker)
             raise SandboxUnavailable(
                 self.mode,
                 f"a worker for {source.pack} {source.version} died while loading it ({cause}); "
-                f"{exc}. {worker.process.stderr_tail(400).strip()}",
+                f"{exc}" + (f": {said}" if said else ""),
             ) from None
         except BaseException:
             await self._discard(worker)
@@ -241,7 +257,11 @@ class WorkerPool:
                             del self._alive[key]
                         self._signal()
                         raise
-            await self._changed.wait()
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
 
     def _oldest_idle(self) -> _Worker | None:
         candidates = [w for idle in self._idle.values() for w in idle]
@@ -378,6 +398,8 @@ class WorkerPool:
         self._closed = True
         workers = list(self._all)
         for worker in workers:
+            with contextlib.suppress(OSError, RuntimeError):
+                anyio.notify_closing(worker.process.sock)  # wake a call waiting on it
             worker.kill()
         with anyio.CancelScope(shield=True):
             for worker in workers:

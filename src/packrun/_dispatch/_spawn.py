@@ -129,6 +129,7 @@ def _runtime_paths() -> list[str]:
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.add(str(Path(packrun.__file__).resolve().parent))
     paths.add(str(Path(sys.executable).resolve().parent.parent))
+    paths.add(str(Path(os.path.abspath(sys.executable)).parent.parent))
     for system in ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/alternatives"):
         paths.add(system)
     return sorted(p for p in paths if os.path.exists(p))
@@ -235,7 +236,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
         if key in ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes")
     }
     command = [
-        sys.executable,
+        os.path.abspath(sys.executable),  # a path with no "..": bubblewrap binds it as given
         "-I",
         "-c",
         BOOT,
