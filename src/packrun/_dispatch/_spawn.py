@@ -151,8 +151,10 @@ def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
         "/dev",
         "--tmpfs",
         "/tmp",
+        "--tmpfs",
+        "/packrun-worker",  # its working folder: private, empty, whatever is bound under /tmp
         "--chdir",
-        "/tmp",
+        "/packrun-worker",
         "--clearenv",
     ]
     if not network:
