@@ -217,6 +217,30 @@ async def tool_error(ctx, input):
     raise ToolError("rate_limited", "slow down")
 
 
+@integration.tool("open_many")
+def open_many(ctx, input):
+    handles = []
+    try:
+        for _ in range(input["count"]):
+            handles.append(open("/dev/null", "rb"))
+        return {"opened": len(handles)}
+    except OSError as exc:
+        return {"opened": len(handles), "error": exc.strerror}
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+@integration.tool("write_big")
+def write_big(ctx, input):
+    try:
+        with open("big", "wb") as handle:
+            handle.write(b"x" * input["size"])
+        return {"wrote": input["size"]}
+    except OSError as exc:
+        return {"error": exc.strerror}
+
+
 @integration.tool("cwd")
 def cwd(ctx, input):
     fds = {}
@@ -239,6 +263,7 @@ EVIL_TOOLS = (
     "kill_self",
     "log_key",
     "move_pin",
+    "open_many",
     "own_key",
     "patch",
     "raise_exc",
@@ -250,6 +275,7 @@ EVIL_TOOLS = (
     "spin",
     "steal_keys",
     "tool_error",
+    "write_big",
     "write_file",
 )
 
@@ -583,6 +609,100 @@ async def test_cancelling_a_sync_tool_kills_its_worker_after_the_grace_period(rt
     assert_gone(workers)
     assert rt.in_flight("evil", "1.0.0") == 0
     assert rt.in_flight_for("evil-inst") == 0
+
+
+async def test_open_files_and_file_size_are_limited(mode: SandboxMode) -> None:
+    limits = SandboxLimits(open_files=32, file_bytes=64 * 1024, load_timeout=20)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        opened = await call(rt, "open_many", {"count": 100})
+        wrote = await call(rt, "write_big", {"size": 1024 * 1024})
+    assert opened["opened"] < 32
+    assert opened["error"] == "Too many open files"
+    assert wrote == {"error": "File too large"}
+
+
+async def test_a_worker_past_its_cpu_limit_is_sandbox_crashed_naming_it(mode: SandboxMode) -> None:
+    limits = SandboxLimits(cpu_seconds=1, load_timeout=20)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil("1.0.0", spin_timeout=60), channel="custom")
+        await rt.install("evil-inst", "evil")
+        with pytest.raises(SandboxCrashed, match="CPU time limit"):
+            await call(rt, "spin")
+
+
+# --- the pool ---------------------------------------------------------------------------------------
+
+
+async def test_a_worker_is_recycled_after_max_calls(mode: SandboxMode) -> None:
+    limits = SandboxLimits(max_calls=3, load_timeout=20)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        await call(rt, "own_key")
+        first = rt.sandbox_workers
+        await call(rt, "own_key")
+        assert rt.sandbox_workers == first
+        await call(rt, "own_key")  # its third call: then it is recycled
+        assert rt.sandbox_workers == []
+        assert_gone(first)
+        await call(rt, "own_key")
+        assert rt.sandbox_workers not in ([], first)
+
+
+async def test_idle_workers_are_reaped(mode: SandboxMode) -> None:
+    limits = SandboxLimits(idle_timeout=0.2, load_timeout=20)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        await call(rt, "own_key")
+        workers = rt.sandbox_workers
+        assert workers
+        with anyio.fail_after(20):
+            while rt.sandbox_workers:
+                await anyio.sleep(0.05)
+        assert_gone(workers)
+
+
+async def test_calls_of_one_digest_share_at_most_workers_per_digest(mode: SandboxMode) -> None:
+    limits = SandboxLimits(workers_per_digest=1, load_timeout=20)
+    most = 0
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        done = anyio.Event()
+
+        async def watch() -> None:
+            nonlocal most
+            while not done.is_set():
+                most = max(most, len(rt.sandbox_workers))
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            async with anyio.create_task_group() as calls:
+                for _ in range(3):
+                    calls.start_soon(call, rt, "sleep", {"s": 0.3})
+            done.set()
+        assert rt.in_flight("evil", "1.0.0") == 0
+    assert most == 1
+
+
+async def test_a_full_pool_stops_an_idle_worker_of_another_digest(mode: SandboxMode) -> None:
+    limits = SandboxLimits(workers=1, load_timeout=20)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.publish(victim(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        await rt.install("victim-inst", "victim")
+        await call(rt, "own_key")
+        evil_workers = rt.sandbox_workers
+        async with rt.run("victim-inst", auth=Auth.api_key("v-key")) as run:
+            assert await run.call("hold", {"s": 0}) == {"key_seen": "v-k"}
+        assert len(rt.sandbox_workers) == 1
+        assert rt.sandbox_workers != evil_workers
+        assert_gone(evil_workers)
 
 
 # --- answers, errors and logs ----------------------------------------------------------------------

@@ -173,8 +173,9 @@ class WorkerPool:
 
     @property
     def pids(self) -> list[int]:
-        """The process ids of the workers alive now."""
-        return sorted(w.process.pid for w in self._all if not w.dead)
+        """The process ids of the workers alive now (a worker being stopped counts until it is
+        reaped)."""
+        return sorted(w.process.pid for w in self._all)
 
     def _signal(self) -> None:
         if self._waiting:  # a call waits for a worker (or a slot) to come free
@@ -224,13 +225,13 @@ class WorkerPool:
         return worker
 
     async def _discard(self, worker: _Worker) -> str:
-        self._all.discard(worker)
         if worker in self._idle.get(worker.key, []):
             self._idle[worker.key].remove(worker)
         self._alive[worker.key] = self._alive.get(worker.key, 1) - 1
         if self._alive[worker.key] <= 0:
             del self._alive[worker.key]
         cause = await worker.finish(self.limits)
+        self._all.discard(worker)  # once reaped: until then it counts, and sandbox_workers shows it
         self._signal()
         return cause
 
