@@ -999,3 +999,40 @@ async def test_200_runs_across_20_projects_with_workers_killed_at_random(mode: S
         assert rt.stats().runs_in_flight == 0
     assert_gone(sorted(seen_pids))
     assert set(children_of_this_process()) <= before  # no worker left, no zombie
+
+
+# --- the manifest's sandbox fields --------------------------------------------------------------------
+
+
+def test_timeout_s_and_network_are_optional_and_left_out_of_the_canonical_json_when_absent() -> (
+    None
+):
+    from packrun._manifest import encode_manifest
+
+    plain = packrun.decode_manifest({"id": "a", "version": "1.0.0", "tools": [{"id": "t"}]})
+    assert b"timeout_s" not in encode_manifest(plain)
+    assert b"network" not in encode_manifest(plain)
+    doc = {
+        "id": "a",
+        "version": "1.0.0",
+        "network": False,
+        "tools": [{"id": "t", "timeout_s": 2.5}],
+    }
+    shaped = packrun.decode_manifest(doc)
+    assert shaped.network is False
+    assert shaped.tools[0].timeout_s == 2.5
+    assert packrun.decode_manifest(encode_manifest(shaped)) == shaped
+
+
+@pytest.mark.parametrize(
+    ("doc", "path"),
+    [
+        ({"tools": [{"id": "t", "timeout_s": 0}]}, "$.tools[0].timeout_s"),
+        ({"tools": [{"id": "t", "timeout_s": "1s"}]}, "$.tools[0].timeout_s"),
+        ({"network": "no", "tools": [{"id": "t"}]}, "$.network"),
+    ],
+)
+def test_a_bad_timeout_s_or_network_is_invalid_manifest(doc: dict[str, Any], path: str) -> None:
+    with pytest.raises(packrun.InvalidManifest) as caught:
+        packrun.decode_manifest({"id": "a", "version": "1.0.0", **doc})
+    assert path in str(caught.value)
