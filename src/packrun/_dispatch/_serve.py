@@ -114,6 +114,9 @@ class _Worker:
         self.logger = logging.getLogger("packrun.tools")
         self.logger.propagate = False
         self.loop = asyncio.new_event_loop()
+        self.current: tuple[int, asyncio.Task[Any]] | None = None
+        self.reading = False
+        self.last_auth: tuple[tuple[object, ...], Auth] | None = None
 
     def load(self, message: Load) -> None:
         try:
@@ -135,18 +138,20 @@ class _Worker:
 
     def run_async(self, call_id: int, coro: Coroutine[Any, Any, Any]) -> Any:
         task = self.loop.create_task(coro)
-        fd = self.channel.sock.fileno()
-
-        def readable() -> None:
-            message = self.channel.receive()
-            if isinstance(message, Cancel) and message.id == call_id:
-                task.cancel()
-
-        self.loop.add_reader(fd, readable)
+        self.current = (call_id, task)
+        if not self.reading:  # registered once: registering per call costs more than the call
+            self.loop.add_reader(self.channel.sock.fileno(), self.readable)
+            self.reading = True
         try:
             return self.loop.run_until_complete(task)
         finally:
-            self.loop.remove_reader(fd)
+            self.current = None
+
+    def readable(self) -> None:
+        """A frame arrived while an async tool runs: a cancellation of that call, or nothing."""
+        message = self.channel.receive()
+        if isinstance(message, Cancel) and self.current and message.id == self.current[0]:
+            self.current[1].cancel()
 
     def call(self, message: Call) -> None:
         assert self.dispatcher is not None
@@ -155,12 +160,17 @@ class _Worker:
             self.channel.send(Failed(message.id, "not_found", "not_found", message.tool))
             return
         fn, is_async = entry
-        auth = Auth(
-            message.mode,  # type: ignore[arg-type]
-            message.credentials,
-            tuple(message.scopes),
-            message.header,
-        )
+        shape = (message.mode, message.credentials, message.scopes, message.header)
+        if self.last_auth is not None and self.last_auth[0] == shape:
+            auth = self.last_auth[1]  # the same run calling again: the same credentials
+        else:
+            auth = Auth(
+                message.mode,  # type: ignore[arg-type]
+                message.credentials,
+                tuple(message.scopes),
+                message.header,
+            )
+            self.last_auth = (shape, auth)
         ctx = ToolContext(
             message.run_id,
             message.installation_id,
