@@ -2,8 +2,8 @@
 
 A :class:`Run` holds its binding, its tool dispatcher and its context; every :meth:`Run.call` goes
 straight to the bound bundle's tool, whatever happens to pins meanwhile. Its bookkeeping (the
-durable binding, in-flight counts, leases) belongs to the runtime, which starts and ends runs
-through :class:`RunScope`.
+durable binding, in-flight counts, leases) belongs to the runtime's
+:class:`~packrun._tracker.RunTracker`, which starts and ends runs through :class:`RunScope`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from packrun.errors import InvalidArgument, NotFound, ToolFailed
 from packrun.sdk import ToolContext, ToolError
 
 if TYPE_CHECKING:
-    from packrun._runtime import Runtime
+    from packrun._tracker import RunTracker
 
 __all__ = ["Run", "RunScope", "RuntimeStats"]
 
@@ -179,17 +179,17 @@ class RunScope:
     """``async with rt.run(...) as run``: starts the run on entry and ends it on exit, however the
     body leaves (normally, by an exception, or cancelled)."""
 
-    __slots__ = ("_auth", "_installation_id", "_run", "_run_id", "_runtime", "_workflow_id")
+    __slots__ = ("_auth", "_installation_id", "_run", "_run_id", "_tracker", "_workflow_id")
 
     def __init__(
         self,
-        runtime: Runtime,
+        tracker: RunTracker,
         installation_id: str,
         run_id: str | None,
         workflow_id: str | None,
         auth: Auth,
     ) -> None:
-        self._runtime = runtime
+        self._tracker = tracker
         self._installation_id = installation_id
         self._run_id = run_id
         self._workflow_id = workflow_id
@@ -197,7 +197,7 @@ class RunScope:
         self._run: Run | None = None
 
     async def __aenter__(self) -> Run:
-        self._run = await self._runtime._start_run(
+        self._run = await self._tracker.start(
             self._installation_id, self._run_id, self._workflow_id, self._auth
         )
         return self._run
@@ -210,7 +210,7 @@ class RunScope:
     ) -> None:
         run, self._run = self._run, None
         if run is not None:
-            self._runtime._end_run(run)  # no await: a cancelled run releases its slot all the same
+            self._tracker.end(run)  # no await: a cancelled run releases its slot all the same
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 import time
-import uuid
-from collections import Counter
 from collections.abc import Awaitable, Collection, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -59,24 +56,23 @@ from packrun._policy import (
     why_acknowledge,
 )
 from packrun._resolver import DYNAMIC_PINS, Explanation, Resolution, Resolver, normalize_pin
-from packrun._runs import RedactingLogger, Run, RunScope, RuntimeStats
+from packrun._runs import RunScope, RuntimeStats
 from packrun._stores import (
     ORIGINS,
     POLICIES,
     Installation,
-    LiveRun,
     Origin,
     PinEvent,
     Policy,
-    RunRecord,
     Settings,
-    StartedRun,
     Store,
     Update,
     WorkflowTools,
     default_url,
     open_store,
 )
+from packrun._tracker import RunTracker
+from packrun._tracker import check_id as _check_id
 from packrun._versions import Version, version_key
 from packrun.errors import (
     BreakingDiff,
@@ -86,7 +82,6 @@ from packrun.errors import (
     NotFound,
     PackrunError,
 )
-from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -95,9 +90,6 @@ logger = logging.getLogger("packrun")
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
 
 
 def _manifest_of(row: CatalogEntry) -> Manifest:
@@ -122,32 +114,7 @@ def _check_actor(value: object) -> None:
         )
 
 
-def _check_id(what: str, value: object) -> None:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        shown = value[:60] if isinstance(value, str) else value
-        raise InvalidArgument(
-            what,
-            shown,
-            [
-                "1 to 200 characters: letters, digits and . _ : @ / -, starting with a letter or digit"
-            ],
-        )
-
-
-_END_BATCH_SECONDS = 0.005
-_END_RETRY_SECONDS = 1.0  # between attempts to write ends while the store is away
-_HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
 _NO_AUTH = Auth.none()
-
-
-class _StartWaiter:
-    __slots__ = ("done", "error", "record", "result")
-
-    def __init__(self, record: RunRecord) -> None:
-        self.record = record
-        self.done = anyio.Event()
-        self.result: StartedRun | None = None
-        self.error: BaseException | None = None
 
 
 class Runtime:
@@ -203,10 +170,6 @@ class Runtime:
         self._lock = anyio.Lock()  # orders this runtime's writes and refreshes
         self._task_group: anyio.abc.TaskGroup | None = None
         self._last_warning: dict[str, float] = {}
-        self.lease_ttl = lease_ttl
-        """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
-        self.owner = uuid.uuid4().hex
-        """This runtime's id as the holder of run leases."""
         self._dispatchers: dict[str, Dispatcher] = {}
         self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
         self.in_process = frozenset(in_process)
@@ -216,23 +179,27 @@ class Runtime:
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         """The limits sandbox workers run under."""
         self._pool = WorkerPool(sandbox, self.sandbox_limits, self.generations)
-        self._runs: dict[str, Run] = {}
-        self._by_version: Counter[tuple[str, str]] = Counter()
-        self._by_installation: Counter[str] = Counter()
-        self._remote: list[LiveRun] = []
-        self._runs_started = 0
-        self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
-        self._adapter_warned: dict[tuple[str, str], float] = {}
         self._diffs: dict[tuple[object, ...], DiffReport] = {}
         self._usage: dict[str, WorkflowTools] = {}
-        self._pending_starts: list[_StartWaiter] = []
-        self._starting: set[str] = set()
-        # Sync tools get threads of their own: a runtime full of slow tools must still renew its
-        # leases and record its runs (those use anyio's default threads).
-        self._tool_threads = anyio.CapacityLimiter(tool_threads)
-        self._start_leader = False
-        self._pending_ends: dict[str, frozenset[str]] = {}  # run id -> the tools it called
-        self._ends_ready = anyio.Event()
+        self._tracker = RunTracker(
+            store,
+            lease_ttl=lease_ttl,
+            tool_threads=tool_threads,
+            resolve=self.resolve,
+            dispatcher=self._dispatcher,
+            observe=self._observe_calls,
+            warn=self._warn,
+        )
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
+        return self._tracker.lease_ttl
+
+    @property
+    def owner(self) -> str:
+        """This runtime's id as the holder of run leases."""
+        return self._tracker.owner
 
     @property
     def url(self) -> str:
@@ -256,8 +223,8 @@ class Runtime:
             await self._task_group.__aenter__()
             if self.refresh_interval > 0:
                 self._task_group.start_soon(self._refresh_loop)
-            self._task_group.start_soon(self._lease_loop)
-            self._task_group.start_soon(self._end_loop)
+            self._task_group.start_soon(self._tracker.lease_loop)
+            self._task_group.start_soon(self._tracker.end_loop)
             self._task_group.start_soon(self._reap_loop)
         except BaseException:
             await self._store.close()
@@ -275,10 +242,7 @@ class Runtime:
                 self._task_group.cancel_scope.cancel()
                 await self._task_group.__aexit__(None, None, None)
                 self._task_group = None
-            with anyio.CancelScope(shield=True):
-                for run in list(self._runs.values()):  # runs still open when the runtime closes
-                    self._end_run(run)
-                await self._flush_ends()
+            await self._tracker.close()  # runs still open when the runtime closes
         finally:
             try:
                 await self._pool.close()
@@ -311,18 +275,6 @@ class Runtime:
             except Exception as exc:  # never let a refresh take the host's code down
                 self._warn(f"could not refresh from {self.url}: {exc}")
 
-    async def _lease_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.lease_ttl / 3)
-            if self._runs:
-                try:
-                    with anyio.CancelScope(shield=True):
-                        await self._store.renew_leases(
-                            self.owner, list(self._runs), time.time() + self.lease_ttl
-                        )
-                except Exception as exc:
-                    self._warn(f"could not renew run leases in {self.url}: {exc}")
-
     async def _reap_loop(self) -> None:
         while True:
             await anyio.sleep(self.sandbox_limits.idle_timeout / 2)
@@ -333,10 +285,6 @@ class Runtime:
     def sandbox_workers(self) -> list[int]:
         """The process ids of this runtime's sandbox workers alive now."""
         return self._pool.pids
-
-    async def _refresh_remote_runs(self) -> None:
-        live = await self._store.live_runs(time.time())
-        self._remote = [r for r in live if r.owner != self.owner]
 
     def _warn(self, message: str) -> None:
         # The hot path keeps answering from memory; say so, at most once a minute per kind.
@@ -351,7 +299,7 @@ class Runtime:
         runs other processes hold in flight. Runs on its own every ``refresh_interval`` seconds;
         call it to catch up at once."""
         async with self._lock:
-            await self._refresh_remote_runs()
+            await self._tracker.refresh_remote()
             changes = await self._store.changes(self._seq)
             if not changes:
                 return
@@ -575,7 +523,7 @@ class Runtime:
         passed to the tools and never stored. A bundle outside this runtime's contract window is
         refused here with ``BUNDLE_CONTRACT_INCOMPATIBLE``.
         """
-        return RunScope(self, installation_id, run_id, workflow_id, auth or _NO_AUTH)
+        return RunScope(self._tracker, installation_id, run_id, workflow_id, auth or _NO_AUTH)
 
     async def call(
         self,
@@ -635,218 +583,29 @@ class Runtime:
             self._sandboxed[(project, digest)] = dispatcher
         return dispatcher
 
-    async def _start_run(
-        self, installation_id: str, run_id: str | None, workflow_id: str | None, auth: Auth
-    ) -> Run:
-        res = self.resolve(installation_id)
-        if res.digest is None:
-            raise NotFound("integration to run in pack", res.pack_id)
-        if run_id is None:
-            run_id = uuid.uuid4().hex
-        else:
-            _check_id("run id", run_id)
-        if run_id in self._runs or run_id in self._starting:
-            raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
-        self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
-        self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: its end is moot
-        try:
-            return await self._open_run(run_id, installation_id, res, workflow_id, auth)
-        finally:
-            self._starting.discard(run_id)
-
-    async def _open_run(
-        self,
-        run_id: str,
-        installation_id: str,
-        res: Resolution,
-        workflow_id: str | None,
-        auth: Auth,
-    ) -> Run:
-        record = RunRecord(
-            run_id,
-            installation_id,
-            res.pack_id,
-            res.version,
-            res.digest,
-            res.contract,
-            res.channel,
-            workflow_id,
-            _now(),
-        )
-        bound, resumed, held_by = await self._record_start(record)
-        for _ in range(_HELD_RETRIES):
-            if held_by is None:
-                break
-            # Ended elsewhere a moment ago? Ends are written behind, within a few milliseconds.
-            await anyio.sleep(_END_BATCH_SECONDS)
-            bound, resumed, held_by = await self._record_start(record)
-        if held_by is not None:
-            raise InvalidArgument(
-                "run id",
-                run_id,
-                [
-                    f"an id not in flight elsewhere (runtime {held_by[:8]} holds it under a live lease)"
-                ],
-            )
-        try:
-            if bound.digest is None:
-                raise NotFound("integration to run in pack", bound.pack_id)
-            dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
-        except BaseException:
-            self._queue_end(bound.run_id)
-            raise
-        tool_logger = logging.getLogger(f"packrun.tools.{bound.pack_id}")
-        ctx = ToolContext(
-            bound.run_id,
-            bound.installation_id,
-            bound.pack_id,
-            bound.version,
-            auth,
-            tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
-        )
-        key = res.entry.version_key if not resumed else version_key(bound.version)
-        run = Run(bound, dispatcher, ctx, resumed, key, self._tool_threads)
-        self._runs[run.run_id] = run
-        self._by_version[(run.pack_id, key)] += 1
-        self._by_installation[run.installation_id] += 1
-        self._runs_started += 1
-        if run.adapter is not None:
-            self._count_adapter_run(run)
-        return run
-
-    def _count_adapter_run(self, run: Run) -> None:
-        assert run.adapter is not None
-        self._adapter_runs[(run.pack_id, run.version, run.adapter)] += 1
-        key = (run.pack_id, run.version)
-        now = time.monotonic()
-        if now - self._adapter_warned.get(key, -3600.0) >= 3600:  # once an hour per version
-            self._adapter_warned[key] = now
-            logger.warning(
-                "packrun runs %s %s (contract generation %s) through the %s adapter; rebuild it "
-                "with a current SDK so generation %s can be dropped",
-                run.pack_id,
-                run.version,
-                run.generation,
-                run.adapter,
-                run.generation,
-            )
-
-    def _end_run(self, run: Run) -> None:
-        run._ended = True
-        if self._runs.pop(run.run_id, None) is not run:
-            return
-        key = (run.pack_id, run.version_key)
-        self._by_version[key] -= 1
-        if not self._by_version[key]:
-            del self._by_version[key]
-        self._by_installation[run.installation_id] -= 1
-        if not self._by_installation[run.installation_id]:
-            del self._by_installation[run.installation_id]
-        calls = run.calls
-        if run.workflow_id is not None and calls:
-            usage = self._usage.get(run.installation_id, WorkflowTools({}, {}))
-            observed = dict(usage.observed)
-            observed[run.workflow_id] = observed.get(run.workflow_id, frozenset()) | calls
-            self._usage[run.installation_id] = WorkflowTools(usage.declared, observed)
-        self._queue_end(run.run_id, calls)
-
-    # Starts are written in groups: concurrent starts share one transaction, and each waits for
-    # its commit (a binding is durable before the run makes its first call). Ends are written
-    # behind: a background task records them in batches, and a crash in between is covered by
-    # the run's lease.
-
-    async def _record_start(self, record: RunRecord) -> StartedRun:
-        if not self._store.group_commit:
-            now = time.time()
-            started = await self._store.start_runs([record], self.owner, now, now + self.lease_ttl)
-            return started[0]
-        waiter = _StartWaiter(record)
-        self._pending_starts.append(waiter)
-        if not self._start_leader:
-            self._start_leader = True
-            try:
-                with anyio.CancelScope(shield=True):  # the others wait on this batch
-                    while self._pending_starts:
-                        batch, self._pending_starts = self._pending_starts, []
-                        try:
-                            now = time.time()
-                            results = await self._store.start_runs(
-                                [w.record for w in batch], self.owner, now, now + self.lease_ttl
-                            )
-                        except BaseException as exc:
-                            for w in batch:
-                                w.error = exc
-                                w.done.set()
-                            continue
-                        for w, result in zip(batch, results, strict=True):
-                            w.result = result
-                            w.done.set()
-            finally:
-                self._start_leader = False
-        # Shielded: once the batch is committed, the run exists in the store, and a cancellation
-        # must reach _start_run's cleanup with it rather than lose it here.
-        with anyio.CancelScope(shield=True):
-            await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.result is not None
-        return waiter.result
-
-    def _queue_end(self, run_id: str, calls: frozenset[str] = frozenset()) -> None:
-        self._pending_ends[run_id] = calls
-        self._ends_ready.set()
-
-    async def _end_loop(self) -> None:
-        while True:
-            await self._ends_ready.wait()
-            await anyio.sleep(_END_BATCH_SECONDS)  # let the ends of a busy moment share a write
-            self._ends_ready = anyio.Event()
-            if not await self._flush_ends():
-                await anyio.sleep(_END_RETRY_SECONDS)  # the store is away: try again later
-                self._ends_ready.set()
-
-    async def _flush_ends(self) -> bool:
-        """Write the pending ends; ``False`` when the store failed (they are pending again)."""
-        if not self._pending_ends:
-            return True
-        batch, self._pending_ends = list(self._pending_ends.items()), {}
-        try:
-            with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
-                await self._store.end_runs(batch, self.owner, _now())
-        except PackrunError as exc:  # kept for the next attempt; meanwhile the leases run out
-            for run_id, calls in batch:
-                if run_id not in self._runs and run_id not in self._pending_ends:
-                    self._pending_ends[run_id] = calls  # unless reopened or ended again since
-            self._warn(f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}")
-            return False
-        return True
-
     def in_flight(self, pack_id: str, version: str) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
         processes hold under live leases (as of the last refresh)."""
-        key = (pack_id, version_key(Version.parse(version)))
-        remote = sum(
-            1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
-        )
-        return self._by_version.get(key, 0) + remote
+        return self._tracker.in_flight(pack_id, version)
 
     def in_flight_for(self, installation_id: str) -> int:
         """Runs in flight of one installation (this runtime's plus other processes')."""
-        remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
-        return self._by_installation.get(installation_id, 0) + remote
+        return self._tracker.in_flight_for(installation_id)
 
     def runs_in_flight(self, pack_id: str, version: str) -> list[str]:
         """The ids of the runs in flight on ``pack_id`` ``version``, here and elsewhere."""
-        key = version_key(Version.parse(version))
-        mine = [
-            r.run_id for r in self._runs.values() if r.pack_id == pack_id and r.version_key == key
-        ]
-        theirs = [
-            r.record.run_id
-            for r in self._remote
-            if r.record.pack_id == pack_id and version_key(r.record.version) == key
-        ]
-        return sorted(mine + theirs)
+        return self._tracker.runs_in_flight(pack_id, version)
+
+    def stats(self) -> RuntimeStats:
+        """Counters: runs started and in flight here, and runs served through adapters."""
+        return self._tracker.stats()
+
+    def _observe_calls(self, installation_id: str, workflow_id: str, calls: frozenset[str]) -> None:
+        """Record the tools a workflow's run called (the observed usage reviews report)."""
+        usage = self._usage.get(installation_id, WorkflowTools({}, {}))
+        observed = dict(usage.observed)
+        observed[workflow_id] = observed.get(workflow_id, frozenset()) | calls
+        self._usage[installation_id] = WorkflowTools(usage.declared, observed)
 
     def version_status(
         self, pack_id: str, version: str
@@ -864,7 +623,7 @@ class Runtime:
         _check_timeout("timeout", timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
-            await self._refresh_remote_runs()
+            await self._tracker.refresh_remote()
             if not self.in_flight(pack_id, version):
                 return
             left = None if deadline is None else deadline - anyio.current_time()
@@ -872,10 +631,6 @@ class Runtime:
                 break
             await anyio.sleep(min(0.05, self.refresh_interval or 0.05, left or 0.05))
         raise DrainTimeout(pack_id, version, timeout or 0.0, self.runs_in_flight(pack_id, version))
-
-    def stats(self) -> RuntimeStats:
-        """Counters: runs started and in flight here, and runs served through adapters."""
-        return RuntimeStats(self._runs_started, len(self._runs), dict(self._adapter_runs))
 
     # --- installations --------------------------------------------------------------------------
 
@@ -1052,7 +807,7 @@ class Runtime:
         tools = {t.id for e in (current, target) if e.manifest for t in e.manifest.tools}
         changed = changed_tools(report.findings, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
-        in_flight = self._runs_of(installation_id, current.version_key)
+        in_flight = self._tracker.runs_of(installation_id, current.version_key)
         return UpdateReview(
             installation_id,
             str(current.version),
@@ -1157,28 +912,14 @@ class Runtime:
         still = await self._wait_for_runs(installation_id, current.pack_id, left, drain_timeout)
         return Rollback(installation_id, left, str(target.version), not still, still)
 
-    def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
-        """The runs of one installation in flight on one version (key), here and elsewhere."""
-        mine = [
-            r.run_id
-            for r in self._runs.values()
-            if r.installation_id == installation_id and r.version_key == key
-        ]
-        theirs = [
-            r.record.run_id
-            for r in self._remote
-            if r.record.installation_id == installation_id and version_key(r.record.version) == key
-        ]
-        return tuple(sorted(mine + theirs))
-
     async def _wait_for_runs(
         self, installation_id: str, pack_id: str, version: str, timeout: float
     ) -> tuple[str, ...]:
         deadline = anyio.current_time() + timeout
         key = version_key(Version.parse(version))
         while True:
-            await self._refresh_remote_runs()
-            still = self._runs_of(installation_id, key)
+            await self._tracker.refresh_remote()
+            still = self._tracker.runs_of(installation_id, key)
             left = deadline - anyio.current_time()
             if not still or left <= 0:
                 return still
