@@ -186,7 +186,11 @@ class WorkerPool:
         tool_logger = logging.getLogger(f"packrun.tools.{source.pack}")
         # Started from the event loop's thread, never a pool thread: the worker's death signal
         # follows the thread that started it, and pool threads come and go.
-        process = spawn(self.mode, self.limits, network=source.network)
+        try:
+            process = spawn(self.mode, self.limits, network=source.network)
+        except BaseException:
+            self._free_slot(key)
+            raise
         worker = _Worker(process, key)
         self._all.add(worker)
         self.started += 1
@@ -224,12 +228,17 @@ class WorkerPool:
             raise SandboxUnavailable(self.mode, f"a worker answered a load with {reply!r}")
         return worker
 
+    def _free_slot(self, key: tuple[str, str]) -> None:
+        self._alive[key] = self._alive.get(key, 1) - 1
+        if self._alive[key] <= 0:
+            del self._alive[key]
+        self._signal()
+
     async def _discard(self, worker: _Worker) -> str:
+        """Stop a worker and free its slot (every worker started is discarded exactly once)."""
         if worker in self._idle.get(worker.key, []):
             self._idle[worker.key].remove(worker)
-        self._alive[worker.key] = self._alive.get(worker.key, 1) - 1
-        if self._alive[worker.key] <= 0:
-            del self._alive[worker.key]
+        self._free_slot(worker.key)
         cause = await worker.finish(self.limits)
         self._all.discard(worker)  # once reaped: until then it counts, and sandbox_workers shows it
         self._signal()
@@ -249,15 +258,8 @@ class WorkerPool:
                         await self._discard(victim)
                         continue
                 else:
-                    self._alive[key] = self._alive.get(key, 0) + 1
-                    try:
-                        return await self._start(key, source)
-                    except BaseException:
-                        self._alive[key] = self._alive.get(key, 1) - 1
-                        if self._alive[key] <= 0:
-                            del self._alive[key]
-                        self._signal()
-                        raise
+                    self._alive[key] = self._alive.get(key, 0) + 1  # the slot, held at once
+                    return await self._start(key, source)
             self._waiting += 1
             try:
                 await self._changed.wait()
