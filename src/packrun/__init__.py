@@ -26,6 +26,7 @@ from packrun._bundle import (
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
+from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -68,9 +69,13 @@ from packrun.errors import (
     InvalidVersion,
     NotFound,
     PackrunError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxUnavailable,
     SourceError,
     StoreError,
     ToolFailed,
+    ToolTimeout,
     UntrustedSource,
     VersionExists,
 )
@@ -128,6 +133,11 @@ __all__ = [
     "Run",
     "Runtime",
     "RuntimeStats",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxMode",
+    "SandboxUnavailable",
     "Settings",
     "SourceError",
     "SourceSpec",
@@ -136,6 +146,7 @@ __all__ = [
     "SyncItem",
     "SyncReport",
     "ToolFailed",
+    "ToolTimeout",
     "Trust",
     "UntrustedSource",
     "UpdateReview",

@@ -127,6 +127,9 @@ class Tool(_Doc, kw_only=True, frozen=True):
     input: tuple[Field, ...] = ()
     filters: tuple[Field, ...] = ()
     output: tuple[Field, ...] = ()
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | msgspec.UnsetType = msgspec.UNSET
+    """Deadline of one call in the sandbox (the runtime's ``call_timeout`` when unset). Unset
+    fields are left out of the canonical JSON, so older manifests keep their bytes."""
 
 
 class Event(_Doc, kw_only=True, frozen=True):
@@ -163,6 +166,8 @@ class Manifest(_Doc, kw_only=True, frozen=True):
     events: tuple[Event, ...] = ()
     groups: tuple[Group, ...] = ()
     tools: tuple[Tool, ...]
+    network: bool | msgspec.UnsetType = msgspec.UNSET
+    """``false``: the code runs without any network (``sandbox="bwrap"``); unset means true."""
 
     def tool_ids(self) -> tuple[str, ...]:
         """The ids of the tools, in manifest order."""

@@ -37,8 +37,9 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
-from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, release_bundle
+from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, read_bundle, release_bundle
 from packrun._catalog import (
+    CHANNELS,
     CatalogEntry,
     Channel,
     ContentEntry,
@@ -48,6 +49,13 @@ from packrun._catalog import (
 )
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import DiffReport, diff
+from packrun._dispatch import (
+    SandboxLimits,
+    SandboxMode,
+    WorkerPool,
+    effective_mode,
+    sandbox_dispatcher,
+)
 from packrun._manifest import Manifest, decode_manifest
 from packrun._policy import (
     Retirement,
@@ -93,7 +101,14 @@ from packrun._stores import (
     stream_settings,
 )
 from packrun._versions import Version, version_key
-from packrun.errors import BreakingDiff, DrainTimeout, InvalidArgument, NotFound, PackrunError
+from packrun.errors import (
+    BreakingDiff,
+    DrainTimeout,
+    InvalidArgument,
+    InvalidBundle,
+    NotFound,
+    PackrunError,
+)
 from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
@@ -291,11 +306,25 @@ class Runtime:
         lease_ttl: float = 30.0,
         tool_threads: int = 40,
         background_sync: bool = True,
+        in_process: Collection[str] = frozenset(),
+        sandbox: SandboxMode = "auto",
+        sandbox_limits: SandboxLimits | None = None,
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("refresh_interval", refresh_interval)
         check_whole("tool_threads", tool_threads, 1, 100_000)
         check_generations("generations", generations)
+        if not isinstance(in_process, set | frozenset | list | tuple) or not all(
+            isinstance(c, str) and c in CHANNELS for c in in_process
+        ):
+            raise InvalidArgument(
+                "in_process (the channels trusted to run in this process)",
+                in_process,
+                [f"a set of channels among {', '.join(CHANNELS)}"],
+            )
+        if sandbox_limits is not None and not isinstance(sandbox_limits, SandboxLimits):
+            raise InvalidArgument("sandbox_limits", sandbox_limits, ["a packrun.SandboxLimits"])
+        effective_mode(sandbox)  # a mode outside process, bwrap, auto is refused here
         servable = sorted(
             g
             for g in range(CURRENT_GENERATION + 1)
@@ -328,6 +357,14 @@ class Runtime:
         self.owner = uuid.uuid4().hex
         """This runtime's id as the holder of run leases."""
         self._dispatchers: dict[str, Dispatcher] = {}
+        self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
+        self.in_process = frozenset(in_process)
+        """The channels whose code this runtime trusts to run in its own process."""
+        self.sandbox = sandbox
+        """How other channels' code is contained: ``process``, ``bwrap`` or ``auto``."""
+        self.sandbox_limits = sandbox_limits or SandboxLimits()
+        """The limits sandbox workers run under."""
+        self._pool = WorkerPool(sandbox, self.sandbox_limits, self.generations)
         self._runs: dict[str, Run] = {}
         self._by_version: Counter[tuple[str, str]] = Counter()
         self._by_installation: Counter[str] = Counter()
@@ -392,6 +429,7 @@ class Runtime:
                 self._task_group.start_soon(self._refresh_loop)
             self._task_group.start_soon(self._lease_loop)
             self._task_group.start_soon(self._end_loop)
+            self._task_group.start_soon(self._reap_loop)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
         except BaseException:
@@ -422,7 +460,11 @@ class Runtime:
                     self._end_run(run)
                 await self._flush_ends()
         finally:
-            await self._store.close()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._pool.close()
+            finally:
+                await self._store.close()
 
     async def _load(self) -> None:
         state = await self._store.load()
@@ -471,6 +513,17 @@ class Runtime:
                         )
                 except Exception as exc:
                     self._warn("lease", f"could not renew run leases in {self.url}: {exc}")
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.sandbox_limits.idle_timeout / 2)
+            with anyio.CancelScope(shield=True):
+                await self._pool.reap_idle()
+
+    @property
+    def sandbox_workers(self) -> list[int]:
+        """The process ids of this runtime's sandbox workers alive now."""
+        return self._pool.pids
 
     async def _refresh_remote_runs(self) -> None:
         live = await self._store.live_runs(time.time())
@@ -671,6 +724,8 @@ class Runtime:
                 ).strict_versions,
                 now=_now(),
                 project=owner,
+                sandbox=self.sandbox,
+                limits=self.sandbox_limits,
             )
         )
 
@@ -900,11 +955,14 @@ class Runtime:
         ) as r:
             return await r.call(tool, input)
 
-    async def _dispatcher(self, digest: str) -> Dispatcher:
-        """The dispatcher of ``digest``, returned with a hold on its bundle (the run releases it):
-        a bundle a run in flight uses is never evicted from the process."""
+    async def _dispatcher(self, digest: str, channel: str, installation_id: str) -> Dispatcher:
+        """The dispatcher of ``digest``: in a sandbox worker unless ``channel`` runs in-process,
+        where it is returned with a hold on its bundle (the run releases it): a bundle a run in
+        flight uses is never evicted from the process."""
+        if channel not in self.in_process:
+            return await self._sandbox_dispatcher(digest, installation_id)
         dispatcher = self._dispatchers.get(digest)
-        if dispatcher is not None and hold_bundle(dispatcher.loaded):
+        if dispatcher is not None and dispatcher.loaded and hold_bundle(dispatcher.loaded):
             return dispatcher
         data = await self._store.artifact(digest)
         loaded = await anyio.to_thread.run_sync(
@@ -923,9 +981,30 @@ class Runtime:
             raise
         # Drop what the process evicted: this cache never keeps a bundle alive on its own.
         self._dispatchers = {
-            d: x for d, x in self._dispatchers.items() if bundle_is_loaded(x.loaded)
+            d: x for d, x in self._dispatchers.items() if x.loaded and bundle_is_loaded(x.loaded)
         }
         self._dispatchers[digest] = dispatcher
+        return dispatcher
+
+    async def _sandbox_dispatcher(self, digest: str, installation_id: str) -> Dispatcher:
+        # One worker serves one digest of one project: credentials never reach a worker that
+        # another project's code runs in.
+        inst = self._resolver.find_installation(installation_id)
+        project = inst.project if inst is not None else DEFAULT_PROJECT
+        dispatcher = self._sandboxed.get((project, digest))
+        if dispatcher is None:
+            data = await self._store.artifact(digest)
+            bundle = await anyio.to_thread.run_sync(
+                partial(read_bundle, data, source=f"artifact {digest}")
+            )
+            if bundle.digest != digest:
+                raise InvalidBundle(
+                    bundle.source,
+                    f"digest mismatch: the catalog recorded {digest} but the bytes are "
+                    f"{bundle.digest}; the artifact changed after it was published",
+                )
+            dispatcher = sandbox_dispatcher(self._pool, bundle, project, self.generations)
+            self._sandboxed[(project, digest)] = dispatcher
         return dispatcher
 
     async def _start_run(
@@ -982,7 +1061,7 @@ class Runtime:
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
-            dispatcher = await self._dispatcher(bound.digest)
+            dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
         except BaseException:
             self._queue_end(bound.run_id)
             raise
@@ -1712,6 +1791,9 @@ def open_runtime(
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
     background_sync: bool = True,
+    in_process: Collection[str] = frozenset(),
+    sandbox: SandboxMode = "auto",
+    sandbox_limits: SandboxLimits | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1725,6 +1807,10 @@ def open_runtime(
     ``tool_threads`` how many sync tools may run at once (in worker threads of their own).
     ``background_sync=False`` keeps this runtime from syncing pack sources on their intervals
     (``sync`` still works).
+
+    Bundle code runs in sandbox worker processes (``sandbox``: ``"process"``, ``"bwrap"``, or
+    ``"auto"``: bubblewrap when installed) under ``sandbox_limits``, except the code of the
+    channels listed in ``in_process`` (``{"vendor"}``), which this process trusts to import.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1744,4 +1830,7 @@ def open_runtime(
         lease_ttl=lease_ttl,
         tool_threads=tool_threads,
         background_sync=background_sync,
+        in_process=in_process,
+        sandbox=sandbox,
+        sandbox_limits=sandbox_limits,
     )

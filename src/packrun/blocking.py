@@ -26,6 +26,7 @@ import anyio.from_thread
 
 from packrun._auth import Auth
 from packrun._contract import DEFAULT_GENERATIONS
+from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._resolver import Resolution
 from packrun._runs import Run, RunScope
 from packrun._runtime import Runtime
@@ -337,6 +338,9 @@ def open_runtime(
     lease_ttl: float = 30.0,
     tool_threads: int = 40,
     background_sync: bool = True,
+    in_process: Collection[str] = frozenset(),
+    sandbox: SandboxMode = "auto",
+    sandbox_limits: SandboxLimits | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -355,6 +359,9 @@ def open_runtime(
             lease_ttl=lease_ttl,
             tool_threads=tool_threads,
             background_sync=background_sync,
+            in_process=in_process,
+            sandbox=sandbox,
+            sandbox_limits=sandbox_limits,
         )
     )
     rt._start()

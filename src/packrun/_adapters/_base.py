@@ -28,7 +28,8 @@ ToolEntry: TypeAlias = tuple[Callable[..., Any], bool]
 class Dispatcher:
     """The tools of a loaded bundle as a run calls them, and what translated them."""
 
-    loaded: LoadedBundle
+    loaded: LoadedBundle | None
+    """The bundle imported in this process; ``None`` when its code runs in sandbox workers."""
     tools: Mapping[str, ToolEntry]
     generation: int
     """The generation the bundle was built for."""
