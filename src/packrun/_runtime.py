@@ -318,7 +318,7 @@ class Runtime:
             isinstance(c, str) and c in CHANNELS for c in in_process
         ):
             raise InvalidArgument(
-                "in_process (the channels trusted to run in this process)",
+                "in_process (the channels trusted to run in-process)",
                 in_process,
                 [f"a set of channels among {', '.join(CHANNELS)}"],
             )
