@@ -54,7 +54,7 @@ def bundle(pack_id: str, contract: int, code: bytes) -> bytes:
 async def runtime(url: str) -> packrun.Runtime:
     """An open runtime on ``url`` with ``gen2`` (pack ``noop2``) and ``gen1`` (``noop1``)
     installed. Close it with ``await rt.__aexit__(None, None, None)``."""
-    rt = packrun.open_runtime(url, refresh_interval=0)
+    rt = packrun.open_runtime(url, refresh_interval=0, in_process={"vendor", "custom"})
     await rt.__aenter__()
     await rt.publish(bundle("noop2", 2, GEN2_CODE))
     await rt.publish(bundle("noop1", 1, GEN1_CODE))

@@ -194,6 +194,18 @@ async def gen1(request: pytest.FixtureRequest, rt: Runtime) -> Gen1:
     return Gen1(rt, pack, is_async)
 
 
+@pytest.fixture(params=["sync", "async"])
+async def gen1_in_process(request: pytest.FixtureRequest) -> AsyncIterator[Gen1]:
+    """``gen1`` in a runtime that trusts its code to run in-process (threads, the bundle's own
+    exception classes): what the adapter does where the executor imports the bundle itself."""
+    is_async = request.param == "async"
+    pack = f"gen1-{request.param}"
+    async with packrun.open_runtime("memory:", in_process={"vendor"}) as runtime:
+        await runtime.publish(gen1_bundle(pack, is_async=is_async))
+        await runtime.install(pack, pack, "1.0.0")
+        yield Gen1(runtime, pack, is_async)
+
+
 # --- 1. the flat auth dict ----------------------------------------------------------------------
 
 # Every mode, the Auth a generation-2 caller passes and the dict DESIGN section 6 prescribes.
@@ -282,7 +294,10 @@ async def test_a_handle_that_mutates_auth_and_params_changes_nothing_for_the_cal
     assert auth.mode == "basic"
 
 
-async def test_a_sync_handle_runs_off_the_event_loop_and_an_async_one_on_it(gen1: Gen1) -> None:
+async def test_a_sync_handle_runs_off_the_event_loop_and_an_async_one_on_it(
+    gen1_in_process: Gen1,
+) -> None:
+    gen1 = gen1_in_process
     ident = await gen1.call("thread")
     if gen1.is_async:
         assert ident == threading.get_ident()
@@ -435,13 +450,23 @@ async def test_an_error_answer_from_the_sample_is_tool_failed(gen1: Gen1) -> Non
     assert str(failed.value) == "[tool_error] tool 'fail' failed with 'rate_limited': try later"
 
 
-async def test_an_exception_raised_in_handle_propagates_unchanged(gen1: Gen1) -> None:
+async def test_an_exception_raised_in_handle_propagates_unchanged(gen1_in_process: Gen1) -> None:
+    gen1 = gen1_in_process
     with pytest.raises(Exception) as raised:  # noqa: PT011 - the bundle's own class
         await gen1.call("explode")
     assert type(raised.value).__name__ == "Boom"
     assert type(raised.value).__module__.startswith("_packrun_bundle_gen1_")
     assert raised.value.args == ("boom", "explode")
     assert not isinstance(raised.value, PackrunError | ToolError)
+
+
+async def test_an_exception_raised_in_handle_in_the_sandbox_is_tool_failed_naming_it(
+    gen1: Gen1,
+) -> None:
+    with pytest.raises(ToolFailed) as raised:
+        await gen1.call("explode")
+    assert raised.value.tool_code == "unhandled_exception"
+    assert raised.value.tool_message.startswith("Boom: ")
 
 
 async def test_a_tool_error_raised_in_handle_is_tool_failed(gen1: Gen1) -> None:

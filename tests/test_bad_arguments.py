@@ -382,6 +382,38 @@ BUNDLE_LIMITS = Case(
     },
 )
 
+SANDBOX_LIMITS = Case(
+    lambda w, **a: packrun.SandboxLimits(**a),
+    {
+        **dict.fromkeys(
+            ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes"), 1 << 20
+        ),
+        **dict.fromkeys(("workers_per_digest", "workers", "max_calls"), 4),
+        **dict.fromkeys(("call_timeout", "load_timeout", "cancel_grace", "idle_timeout"), 5.0),
+        "env": (),
+    },
+    accepts={
+        **dict.fromkeys(
+            (
+                "memory_bytes",
+                "cpu_seconds",
+                "open_files",
+                "file_bytes",
+                "output_bytes",
+                "workers_per_digest",
+                "workers",
+                "max_calls",
+            ),
+            frozenset({"int"}),
+        ),
+        **dict.fromkeys(
+            ("call_timeout", "load_timeout", "cancel_grace", "idle_timeout"),
+            frozenset({"int", "float"}),
+        ),
+        "env": frozenset({"list"}),
+    },
+)
+
 VERSION_PAIR = {"old": "1.0.0", "new": "1.1.0"}
 FUNCTIONS: dict[str, Case] = {
     "allowed_change": Case(
@@ -514,6 +546,9 @@ FUNCTIONS: dict[str, Case] = {
             "check_input": "enforce",
             "check_output": "warn",
             "check_auth": "enforce",
+            "in_process": frozenset({"vendor"}),
+            "sandbox": "auto",
+            "sandbox_limits": None,
         },
         accepts={
             "url": OPTIONAL,
@@ -522,6 +557,7 @@ FUNCTIONS: dict[str, Case] = {
             "tool_threads": frozenset({"int"}),
             "create": FLAG,
             "background_sync": FLAG,
+            "sandbox_limits": OPTIONAL,
         },
         names={"url": ("store",)},
     ),
@@ -566,6 +602,7 @@ CONSTRUCTORS: dict[str, Case] = {
     "Auth": AUTH["Auth"],
     "Version": VERSION["Version"],
     "BundleLimits": BUNDLE_LIMITS,
+    "SandboxLimits": SANDBOX_LIMITS,
 }
 SIGNERS = ROOT / "tests" / "data" / "allowed_signers_example"
 TRUST: dict[str, Case] = {

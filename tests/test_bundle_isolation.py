@@ -137,7 +137,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def rt() -> AsyncIterator[Runtime]:
-    async with packrun.open_runtime("memory:") as runtime:
+    async with packrun.open_runtime("memory:", in_process={"vendor", "custom"}) as runtime:
         yield runtime
 
 
@@ -159,7 +159,7 @@ def test_a_publish_of_a_bundle_raising_on_import_fails_and_the_event_loop_lives_
     kind: str,
 ) -> None:
     async def main() -> str:
-        async with packrun.open_runtime("memory:") as rt:
+        async with packrun.open_runtime("memory:", in_process={"vendor", "custom"}) as rt:
             try:
                 await rt.publish(importing(RAISES[kind]))
             except InvalidBundle as error:
@@ -220,6 +220,7 @@ async def test_a_bundle_a_run_in_flight_uses_is_never_evicted(rt: Runtime) -> No
             load_bundle(plain(f"held-{n}-{uuid.uuid4().hex}"))
         # Its package is still importable: a tool importing a module late still finds it.
         assert await run.call("late_import") == "late"
+        assert run._bundle is not None
         name = run._bundle.module.__name__
         assert name in sys.modules
     for n in range(MAX_LOADED_BUNDLES + 5):  # ended: now it may go
@@ -284,7 +285,9 @@ async def test_a_task_cancelled_during_a_call_gets_its_cancellation(rt: Runtime)
 async def test_loading_from_many_threads_while_runs_hold_bundles_stays_bounded(
     tmp_path: Path,
 ) -> None:
-    async with packrun.open_runtime(f"sqlite:///{tmp_path / 'state.db'}") as rt:
+    async with packrun.open_runtime(
+        f"sqlite:///{tmp_path / 'state.db'}", in_process={"vendor", "custom"}
+    ) as rt:
         await rt.publish(hostile())
         await rt.install("h", "hostile")
         answers: list[object] = []
@@ -301,6 +304,7 @@ async def test_loading_from_many_threads_while_runs_hold_bundles_stays_bounded(
                 for _ in range(20):  # calls of the held bundle meanwhile, from the event loop
                     assert await run.call("late_import") == "late"
                     await anyio.sleep(0)
+            assert run._bundle is not None
             assert run._bundle.module.__name__ in sys.modules  # still there: the run holds it
             assert await run.call("late_import") == "late"
         assert answers == ["ok"] * (4 * (MAX_LOADED_BUNDLES // 2))

@@ -267,6 +267,7 @@ async def rt() -> AsyncIterator[Runtime]:
 def calls_of(rt: Runtime) -> list[dict[str, Any]]:
     """What the shop's tools were called with (in this process: a loaded module is shared)."""
     dispatcher = next(iter(rt._dispatchers.values()))
+    assert dispatcher.loaded is not None
     return dispatcher.loaded.module.CALLS  # type: ignore[no-any-return]
 
 

@@ -269,24 +269,27 @@ def test_call__a_tool_raising_another_exception__is_its_failure_redacted(slow: s
     argv = ["call", "inst", "crash", "--key", "k-secret-9", "--store", slow]
     code, out, err = run(*argv)
     assert (code, out) == (2, "")
+    # The CLI runs bundle code in the sandbox: the exception comes back as its text, redacted.
     assert err == (
-        "packrun: error: [tool_error] tool 'crash' failed with 'ValueError': "
-        "cannot use key <redacted> here\n"
+        "packrun: error: [tool_error] tool 'crash' failed with 'unhandled_exception': "
+        "ValueError: cannot use key <redacted> here\n"
     )
     code, out, err = run(*argv, "--json")
     assert (code, err) == (2, "")
     assert json.loads(out) == {
         "error": {
             "code": "tool_error",
-            "message": "tool 'crash' failed with 'ValueError': cannot use key <redacted> here",
+            "message": "tool 'crash' failed with 'unhandled_exception': "
+            "ValueError: cannot use key <redacted> here",
             "tool": "crash",
-            "tool_code": "ValueError",
+            "tool_code": "unhandled_exception",
         }
     }
     code, _, err = run("call", "inst", "crash_sync", "--key", "k", "--store", slow)
     assert code == 2
-    assert (
-        err == "packrun: error: [tool_error] tool 'crash_sync' failed with 'KeyError': 'missing'\n"
+    assert err == (
+        "packrun: error: [tool_error] tool 'crash_sync' failed with 'unhandled_exception': "
+        "KeyError: 'missing'\n"
     )
     assert "internal error" not in err
 

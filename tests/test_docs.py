@@ -171,6 +171,13 @@ def test_error_examples__in_docs_are_what_packrun_prints(tmp_path: Path) -> None
         str(errors.DrainTimeout("acme", "1.0.0", 2.5, ["r-1", "r-2"])),
         str(errors.ToolFailed("get_contact", "not_found", "no contact c-9")),
         _raised(lambda: packrun.open_runtime("mysql://db")),
+        str(errors.ToolTimeout("acme", "1.2.0", "sync_all", 30)),
+        str(errors.SandboxCrashed("acme", "1.2.0", "export", "memory limit reached (1024 MiB)")),
+        str(
+            errors.SandboxUnavailable(
+                "bwrap", "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
+            )
+        ),
     ]
     text = (ROOT / "docs" / "errors.md").read_text()
     for message in messages:

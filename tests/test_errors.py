@@ -49,6 +49,9 @@ def test_codes__are_unique_and_cover_the_documented_set() -> None:
         "store_error",
         "source_error",
         "untrusted_source",
+        "tool_timeout",
+        "sandbox_crashed",
+        "sandbox_unavailable",
     }
 
 
@@ -103,6 +106,18 @@ EXAMPLES: list[tuple[errors.PackrunError, tuple[str, ...]]] = [
     (
         errors.ToolFailed("get_contact", "not_found", "no contact c-9"),
         ("get_contact", "not_found", "c-9"),
+    ),
+    (
+        errors.ToolTimeout("acme", "1.2.0", "sync_all", 30),
+        ("'sync_all'", "acme 1.2.0", "30s", "killed", "timeout_s"),
+    ),
+    (
+        errors.SandboxCrashed("acme", "1.2.0", "export", "exited with status 3"),
+        ("'export'", "acme 1.2.0", "exited with status 3"),
+    ),
+    (
+        errors.SandboxUnavailable("bwrap", "bubblewrap (bwrap) is not installed"),
+        ("'bwrap'", "not installed"),
     ),
     (errors.StoreError("unknown scheme 'mysql'; valid: memory, sqlite"), ("mysql", "sqlite")),
     (

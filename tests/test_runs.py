@@ -49,6 +49,10 @@ pytestmark = pytest.mark.anyio
 
 BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
 PACK = "probe"
+# These tests are about runs (binding, accounting, redaction) and the in-process dispatch: a tool
+# here receives Python objects (a threading.Event) and returns its ctx. tests/test_sandbox.py runs
+# bundle code in sandbox workers.
+TRUSTED = frozenset({"vendor", "custom"})
 TOOLS = ("block", "context", "echo_key", "fail", "remember", "sleep", "whoami", "whoami_sync")
 
 PROBE_CODE = '''\
@@ -171,7 +175,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def rt(store_url: str) -> AsyncIterator[Runtime]:
-    async with packrun.open_runtime(store_url) as runtime:
+    async with packrun.open_runtime(store_url, in_process=TRUSTED) as runtime:
         yield runtime
 
 
@@ -497,12 +501,12 @@ async def test_an_unknown_installation_is_not_found_and_starts_nothing(rt: Runti
 async def test_a_generation_1_installation_cannot_start_a_run_in_a_generation_2_runtime(
     shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(shared_url) as default:
+    async with packrun.open_runtime(shared_url, in_process=TRUSTED) as default:
         await default.publish(dist("legacy-crm", "1.0.0"))
         await default.install("legacy", "legacy-crm")
         await default.call("legacy", "list_accounts", auth=packrun.Auth.basic("u", "p"))
 
-    async with packrun.open_runtime(shared_url, generations={2}) as rt:
+    async with packrun.open_runtime(shared_url, generations={2}, in_process=TRUSTED) as rt:
         # the catalog and the installation still load and resolve ...
         assert [str(e.version) for e in rt.versions("legacy-crm")] == ["1.0.0"]
         assert [i.id for i in rt.installations()] == ["legacy"]
@@ -535,7 +539,7 @@ async def test_a_generation_1_installation_cannot_start_a_run_in_a_generation_2_
         assert rt.stats().runs_in_flight == 0
         assert rt.version_status("legacy-crm", "1.0.0") == "active"  # still pinned
 
-    async with packrun.open_runtime(shared_url) as later:
+    async with packrun.open_runtime(shared_url, in_process=TRUSTED) as later:
         await later.wait_drained("legacy-crm", "1.0.0", timeout=5)
         assert later.in_flight("legacy-crm", "1.0.0") == 0
 
@@ -572,7 +576,7 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_the_same_ru
 async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_runtime(
     shared_url: str,
 ) -> None:
-    async with packrun.open_runtime(shared_url) as first:
+    async with packrun.open_runtime(shared_url, in_process=TRUSTED) as first:
         digests = await setup_probe(first, "1.0.0", "2.0.0")
         async with first.run("inst", run_id="r-1") as run:
             assert (await run.call("whoami"))["marker"] == "m1.0.0"
@@ -580,7 +584,9 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_run
         await first.set_immutable_versions(False)
         await first.publish(probe("1.0.0", "m1.0.0-forced"), force=True)
 
-        async with packrun.open_runtime(shared_url) as second:  # a fresh process's view
+        async with packrun.open_runtime(
+            shared_url, in_process=TRUSTED
+        ) as second:  # a fresh process's view
             async with second.run("inst", run_id="r-1") as resumed:
                 assert resumed.resumed is True
                 assert (resumed.version, resumed.digest) == ("1.0.0", digests["1.0.0"])
@@ -592,7 +598,9 @@ async def test_a_run_id_seen_again_gets_its_original_binding_back_in_another_run
             assert_idle(second, ("1.0.0", "2.0.0"))
 
     async with (
-        packrun.open_runtime(shared_url) as third,  # and after every runtime closed
+        packrun.open_runtime(
+            shared_url, in_process=TRUSTED
+        ) as third,  # and after every runtime closed
         third.run("inst", run_id="r-1") as resumed,
     ):
         assert resumed.resumed is True
@@ -604,7 +612,7 @@ async def test_run_ends_the_store_could_not_take_are_written_once_it_can(
     shared_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="packrun")
-    async with packrun.open_runtime(shared_url, refresh_interval=0) as rt:
+    async with packrun.open_runtime(shared_url, refresh_interval=0, in_process=TRUSTED) as rt:
         await setup_probe(rt, "1.0.0")
         async with rt.run("inst", run_id="r-1", workflow_id="wf") as run:
             await run.call("whoami")
@@ -619,7 +627,9 @@ async def test_run_ends_the_store_could_not_take_are_written_once_it_can(
         assert_idle(rt)
     rows = execute(shared_url, "SELECT run_id, calls FROM runs")
     assert rows == [("r-1", '["whoami"]')]
-    async with packrun.open_runtime(shared_url) as later:  # and a later runtime sees it ended
+    async with packrun.open_runtime(
+        shared_url, in_process=TRUSTED
+    ) as later:  # and a later runtime sees it ended
         await later.refresh()
         assert later.in_flight(PACK, "1.0.0") == 0
 
@@ -686,7 +696,7 @@ async def test_cancelling_runs_while_they_start_and_call_leaks_no_count(store_ur
     """A cancellation may land anywhere: while a run's start is being written, during the first
     load of its artifact, in a call to a sync tool, or at the end. Nothing may stay counted: not
     here, and (on SQLite) not in the store, where another runtime would see a leaked run."""
-    async with packrun.open_runtime(store_url) as rt:
+    async with packrun.open_runtime(store_url, in_process=TRUSTED) as rt:
         await setup_probe(rt, "1.0.0", "1.1.0")
         for round_ in range(6):
             if round_ == 3:
@@ -709,7 +719,9 @@ async def test_cancelling_runs_while_they_start_and_call_leaks_no_count(store_ur
         await rt.wait_drained(PACK, "1.0.0", timeout=5)
         await rt.wait_drained(PACK, "1.1.0", timeout=5)
         if store_url.startswith("sqlite"):
-            async with packrun.open_runtime(store_url) as other:  # the store agrees: nothing live
+            async with packrun.open_runtime(
+                store_url, in_process=TRUSTED
+            ) as other:  # the store agrees: nothing live
                 for version in ("1.0.0", "1.1.0"):
                     await other.wait_drained(PACK, version, timeout=3)  # drain_timeout names leaks
                     assert other.in_flight(PACK, version) == 0
@@ -721,7 +733,7 @@ async def test_a_runtime_that_closes_records_the_end_of_every_run(tmp_path: Path
     at several moments after the last end (around the batching delay), each on a fresh file."""
     for n, delay in enumerate([0.0, 0.001, 0.003, 0.004, 0.005, 0.0055, 0.006, 0.008, 0.012]):
         db = tmp_path / f"close-{n}.db"
-        async with packrun.open_runtime(f"sqlite:///{db}") as rt:
+        async with packrun.open_runtime(f"sqlite:///{db}", in_process=TRUSTED) as rt:
             await setup_probe(rt, "1.0.0")
             for i in range(3):
                 async with rt.run("inst", run_id=f"r{i}") as run:
@@ -733,7 +745,7 @@ async def test_a_runtime_that_closes_records_the_end_of_every_run(tmp_path: Path
         finally:
             conn.close()
         assert unended == [], f"closed {delay}s after the last end: {unended} never ended"
-        async with packrun.open_runtime(f"sqlite:///{db}") as later:
+        async with packrun.open_runtime(f"sqlite:///{db}", in_process=TRUSTED) as later:
             assert later.in_flight(PACK, "1.0.0") == 0
             await later.wait_drained(PACK, "1.0.0", timeout=0.5)
 
@@ -891,7 +903,7 @@ async def test_credentials_never_reach_the_store_file(
     def files() -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted(tmp_path.iterdir()) if p.is_file()}
 
-    async with packrun.open_runtime(f"sqlite:///{db}") as rt:
+    async with packrun.open_runtime(f"sqlite:///{db}", in_process=TRUSTED) as rt:
         await setup_probe(rt, "1.0.0")
         await rt.publish(dist("legacy-crm", "1.0.0"))
         await rt.install("legacy", "legacy-crm")
@@ -991,7 +1003,7 @@ async def test_hundreds_of_concurrent_runs_each_see_exactly_one_version_and_dige
     bound: dict[str, tuple[str, str | None]] = {}
     at_start: dict[str, tuple[str, str | None]] = {}
 
-    async with packrun.open_runtime(store_url) as rt:
+    async with packrun.open_runtime(store_url, in_process=TRUSTED) as rt:
         for v in VERSIONS:
             await rt.publish(builds[(v, 0)])
         for n, iid in enumerate(installations):
@@ -1061,7 +1073,7 @@ async def test_hundreds_of_concurrent_runs_each_see_exactly_one_version_and_dige
         stats = rt.stats()
         assert (stats.runs_started, stats.runs_in_flight) == (runs, 0)
         if store_url.startswith("sqlite"):  # and the store agrees: no run left live in it
-            async with packrun.open_runtime(store_url) as other:
+            async with packrun.open_runtime(store_url, in_process=TRUSTED) as other:
                 for version in VERSIONS:
                     await other.wait_drained(PACK, version, timeout=5)
 
@@ -1148,11 +1160,11 @@ async def test_open_runtime__generations_it_cannot_serve__are_refused(
     generations: set[int],
 ) -> None:
     with pytest.raises(packrun.InvalidArgument, match="generations"):
-        packrun.open_runtime("memory:", generations=generations)
+        packrun.open_runtime("memory:", generations=generations, in_process=TRUSTED)
 
 
 async def test_sync_tools__run_on_the_runtimes_own_threads(store_url: str) -> None:
-    async with packrun.open_runtime(store_url, tool_threads=1) as rt:
+    async with packrun.open_runtime(store_url, tool_threads=1, in_process=TRUSTED) as rt:
         await setup_probe(rt, "1.0.0")
         event = threading.Event()
         async with anyio.create_task_group() as tg:
@@ -1166,7 +1178,7 @@ async def test_sync_tools__run_on_the_runtimes_own_threads(store_url: str) -> No
 
 
 async def test_closing_a_runtime_with_runs_open__releases_their_counts(store_url: str) -> None:
-    rt = packrun.open_runtime(store_url)
+    rt = packrun.open_runtime(store_url, in_process=TRUSTED)
     async with rt:
         await setup_probe(rt, "1.0.0")
         scope = rt.run("inst", run_id="left-open")
@@ -1180,8 +1192,8 @@ async def test_a_run_id_reopened_right_after_it_ended__stays_in_flight_for_other
     shared_url: str,
 ) -> None:
     async with (
-        packrun.open_runtime(shared_url) as a,
-        packrun.open_runtime(shared_url) as b,
+        packrun.open_runtime(shared_url, in_process=TRUSTED) as a,
+        packrun.open_runtime(shared_url, in_process=TRUSTED) as b,
     ):
         await setup_probe(a, "1.0.0")
         async with a.run("inst", run_id="r"):
@@ -1196,8 +1208,8 @@ async def test_a_run_id_reopened_right_after_it_ended__stays_in_flight_for_other
 
 async def test_a_run_id_held_live_by_another_runtime__is_not_taken_over(shared_url: str) -> None:
     async with (
-        packrun.open_runtime(shared_url) as a,
-        packrun.open_runtime(shared_url) as b,
+        packrun.open_runtime(shared_url, in_process=TRUSTED) as a,
+        packrun.open_runtime(shared_url, in_process=TRUSTED) as b,
     ):
         await setup_probe(a, "1.0.0")
         await b.refresh()

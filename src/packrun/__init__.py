@@ -27,6 +27,7 @@ from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._checks import CheckMode, VersionHealth
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
+from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -75,9 +76,13 @@ from packrun.errors import (
     NeedsReauth,
     NotFound,
     PackrunError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxUnavailable,
     SourceError,
     StoreError,
     ToolFailed,
+    ToolTimeout,
     UntrustedSource,
     VersionExists,
 )
@@ -140,6 +145,11 @@ __all__ = [
     "Run",
     "Runtime",
     "RuntimeStats",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxMode",
+    "SandboxUnavailable",
     "Settings",
     "SourceError",
     "SourceSpec",
@@ -148,6 +158,7 @@ __all__ = [
     "SyncItem",
     "SyncReport",
     "ToolFailed",
+    "ToolTimeout",
     "Trust",
     "UntrustedSource",
     "UpdateReview",

@@ -18,8 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
-from packrun._bundle import Bundle, load_bundle, read_bundle
+from packrun._bundle import Bundle, read_bundle
 from packrun._contract import check_generation
+from packrun._dispatch import SandboxLimits, check_code
 from packrun._manifest import (
     ContentKind,
     Manifest,
@@ -198,6 +199,8 @@ def prepare(
     strict_versions: bool,
     now: datetime,
     project: str = "",
+    sandbox: str = "auto",
+    limits: SandboxLimits | None = None,
 ) -> Prepared:
     """Read and check what is to be published: a bundle's bytes or file, or a source folder.
 
@@ -205,7 +208,8 @@ def prepare(
     and ``code/``); its built artifact in ``dist/`` is published after the three version layers
     and the artifact are checked against the sources. A custom row belongs to ``project``; a
     vendor row to none (``project`` is ignored). The contract generation must be in
-    ``generations``, and a generation the runtime can import is imported once, so that a bundle
+    ``generations``, and a generation the runtime can import is imported once, in a sandbox worker
+    (``sandbox`` mode, under ``limits``; never in this process), so that a bundle
     whose code does not match its manifest never enters the catalog.
     """
     if channel not in CHANNELS:
@@ -238,7 +242,8 @@ def prepare(
         strict_check(entry, label)
     if entry.contract is not None and prepared.artifact is not None:
         check_generation(entry.pack_id, str(entry.version), entry.contract, generations)
-        load_bundle(prepared.artifact, generations=frozenset(generations), stage="publish")
+        bundle = read_bundle(prepared.artifact, source=label)
+        check_code(bundle, generations, mode=sandbox, limits=limits or SandboxLimits())
     return prepared
 
 

@@ -231,7 +231,8 @@ class Manifest(_Doc, kw_only=True, frozen=True):
     groups: tuple[Group, ...] = ()
     tools: tuple[Tool, ...]
     network: bool | msgspec.UnsetType = msgspec.UNSET
-    """``false``: the tools need no network at all; unset means true."""
+    """``false``: the tools need no network at all (``sandbox="bwrap"`` then runs them without
+    any); unset means true."""
 
     def tool_ids(self) -> tuple[str, ...]:
         """The ids of the tools, in manifest order."""

@@ -193,7 +193,8 @@ class Run:
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
-            release_bundle(self._bundle)
+            if self._bundle is not None:  # None: the code runs in sandbox workers
+                release_bundle(self._bundle)
             if isinstance(self._ctx.logger, RedactingLogger):
                 self._ctx.logger.close()
 

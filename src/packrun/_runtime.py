@@ -38,8 +38,9 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
-from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, release_bundle
+from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, read_bundle, release_bundle
 from packrun._catalog import (
+    CHANNELS,
     CatalogEntry,
     Channel,
     ContentEntry,
@@ -58,6 +59,13 @@ from packrun._checks import (
 )
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import DiffReport, diff
+from packrun._dispatch import (
+    SandboxLimits,
+    SandboxMode,
+    WorkerPool,
+    effective_mode,
+    sandbox_dispatcher,
+)
 from packrun._manifest import Manifest, decode_manifest
 from packrun._policy import (
     Retirement,
@@ -108,6 +116,7 @@ from packrun.errors import (
     BreakingDiff,
     DrainTimeout,
     InvalidArgument,
+    InvalidBundle,
     NeedsReauth,
     NotFound,
     PackrunError,
@@ -312,6 +321,9 @@ class Runtime:
         check_input: CheckMode = "enforce",
         check_output: CheckMode = "warn",
         check_auth: CheckMode = "enforce",
+        in_process: Collection[str] = frozenset(),
+        sandbox: SandboxMode = "auto",
+        sandbox_limits: SandboxLimits | None = None,
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("refresh_interval", refresh_interval)
@@ -320,6 +332,17 @@ class Runtime:
         check_choice("check_input", check_input, CHECK_MODES)
         check_choice("check_output", check_output, CHECK_MODES)
         check_choice("check_auth", check_auth, CHECK_MODES)
+        if not isinstance(in_process, set | frozenset | list | tuple) or not all(
+            isinstance(c, str) and c in CHANNELS for c in in_process
+        ):
+            raise InvalidArgument(
+                "in_process (the channels trusted to run in-process)",
+                in_process,
+                [f"a set of channels among {', '.join(CHANNELS)}"],
+            )
+        if sandbox_limits is not None and not isinstance(sandbox_limits, SandboxLimits):
+            raise InvalidArgument("sandbox_limits", sandbox_limits, ["a packrun.SandboxLimits"])
+        effective_mode(sandbox)  # a mode outside process, bwrap, auto is refused here
         servable = sorted(
             g
             for g in range(CURRENT_GENERATION + 1)
@@ -362,6 +385,14 @@ class Runtime:
         (refused with ``needs_reauth`` before any bundle code runs), ``warn`` or ``off``."""
         self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
         self._health: dict[tuple[str, str, str], HealthCounters] = {}
+        self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
+        self.in_process = frozenset(in_process)
+        """The channels whose code this runtime trusts to run in its own process."""
+        self.sandbox = sandbox
+        """How other channels' code is contained: ``process``, ``bwrap`` or ``auto``."""
+        self.sandbox_limits = sandbox_limits or SandboxLimits()
+        """The limits sandbox workers run under."""
+        self._pool = WorkerPool(sandbox, self.sandbox_limits, self.generations)
         self._runs: dict[str, Run] = {}
         self._by_version: Counter[tuple[str, str]] = Counter()
         self._by_installation: Counter[str] = Counter()
@@ -426,6 +457,7 @@ class Runtime:
                 self._task_group.start_soon(self._refresh_loop)
             self._task_group.start_soon(self._lease_loop)
             self._task_group.start_soon(self._end_loop)
+            self._task_group.start_soon(self._reap_loop)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
         except BaseException:
@@ -456,7 +488,11 @@ class Runtime:
                     self._end_run(run)
                 await self._flush_ends()
         finally:
-            await self._store.close()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._pool.close()
+            finally:
+                await self._store.close()
 
     async def _load(self) -> None:
         state = await self._store.load()
@@ -505,6 +541,17 @@ class Runtime:
                         )
                 except Exception as exc:
                     self._warn("lease", f"could not renew run leases in {self.url}: {exc}")
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.sandbox_limits.idle_timeout / 2)
+            with anyio.CancelScope(shield=True):
+                await self._pool.reap_idle()
+
+    @property
+    def sandbox_workers(self) -> list[int]:
+        """The process ids of this runtime's sandbox workers alive now."""
+        return self._pool.pids
 
     async def _refresh_remote_runs(self) -> None:
         live = await self._store.live_runs(time.time())
@@ -725,6 +772,8 @@ class Runtime:
                 ).strict_versions,
                 now=_now(),
                 project=owner,
+                sandbox=self.sandbox,
+                limits=self.sandbox_limits,
             )
         )
 
@@ -954,11 +1003,14 @@ class Runtime:
         ) as r:
             return await r.call(tool, input)
 
-    async def _dispatcher(self, digest: str) -> Dispatcher:
-        """The dispatcher of ``digest``, returned with a hold on its bundle (the run releases it):
-        a bundle a run in flight uses is never evicted from the process."""
+    async def _dispatcher(self, digest: str, channel: str, installation_id: str) -> Dispatcher:
+        """The dispatcher of ``digest``: in a sandbox worker unless ``channel`` runs in-process,
+        where it is returned with a hold on its bundle (the run releases it): a bundle a run in
+        flight uses is never evicted from the process."""
+        if channel not in self.in_process:
+            return await self._sandbox_dispatcher(digest, installation_id)
         dispatcher = self._dispatchers.get(digest)
-        if dispatcher is not None and hold_bundle(dispatcher.loaded):
+        if dispatcher is not None and dispatcher.loaded and hold_bundle(dispatcher.loaded):
             return dispatcher
         data = await self._store.artifact(digest)
         loaded = await anyio.to_thread.run_sync(
@@ -977,9 +1029,30 @@ class Runtime:
             raise
         # Drop what the process evicted: this cache never keeps a bundle alive on its own.
         self._dispatchers = {
-            d: x for d, x in self._dispatchers.items() if bundle_is_loaded(x.loaded)
+            d: x for d, x in self._dispatchers.items() if x.loaded and bundle_is_loaded(x.loaded)
         }
         self._dispatchers[digest] = dispatcher
+        return dispatcher
+
+    async def _sandbox_dispatcher(self, digest: str, installation_id: str) -> Dispatcher:
+        # One worker serves one digest of one project: credentials never reach a worker that
+        # another project's code runs in.
+        inst = self._resolver.find_installation(installation_id)
+        project = inst.project if inst is not None else DEFAULT_PROJECT
+        dispatcher = self._sandboxed.get((project, digest))
+        if dispatcher is None:
+            data = await self._store.artifact(digest)
+            bundle = await anyio.to_thread.run_sync(
+                partial(read_bundle, data, source=f"artifact {digest}")
+            )
+            if bundle.digest != digest:
+                raise InvalidBundle(
+                    bundle.source,
+                    f"digest mismatch: the catalog recorded {digest} but the bytes are "
+                    f"{bundle.digest}; the artifact changed after it was published",
+                )
+            dispatcher = sandbox_dispatcher(self._pool, bundle, project, self.generations)
+            self._sandboxed[(project, digest)] = dispatcher
         return dispatcher
 
     async def _start_run(
@@ -1039,7 +1112,7 @@ class Runtime:
             row = self._bound_row(bound, res, resumed)
             if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
                 self._check_auth(installation_id, row, auth)
-            dispatcher = await self._dispatcher(bound.digest)
+            dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
         except BaseException:
             self._queue_end(bound.run_id)
             raise
@@ -1100,9 +1173,13 @@ class Runtime:
         assert bound.digest is not None
         contracts = self._contracts.get(bound.digest)
         if contracts is None:
-            contracts = self._contracts[bound.digest] = compile_contracts(
+            manifest = (
                 dispatcher.loaded.bundle.manifest
+                if dispatcher.loaded is not None
+                else dispatcher.manifest
             )
+            assert manifest is not None  # a sandbox dispatcher carries its bundle's manifest
+            contracts = self._contracts[bound.digest] = compile_contracts(manifest)
         # Counted per catalog row: a project's custom row may carry a vendor version's number.
         stream = row.stream if row is not None else bound.channel
         key = (bound.pack_id, stream, version_key(bound.version))
@@ -1857,6 +1934,9 @@ def open_runtime(
     check_input: CheckMode = "enforce",
     check_output: CheckMode = "warn",
     check_auth: CheckMode = "enforce",
+    in_process: Collection[str] = frozenset(),
+    sandbox: SandboxMode = "auto",
+    sandbox_limits: SandboxLimits | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1877,6 +1957,10 @@ def open_runtime(
     ``check_auth`` does the same for a run whose ``auth`` does not satisfy the auth of the version
     it binds to (mode, required credential fields, scopes): ``needs_reauth`` by default. A run
     given no ``auth`` at all is not checked.
+
+    Bundle code runs in sandbox worker processes (``sandbox``: ``"process"``, ``"bwrap"``, or
+    ``"auto"``: bubblewrap when installed) under ``sandbox_limits``, except the code of the
+    channels listed in ``in_process`` (``{"vendor"}``), which this process trusts to import.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -1899,4 +1983,7 @@ def open_runtime(
         check_input=check_input,
         check_output=check_output,
         check_auth=check_auth,
+        in_process=in_process,
+        sandbox=sandbox,
+        sandbox_limits=sandbox_limits,
     )

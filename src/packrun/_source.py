@@ -32,10 +32,10 @@ from packrun._bundle import (
     build_source,
     bundle_filename,
     digest_of,
-    load_bundle,
     read_bundle,
 )
 from packrun._contract import DEFAULT_GENERATIONS
+from packrun._dispatch import check_code
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -248,7 +248,7 @@ def _check_artifact(
     if load:
         if bundle.contract in DEFAULT_GENERATIONS:
             try:
-                load_bundle(bundle, stage="publish")
+                check_code(bundle, DEFAULT_GENERATIONS)
             except PackrunError as exc:
                 report.findings.append(_finding(exc, str(expected)))
         else:
@@ -515,7 +515,7 @@ def _verify_file(path: Path, report: CheckReport) -> CheckReport:
     try:
         bundle = read_bundle(path)
         if bundle.contract in DEFAULT_GENERATIONS:
-            load_bundle(bundle, stage="publish")
+            check_code(bundle, DEFAULT_GENERATIONS)
         else:
             report.notes.append(
                 f"{path.name}: contract generation {bundle.contract} is outside this runtime's window; "

@@ -27,6 +27,7 @@ import anyio.from_thread
 from packrun._auth import Auth
 from packrun._checks import CheckMode
 from packrun._contract import DEFAULT_GENERATIONS
+from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._resolver import Resolution
 from packrun._runs import Run, RunScope
 from packrun._runtime import Runtime
@@ -342,6 +343,9 @@ def open_runtime(
     check_input: CheckMode = "enforce",
     check_output: CheckMode = "warn",
     check_auth: CheckMode = "enforce",
+    in_process: Collection[str] = frozenset(),
+    sandbox: SandboxMode = "auto",
+    sandbox_limits: SandboxLimits | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -363,6 +367,9 @@ def open_runtime(
             check_input=check_input,
             check_output=check_output,
             check_auth=check_auth,
+            in_process=in_process,
+            sandbox=sandbox,
+            sandbox_limits=sandbox_limits,
         )
     )
     rt._start()

@@ -29,6 +29,10 @@ One root, :class:`PackrunError`; a family per subject beneath it; a concrete cla
     │   ├── InvalidOutput ··················· invalid_output
     │   └── NeedsReauth ····················· needs_reauth
     ├── ToolFailed ·························· tool_error
+    ├── SandboxError
+    │   ├── ToolTimeout ····················· tool_timeout
+    │   ├── SandboxCrashed ·················· sandbox_crashed
+    │   └── SandboxUnavailable ·············· sandbox_unavailable
     └── StoreError ·························· store_error
 
 ``code`` is stable: match on it (or on the class), never on the message. Every message starts with its
@@ -67,10 +71,14 @@ __all__ = [
     "NotFound",
     "PackrunError",
     "Problem",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxUnavailable",
     "SourceError",
     "StoreError",
     "SyncError",
     "ToolFailed",
+    "ToolTimeout",
     "UntrustedSource",
     "UpdateError",
     "VersionError",
@@ -487,6 +495,55 @@ class ToolFailed(PackrunError):
         self.tool_code = tool_code
         self.tool_message = message
         super().__init__(f"tool {tool!r} failed with {tool_code!r}: {message}")
+
+
+class SandboxError(PackrunError):
+    """Bundle code in a sandbox worker could not finish its call: the worker was stopped or died."""
+
+
+class ToolTimeout(SandboxError):
+    """A tool ran past its deadline; its worker was killed (the run and the executor go on)."""
+
+    code = "tool_timeout"
+
+    def __init__(self, pack: str, version: str, tool: str, timeout: float) -> None:
+        self.pack = pack
+        self.version = version
+        self.tool = tool
+        self.timeout = timeout
+        super().__init__(
+            f"tool {tool!r} of {pack} {version} did not answer within its deadline of "
+            f"{timeout:g}s; its worker was killed (set timeout_s on the tool in the manifest, "
+            "or the runtime's call_timeout, to allow longer)"
+        )
+
+
+class SandboxCrashed(SandboxError):
+    """The worker running a tool died: it exited, was killed by a signal or reached a limit.
+    ``cause`` says which."""
+
+    code = "sandbox_crashed"
+
+    def __init__(self, pack: str, version: str, tool: str, cause: str) -> None:
+        self.pack = pack
+        self.version = version
+        self.tool = tool
+        self.cause = cause
+        super().__init__(
+            f"the sandbox worker running tool {tool!r} of {pack} {version} died: {cause}; "
+            "the call failed, the executor and other runs go on"
+        )
+
+
+class SandboxUnavailable(SandboxError):
+    """A sandbox worker could not be started (the interpreter or bubblewrap is missing or fails)."""
+
+    code = "sandbox_unavailable"
+
+    def __init__(self, mode: str, reason: str) -> None:
+        self.mode = mode
+        self.reason = reason
+        super().__init__(f"cannot start a sandbox worker (mode {mode!r}): {reason}")
 
 
 class StoreError(PackrunError):

@@ -60,7 +60,9 @@ SETTINGS = settings(max_examples=100, deadline=None)
 async def call_gen1(is_async: bool, tool: str, input: dict[str, Any], auth: Auth) -> Any:
     """Call ``tool`` of the echo bundle in one run of a fresh ``memory:`` runtime."""
     pack, data = ECHO[is_async]
-    async with packrun.open_runtime("memory:", refresh_interval=0) as rt:
+    async with packrun.open_runtime(
+        "memory:", refresh_interval=0, in_process={"vendor", "custom"}
+    ) as rt:
         await rt.publish(data)
         await rt.install("echo", pack, "1.0.0")
         async with rt.run("echo", auth=auth) as run:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from packrun._bundle import LoadedBundle
+from packrun._manifest import Manifest
 
 __all__ = ["Dispatcher", "Step", "ToolEntry", "is_async"]
 
@@ -28,13 +29,16 @@ ToolEntry: TypeAlias = tuple[Callable[..., Any], bool]
 class Dispatcher:
     """The tools of a loaded bundle as a run calls them, and what translated them."""
 
-    loaded: LoadedBundle
+    loaded: LoadedBundle | None
+    """The bundle imported in this process; ``None`` when its code runs in sandbox workers."""
     tools: Mapping[str, ToolEntry]
     generation: int
     """The generation the bundle was built for."""
     adapter: str | None = None
     """The adapter chain that serves it (``"1->2"``), ``None`` for the current generation."""
     manifest_tools: tuple[str, ...] = field(default=())
+    manifest: Manifest | None = None
+    """The bundle's manifest when its code runs in sandbox workers (``loaded`` has it otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,536 @@
+"""The host side of dispatch: a pool of sandbox workers per ``(project, digest)`` and the code check.
+
+A run's call takes an idle worker of its bundle (or starts one, up to the limits), sends the call
+with the run's credentials, relays the tool's log records to ``packrun.tools.<pack>`` (redacted by
+the run's logger) and waits for the answer under the tool's deadline. A worker that misses the
+deadline, dies, or does not stop within the grace period after a cancellation is killed and
+replaced; only its own call fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from packrun._adapters import STEPS, Dispatcher
+from packrun._bundle import Bundle
+from packrun._contract import CURRENT_GENERATION, check_generation
+from packrun._dispatch._protocol import (
+    HEADER,
+    Call,
+    Cancel,
+    Done,
+    Failed,
+    FromWorker,
+    Load,
+    Loaded,
+    LoadFailed,
+    Log,
+    frame,
+)
+from packrun._dispatch._spawn import Process, SandboxLimits, effective_mode, spawn
+from packrun.errors import (
+    InvalidArgument,
+    InvalidBundle,
+    NotFound,
+    SandboxCrashed,
+    SandboxUnavailable,
+    ToolFailed,
+    ToolTimeout,
+)
+from packrun.sdk import ToolContext, ToolError
+
+__all__ = ["WorkerPool", "check_code", "sandbox_dispatcher"]
+
+logger = logging.getLogger("packrun")
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(FromWorker)
+_FRAME_SLACK = 64 * 1024  # what a frame may hold besides the output
+
+
+class _Died(Exception):
+    """The worker closed its channel or sent something that is not the protocol."""
+
+
+class _Worker:
+    """One worker process serving one bundle, one call at a time.
+
+    The channel is read and written directly (a non-blocking socket, waited on only when it has
+    nothing to give): a call costs one wake-up of the event loop, not one per stream layer.
+    """
+
+    def __init__(self, process: Process, key: tuple[str, str]) -> None:
+        self.process = process
+        self.key = key
+        self.calls = 0
+        self.idle_since = time.monotonic()
+        self.dead = False
+        self.killed = False  # by the host (deadline, cancellation, close)
+        self._sock = process.sock
+        self._buffer = bytearray()
+        self._next_id = 0
+
+    async def open(self) -> None:
+        self._sock.setblocking(False)
+
+    async def send(self, message: object) -> None:
+        await self.send_bytes(frame(_ENCODER, message))
+
+    async def send_bytes(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[self._sock.send(view) :]
+                except BlockingIOError:
+                    await anyio.wait_writable(self._sock)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _Died("its channel closed") from exc
+
+    async def _fill(self, size: int) -> None:
+        buffer = self._buffer
+        while len(buffer) < size:
+            try:
+                chunk = self._sock.recv(max(65536, size - len(buffer)))
+            except BlockingIOError:
+                await anyio.wait_readable(self._sock)
+                continue
+            if not chunk:
+                raise _Died("its channel closed")
+            buffer += chunk
+
+    async def receive(self, limit: int) -> FromWorker:
+        try:
+            await self._fill(HEADER.size)
+            (size,) = HEADER.unpack_from(self._buffer)
+            if size > limit:
+                raise _Died(f"it sent a message of {size} bytes, over the limit of {limit}")
+            await self._fill(HEADER.size + size)
+            body = bytes(self._buffer[HEADER.size : HEADER.size + size])
+            del self._buffer[: HEADER.size + size]
+            return _DECODER.decode(body)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _Died("its channel closed") from exc
+        except msgspec.DecodeError as exc:
+            raise _Died(f"it sent a malformed message ({exc})") from exc
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def kill(self) -> None:
+        self.dead = True
+        self.killed = True
+        self.process.kill()
+
+    async def finish(self, limits: SandboxLimits) -> str:
+        """Kill the worker, wait for it (no zombie) and say why it ended."""
+        self.dead = True
+        with anyio.CancelScope(shield=True):
+            if not self.killed:  # it died by itself: its own status says how
+                await anyio.to_thread.run_sync(self.process.wait_exit, 1.0)
+            self.process.kill()
+            await anyio.to_thread.run_sync(self.process.reap)
+        return self.process.cause(limits)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What starting a worker for a bundle needs."""
+
+    data: bytes
+    pack: str
+    version: str
+    network: bool
+
+
+class WorkerPool:
+    """The sandbox workers of one runtime, keyed by ``(project, digest)``."""
+
+    def __init__(
+        self, mode: str, limits: SandboxLimits, generations: Collection[int] = (CURRENT_GENERATION,)
+    ) -> None:
+        self.mode = mode
+        self.limits = limits
+        self.generations = sorted(generations)
+        self._idle: dict[tuple[str, str], list[_Worker]] = {}
+        self._alive: dict[tuple[str, str], int] = {}
+        self._all: set[_Worker] = set()
+        self._changed = anyio.Event()
+        self._waiting = 0
+        self._closed = False
+        self.started = 0
+        """Workers started so far."""
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the workers alive now (a worker being stopped counts until it is
+        reaped)."""
+        return sorted(w.process.pid for w in self._all)
+
+    def _signal(self) -> None:
+        if self._waiting:  # a call waits for a worker (or a slot) to come free
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def _start(self, key: tuple[str, str], source: _Source) -> _Worker:
+        tool_logger = logging.getLogger(f"packrun.tools.{source.pack}")
+        # Started from the event loop's thread, never a pool thread: the worker's death signal
+        # follows the thread that started it, and pool threads come and go.
+        try:
+            process = spawn(self.mode, self.limits, network=source.network)
+        except BaseException:
+            self._free_slot(key)
+            raise
+        worker = _Worker(process, key)
+        self._all.add(worker)
+        self.started += 1
+        try:
+            await worker.open()
+            with anyio.fail_after(self.limits.load_timeout):
+                await worker.send(
+                    Load(source.data, self.generations, tool_logger.getEffectiveLevel())
+                )
+                reply = await worker.receive(_FRAME_SLACK)
+        except TimeoutError:
+            await self._discard(worker)
+            raise SandboxUnavailable(
+                self.mode,
+                f"a worker for {source.pack} {source.version} did not load it within "
+                f"{self.limits.load_timeout:g}s",
+            ) from None
+        except _Died as exc:
+            await anyio.to_thread.run_sync(worker.process.wait_exit, 1.0)
+            said = worker.process.stderr_tail(400).strip()
+            cause = await self._discard(worker)
+            raise SandboxUnavailable(
+                self.mode,
+                f"a worker for {source.pack} {source.version} died while loading it ({cause}); "
+                f"{exc}" + (f": {said}" if said else ""),
+            ) from None
+        except BaseException:
+            await self._discard(worker)
+            raise
+        if isinstance(reply, LoadFailed):
+            await self._discard(worker)
+            raise InvalidBundle(f"{source.pack} {source.version}", reply.message)
+        if not isinstance(reply, Loaded):
+            await self._discard(worker)
+            raise SandboxUnavailable(self.mode, f"a worker answered a load with {reply!r}")
+        return worker
+
+    def _free_slot(self, key: tuple[str, str]) -> None:
+        self._alive[key] = self._alive.get(key, 1) - 1
+        if self._alive[key] <= 0:
+            del self._alive[key]
+        self._signal()
+
+    async def _discard(self, worker: _Worker) -> str:
+        """Stop a worker and free its slot (every worker started is discarded exactly once)."""
+        if worker in self._idle.get(worker.key, []):
+            self._idle[worker.key].remove(worker)
+        self._free_slot(worker.key)
+        cause = await worker.finish(self.limits)
+        self._all.discard(worker)  # once reaped: until then it counts, and sandbox_workers shows it
+        self._signal()
+        return cause
+
+    async def _acquire(self, key: tuple[str, str], source: _Source) -> _Worker:
+        while True:
+            if self._closed:
+                raise SandboxUnavailable(self.mode, "the runtime is closed")
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop()
+            if self._alive.get(key, 0) < self.limits.workers_per_digest:
+                if len(self._all) >= self.limits.workers:
+                    victim = self._oldest_idle()
+                    if victim is not None:
+                        await self._discard(victim)
+                        continue
+                else:
+                    self._alive[key] = self._alive.get(key, 0) + 1  # the slot, held at once
+                    return await self._start(key, source)
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
+
+    def _oldest_idle(self) -> _Worker | None:
+        candidates = [w for idle in self._idle.values() for w in idle]
+        return min(candidates, key=lambda w: w.idle_since) if candidates else None
+
+    async def _release(self, worker: _Worker) -> None:
+        if worker.dead or self._closed or worker.calls >= self.limits.max_calls:
+            with anyio.CancelScope(shield=True):
+                await self._discard(worker)
+            return
+        worker.idle_since = time.monotonic()
+        self._idle.setdefault(worker.key, []).append(worker)
+        self._signal()
+
+    async def call(
+        self,
+        key: tuple[str, str],
+        source: _Source,
+        tool: str,
+        ctx: ToolContext,
+        input: Mapping[str, Any],
+        timeout: float,
+    ) -> Any:
+        """Run ``tool`` in a worker of ``key``; see the module docstring for what can fail."""
+        worker = await self._acquire(key, source)
+        try:
+            return await self._call(worker, source, tool, ctx, input, timeout)
+        finally:
+            await self._release(worker)
+
+    async def _call(
+        self,
+        worker: _Worker,
+        source: _Source,
+        tool: str,
+        ctx: ToolContext,
+        input: Mapping[str, Any],
+        timeout: float,
+    ) -> Any:
+        worker.calls += 1
+        call_id = worker.next_id()
+        auth = ctx.auth
+        message = Call(
+            call_id,
+            tool,
+            input if isinstance(input, dict) else dict(input),
+            ctx.run_id,
+            ctx.installation_id,
+            ctx.pack_id,
+            ctx.version,
+            auth.mode,
+            dict(auth.credentials),
+            list(auth.scopes),
+            auth.header,
+        )
+        try:
+            data = frame(_ENCODER, message)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidArgument(
+                f"input of tool {tool!r}",
+                type(input).__name__,
+                [
+                    f"values msgpack can carry to the sandbox (strings, numbers, lists, dicts): {exc}"
+                ],
+            ) from None
+        limit = self.limits.output_bytes + _FRAME_SLACK
+        try:
+            with anyio.fail_after(timeout):
+                await worker.send_bytes(data)
+                while True:
+                    reply = await worker.receive(limit)
+                    if isinstance(reply, Log):
+                        if reply.id == call_id:
+                            ctx.logger.log(reply.level, reply.message)
+                        continue
+                    if isinstance(reply, Done | Failed) and reply.id == call_id:
+                        break
+        except TimeoutError:
+            worker.kill()
+            raise ToolTimeout(source.pack, source.version, tool, timeout) from None
+        except _Died as exc:
+            cause = await self._finish(worker)
+            raise SandboxCrashed(source.pack, source.version, tool, f"{cause} ({exc})") from None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._cancel(worker, call_id)
+            raise
+        if isinstance(reply, Done):
+            return reply.output
+        return await self._failure(worker, source, tool, reply)
+
+    async def _finish(self, worker: _Worker) -> str:
+        return await worker.finish(self.limits)  # _release then discards it from the pool
+
+    async def _cancel(self, worker: _Worker, call_id: int) -> None:
+        """Ask the worker to stop the call; kill it if it does not within the grace period."""
+        try:
+            with anyio.fail_after(self.limits.cancel_grace):
+                await worker.send(Cancel(call_id))
+                while True:
+                    reply = await worker.receive(self.limits.output_bytes + _FRAME_SLACK)
+                    if isinstance(reply, Done | Failed) and reply.id == call_id:
+                        return
+        except (TimeoutError, _Died):
+            worker.kill()
+
+    async def _failure(self, worker: _Worker, source: _Source, tool: str, reply: Failed) -> Any:
+        if reply.kind == "tool_error":
+            raise ToolError(reply.code, reply.message)
+        if reply.kind == "exception":
+            raise ToolError("unhandled_exception", reply.message)
+        if reply.kind == "invalid_response":
+            raise ToolFailed(tool, "invalid_response", reply.message)
+        if reply.kind == "not_found":
+            raise NotFound(f"tool of {source.pack} {source.version} named", tool, [])
+        if reply.kind == "memory":
+            await self._finish(worker)
+            limit = self.limits.memory_bytes // (1024 * 1024)
+            raise SandboxCrashed(
+                source.pack, source.version, tool, f"memory limit reached ({limit} MiB)"
+            )
+        raise ToolFailed(tool, reply.code, reply.message)  # "cancelled" by a cancel that came late
+
+    async def reap_idle(self) -> None:
+        """Stop the workers idle for longer than the idle timeout."""
+        now = time.monotonic()
+        for idle in list(self._idle.values()):
+            for worker in list(idle):
+                if now - worker.idle_since >= self.limits.idle_timeout:
+                    await self._discard(worker)
+
+    async def close(self) -> None:
+        """Kill every worker (busy ones too) and wait for them."""
+        self._closed = True
+        workers = list(self._all)
+        for worker in workers:
+            with contextlib.suppress(OSError, RuntimeError):
+                anyio.notify_closing(worker.process.sock)  # wake a call waiting on it
+            worker.kill()
+        with anyio.CancelScope(shield=True):
+            for worker in workers:
+                await worker.finish(self.limits)
+        self._all.clear()
+        self._idle.clear()
+        self._alive.clear()
+        self._signal()
+
+
+def _adapter_name(bundle: Bundle, generations: Collection[int]) -> str | None:
+    """The adapter chain a bundle is called through (``"1->2"``), computed from its manifest."""
+    generation = bundle.contract
+    check_generation(bundle.id, bundle.version, generation, generations, stage="run")
+    if generation == CURRENT_GENERATION:
+        return None
+    chain = list(range(generation, CURRENT_GENERATION))
+    if generation > CURRENT_GENERATION or any(g not in STEPS for g in chain):
+        check_generation(bundle.id, bundle.version, generation, (CURRENT_GENERATION,), stage="run")
+    return "->".join(str(g) for g in [*chain, CURRENT_GENERATION])
+
+
+def sandbox_dispatcher(
+    pool: WorkerPool, bundle: Bundle, project: str, generations: Collection[int]
+) -> Dispatcher:
+    """A dispatcher whose tools run in ``pool``'s workers for ``(project, bundle.digest)``.
+
+    Built from the manifest alone: nothing of the bundle is imported in the host.
+    """
+    adapter = _adapter_name(bundle, generations)
+    key = (project, bundle.digest)
+    source = _Source(bundle.data, bundle.id, bundle.version, bundle.manifest.network is not False)
+
+    def entry(tool: str, timeout: float) -> tuple[Any, bool]:
+        async def call(ctx: ToolContext, input: Mapping[str, Any]) -> Any:
+            return await pool.call(key, source, tool, ctx, input, timeout)
+
+        return call, True
+
+    tools = {
+        t.id: entry(t.id, pool.limits.call_timeout if t.timeout_s is msgspec.UNSET else t.timeout_s)
+        for t in bundle.manifest.tools
+    }
+    return Dispatcher(
+        None, tools, bundle.contract, adapter, bundle.manifest.tool_ids(), bundle.manifest
+    )
+
+
+# --- the code check at publish, verify and check ---------------------------------------------------
+
+_checked: set[tuple[str, tuple[int, ...]]] = set()
+"""Digests (with the generations admitted) whose code passed the check in this process: the same
+bytes always give the same answer, so a bundle published again is not imported again."""
+
+
+def check_code(
+    bundle: Bundle,
+    generations: Collection[int],
+    *,
+    mode: str = "auto",
+    limits: SandboxLimits | None = None,
+) -> None:
+    """Import ``bundle`` in a sandbox worker under a deadline and check its tools against its
+    manifest; refuse it (``invalid_bundle``, saying why) when the import raises, hangs or crashes.
+
+    Nothing of the bundle runs in this process, and the worker is gone when this returns.
+    """
+    limits = limits or SandboxLimits()
+    memo = (bundle.digest, tuple(sorted(generations)))
+    if memo in _checked:
+        return
+    effective_mode(mode)
+    process = spawn(mode, limits, network=bundle.manifest.network is not False)
+    try:
+        sock = process.sock
+        deadline = time.monotonic() + limits.load_timeout
+        sock.settimeout(limits.load_timeout)
+        try:
+            sock.sendall(frame(_ENCODER, Load(bundle.data, sorted(generations))))
+            reply = _receive_blocking(sock, deadline)
+        except TimeoutError:
+            raise InvalidBundle(
+                bundle.source,
+                f"importing code/ did not finish within {limits.load_timeout:g}s "
+                "(the check's deadline); an import must not block or loop",
+            ) from None
+        except _Died:
+            process.wait_exit(1.0)
+            process.kill()
+            process.reap()
+            raise InvalidBundle(
+                bundle.source,
+                f"importing code/ crashed its sandbox worker: {process.cause(limits)}",
+            ) from None
+    finally:
+        process.kill()
+        process.reap()
+    if isinstance(reply, LoadFailed):
+        raise InvalidBundle(bundle.source, reply.message)
+    if not isinstance(reply, Loaded):
+        raise InvalidBundle(bundle.source, "its sandbox worker answered the check with nonsense")
+    _checked.add(memo)
+
+
+def _receive_blocking(sock: socket.socket, deadline: float) -> FromWorker:
+    def exactly(size: int) -> bytes:
+        chunks = []
+        while size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(min(size, 1 << 16))
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise _Died("its channel closed") from exc
+            if not chunk:
+                raise _Died("its channel closed")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    (size,) = HEADER.unpack(exactly(HEADER.size))
+    if size > _FRAME_SLACK:
+        raise _Died("oversized answer")
+    try:
+        return _DECODER.decode(exactly(size))
+    except msgspec.DecodeError as exc:
+        raise _Died("malformed answer") from exc

@@ -1,0 +1,284 @@
+"""Starting and stopping sandbox worker processes (host side).
+
+A worker is a fresh interpreter started by exec (``sys.executable -I -m packrun._dispatch.worker``),
+never a fork of the host, whose memory holds other runs' credentials. It gets an empty environment
+but for the variables the operator lists, a private empty working folder, no file descriptors but
+its end of a socketpair (and its stderr, a file in that folder), its own process group (session),
+resource limits it applies in its first lines, and death with the host. With bubblewrap it also
+gets its own pid, ipc, uts (and, for a manifest with ``"network": false``, network) namespaces and
+a read-only view of the Python runtime only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final, Literal, TypeAlias
+
+from packrun._dispatch.worker import BOOT
+from packrun.errors import InvalidArgument, SandboxUnavailable
+
+__all__ = [
+    "SANDBOX_MODES",
+    "Process",
+    "SandboxLimits",
+    "SandboxMode",
+    "bwrap_path",
+    "effective_mode",
+    "spawn",
+]
+
+SandboxMode: TypeAlias = Literal["process", "bwrap", "auto"]
+SANDBOX_MODES: Final = ("auto", "bwrap", "process")
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """The limits every sandbox worker runs under, and the pool's sizes. Defaults suit API tools.
+
+    >>> SandboxLimits(memory_bytes=256 * 1024 * 1024, call_timeout=10).call_timeout
+    10
+    """
+
+    memory_bytes: int = 1024 * _MIB
+    """Address space of a worker (``RLIMIT_AS``); reaching it fails the call ``sandbox_crashed``."""
+    cpu_seconds: int = 600
+    """CPU time a worker may use over its life (``RLIMIT_CPU``); it is recycled well before."""
+    open_files: int = 256
+    """Open file descriptors of a worker (``RLIMIT_NOFILE``)."""
+    file_bytes: int = 16 * _MIB
+    """Largest file a worker may write (``RLIMIT_FSIZE``)."""
+    call_timeout: float = 30.0
+    """Deadline of a call when the tool's manifest sets no ``timeout_s``."""
+    load_timeout: float = 30.0
+    """Deadline for a worker to start and import a bundle (at publish, verify and first call)."""
+    cancel_grace: float = 1.0
+    """Seconds a cancelled call has to stop before its worker is killed."""
+    workers_per_digest: int = 4
+    """Workers serving one digest of one project at once (more calls wait for one)."""
+    workers: int = 64
+    """Workers alive in one runtime at once (idle ones of other digests are stopped to make room)."""
+    idle_timeout: float = 60.0
+    """Seconds an idle worker lives before it is reaped."""
+    max_calls: int = 10_000
+    """Calls a worker serves before it is recycled."""
+    output_bytes: int = 16 * _MIB
+    """Largest encoded output a tool may return (``invalid_response`` past it)."""
+    env: tuple[str, ...] = field(default=())
+    """Names of the host's environment variables passed to workers (none by default)."""
+
+    def __post_init__(self) -> None:
+        for name in ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"sandbox limit {name}", value, ["an integer of 1 or more"])
+        for name in ("workers_per_digest", "workers", "max_calls"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"sandbox limit {name}", value, ["an integer of 1 or more"])
+        for name in ("call_timeout", "load_timeout", "cancel_grace", "idle_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidArgument(
+                    f"sandbox limit {name}", value, ["a number of seconds above 0"]
+                )
+        names: object = self.env
+        if not isinstance(names, tuple | list) or not all(isinstance(n, str) for n in names):
+            raise InvalidArgument(
+                "sandbox limit env", self.env, ["a tuple of environment variable names"]
+            )
+        object.__setattr__(self, "env", tuple(self.env))
+
+
+def bwrap_path() -> str | None:
+    """Where bubblewrap is installed, if it is."""
+    return shutil.which("bwrap")
+
+
+def effective_mode(mode: str) -> Literal["process", "bwrap"]:
+    """``auto`` is ``bwrap`` when bubblewrap is installed, else ``process``."""
+    if mode not in SANDBOX_MODES:
+        raise InvalidArgument("sandbox", mode, list(SANDBOX_MODES))
+    if mode == "auto":
+        return "bwrap" if bwrap_path() is not None else "process"
+    return "bwrap" if mode == "bwrap" else "process"
+
+
+def _packrun_root() -> str:
+    """The folder the host imports packrun from (the worker imports the same)."""
+    import packrun
+
+    return str(Path(packrun.__file__).resolve().parent.parent)
+
+
+def _runtime_paths() -> list[str]:
+    """What a worker must see to run Python and import packrun: the interpreter's prefixes, the
+    folder packrun is imported from, and the system's libraries."""
+    import packrun
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths.add(str(Path(packrun.__file__).resolve().parent))
+    paths.add(str(Path(sys.executable).resolve().parent.parent))
+    paths.add(str(Path(os.path.abspath(sys.executable)).parent.parent))
+    for system in ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/alternatives"):
+        paths.add(system)
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
+    args = [
+        bwrap,
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--hostname",
+        "sandbox",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/packrun-worker",  # its working folder: private, empty, whatever is bound under /tmp
+        "--chdir",
+        "/packrun-worker",
+        "--clearenv",
+    ]
+    if not network:
+        args.append("--unshare-net")
+    for path in _runtime_paths():
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind", path, path]
+    return args
+
+
+@dataclass(slots=True)
+class Process:
+    """A started worker: its process, the host's end of the channel and its private folder."""
+
+    popen: subprocess.Popen[bytes]
+    sock: socket.socket
+    workdir: str
+    mode: str
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self) -> None:
+        """Kill the worker's whole process group (what the bundle started too)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def wait_exit(self, timeout: float) -> None:
+        """Give a worker that closed its channel a moment to exit by itself (its status tells why)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+
+    def reap(self) -> int:
+        """Wait for the killed worker (no zombie is left) and remove its folder; its status."""
+        status = self.popen.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return status
+
+    def stderr_tail(self, size: int = 2000) -> str:
+        try:
+            with open(os.path.join(self.workdir, "stderr"), "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - size))
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def cause(self, limits: SandboxLimits) -> str:
+        """Why the worker ended, from its exit status (and what it wrote on stderr)."""
+        status = self.popen.returncode
+        tail = self.stderr_tail()
+        if status is None:
+            return "it closed its channel"
+        if self.mode == "bwrap" and status > 128:  # bubblewrap reports a signal as 128 + number
+            status = -(status - 128)
+        if status == 70 or "MemoryError" in tail:
+            return f"memory limit reached ({limits.memory_bytes // _MIB} MiB)"
+        if status < 0:
+            sig = -status
+            name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+            if sig == signal.SIGXCPU:
+                return f"CPU time limit reached ({limits.cpu_seconds} s, {name})"
+            return f"killed by signal {name}"
+        return f"exited with status {status}"
+
+
+def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
+    """Start a worker. Raises :class:`~packrun.errors.SandboxUnavailable` when it cannot start."""
+    actual = effective_mode(mode)
+    host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    workdir = tempfile.mkdtemp(prefix="packrun-worker-")
+    env = {name: os.environ[name] for name in limits.env if name in os.environ}
+    worker_limits = {
+        key: value
+        for key, value in asdict(limits).items()
+        if key in ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes")
+    }
+    command = [
+        os.path.abspath(sys.executable),  # a path with no "..": bubblewrap binds it as given
+        "-I",
+        "-c",
+        BOOT,
+        _packrun_root(),
+        str(child.fileno()),
+        json.dumps(worker_limits),
+        "0" if actual == "bwrap" else str(os.getpid()),
+    ]
+    if actual == "bwrap":
+        bwrap = bwrap_path()
+        if bwrap is None:
+            host.close()
+            child.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SandboxUnavailable(
+                mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
+            )
+        command_inner = command
+        command = [*_bwrap_args(bwrap, network, workdir)]
+        for name, value in env.items():
+            command += ["--setenv", name, value]
+        command += ["--", *command_inner[:-1], "0"]
+        env = {}
+    try:
+        with open(os.path.join(workdir, "stderr"), "wb") as stderr:
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                cwd=workdir,
+                close_fds=True,
+                pass_fds=(child.fileno(),),
+                start_new_session=True,
+            )
+    except OSError as exc:
+        host.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise SandboxUnavailable(mode, f"{command[0]}: {exc.strerror or exc}") from None
+    finally:
+        child.close()
+    return Process(popen, host, workdir, actual)

@@ -1,0 +1,62 @@
+"""A sandbox worker: ``python -I -c BOOT PATH FD LIMITS PARENT`` (see :data:`BOOT`).
+
+Started by exec of a fresh interpreter (never a fork of the host), it applies its resource limits
+and arranges to die with its host first, then serves one bundle over the channel ``FD``: one
+:class:`~packrun._dispatch._protocol.Load`, then calls one at a time until the host closes the
+channel. Nothing here trusts the bundle; what the bundle does is contained by the process itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+
+def _limit(which: int, value: int) -> None:
+    _soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY and value > hard:
+        value = hard
+    resource.setrlimit(which, (value, value))
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_AS, limits["memory_bytes"])
+    _limit(resource.RLIMIT_NOFILE, limits["open_files"])
+    _limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
+    soft_cpu = limits["cpu_seconds"]
+    _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
+    # SIGXCPU at the soft limit, SIGKILL a second later if it is ignored.
+    hard = soft_cpu + 1 if hard_cpu == resource.RLIM_INFINITY else min(hard_cpu, soft_cpu + 1)
+    resource.setrlimit(resource.RLIMIT_CPU, (min(soft_cpu, hard), hard))
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the host kills its process groups on close
+        pass
+    if parent and os.getppid() != parent:  # the host died before the line above
+        os._exit(1)
+
+
+BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from packrun._dispatch.worker import main; main()"
+)
+"""What the worker's interpreter runs: it imports packrun from ``PATH``, the folder the host imported
+it from, so host and worker always run the same packrun."""
+
+
+def main() -> None:
+    """Contain this process, then serve the host (``sys.argv``: PATH FD LIMITS PARENT)."""
+    _die_with_parent(int(sys.argv[4]))
+    limits = json.loads(sys.argv[3])
+    _apply_limits(limits)
+    from packrun._dispatch._serve import serve
+
+    serve(int(sys.argv[2]), limits["output_bytes"])
