@@ -1036,3 +1036,76 @@ def test_a_bad_timeout_s_or_network_is_invalid_manifest(doc: dict[str, Any], pat
     with pytest.raises(packrun.InvalidManifest) as caught:
         packrun.decode_manifest({"id": "a", "version": "1.0.0", **doc})
     assert path in str(caught.value)
+
+
+# --- attacks on the sandbox itself ------------------------------------------------------------------
+
+
+def attack_bundle(code: str, tools: list[str], **manifest: Any) -> bytes:
+    """A bundle ``evil`` whose code/__init__.py is ``code``, declaring ``tools``."""
+    doc: dict[str, Any] = {
+        "id": "evil",
+        "version": "1.0.0",
+        "contract": 2,
+        "auth": {"mode": "api_key"},
+        "tools": [{"id": t} for t in tools],
+        **manifest,
+    }
+    return bundle_bytes(packrun.decode_manifest(doc), {"__init__.py": code.encode()})
+
+
+@contextlib.asynccontextmanager
+async def attacker(
+    mode: SandboxMode, code: str, tools: list[str], limits: SandboxLimits = LIMITS
+) -> AsyncIterator[Runtime]:
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as runtime:
+        await runtime.publish(attack_bundle(code, tools), channel="custom")
+        await runtime.install("evil-inst", "evil")
+        yield runtime
+    assert_gone(runtime_pids(runtime))
+
+
+ESCAPE_CODE = r"""
+import ctypes
+import os
+import stat
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("escape")
+def escape(ctx, input):
+    out = {"id": [os.getuid(), os.geteuid(), os.getgid()]}
+    with open("/proc/self/status") as handle:
+        out["caps"] = {
+            k: int(v, 16) for k, v in (l.split(":") for l in handle if l.startswith("Cap"))
+        }
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.mkdir("/tmp/d")
+    rc = libc.mount(b"none", b"/tmp/d", b"tmpfs", 0, None)
+    out["mount"] = [rc, os.strerror(ctypes.get_errno())]
+    try:
+        os.mknod("/tmp/vda", stat.S_IFBLK | 0o600, os.makedev(254, 0))
+        out["mknod"] = "made"
+    except OSError as exc:
+        out["mknod"] = exc.strerror
+    out["mount_proc"] = libc.mount(b"proc", b"/tmp/d", b"proc", 0, None)
+    out["chroot"] = libc.chroot(b"/tmp")
+    return out
+"""
+
+
+async def test_a_bwrap_worker_has_no_capability_and_cannot_mknod_or_mount() -> None:
+    if not HAVE_BWRAP:
+        pytest.fail("CI runs the sandbox tests with bubblewrap: install it (Debian: bubblewrap)")
+    async with attacker("bwrap", ESCAPE_CODE, ["escape"]) as rt:
+        out = await call(rt, "escape")
+    assert out["id"] == [65534, 65534, 65534]  # nobody, whoever the host runs as
+    assert set(out["caps"].values()) == {0}, out["caps"]  # CapEff, CapPrm, CapBnd, ...: none
+    assert out["mount"] == [-1, "Operation not permitted"]
+    assert out["mknod"] == "Operation not permitted"
+    assert out["mount_proc"] == -1
+    assert out["chroot"] == -1
+

@@ -5,7 +5,8 @@ never a fork of the host, whose memory holds other runs' credentials. It gets an
 but for the variables the operator lists, a private empty working folder, no file descriptors but
 its end of a socketpair (and its stderr, a file in that folder), its own process group (session),
 resource limits it applies in its first lines, and death with the host. With bubblewrap it also
-gets its own pid, ipc, uts (and, for a manifest with ``"network": false``, network) namespaces and
+runs as nobody (65534) in a user namespace of its own with no capability, and gets its own pid,
+ipc, uts, cgroup (and, for a manifest with ``"network": false``, network) namespaces and
 a read-only view of the Python runtime only.
 """
 
@@ -40,6 +41,7 @@ __all__ = [
 SandboxMode: TypeAlias = Literal["process", "bwrap", "auto"]
 SANDBOX_MODES: Final = ("auto", "bwrap", "process")
 _MIB = 1024 * 1024
+_NOBODY: Final = 65534
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,14 @@ def _runtime_paths() -> list[str]:
 def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
     args = [
         bwrap,
+        "--unshare-user",  # uid 0 of the host is nobody (65534) in there, with no capability
+        "--uid",
+        str(_NOBODY),
+        "--gid",
+        str(_NOBODY),
+        "--cap-drop",
+        "ALL",
+        "--new-session",  # no TIOCSTI on a terminal it might share
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
