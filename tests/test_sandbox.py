@@ -1109,3 +1109,83 @@ async def test_a_bwrap_worker_has_no_capability_and_cannot_mknod_or_mount() -> N
     assert out["mount_proc"] == -1
     assert out["chroot"] == -1
 
+
+FLOOD_CODE = r"""
+import os
+import socket
+import struct
+import sys
+import time
+
+import msgspec
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("flood")
+def flood(ctx, input):
+    # Frames the host reads and passes over (a log record of a call that is not running), written
+    # straight to the channel as fast as the worker can.
+    body = msgspec.msgpack.encode(["log", 999999, 0, "x"])
+    chunk = (struct.pack(">I", len(body)) + body) * (1 << 14)
+    channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
+    channel.setblocking(True)
+    try:  # a big send buffer: the host never finds the channel empty
+        channel.setsockopt(socket.SOL_SOCKET, 32, 64 << 20)  # SO_SNDBUFFORCE
+    except OSError:
+        channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 20)
+    end = time.monotonic() + input["seconds"]
+    while time.monotonic() < end:
+        channel.sendall(chunk)
+    return {"flooded": True}
+
+
+@integration.tool("chatty")
+def chatty(ctx, input):
+    for n in range(input["records"]):
+        ctx.logger.warning("record %d", n)
+    return {"logged": input["records"]}
+"""
+
+
+async def test_a_worker_flooding_its_channel_still_times_out_and_the_host_loop_runs(
+    mode: SandboxMode,
+) -> None:
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, call_timeout=1)
+    ticks = 0
+    done = anyio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with attacker(mode, FLOOD_CODE, ["flood", "chatty"], limits) as rt:
+        await call(rt, "chatty", {"records": 0})  # a warm worker
+        before = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            await anyio.sleep(0.05)
+            before = ticks
+            with pytest.raises(ToolTimeout):
+                await call(rt, "flood", {"seconds": 8})
+            during = ticks - before
+            done.set()
+    assert during > 0  # the loop kept running while the frames poured in
+
+
+async def test_a_tool_logging_without_end_gets_its_first_records_relayed_and_one_warning(
+    mode: SandboxMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with attacker(mode, FLOOD_CODE, ["flood", "chatty"]) as rt:
+        with caplog.at_level(logging.INFO, logger="packrun"):
+            assert await call(rt, "chatty", {"records": 3000}) == {"logged": 3000}
+    relayed = [r for r in caplog.records if r.name == "packrun.tools.evil"]
+    assert len(relayed) == packrun._dispatch._host._LOG_RECORDS
+    assert relayed[-1].getMessage() == f"record {packrun._dispatch._host._LOG_RECORDS - 1}"
+    warned = [r for r in caplog.records if "records are dropped" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'chatty' of evil 1.0.0" in warned[0].getMessage()

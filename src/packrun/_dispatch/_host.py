@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
@@ -55,6 +56,9 @@ logger = logging.getLogger("packrun")
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(FromWorker)
 _FRAME_SLACK = 64 * 1024  # what a frame may hold besides the output
+_LOG_RECORDS = 1000
+"""Log records of one call relayed to the host's logger; later ones are dropped (one warning says
+so), so a worker cannot flood the host's logs."""
 
 
 class _Died(Exception):
@@ -334,14 +338,27 @@ class WorkerPool:
         try:
             with anyio.fail_after(timeout):
                 await worker.send_bytes(data)
+                logs = 0
                 while True:
                     reply = await worker.receive(limit)
-                    if isinstance(reply, Log):
-                        if reply.id == call_id:
-                            ctx.logger.log(reply.level, reply.message)
-                        continue
                     if isinstance(reply, Done | Failed) and reply.id == call_id:
                         break
+                    # Anything else (a log record, a stray frame): let the loop run between them,
+                    # or a worker writing frames as fast as it can would starve it, deadline included.
+                    await anyio.lowlevel.checkpoint()
+                    if isinstance(reply, Log) and reply.id == call_id:
+                        logs += 1
+                        if logs <= _LOG_RECORDS:
+                            ctx.logger.log(reply.level, reply.message)
+                        elif logs == _LOG_RECORDS + 1:
+                            logger.warning(
+                                "tool %r of %s %s logged more than %d records in one call; "
+                                "the rest of this call's records are dropped",
+                                tool,
+                                source.pack,
+                                source.version,
+                                _LOG_RECORDS,
+                            )
         except TimeoutError:
             worker.kill()
             raise ToolTimeout(source.pack, source.version, tool, timeout) from None
@@ -368,6 +385,7 @@ class WorkerPool:
                     reply = await worker.receive(self.limits.output_bytes + _FRAME_SLACK)
                     if isinstance(reply, Done | Failed) and reply.id == call_id:
                         return
+                    await anyio.lowlevel.checkpoint()
         except (TimeoutError, _Died):
             worker.kill()
 
