@@ -1189,3 +1189,52 @@ async def test_a_tool_logging_without_end_gets_its_first_records_relayed_and_one
     warned = [r for r in caplog.records if "records are dropped" in r.getMessage()]
     assert len(warned) == 1
     assert "'chatty' of evil 1.0.0" in warned[0].getMessage()
+
+
+FRAMES_CODE = r"""
+import os
+import socket
+import struct
+import sys
+import time
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+def raw(data):
+    channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
+    channel.sendall(data)
+    channel.close()
+
+
+@integration.tool("deep")
+def deep(ctx, input):
+    # An answer to this call nested 5,000 lists deep: the host cannot decode it.
+    body = b"\x93\xa4done" + bytes([input["id"]]) + b"\x91" * 5000 + b"\xc0"
+    raw(struct.pack(">I", len(body)) + body)
+    time.sleep(30)
+
+
+@integration.tool("pid")
+def pid(ctx, input):
+    return {"pid": os.getpid(), "ppid": os.getppid()}
+"""
+
+
+async def test_a_frame_too_deep_to_decode_is_sandbox_crashed_and_its_worker_is_not_reused(
+    mode: SandboxMode,
+) -> None:
+    async with (
+        attacker(mode, FRAMES_CODE, ["deep", "pid"]) as rt,
+        rt.run("evil-inst", auth=KEY) as run,
+    ):
+        await run.call("pid", {})
+        worker = note_workers(rt)
+        with pytest.raises(SandboxCrashed, match="malformed message") as caught:
+            await run.call("deep", {"id": 2})
+        assert "RecursionError" in caught.value.cause
+        assert not any(alive(p) for p in worker)  # killed, not back in the pool
+        await run.call("pid", {})
+        assert note_workers(rt) != worker  # a new worker serves the next call

@@ -121,11 +121,9 @@ class _Worker:
             await self._fill(HEADER.size + size)
             body = bytes(self._buffer[HEADER.size : HEADER.size + size])
             del self._buffer[: HEADER.size + size]
-            return _DECODER.decode(body)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise _Died("its channel closed") from exc
-        except msgspec.DecodeError as exc:
-            raise _Died(f"it sent a malformed message ({exc})") from exc
+        return _decode(body)
 
     def next_id(self) -> int:
         self._next_id += 1
@@ -546,7 +544,13 @@ def _receive_blocking(sock: socket.socket, deadline: float) -> FromWorker:
     (size,) = HEADER.unpack(exactly(HEADER.size))
     if size > _FRAME_SLACK:
         raise _Died("oversized answer")
+    return _decode(exactly(size))
+
+
+def _decode(body: bytes) -> FromWorker:
+    """A frame's message; anything that is not one (malformed, nested too deep to decode, of the
+    wrong shape) is a protocol violation: the worker is treated as dead."""
     try:
-        return _DECODER.decode(exactly(size))
-    except msgspec.DecodeError as exc:
-        raise _Died("malformed answer") from exc
+        return _DECODER.decode(body)
+    except (msgspec.MsgspecError, RecursionError, ValueError, TypeError, MemoryError) as exc:
+        raise _Died(f"it sent a malformed message ({type(exc).__name__})") from None
