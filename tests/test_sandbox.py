@@ -1238,3 +1238,44 @@ async def test_a_frame_too_deep_to_decode_is_sandbox_crashed_and_its_worker_is_n
         assert not any(alive(p) for p in worker)  # killed, not back in the pool
         await run.call("pid", {})
         assert note_workers(rt) != worker  # a new worker serves the next call
+
+
+TEXT_CODE = r"""
+from packrun.sdk import Integration, ToolError
+
+integration = Integration("evil")
+
+
+@integration.tool("forge")
+def forge(ctx, input):
+    ctx.logger.warning("ok\r\x1b[2K2026-01-01 INFO packrun: all good\x00\u2028" + "L" * 100_000)
+    ctx.logger.warning("two\nlines\tkept")
+    if input.get("tool_error"):
+        raise ToolError("c" * 1000 + "\x1b", "M" * 100_000)
+    raise ValueError("\x1b]0;pwned\x07" + "E" * 100_000)
+"""
+
+
+async def test_a_workers_text_reaches_the_host_cut_and_with_control_characters_escaped(
+    mode: SandboxMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with attacker(mode, TEXT_CODE, ["forge"]) as rt:
+        with caplog.at_level(logging.INFO, logger="packrun.tools.evil"):
+            with pytest.raises(ToolFailed) as raised:
+                await call(rt, "forge")
+            with pytest.raises(ToolFailed) as coded:
+                await call(rt, "forge", {"tool_error": True})
+    records = [r.getMessage() for r in caplog.records if r.name == "packrun.tools.evil"]
+    forged, kept = records[0], records[1]
+    assert forged.startswith("ok\\x0d\\x1b[2K2026-01-01 INFO packrun: all good\\x00\\u2028LLL")
+    assert forged.endswith("L… (95946 characters cut)")  # 100,046 characters, 4,096 kept
+    assert len(forged) < 4200
+    assert kept == "two\nlines\tkept"
+    message = str(raised.value)
+    assert "\\x1b]0;pwned\\x07EEE" in message
+    assert "\x1b" not in message
+    assert "characters cut)" in message
+    assert len(message) < 4400
+    assert len(coded.value.tool_code) < 230
+    assert coded.value.tool_code.endswith("characters cut)")
+    assert str(coded.value).count("M") < 4200
