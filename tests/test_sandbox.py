@@ -1279,3 +1279,55 @@ async def test_a_workers_text_reaches_the_host_cut_and_with_control_characters_e
     assert len(coded.value.tool_code) < 230
     assert coded.value.tool_code.endswith("characters cut)")
     assert str(coded.value).count("M") < 4200
+
+
+SNOOP_CODE = r"""
+import os
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("snoop")
+def snoop(ctx, input):
+    out = {}
+    for name, pid in input["pids"].items():
+        for what in ("environ", "mem"):
+            try:
+                with open(f"/proc/{pid}/{what}", "rb", 0) as handle:
+                    handle.read(1)
+                out[f"{name} {what}"] = "read"
+            except OSError as exc:
+                out[f"{name} {what}"] = type(exc).__name__
+    with open("/proc/self/status") as handle:
+        out["caps"] = sorted({l.split()[1] for l in handle if l.startswith(("CapEff", "CapPrm", "CapBnd"))})
+    return out
+"""
+
+
+async def test_a_worker_cannot_read_the_hosts_or_another_workers_memory_or_environment(
+    mode: SandboxMode,
+) -> None:
+    async with attacker(mode, SNOOP_CODE, ["snoop"]) as rt:
+        await rt.publish(victim(), channel="custom")
+        await rt.install("victim-inst", "victim")
+        victim_run = rt.run("victim-inst", auth=Auth.api_key("VICTIM-key-0123"))
+        async with victim_run as other, anyio.create_task_group() as tg:
+            tg.start_soon(other.call, "hold", {"s": 2})
+            while not rt.sandbox_workers:
+                await anyio.sleep(0.01)
+            held = note_workers(rt)
+            pids = {"host": os.getpid(), "worker": held[0]}
+            out = await call(rt, "snoop", {"pids": pids})
+    # process mode: the same user, but the host and every worker are not dumpable, and a worker
+    # started by root has no capability left (CAP_SYS_PTRACE would open them all)
+    gone = "PermissionError" if mode == "process" else "FileNotFoundError"  # bwrap: no such pid
+    caps = out.pop("caps")
+    assert out == {
+        "host environ": gone,
+        "host mem": gone,
+        "worker environ": gone,
+        "worker mem": gone,
+    }
+    assert caps == ["0000000000000000"]

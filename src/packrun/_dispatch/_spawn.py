@@ -13,6 +13,7 @@ a read-only view of the Python runtime only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -236,8 +237,24 @@ class Process:
         return f"exited with status {status}"
 
 
+_undumpable = False
+
+
+def _make_host_undumpable() -> None:
+    """Once a host starts workers, a process of its user (a worker in ``process`` mode) cannot
+    read its memory or environment through ``/proc/<pid>/mem`` and ``environ``
+    (``PR_SET_DUMPABLE`` 0: the executor's process also writes no core dump). Linux only."""
+    global _undumpable
+    if _undumpable:
+        return
+    _undumpable = True
+    with contextlib.suppress(OSError, AttributeError):  # not Linux
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
 def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
     """Start a worker. Raises :class:`~packrun.errors.SandboxUnavailable` when it cannot start."""
+    _make_host_undumpable()
     actual = effective_mode(mode)
     host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     workdir = tempfile.mkdtemp(prefix="packrun-worker-")
