@@ -853,6 +853,7 @@ def test_bad_sandbox_options_are_invalid_argument(kwargs: dict[str, Any], what: 
     "limits",
     [
         {"memory_bytes": 0},
+        {"tmp_bytes": 0},
         {"call_timeout": -1},
         {"workers": True},
         {"env": "HOME"},
@@ -1331,3 +1332,37 @@ async def test_a_worker_cannot_read_the_hosts_or_another_workers_memory_or_envir
         "worker mem": gone,
     }
     assert caps == ["0000000000000000"]
+
+
+FILL_CODE = r"""
+import os
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("fill")
+def fill(ctx, input):
+    written = 0
+    try:
+        for n in range(input["files"]):
+            with open(os.path.join(input["folder"], f"fill-{n}"), "wb") as handle:
+                handle.write(b"x" * input["size"])
+            written += input["size"]
+    except OSError as exc:
+        return {"written": written, "error": exc.strerror}
+    return {"written": written}
+"""
+
+
+async def test_a_bwrap_workers_tmp_and_working_folder_are_bounded_by_tmp_bytes() -> None:
+    if not HAVE_BWRAP:
+        pytest.fail("CI runs the sandbox tests with bubblewrap: install it (Debian: bubblewrap)")
+    limits = SandboxLimits(tmp_bytes=2 * MIB, file_bytes=1 * MIB, load_timeout=20)
+    async with attacker("bwrap", FILL_CODE, ["fill"], limits) as rt:
+        tmp = await call(rt, "fill", {"folder": "/tmp", "files": 100, "size": 512 * 1024})
+        cwd = await call(rt, "fill", {"folder": ".", "files": 100, "size": 512 * 1024})
+    for out in (tmp, cwd):  # many files, each under file_bytes: the folder's size stops them
+        assert out["error"] == "No space left on device"
+        assert out["written"] <= 2 * MIB

@@ -61,6 +61,8 @@ class SandboxLimits:
     """Open file descriptors of a worker (``RLIMIT_NOFILE``)."""
     file_bytes: int = 16 * _MIB
     """Largest file a worker may write (``RLIMIT_FSIZE``)."""
+    tmp_bytes: int = 64 * _MIB
+    """Size of each of a ``bwrap`` worker's in-memory folders (``/tmp`` and its working folder)."""
     call_timeout: float = 30.0
     """Deadline of a call when the tool's manifest sets no ``timeout_s``."""
     load_timeout: float = 30.0
@@ -81,7 +83,14 @@ class SandboxLimits:
     """Names of the host's environment variables passed to workers (none by default)."""
 
     def __post_init__(self) -> None:
-        for name in ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes"):
+        for name in (
+            "memory_bytes",
+            "cpu_seconds",
+            "open_files",
+            "file_bytes",
+            "tmp_bytes",
+            "output_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"sandbox limit {name}", value, ["an integer of 1 or more"])
@@ -138,7 +147,7 @@ def _runtime_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p))
 
 
-def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
+def _bwrap_args(bwrap: str, network: bool, tmp_bytes: int) -> list[str]:
     args = [
         bwrap,
         "--unshare-user",  # uid 0 of the host is nobody (65534) in there, with no capability
@@ -160,8 +169,12 @@ def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        "--size",  # a tmpfs takes the host's memory: bounded
+        str(tmp_bytes),
         "--tmpfs",
         "/tmp",
+        "--size",
+        str(tmp_bytes),
         "--tmpfs",
         "/packrun-worker",  # its working folder: private, empty, whatever is bound under /tmp
         "--chdir",
@@ -284,7 +297,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
                 mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
             )
         command_inner = command
-        command = [*_bwrap_args(bwrap, network, workdir)]
+        command = [*_bwrap_args(bwrap, network, limits.tmp_bytes)]
         for name, value in env.items():
             command += ["--setenv", name, value]
         command += ["--", *command_inner[:-1], "0"]
