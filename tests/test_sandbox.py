@@ -467,8 +467,13 @@ async def test_a_worker_gets_no_environment_but_the_variables_listed(
         await rt.publish(evil(), channel="custom")
         await rt.install("evil-inst", "evil")
         env = await call(rt, "environ")
+        [worker] = note_workers(rt)
+        with open(f"/proc/{worker}/cmdline", "rb") as handle:  # what `ps` shows every user
+            command_line = handle.read()
     assert "PACKRUN_TEST_HOST_SECRET" not in env
     assert env.get("PACKRUN_TEST_PASSED") == "passed-on"
+    assert set(env) <= {"PACKRUN_TEST_PASSED", "LC_CTYPE", "PWD"}  # PWD: bubblewrap's --chdir
+    assert b"passed-on" not in command_line
     assert "env-secret-4321" not in str(env)
 
 

@@ -179,8 +179,7 @@ def _bwrap_args(bwrap: str, network: bool, tmp_bytes: int) -> list[str]:
         "/packrun-worker",  # its working folder: private, empty, whatever is bound under /tmp
         "--chdir",
         "/packrun-worker",
-        "--clearenv",
-    ]
+    ]  # its environment is bubblewrap's own: only the variables listed (never on its command line)
     if not network:
         args.append("--unshare-net")
     for path in _runtime_paths():
@@ -297,11 +296,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
                 mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
             )
         command_inner = command
-        command = [*_bwrap_args(bwrap, network, limits.tmp_bytes)]
-        for name, value in env.items():
-            command += ["--setenv", name, value]
-        command += ["--", *command_inner[:-1], "0"]
-        env = {}
+        command = [*_bwrap_args(bwrap, network, limits.tmp_bytes), "--", *command_inner[:-1], "0"]
     try:
         with open(os.path.join(workdir, "stderr"), "wb") as stderr:
             popen = subprocess.Popen(
