@@ -1371,3 +1371,28 @@ async def test_a_bwrap_workers_tmp_and_working_folder_are_bounded_by_tmp_bytes()
     for out in (tmp, cwd):  # many files, each under file_bytes: the folder's size stops them
         assert out["error"] == "No space left on device"
         assert out["written"] <= 2 * MIB
+
+
+CRASH_CODE = r"""
+import os
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("die_of_memory")
+def die_of_memory(ctx, input):
+    # how an interpreter that ran out of memory outside a tool's own code ends
+    os.write(2, b"Traceback (most recent call last):\nMemoryError\n")
+    os._exit(1)
+"""
+
+
+async def test_the_crash_cause_is_read_from_the_workers_stderr_before_its_folder_is_removed(
+    mode: SandboxMode,
+) -> None:
+    async with attacker(mode, CRASH_CODE, ["die_of_memory"]) as rt:
+        with pytest.raises(SandboxCrashed) as caught:
+            await call(rt, "die_of_memory")
+    assert caught.value.cause.startswith("memory limit reached (256 MiB)")

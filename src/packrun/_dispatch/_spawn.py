@@ -198,6 +198,8 @@ class Process:
     sock: socket.socket
     workdir: str
     mode: str
+    said: str | None = None
+    """The end of its stderr, kept when its folder is removed."""
 
     @property
     def pid(self) -> int:
@@ -218,10 +220,14 @@ class Process:
     def reap(self) -> int:
         """Wait for the killed worker (no zombie is left) and remove its folder; its status."""
         status = self.popen.wait()
+        if self.said is None:
+            self.said = self.stderr_tail()  # the cause is read after the folder is gone
         shutil.rmtree(self.workdir, ignore_errors=True)
         return status
 
     def stderr_tail(self, size: int = 2000) -> str:
+        if self.said is not None:
+            return self.said[-size:]
         try:
             with open(os.path.join(self.workdir, "stderr"), "rb") as handle:
                 handle.seek(0, os.SEEK_END)
