@@ -1396,3 +1396,61 @@ async def test_the_crash_cause_is_read_from_the_workers_stderr_before_its_folder
         with pytest.raises(SandboxCrashed) as caught:
             await call(rt, "die_of_memory")
     assert caught.value.cause.startswith("memory limit reached (256 MiB)")
+
+
+OUTLIVE_CODE = r"""
+import os
+import sys
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("escape_group")
+def escape_group(ctx, input):
+    pid = os.fork()
+    if pid == 0:  # a session of its own, then orphaned: out of the worker's process group
+        os.setsid()
+        if os.fork() == 0:
+            code = "import time; time.sleep(60)"
+            os.execv(sys.executable, [sys.executable, "-c", code, input["marker"]])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return {"started": True}
+"""
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+async def test_a_process_escaping_the_workers_group__bwrap_ends_it__process_mode_does_not(
+    mode: SandboxMode,
+) -> None:
+    marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
+    async with attacker(mode, OUTLIVE_CODE, ["escape_group"]) as rt:
+        assert await call(rt, "escape_group", {"marker": marker}) == {"started": True}
+        assert processes_with(marker)  # running while the runtime is open
+    deadline = time.monotonic() + 10
+    while processes_with(marker) and mode == "bwrap" and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    left = [p for p in processes_with(marker) if alive(p)]
+    try:
+        if mode == "bwrap":  # the pid namespace ends with the worker, and all in it
+            assert left == []
+        else:  # documented: without cgroups, a process in a session of its own outlives the worker
+            assert len(left) == 1
+    finally:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
