@@ -1454,3 +1454,32 @@ async def test_a_process_escaping_the_workers_group__bwrap_ends_it__process_mode
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+FORGE_CODE = r"""
+import os
+import struct
+import sys
+
+import msgspec
+
+# Answer the load check before the import has finished, then fail the import.
+body = msgspec.msgpack.encode(["loaded", 2, None, ["t"]])
+os.write(int(sys.argv[2]), struct.pack(">I", len(body)) + body)
+raise SystemExit("this import never finishes")
+"""
+
+
+async def test_a_bundle_forging_its_load_answer_passes_publish_but_none_of_its_calls_run(
+    mode: SandboxMode,
+) -> None:
+    # Documented limit: the check at publish runs the bundle's own code in the worker, which can
+    # answer for it. The check is a quality gate; containment does not depend on it.
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=LIMITS) as rt:
+        await rt.publish(import_bundle(FORGE_CODE), channel="custom")
+        await rt.install("bad-inst", "bad")
+        for _ in range(2):
+            with pytest.raises(SandboxCrashed, match="answered its load again"):
+                await rt.call("bad-inst", "t", {}, auth=KEY)
+        note_workers(rt)
+    assert_gone(runtime_pids(rt))

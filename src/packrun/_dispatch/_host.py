@@ -365,6 +365,8 @@ class WorkerPool:
                     reply = await worker.receive(limit)
                     if isinstance(reply, Done | Failed) and reply.id == call_id:
                         break
+                    if isinstance(reply, Loaded | LoadFailed):  # a load answered twice: forged
+                        raise _Died("it answered its load again, during a call")
                     # Anything else (a log record, a stray frame): let the loop run between them,
                     # or a worker writing frames as fast as it can would starve it, deadline included.
                     await anyio.lowlevel.checkpoint()
