@@ -1441,6 +1441,9 @@ async def test_a_process_escaping_the_workers_group__bwrap_ends_it__process_mode
     marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
     async with attacker(mode, OUTLIVE_CODE, ["escape_group"]) as rt:
         assert await call(rt, "escape_group", {"marker": marker}) == {"started": True}
+        deadline = time.monotonic() + 10
+        while not processes_with(marker) and time.monotonic() < deadline:
+            await anyio.sleep(0.05)  # it may not have reached its exec yet
         assert processes_with(marker)  # running while the runtime is open
     deadline = time.monotonic() + 10
     while processes_with(marker) and mode == "bwrap" and time.monotonic() < deadline:
