@@ -467,8 +467,13 @@ async def test_a_worker_gets_no_environment_but_the_variables_listed(
         await rt.publish(evil(), channel="custom")
         await rt.install("evil-inst", "evil")
         env = await call(rt, "environ")
+        [worker] = note_workers(rt)
+        with open(f"/proc/{worker}/cmdline", "rb") as handle:  # what `ps` shows every user
+            command_line = handle.read()
     assert "PACKRUN_TEST_HOST_SECRET" not in env
     assert env.get("PACKRUN_TEST_PASSED") == "passed-on"
+    assert set(env) <= {"PACKRUN_TEST_PASSED", "LC_CTYPE", "PWD"}  # PWD: bubblewrap's --chdir
+    assert b"passed-on" not in command_line
     assert "env-secret-4321" not in str(env)
 
 
@@ -853,6 +858,7 @@ def test_bad_sandbox_options_are_invalid_argument(kwargs: dict[str, Any], what: 
     "limits",
     [
         {"memory_bytes": 0},
+        {"tmp_bytes": 0},
         {"call_timeout": -1},
         {"workers": True},
         {"env": "HOME"},
@@ -1057,3 +1063,448 @@ def test_a_bad_timeout_s_or_network_is_invalid_manifest(doc: dict[str, Any], pat
     with pytest.raises(packrun.InvalidManifest) as caught:
         packrun.decode_manifest({"id": "a", "version": "1.0.0", **doc})
     assert path in str(caught.value)
+
+
+# --- attacks on the sandbox itself ------------------------------------------------------------------
+
+
+def attack_bundle(code: str, tools: list[str], **manifest: Any) -> bytes:
+    """A bundle ``evil`` whose code/__init__.py is ``code``, declaring ``tools``."""
+    doc: dict[str, Any] = {
+        "id": "evil",
+        "version": "1.0.0",
+        "contract": 2,
+        "auth": {"mode": "api_key"},
+        "tools": [{"id": t} for t in tools],
+        **manifest,
+    }
+    return bundle_bytes(packrun.decode_manifest(doc), {"__init__.py": code.encode()})
+
+
+@contextlib.asynccontextmanager
+async def attacker(
+    mode: SandboxMode, code: str, tools: list[str], limits: SandboxLimits = LIMITS
+) -> AsyncIterator[Runtime]:
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as runtime:
+        await runtime.publish(attack_bundle(code, tools), channel="custom")
+        await runtime.install("evil-inst", "evil")
+        yield runtime
+    assert_gone(runtime_pids(runtime))
+
+
+ESCAPE_CODE = r"""
+import ctypes
+import os
+import stat
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("escape")
+def escape(ctx, input):
+    out = {"id": [os.getuid(), os.geteuid(), os.getgid()]}
+    with open("/proc/self/status") as handle:
+        out["caps"] = {
+            k: int(v, 16) for k, v in (l.split(":") for l in handle if l.startswith("Cap"))
+        }
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.mkdir("d")  # in its private working folder
+    rc = libc.mount(b"none", b"d", b"tmpfs", 0, None)
+    out["mount"] = [rc, os.strerror(ctypes.get_errno())]
+    try:
+        os.mknod("vda", stat.S_IFBLK | 0o600, os.makedev(254, 0))
+        out["mknod"] = "made"
+    except OSError as exc:
+        out["mknod"] = exc.strerror
+    out["mount_proc"] = libc.mount(b"proc", b"d", b"proc", 0, None)
+    out["chroot"] = libc.chroot(b".")
+    return out
+"""
+
+
+async def test_a_worker_has_no_capability_and_cannot_mknod_or_mount(mode: SandboxMode) -> None:
+    async with attacker(mode, ESCAPE_CODE, ["escape"]) as rt:
+        out = await call(rt, "escape")
+    if mode == "bwrap":
+        assert out["id"] == [65534, 65534, 65534]  # nobody, whoever the host runs as
+    else:  # the executor's user (root too), without a capability
+        assert out["id"] == [os.getuid(), os.geteuid(), os.getgid()]
+    assert set(out["caps"].values()) == {0}, out["caps"]  # CapEff, CapPrm, CapBnd, ...: none
+    assert out["mount"] == [-1, "Operation not permitted"]
+    assert out["mknod"] == "Operation not permitted"
+    assert out["mount_proc"] == -1
+    assert out["chroot"] == -1
+
+
+FLOOD_CODE = r"""
+import os
+import socket
+import struct
+import sys
+import time
+
+import msgspec
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("flood")
+def flood(ctx, input):
+    # Frames the host reads and passes over (a log record of a call that is not running), written
+    # straight to the channel as fast as the worker can.
+    body = msgspec.msgpack.encode(["log", 999999, 0, "x"])
+    chunk = (struct.pack(">I", len(body)) + body) * (1 << 14)
+    channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
+    channel.setblocking(True)
+    try:  # a big send buffer: the host never finds the channel empty
+        channel.setsockopt(socket.SOL_SOCKET, 32, 64 << 20)  # SO_SNDBUFFORCE
+    except OSError:
+        channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 20)
+    end = time.monotonic() + input["seconds"]
+    while time.monotonic() < end:
+        channel.sendall(chunk)
+    return {"flooded": True}
+
+
+@integration.tool("chatty")
+def chatty(ctx, input):
+    for n in range(input["records"]):
+        ctx.logger.warning("record %d", n)
+    return {"logged": input["records"]}
+"""
+
+
+async def test_a_worker_flooding_its_channel_still_times_out_and_the_host_loop_runs(
+    mode: SandboxMode,
+) -> None:
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, call_timeout=1)
+    ticks = 0
+    done = anyio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with attacker(mode, FLOOD_CODE, ["flood", "chatty"], limits) as rt:
+        await call(rt, "chatty", {"records": 0})  # a warm worker
+        before = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            await anyio.sleep(0.05)
+            before = ticks
+            with pytest.raises(ToolTimeout):
+                await call(rt, "flood", {"seconds": 8})
+            during = ticks - before
+            done.set()
+    assert during > 0  # the loop kept running while the frames poured in
+
+
+async def test_a_tool_logging_without_end_gets_its_first_records_relayed_and_one_warning(
+    mode: SandboxMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with attacker(mode, FLOOD_CODE, ["flood", "chatty"]) as rt:
+        with caplog.at_level(logging.INFO, logger="packrun"):
+            assert await call(rt, "chatty", {"records": 3000}) == {"logged": 3000}
+    relayed = [r for r in caplog.records if r.name == "packrun.tools.evil"]
+    assert len(relayed) == packrun._dispatch._host._LOG_RECORDS
+    assert relayed[-1].getMessage() == f"record {packrun._dispatch._host._LOG_RECORDS - 1}"
+    warned = [r for r in caplog.records if "records are dropped" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'chatty' of evil 1.0.0" in warned[0].getMessage()
+
+
+FRAMES_CODE = r"""
+import os
+import socket
+import struct
+import sys
+import time
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+def raw(data):
+    channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
+    channel.sendall(data)
+    channel.close()
+
+
+@integration.tool("deep")
+def deep(ctx, input):
+    # An answer to this call nested 5,000 lists deep: the host cannot decode it.
+    body = b"\x93\xa4done" + bytes([input["id"]]) + b"\x91" * 5000 + b"\xc0"
+    raw(struct.pack(">I", len(body)) + body)
+    time.sleep(30)
+
+
+@integration.tool("pid")
+def pid(ctx, input):
+    return {"pid": os.getpid(), "ppid": os.getppid()}
+"""
+
+
+async def test_a_frame_too_deep_to_decode_is_sandbox_crashed_and_its_worker_is_not_reused(
+    mode: SandboxMode,
+) -> None:
+    async with (
+        attacker(mode, FRAMES_CODE, ["deep", "pid"]) as rt,
+        rt.run("evil-inst", auth=KEY) as run,
+    ):
+        await run.call("pid", {})
+        worker = note_workers(rt)
+        with pytest.raises(SandboxCrashed, match="malformed message") as caught:
+            await run.call("deep", {"id": 2})
+        assert "RecursionError" in caught.value.cause
+        assert not any(alive(p) for p in worker)  # killed, not back in the pool
+        await run.call("pid", {})
+        assert note_workers(rt) != worker  # a new worker serves the next call
+
+
+TEXT_CODE = r"""
+from packrun.sdk import Integration, ToolError
+
+integration = Integration("evil")
+
+
+@integration.tool("forge")
+def forge(ctx, input):
+    ctx.logger.warning("ok\r\x1b[2K2026-01-01 INFO packrun: all good\x00\u2028" + "L" * 100_000)
+    ctx.logger.warning("two\nlines\tkept")
+    if input.get("tool_error"):
+        raise ToolError("c" * 1000 + "\x1b", "M" * 100_000)
+    raise ValueError("\x1b]0;pwned\x07" + "E" * 100_000)
+"""
+
+
+async def test_a_workers_text_reaches_the_host_cut_and_with_control_characters_escaped(
+    mode: SandboxMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with attacker(mode, TEXT_CODE, ["forge"]) as rt:
+        with caplog.at_level(logging.INFO, logger="packrun.tools.evil"):
+            with pytest.raises(ToolFailed) as raised:
+                await call(rt, "forge")
+            with pytest.raises(ToolFailed) as coded:
+                await call(rt, "forge", {"tool_error": True})
+    records = [r.getMessage() for r in caplog.records if r.name == "packrun.tools.evil"]
+    forged, kept = records[0], records[1]
+    assert forged.startswith("ok\\x0d\\x1b[2K2026-01-01 INFO packrun: all good\\x00\\u2028LLL")
+    assert forged.endswith("L… (95946 characters cut)")  # 100,046 characters, 4,096 kept
+    assert len(forged) < 4200
+    assert kept == "two\nlines\tkept"
+    message = str(raised.value)
+    assert "\\x1b]0;pwned\\x07EEE" in message
+    assert "\x1b" not in message
+    assert "characters cut)" in message
+    assert len(message) < 4400
+    assert len(coded.value.tool_code) < 230
+    assert coded.value.tool_code.endswith("characters cut)")
+    assert str(coded.value).count("M") < 4200
+
+
+SNOOP_CODE = r"""
+import os
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("snoop")
+def snoop(ctx, input):
+    out = {}
+    for name, pid in input["pids"].items():
+        for what in ("environ", "mem"):
+            try:
+                with open(f"/proc/{pid}/{what}", "rb", 0) as handle:
+                    handle.read(1)
+                out[f"{name} {what}"] = "read"
+            except OSError as exc:
+                out[f"{name} {what}"] = type(exc).__name__
+    with open("/proc/self/status") as handle:
+        out["caps"] = sorted({l.split()[1] for l in handle if l.startswith(("CapEff", "CapPrm", "CapBnd"))})
+    return out
+"""
+
+
+async def test_a_worker_cannot_read_the_hosts_or_another_workers_memory_or_environment(
+    mode: SandboxMode,
+) -> None:
+    async with attacker(mode, SNOOP_CODE, ["snoop"]) as rt:
+        await rt.publish(victim(), channel="custom")
+        await rt.install("victim-inst", "victim")
+        victim_run = rt.run("victim-inst", auth=Auth.api_key("VICTIM-key-0123"))
+        async with victim_run as other, anyio.create_task_group() as tg:
+            tg.start_soon(other.call, "hold", {"s": 2})
+            while not rt.sandbox_workers:
+                await anyio.sleep(0.01)
+            held = note_workers(rt)
+            pids = {"host": os.getpid(), "worker": held[0]}
+            out = await call(rt, "snoop", {"pids": pids})
+    # process mode: the same user, but the host and every worker are not dumpable, and a worker
+    # started by root has no capability left (CAP_SYS_PTRACE would open them all)
+    gone = "PermissionError" if mode == "process" else "FileNotFoundError"  # bwrap: no such pid
+    caps = out.pop("caps")
+    assert out == {
+        "host environ": gone,
+        "host mem": gone,
+        "worker environ": gone,
+        "worker mem": gone,
+    }
+    assert caps == ["0000000000000000"]
+
+
+FILL_CODE = r"""
+import os
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("fill")
+def fill(ctx, input):
+    written = 0
+    try:
+        for n in range(input["files"]):
+            with open(os.path.join(input["folder"], f"fill-{n}"), "wb") as handle:
+                handle.write(b"x" * input["size"])
+            written += input["size"]
+    except OSError as exc:
+        return {"written": written, "error": exc.strerror}
+    return {"written": written}
+"""
+
+
+async def test_a_bwrap_workers_tmp_and_working_folder_are_bounded_by_tmp_bytes() -> None:
+    if not HAVE_BWRAP:
+        pytest.fail("CI runs the sandbox tests with bubblewrap: install it (Debian: bubblewrap)")
+    limits = SandboxLimits(tmp_bytes=2 * MIB, file_bytes=1 * MIB, load_timeout=20)
+    async with attacker("bwrap", FILL_CODE, ["fill"], limits) as rt:
+        tmp = await call(rt, "fill", {"folder": "/tmp", "files": 100, "size": 512 * 1024})
+        cwd = await call(rt, "fill", {"folder": ".", "files": 100, "size": 512 * 1024})
+    for out in (tmp, cwd):  # many files, each under file_bytes: the folder's size stops them
+        assert out["error"] == "No space left on device"
+        assert out["written"] <= 2 * MIB
+
+
+CRASH_CODE = r"""
+import os
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("die_of_memory")
+def die_of_memory(ctx, input):
+    # how an interpreter that ran out of memory outside a tool's own code ends
+    os.write(2, b"Traceback (most recent call last):\nMemoryError\n")
+    os._exit(1)
+"""
+
+
+async def test_the_crash_cause_is_read_from_the_workers_stderr_before_its_folder_is_removed(
+    mode: SandboxMode,
+) -> None:
+    async with attacker(mode, CRASH_CODE, ["die_of_memory"]) as rt:
+        with pytest.raises(SandboxCrashed) as caught:
+            await call(rt, "die_of_memory")
+    assert caught.value.cause.startswith("memory limit reached (256 MiB)")
+
+
+OUTLIVE_CODE = r"""
+import os
+import sys
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("escape_group")
+def escape_group(ctx, input):
+    pid = os.fork()
+    if pid == 0:  # a session of its own, then orphaned: out of the worker's process group
+        os.setsid()
+        if os.fork() == 0:
+            code = "import time; time.sleep(60)"
+            os.execv(sys.executable, [sys.executable, "-c", code, input["marker"]])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return {"started": True}
+"""
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+async def test_a_process_escaping_the_workers_group__bwrap_ends_it__process_mode_does_not(
+    mode: SandboxMode,
+) -> None:
+    marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
+    async with attacker(mode, OUTLIVE_CODE, ["escape_group"]) as rt:
+        assert await call(rt, "escape_group", {"marker": marker}) == {"started": True}
+        deadline = time.monotonic() + 10
+        while not processes_with(marker) and time.monotonic() < deadline:
+            await anyio.sleep(0.05)  # it may not have reached its exec yet
+        assert processes_with(marker)  # running while the runtime is open
+    deadline = time.monotonic() + 10
+    while processes_with(marker) and mode == "bwrap" and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    left = [p for p in processes_with(marker) if alive(p)]
+    try:
+        if mode == "bwrap":  # the pid namespace ends with the worker, and all in it
+            assert left == []
+        else:  # documented: without cgroups, a process in a session of its own outlives the worker
+            assert len(left) == 1
+    finally:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+FORGE_CODE = r"""
+import os
+import struct
+import sys
+
+import msgspec
+
+# Answer the load check before the import has finished, then fail the import.
+body = msgspec.msgpack.encode(["loaded", 2, None, ["t"]])
+os.write(int(sys.argv[2]), struct.pack(">I", len(body)) + body)
+raise SystemExit("this import never finishes")
+"""
+
+
+async def test_a_bundle_forging_its_load_answer_passes_publish_but_none_of_its_calls_run(
+    mode: SandboxMode,
+) -> None:
+    # Documented limit: the check at publish runs the bundle's own code in the worker, which can
+    # answer for it. The check is a quality gate; containment does not depend on it.
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=LIMITS) as rt:
+        await rt.publish(import_bundle(FORGE_CODE), channel="custom")
+        await rt.install("bad-inst", "bad")
+        for _ in range(2):
+            with pytest.raises(SandboxCrashed, match="answered its load again"):
+                await rt.call("bad-inst", "t", {}, auth=KEY)
+        note_workers(rt)
+    assert_gone(runtime_pids(rt))

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
 from packrun._adapters import STEPS, Dispatcher
+from packrun._auth import Auth
 from packrun._bundle import Bundle
 from packrun._contract import CURRENT_GENERATION, check_generation
 from packrun._dispatch._protocol import (
@@ -55,6 +57,32 @@ logger = logging.getLogger("packrun")
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(FromWorker)
 _FRAME_SLACK = 64 * 1024  # what a frame may hold besides the output
+_TEXT_CHARS = 4096
+"""Characters of a worker's text (a log record, an error message or code) the host keeps."""
+_CONTROLS = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+    if c not in (0x09, 0x0A)
+}
+_LOG_RECORDS = 1000
+"""Log records of one call relayed to the host's logger; later ones are dropped (one warning says
+so), so a worker cannot flood the host's logs."""
+
+
+def _text(text: str, auth: Auth | None = None, limit: int = _TEXT_CHARS) -> str:
+    """A worker's ``text`` fit for the host's logs and errors: ``auth``'s credentials redacted
+    (before it is cut, so no part of one is left), at most ``limit`` characters (saying how many
+    were cut) and every control character but newline and tab escaped (``\\x1b``), so a record
+    cannot forge other lines or drive a terminal."""
+    if auth is not None:
+        from packrun._runs import scrub  # not at the top: _runs imports the stores, which import us
+
+        text = scrub(text, auth)
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    text = text.translate(_CONTROLS)
+    return f"{text}… ({cut} characters cut)" if cut > 0 else text
 
 
 class _Died(Exception):
@@ -117,11 +145,9 @@ class _Worker:
             await self._fill(HEADER.size + size)
             body = bytes(self._buffer[HEADER.size : HEADER.size + size])
             del self._buffer[: HEADER.size + size]
-            return _DECODER.decode(body)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise _Died("its channel closed") from exc
-        except msgspec.DecodeError as exc:
-            raise _Died(f"it sent a malformed message ({exc})") from exc
+        return _decode(body)
 
     def next_id(self) -> int:
         self._next_id += 1
@@ -210,7 +236,7 @@ class WorkerPool:
             ) from None
         except _Died as exc:
             await anyio.to_thread.run_sync(worker.process.wait_exit, 1.0)
-            said = worker.process.stderr_tail(400).strip()
+            said = _text(worker.process.stderr_tail(400).strip())
             cause = await self._discard(worker)
             raise SandboxUnavailable(
                 self.mode,
@@ -222,7 +248,7 @@ class WorkerPool:
             raise
         if isinstance(reply, LoadFailed):
             await self._discard(worker)
-            raise InvalidBundle(f"{source.pack} {source.version}", reply.message)
+            raise InvalidBundle(f"{source.pack} {source.version}", _text(reply.message))
         if not isinstance(reply, Loaded):
             await self._discard(worker)
             raise SandboxUnavailable(self.mode, f"a worker answered a load with {reply!r}")
@@ -334,14 +360,29 @@ class WorkerPool:
         try:
             with anyio.fail_after(timeout):
                 await worker.send_bytes(data)
+                logs = 0
                 while True:
                     reply = await worker.receive(limit)
-                    if isinstance(reply, Log):
-                        if reply.id == call_id:
-                            ctx.logger.log(reply.level, reply.message)
-                        continue
                     if isinstance(reply, Done | Failed) and reply.id == call_id:
                         break
+                    if isinstance(reply, Loaded | LoadFailed):  # a load answered twice: forged
+                        raise _Died("it answered its load again, during a call")
+                    # Anything else (a log record, a stray frame): let the loop run between them,
+                    # or a worker writing frames as fast as it can would starve it, deadline included.
+                    await anyio.lowlevel.checkpoint()
+                    if isinstance(reply, Log) and reply.id == call_id:
+                        logs += 1
+                        if logs <= _LOG_RECORDS:
+                            ctx.logger.log(reply.level, _text(reply.message, auth))
+                        elif logs == _LOG_RECORDS + 1:
+                            logger.warning(
+                                "tool %r of %s %s logged more than %d records in one call; "
+                                "the rest of this call's records are dropped",
+                                tool,
+                                source.pack,
+                                source.version,
+                                _LOG_RECORDS,
+                            )
         except TimeoutError:
             worker.kill()
             raise ToolTimeout(source.pack, source.version, tool, timeout) from None
@@ -354,7 +395,7 @@ class WorkerPool:
             raise
         if isinstance(reply, Done):
             return reply.output
-        return await self._failure(worker, source, tool, reply)
+        return await self._failure(worker, source, tool, reply, auth)
 
     async def _finish(self, worker: _Worker) -> str:
         return await worker.finish(self.limits)  # _release then discards it from the pool
@@ -368,10 +409,15 @@ class WorkerPool:
                     reply = await worker.receive(self.limits.output_bytes + _FRAME_SLACK)
                     if isinstance(reply, Done | Failed) and reply.id == call_id:
                         return
+                    await anyio.lowlevel.checkpoint()
         except (TimeoutError, _Died):
             worker.kill()
 
-    async def _failure(self, worker: _Worker, source: _Source, tool: str, reply: Failed) -> Any:
+    async def _failure(
+        self, worker: _Worker, source: _Source, tool: str, reply: Failed, auth: Auth
+    ) -> Any:
+        code, message = _text(reply.code, auth, 200), _text(reply.message, auth)
+        reply = Failed(reply.id, reply.kind, code, message)
         if reply.kind == "tool_error":
             raise ToolError(reply.code, reply.message)
         if reply.kind == "exception":
@@ -501,7 +547,7 @@ def check_code(
         process.kill()
         process.reap()
     if isinstance(reply, LoadFailed):
-        raise InvalidBundle(bundle.source, reply.message)
+        raise InvalidBundle(bundle.source, _text(reply.message))
     if not isinstance(reply, Loaded):
         raise InvalidBundle(bundle.source, "its sandbox worker answered the check with nonsense")
     _checked.add(memo)
@@ -530,7 +576,13 @@ def _receive_blocking(sock: socket.socket, deadline: float) -> FromWorker:
     (size,) = HEADER.unpack(exactly(HEADER.size))
     if size > _FRAME_SLACK:
         raise _Died("oversized answer")
+    return _decode(exactly(size))
+
+
+def _decode(body: bytes) -> FromWorker:
+    """A frame's message; anything that is not one (malformed, nested too deep to decode, of the
+    wrong shape) is a protocol violation: the worker is treated as dead."""
     try:
-        return _DECODER.decode(exactly(size))
-    except msgspec.DecodeError as exc:
-        raise _Died("malformed answer") from exc
+        return _DECODER.decode(body)
+    except (msgspec.MsgspecError, RecursionError, ValueError, TypeError, MemoryError) as exc:
+        raise _Died(f"it sent a malformed message ({type(exc).__name__})") from None

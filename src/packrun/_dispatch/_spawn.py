@@ -5,13 +5,15 @@ never a fork of the host, whose memory holds other runs' credentials. It gets an
 but for the variables the operator lists, a private empty working folder, no file descriptors but
 its end of a socketpair (and its stderr, a file in that folder), its own process group (session),
 resource limits it applies in its first lines, and death with the host. With bubblewrap it also
-gets its own pid, ipc, uts (and, for a manifest with ``"network": false``, network) namespaces and
+runs as nobody (65534) in a user namespace of its own with no capability, and gets its own pid,
+ipc, uts, cgroup (and, for a manifest with ``"network": false``, network) namespaces and
 a read-only view of the Python runtime only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -40,6 +42,7 @@ __all__ = [
 SandboxMode: TypeAlias = Literal["process", "bwrap", "auto"]
 SANDBOX_MODES: Final = ("auto", "bwrap", "process")
 _MIB = 1024 * 1024
+_NOBODY: Final = 65534
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class SandboxLimits:
     """Open file descriptors of a worker (``RLIMIT_NOFILE``)."""
     file_bytes: int = 16 * _MIB
     """Largest file a worker may write (``RLIMIT_FSIZE``)."""
+    tmp_bytes: int = 64 * _MIB
+    """Size of each of a ``bwrap`` worker's in-memory folders (``/tmp`` and its working folder)."""
     call_timeout: float = 30.0
     """Deadline of a call when the tool's manifest sets no ``timeout_s``."""
     load_timeout: float = 30.0
@@ -78,7 +83,14 @@ class SandboxLimits:
     """Names of the host's environment variables passed to workers (none by default)."""
 
     def __post_init__(self) -> None:
-        for name in ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes"):
+        for name in (
+            "memory_bytes",
+            "cpu_seconds",
+            "open_files",
+            "file_bytes",
+            "tmp_bytes",
+            "output_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"sandbox limit {name}", value, ["an integer of 1 or more"])
@@ -135,9 +147,17 @@ def _runtime_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p))
 
 
-def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
+def _bwrap_args(bwrap: str, network: bool, tmp_bytes: int) -> list[str]:
     args = [
         bwrap,
+        "--unshare-user",  # uid 0 of the host is nobody (65534) in there, with no capability
+        "--uid",
+        str(_NOBODY),
+        "--gid",
+        str(_NOBODY),
+        "--cap-drop",
+        "ALL",
+        "--new-session",  # no TIOCSTI on a terminal it might share
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
@@ -149,14 +169,17 @@ def _bwrap_args(bwrap: str, network: bool, workdir: str) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        "--size",  # a tmpfs takes the host's memory: bounded
+        str(tmp_bytes),
         "--tmpfs",
         "/tmp",
+        "--size",
+        str(tmp_bytes),
         "--tmpfs",
         "/packrun-worker",  # its working folder: private, empty, whatever is bound under /tmp
         "--chdir",
         "/packrun-worker",
-        "--clearenv",
-    ]
+    ]  # its environment is bubblewrap's own: only the variables listed (never on its command line)
     if not network:
         args.append("--unshare-net")
     for path in _runtime_paths():
@@ -175,6 +198,8 @@ class Process:
     sock: socket.socket
     workdir: str
     mode: str
+    said: str | None = None
+    """The end of its stderr, kept when its folder is removed."""
 
     @property
     def pid(self) -> int:
@@ -195,10 +220,14 @@ class Process:
     def reap(self) -> int:
         """Wait for the killed worker (no zombie is left) and remove its folder; its status."""
         status = self.popen.wait()
+        if self.said is None:
+            self.said = self.stderr_tail()  # the cause is read after the folder is gone
         shutil.rmtree(self.workdir, ignore_errors=True)
         return status
 
     def stderr_tail(self, size: int = 2000) -> str:
+        if self.said is not None:
+            return self.said[-size:]
         try:
             with open(os.path.join(self.workdir, "stderr"), "rb") as handle:
                 handle.seek(0, os.SEEK_END)
@@ -226,8 +255,24 @@ class Process:
         return f"exited with status {status}"
 
 
+_undumpable = False
+
+
+def _make_host_undumpable() -> None:
+    """Once a host starts workers, a process of its user (a worker in ``process`` mode) cannot
+    read its memory or environment through ``/proc/<pid>/mem`` and ``environ``
+    (``PR_SET_DUMPABLE`` 0: the executor's process also writes no core dump). Linux only."""
+    global _undumpable
+    if _undumpable:
+        return
+    _undumpable = True
+    with contextlib.suppress(OSError, AttributeError):  # not Linux
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
 def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
     """Start a worker. Raises :class:`~packrun.errors.SandboxUnavailable` when it cannot start."""
+    _make_host_undumpable()
     actual = effective_mode(mode)
     host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     workdir = tempfile.mkdtemp(prefix="packrun-worker-")
@@ -257,11 +302,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
                 mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
             )
         command_inner = command
-        command = [*_bwrap_args(bwrap, network, workdir)]
-        for name, value in env.items():
-            command += ["--setenv", name, value]
-        command += ["--", *command_inner[:-1], "0"]
-        env = {}
+        command = [*_bwrap_args(bwrap, network, limits.tmp_bytes), "--", *command_inner[:-1], "0"]
     try:
         with open(os.path.join(workdir, "stderr"), "wb") as stderr:
             popen = subprocess.Popen(
