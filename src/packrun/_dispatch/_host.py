@@ -40,6 +40,7 @@ from packrun._dispatch._protocol import (
     frame,
 )
 from packrun._dispatch._spawn import Process, SandboxLimits, effective_mode, spawn
+from packrun._redact import Redactor
 from packrun.errors import (
     InvalidArgument,
     InvalidBundle,
@@ -75,9 +76,7 @@ def _text(text: str, auth: Auth | None = None, limit: int = _TEXT_CHARS) -> str:
     were cut) and every control character but newline and tab escaped (``\\x1b``), so a record
     cannot forge other lines or drive a terminal."""
     if auth is not None:
-        from packrun._runs import scrub  # not at the top: _runs imports the stores, which import us
-
-        text = scrub(text, auth)
+        text = Redactor(auth).text(text)
     cut = len(text) - limit
     if cut > 0:
         text = text[:limit]
