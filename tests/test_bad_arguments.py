@@ -386,7 +386,15 @@ SANDBOX_LIMITS = Case(
     lambda w, **a: packrun.SandboxLimits(**a),
     {
         **dict.fromkeys(
-            ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes"), 1 << 20
+            (
+                "memory_bytes",
+                "cpu_seconds",
+                "open_files",
+                "file_bytes",
+                "output_bytes",
+                "tmp_bytes",
+            ),
+            1 << 20,
         ),
         **dict.fromkeys(("workers_per_digest", "workers", "max_calls"), 4),
         **dict.fromkeys(("call_timeout", "load_timeout", "cancel_grace", "idle_timeout"), 5.0),
@@ -400,6 +408,7 @@ SANDBOX_LIMITS = Case(
                 "open_files",
                 "file_bytes",
                 "output_bytes",
+                "tmp_bytes",
                 "workers_per_digest",
                 "workers",
                 "max_calls",
