@@ -247,6 +247,9 @@ def shop(version: str = "1.0.0") -> bytes:
 
 
 async def open_shop(**modes: Any) -> AsyncIterator[Runtime]:
+    # In-process, so that the tests can read what the tools were called with; the checks are the
+    # host's either way (test_checks__through_the_sandbox__hold_the_same).
+    modes.setdefault("in_process", {"vendor", "custom"})
     async with packrun.open_runtime("memory:", **modes) as rt:
         await rt.publish(shop())
         await rt.install("shop-prod", "shop")
@@ -293,6 +296,21 @@ async def test_defaults__a_bad_input_is_refused_before_the_tool_runs(rt: Runtime
     assert "ran" in marks
     assert "refused" not in marks
     assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 3, 2, 0)
+
+
+async def test_checks__through_the_sandbox__hold_the_same() -> None:
+    async for rt in open_shop(in_process=frozenset()):
+        assert not rt.in_process
+        async with rt.run("shop-prod") as run:
+            assert await run.call("create_order", {"quantity": 2}) == {
+                "order_id": "o-1",
+                "total": 12.5,
+            }
+            with pytest.raises(InvalidInput) as exc:
+                await run.call("create_order", {"quantity": 0, "email": "ann"})
+        assert [p.path for p in exc.value.problems] == ["$.quantity", "$.email"]
+        assert not rt._dispatchers  # nothing of the bundle was imported here
+        assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 2, 1, 0)
 
 
 async def test_defaults__a_bad_output_is_returned_counted_and_logged(
