@@ -28,6 +28,9 @@ from packrun._reauth import missing_auth
 
 # --- what a run's credentials lack ---------------------------------------------------------------
 
+# The tools of these tests write into the test's folder, which a sandbox worker cannot see: the
+# auth check runs in the host before any dispatch, so in-process is what these tests need.
+TRUSTED = frozenset({"vendor", "custom"})
 KEY = {"mode": "api_key", "credential_fields": [{"name": "key"}]}
 KEY_AND_REGION = {
     "mode": "api_key",
@@ -112,7 +115,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
-    async with packrun.open_runtime(f"sqlite:///{tmp_path / 'state.db'}") as runtime:
+    async with packrun.open_runtime(
+        f"sqlite:///{tmp_path / 'state.db'}", in_process=TRUSTED
+    ) as runtime:
         for version in AUTHS:
             await runtime.publish(svc(version, tmp_path))
         await runtime.install("svc-prod", "svc", "1.0.0")
@@ -176,7 +181,7 @@ async def test_a_rollback_across_an_auth_change__needs_reauth(rt: Runtime) -> No
 
 
 async def test_an_auto_policy__never_moves_into_needs_reauth(tmp_path: Path) -> None:
-    async with packrun.open_runtime("memory:") as rt:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
         await rt.publish(svc("1.0.0", tmp_path))
         await rt.install("svc-prod", "svc", "1.0.0", policy="auto_minor")
         await rt.publish(svc("1.1.0", tmp_path))  # needs a region credential too
@@ -225,7 +230,7 @@ def _row(bundle: packrun.Bundle) -> packrun.CatalogEntry:
 async def test_check_auth_warn_or_off__lets_the_run_through(
     tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with packrun.open_runtime("memory:", check_auth=mode) as rt:  # type: ignore[arg-type]
+    async with packrun.open_runtime("memory:", check_auth=mode, in_process=TRUSTED) as rt:  # type: ignore[arg-type]
         await rt.publish(svc("2.0.0", tmp_path))
         await rt.install("svc-prod", "svc")
         with caplog.at_level(logging.WARNING, logger="packrun"):
@@ -249,7 +254,7 @@ def test_status__says_which_installations_need_reauth(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
 
     async def setup() -> None:
-        async with packrun.open_runtime(url) as rt:
+        async with packrun.open_runtime(url, in_process=TRUSTED) as rt:
             for version in ("1.0.0", "2.0.0"):
                 await rt.publish(svc(version, tmp_path))
             await rt.install("svc-prod", "svc", "1.0.0")
@@ -271,7 +276,7 @@ def test_explain_and_review_json__carry_needs_reauth(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
 
     async def setup() -> None:
-        async with packrun.open_runtime(url) as rt:
+        async with packrun.open_runtime(url, in_process=TRUSTED) as rt:
             for version in ("1.0.0", "2.0.0"):
                 await rt.publish(svc(version, tmp_path))
             await rt.install("svc-prod", "svc", "1.0.0")
