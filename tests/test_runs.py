@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -887,6 +888,46 @@ async def test_stats_count_runs_started_and_in_flight(rt: Runtime) -> None:
     stats = rt.stats()
     assert (stats.runs_started, stats.runs_in_flight) == (5, 0)
     assert stats.adapter_runs == {}
+
+
+async def test_run_ids_made_by_runtimes_are_unique_across_runtimes_on_one_store(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    seen: list[str] = []
+    async with (
+        packrun.open_runtime(url, in_process=TRUSTED) as one,
+        packrun.open_runtime(url, in_process=TRUSTED) as two,
+    ):
+        await setup_probe(one, "1.0.0")
+        await two.refresh()
+        for runtime in (one, two, one, two):
+            for _ in range(3):
+                async with runtime.run("inst") as run:
+                    seen.append(run.run_id)
+                    assert not run.resumed
+    assert len(set(seen)) == len(seen) == 12
+    for run_id in seen:
+        assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", run_id), run_id
+    assert len({run_id.partition("-")[0] for run_id in seen}) == 2  # one prefix a runtime
+
+
+def test_the_runs_module_does_not_import_the_runtime() -> None:
+    import ast
+
+    import packrun._runs
+
+    tree = ast.parse(Path(packrun._runs.__file__).read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert "packrun._runtime" not in imported
+    assert "packrun._tracker" not in imported
 
 
 # --- 6. credentials --------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 A :class:`Run` holds its binding, its tool dispatcher and its context; every :meth:`Run.call` goes
 straight to the bound bundle's tool, whatever happens to pins meanwhile. Its bookkeeping (the
-durable binding, in-flight counts, leases) belongs to the runtime, which starts and ends runs
-through :class:`RunScope`.
+durable binding, in-flight counts, leases) belongs to the runtime's run tracker; a
+:class:`RunScope` starts and ends a run through its :class:`RunOwner` (the runtime).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -27,10 +27,7 @@ from packrun._stores import RunRecord
 from packrun.errors import InvalidArgument, NotFound, ToolFailed
 from packrun.sdk import ToolContext, ToolError
 
-if TYPE_CHECKING:
-    from packrun._runtime import Runtime
-
-__all__ = ["Run", "RunScope", "RuntimeStats"]
+__all__ = ["Run", "RunOwner", "RunScope", "RuntimeStats"]
 
 
 class Run:
@@ -226,6 +223,16 @@ def _really_cancelled() -> bool:
     return task is None or task.cancelling() > 0
 
 
+class RunOwner(Protocol):
+    """What starts and ends runs for a :class:`RunScope` (the runtime)."""
+
+    async def _start_run(
+        self, installation_id: str, run_id: str | None, workflow_id: str | None, auth: Auth
+    ) -> Run: ...
+
+    def _end_run(self, run: Run) -> None: ...
+
+
 class RunScope:
     """``async with rt.run(...) as run``: starts the run on entry and ends it on exit, however the
     body leaves (normally, by an exception, or cancelled)."""
@@ -234,7 +241,7 @@ class RunScope:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: RunOwner,
         installation_id: str,
         run_id: str | None,
         workflow_id: str | None,

@@ -14,7 +14,6 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Collection, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -103,7 +102,6 @@ from packrun._stores import (
     Policy,
     RunRecord,
     Settings,
-    StartedRun,
     Store,
     Update,
     WorkflowTools,
@@ -111,6 +109,7 @@ from packrun._stores import (
     open_store,
     stream_settings,
 )
+from packrun._tracker import RunTracker
 from packrun._versions import Version, version_key
 from packrun.errors import (
     BreakingDiff,
@@ -286,21 +285,8 @@ def _log_pin_move(pack_id: str, event: PinEvent, held: Installation | None = Non
     )
 
 
-_END_BATCH_SECONDS = 0.005
-_END_RETRY_SECONDS = 1.0  # between attempts to write ends while the store is away
-_HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
 _NO_AUTH = Auth.none()
 _WARN_EVERY_SECONDS = 60.0  # per kind of warning
-
-
-class _StartWaiter:
-    __slots__ = ("done", "error", "record", "result")
-
-    def __init__(self, record: RunRecord) -> None:
-        self.record = record
-        self.done = anyio.Event()
-        self.result: StartedRun | None = None
-        self.error: BaseException | None = None
 
 
 class Runtime:
@@ -393,24 +379,13 @@ class Runtime:
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         """The limits sandbox workers run under."""
         self._pool = WorkerPool(sandbox, self.sandbox_limits, self.generations)
-        self._runs: dict[str, Run] = {}
-        self._by_version: Counter[tuple[str, str]] = Counter()
-        self._by_installation: Counter[str] = Counter()
-        self._remote: list[LiveRun] = []
-        self._runs_started = 0
+        self._tracker = RunTracker(store, self.owner, lease_ttl, self._warn)
         self._catch_up_reads = 0
-        self._adapter_runs: Counter[tuple[str, str, str]] = Counter()
-        self._adapter_warned: dict[tuple[str, str], float] = {}
         self._diffs: dict[tuple[object, ...], DiffReport] = {}
         self._usage: dict[str, WorkflowTools] = {}
-        self._pending_starts: list[_StartWaiter] = []
-        self._starting: set[str] = set()
         # Sync tools get threads of their own: a runtime full of slow tools must still renew its
         # leases and record its runs (those use anyio's default threads).
         self._tool_threads = anyio.CapacityLimiter(tool_threads)
-        self._start_leader = False
-        self._pending_ends: dict[str, frozenset[str]] = {}  # run id -> the tools it called
-        self._ends_ready = anyio.Event()
         self.background_sync = background_sync
         """Whether this runtime syncs its pack sources on their intervals (when it has any)."""
         self._syncer = Syncer(
@@ -455,8 +430,8 @@ class Runtime:
             await self._task_group.__aenter__()
             if self.refresh_interval > 0:
                 self._task_group.start_soon(self._refresh_loop)
-            self._task_group.start_soon(self._lease_loop)
-            self._task_group.start_soon(self._end_loop)
+            self._task_group.start_soon(self._tracker.lease_loop)
+            self._task_group.start_soon(self._tracker.end_loop)
             self._task_group.start_soon(self._reap_loop)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
@@ -476,17 +451,13 @@ class Runtime:
             # cancellation again when the task group exits, and must have ended its runs by then,
             # or they would count as in flight until their leases expire.
             with anyio.CancelScope(shield=True):
-                for run in list(self._runs.values()):
-                    self._end_run(run)
-                await self._flush_ends()
+                await self._end_all()
             if self._task_group is not None:
                 self._task_group.cancel_scope.cancel()
                 await self._task_group.__aexit__(None, None, None)
                 self._task_group = None
             with anyio.CancelScope(shield=True):
-                for run in list(self._runs.values()):  # runs still open when the runtime closes
-                    self._end_run(run)
-                await self._flush_ends()
+                await self._end_all()  # runs still open when the runtime closes
         finally:
             try:
                 with anyio.CancelScope(shield=True):
@@ -530,18 +501,6 @@ class Runtime:
                     f"failed; answers are {stale:.1f} s stale): {exc}",
                 )
 
-    async def _lease_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.lease_ttl / 3)
-            if self._runs:
-                try:
-                    with anyio.CancelScope(shield=True):
-                        await self._store.renew_leases(
-                            self.owner, list(self._runs), time.time() + self.lease_ttl
-                        )
-                except Exception as exc:
-                    self._warn("lease", f"could not renew run leases in {self.url}: {exc}")
-
     async def _reap_loop(self) -> None:
         while True:
             await anyio.sleep(self.sandbox_limits.idle_timeout / 2)
@@ -554,8 +513,21 @@ class Runtime:
         return self._pool.pids
 
     async def _refresh_remote_runs(self) -> None:
-        live = await self._store.live_runs(time.time())
-        self._remote = [r for r in live if r.owner != self.owner]
+        await self._tracker.refresh_remote()
+
+    @property
+    def _runs(self) -> dict[str, Run]:
+        """This runtime's runs in flight, by id (the tracker's)."""
+        return self._tracker.runs
+
+    @property
+    def _remote(self) -> list[LiveRun]:
+        """Other runtimes' runs in flight as of the last refresh (the tracker's)."""
+        return self._tracker.remote
+
+    @_remote.setter
+    def _remote(self, runs: list[LiveRun]) -> None:
+        self._tracker.remote = runs
 
     def _warn(self, kind: str, message: str) -> None:
         # The hot path keeps answering from memory; say so, at most once a minute per kind of
@@ -1061,25 +1033,9 @@ class Runtime:
         res = self.resolve(installation_id)
         if res.digest is None:
             raise NotFound("integration to run in pack", res.pack_id)
+        tracker = self._tracker
         if run_id is None:
-            run_id = uuid.uuid4().hex  # one given was checked by run(), the only maker of scopes
-        if run_id in self._runs or run_id in self._starting:
-            raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
-        self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
-        self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: its end is moot
-        try:
-            return await self._open_run(run_id, installation_id, res, workflow_id, auth)
-        finally:
-            self._starting.discard(run_id)
-
-    async def _open_run(
-        self,
-        run_id: str,
-        installation_id: str,
-        res: Resolution,
-        workflow_id: str | None,
-        auth: Auth,
-    ) -> Run:
+            run_id = tracker.new_id()  # one given was checked by run(), the only maker of scopes
         record = RunRecord(
             run_id,
             installation_id,
@@ -1091,31 +1047,25 @@ class Runtime:
             workflow_id,
             _now(),
         )
-        bound, resumed, held_by = await self._record_start(record)
-        for _ in range(_HELD_RETRIES):
-            if held_by is None:
-                break
-            # Ended elsewhere a moment ago? Ends are written behind, within a few milliseconds.
-            await anyio.sleep(_END_BATCH_SECONDS)
-            bound, resumed, held_by = await self._record_start(record)
-        if held_by is not None:
-            raise InvalidArgument(
-                "run id",
-                run_id,
-                [
-                    f"an id not in flight elsewhere (runtime {held_by[:8]} holds it under a live lease)"
-                ],
-            )
+        bound, resumed, _ = await tracker.begin(record)
         try:
-            if bound.digest is None:
-                raise NotFound("integration to run in pack", bound.pack_id)
-            row = self._bound_row(bound, res, resumed)
-            if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
-                self._check_auth(installation_id, row, auth)
-            dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
+            run = await self._bind(installation_id, bound, resumed, res, auth)
         except BaseException:
-            self._queue_end(bound.run_id)
+            tracker.abandon(bound.run_id)
             raise
+        tracker.admit(run)
+        return run
+
+    async def _bind(
+        self, installation_id: str, bound: RunRecord, resumed: bool, res: Resolution, auth: Auth
+    ) -> Run:
+        """The run of a recorded binding: its dispatcher, tool context and checks."""
+        if bound.digest is None:
+            raise NotFound("integration to run in pack", bound.pack_id)
+        row = self._bound_row(bound, res, resumed)
+        if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
+            self._check_auth(installation_id, row, auth)
+        dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
         tool_logger = logging.getLogger(f"packrun.tools.{bound.pack_id}")
         ctx = ToolContext(
             bound.run_id,
@@ -1126,7 +1076,7 @@ class Runtime:
             tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
         )
         key = res.entry.version_key if not resumed else version_key(bound.version)
-        run = Run(
+        return Run(
             bound,
             dispatcher,
             ctx,
@@ -1135,13 +1085,6 @@ class Runtime:
             self._tool_threads,
             self._call_checks(bound, row, dispatcher, auth),
         )
-        self._runs[run.run_id] = run
-        self._by_version[(run.pack_id, key)] += 1
-        self._by_installation[run.installation_id] += 1
-        self._runs_started += 1
-        if run.adapter is not None:
-            self._count_adapter_run(run)
-        return run
 
     def _bound_row(self, bound: RunRecord, res: Resolution, resumed: bool) -> CatalogEntry | None:
         """The catalog row a run binds to: the one resolved, or for a resumed run the row of its
@@ -1223,114 +1166,18 @@ class Runtime:
             return VersionHealth(pack_id, shown, channel=row.channel)
         return counters.snapshot(pack_id, shown, row.channel)
 
-    def _count_adapter_run(self, run: Run) -> None:
-        assert run.adapter is not None
-        self._adapter_runs[(run.pack_id, run.version, run.adapter)] += 1
-        key = (run.pack_id, run.version)
-        now = time.monotonic()
-        if now - self._adapter_warned.get(key, -3600.0) >= 3600:  # once an hour per version
-            self._adapter_warned[key] = now
-            logger.warning(
-                "packrun runs %s %s (contract generation %s) through the %s adapter; rebuild it "
-                "with a current SDK so generation %s can be dropped",
-                run.pack_id,
-                run.version,
-                run.generation,
-                run.adapter,
-                run.generation,
-            )
-
     def _end_run(self, run: Run) -> None:
-        run._end()
-        if self._runs.pop(run.run_id, None) is not run:
-            return
-        key = (run.pack_id, run.version_key)
-        self._by_version[key] -= 1
-        if not self._by_version[key]:
-            del self._by_version[key]
-        self._by_installation[run.installation_id] -= 1
-        if not self._by_installation[run.installation_id]:
-            del self._by_installation[run.installation_id]
-        calls = run.calls
-        if run.workflow_id is not None and calls:
+        calls = self._tracker.end(run)
+        if calls and run.workflow_id is not None:
             usage = self._usage.get(run.installation_id, WorkflowTools({}, {}))
             observed = dict(usage.observed)
             observed[run.workflow_id] = observed.get(run.workflow_id, frozenset()) | calls
             self._usage[run.installation_id] = WorkflowTools(usage.declared, observed)
-        self._queue_end(run.run_id, calls)
 
-    # Starts are written in groups: concurrent starts share one transaction, and each waits for
-    # its commit (a binding is durable before the run makes its first call). Ends are written
-    # behind: a background task records them in batches, and a crash in between is covered by
-    # the run's lease.
-
-    async def _record_start(self, record: RunRecord) -> StartedRun:
-        if not self._store.group_commit:
-            now = time.time()
-            started = await self._store.start_runs([record], self.owner, now, now + self.lease_ttl)
-            return started[0]
-        waiter = _StartWaiter(record)
-        self._pending_starts.append(waiter)
-        if not self._start_leader:
-            self._start_leader = True
-            try:
-                with anyio.CancelScope(shield=True):  # the others wait on this batch
-                    while self._pending_starts:
-                        batch, self._pending_starts = self._pending_starts, []
-                        try:
-                            now = time.time()
-                            results = await self._store.start_runs(
-                                [w.record for w in batch], self.owner, now, now + self.lease_ttl
-                            )
-                        except BaseException as exc:
-                            for w in batch:
-                                w.error = exc
-                                w.done.set()
-                            continue
-                        for w, result in zip(batch, results, strict=True):
-                            w.result = result
-                            w.done.set()
-            finally:
-                self._start_leader = False
-        # Shielded: once the batch is committed, the run exists in the store, and a cancellation
-        # must reach _start_run's cleanup with it rather than lose it here.
-        with anyio.CancelScope(shield=True):
-            await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.result is not None
-        return waiter.result
-
-    def _queue_end(self, run_id: str, calls: frozenset[str] = frozenset()) -> None:
-        self._pending_ends[run_id] = calls
-        self._ends_ready.set()
-
-    async def _end_loop(self) -> None:
-        while True:
-            await self._ends_ready.wait()
-            await anyio.sleep(_END_BATCH_SECONDS)  # let the ends of a busy moment share a write
-            self._ends_ready = anyio.Event()
-            if not await self._flush_ends():
-                await anyio.sleep(_END_RETRY_SECONDS)  # the store is away: try again later
-                self._ends_ready.set()
-
-    async def _flush_ends(self) -> bool:
-        """Write the pending ends; ``False`` when the store failed (they are pending again)."""
-        if not self._pending_ends:
-            return True
-        batch, self._pending_ends = list(self._pending_ends.items()), {}
-        try:
-            with anyio.CancelScope(shield=True):  # taken from the queue: it must reach the store
-                await self._store.end_runs(batch, self.owner, _now())
-        except PackrunError as exc:  # kept for the next attempt; meanwhile the leases run out
-            for run_id, calls in batch:
-                if run_id not in self._runs and run_id not in self._pending_ends:
-                    self._pending_ends[run_id] = calls  # unless reopened or ended again since
-            self._warn(
-                "run ends", f"could not record the end of {len(batch)} run(s) in {self.url}: {exc}"
-            )
-            return False
-        return True
+    async def _end_all(self) -> None:
+        for run in list(self._tracker.runs.values()):
+            self._end_run(run)
+        await self._tracker.flush_ends()
 
     def in_flight(self, pack_id: str, version: str, *, project: str | None = None) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other
@@ -1340,17 +1187,12 @@ class Runtime:
         check_id("pack id", pack_id)
         if project is not None or (isinstance(version, str) and ":" in version):
             return len(self.runs_in_flight(pack_id, version, project=project))
-        key = (pack_id, version_key(Version.parse(version)))
-        remote = sum(
-            1 for r in self._remote if (r.record.pack_id, version_key(r.record.version)) == key
-        )
-        return self._by_version.get(key, 0) + remote
+        return self._tracker.in_flight(pack_id, version_key(Version.parse(version)))
 
     def in_flight_for(self, installation_id: str) -> int:
         """Runs in flight of one installation (this runtime's plus other processes')."""
         check_id("installation id", installation_id)
-        remote = sum(1 for r in self._remote if r.record.installation_id == installation_id)
-        return self._by_installation.get(installation_id, 0) + remote
+        return self._tracker.in_flight_for(installation_id)
 
     def runs_in_flight(
         self, pack_id: str, version: str, *, project: str | None = None
@@ -1371,21 +1213,7 @@ class Runtime:
             inst = self._resolver.find_installation(installation_id)
             return inst is not None and inst.project == project
 
-        mine = [
-            r.run_id
-            for r in self._runs.values()
-            if r.pack_id == pack_id
-            and r.version_key == key
-            and counts(r.installation_id, r.channel)
-        ]
-        theirs = [
-            r.record.run_id
-            for r in self._remote
-            if r.record.pack_id == pack_id
-            and version_key(r.record.version) == key
-            and counts(r.record.installation_id, r.record.channel)
-        ]
-        return sorted(mine + theirs)
+        return self._tracker.runs_on(pack_id, key, counts)
 
     def version_status(
         self, pack_id: str, version: str, *, project: str | None = None
@@ -1413,15 +1241,11 @@ class Runtime:
         if project is not None:
             _check_project(project)
         _check_timeout("timeout", timeout)
-        deadline = None if timeout is None else anyio.current_time() + timeout
-        while True:
-            await self._refresh_remote_runs()
-            if not self.in_flight(pack_id, version, project=project):
-                return
-            left = None if deadline is None else deadline - anyio.current_time()
-            if left is not None and left <= 0:
-                break
-            await anyio.sleep(min(0.05, self.refresh_interval or 0.05, left or 0.05))
+        poll = min(0.05, self.refresh_interval or 0.05)
+        if not await self._tracker.wait(
+            lambda: self.in_flight(pack_id, version, project=project), timeout, poll
+        ):
+            return
         raise DrainTimeout(
             pack_id,
             version,
@@ -1433,10 +1257,11 @@ class Runtime:
         """Counters: runs started and in flight here, runs served through adapters, how stale
         this runtime's view of the store is (seconds since its last successful refresh), and the
         refresh loop's reads of the change log and the notifications that woke it."""
+        tracker = self._tracker
         return RuntimeStats(
-            self._runs_started,
-            len(self._runs),
-            dict(self._adapter_runs),
+            tracker.started,
+            len(tracker.runs),
+            dict(tracker.adapter_runs),
             time.monotonic() - self._refreshed_at,
             self._refresh_failures,
             self._catch_up_reads,
@@ -1812,30 +1637,13 @@ class Runtime:
 
     def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
         """The runs of one installation in flight on one version (key), here and elsewhere."""
-        mine = [
-            r.run_id
-            for r in self._runs.values()
-            if r.installation_id == installation_id and r.version_key == key
-        ]
-        theirs = [
-            r.record.run_id
-            for r in self._remote
-            if r.record.installation_id == installation_id and version_key(r.record.version) == key
-        ]
-        return tuple(sorted(mine + theirs))
+        return self._tracker.runs_of(installation_id, key)
 
     async def _wait_for_runs(
         self, installation_id: str, pack_id: str, version: str, timeout: float
     ) -> tuple[str, ...]:
-        deadline = anyio.current_time() + timeout
         key = version_key(Version.parse(version))
-        while True:
-            await self._refresh_remote_runs()
-            still = self._runs_of(installation_id, key)
-            left = deadline - anyio.current_time()
-            if not still or left <= 0:
-                return still
-            await anyio.sleep(min(0.05, left))
+        return await self._tracker.wait(lambda: self._runs_of(installation_id, key), timeout, 0.05)
 
     def installations(self, *, project: str | None = None) -> list[Installation]:
         """The installations of ``project`` by id (of every project when it is ``None``)."""
