@@ -2,8 +2,9 @@
 
 Goals (DESIGN section 12): ``run.call()`` on a no-op generation-2 tool at most 5x a direct ``await``
 of the same tool (generation 1 through the adapter at most 8x a direct ``await`` of its
-``handle``); a run's start + finish at most 10x an ``await`` of a no-op coroutine on the in-memory
-store, and at least 5,000 runs/s on SQLite on one core; at most 1 KiB per run in flight.
+``handle``); a run's start + finish on the in-memory store at most 2x a minimal binding-recording
+run measured in the same loop (:class:`MinimalRuns`), and at least 5,000 runs/s on SQLite on one
+core; at most 1 KiB per run in flight.
 
 Async subjects are timed by :func:`abest_of` inside the event loop their runtime lives in, each
 against a baseline timed in the same loop. The SQLite throughput and the memory are stated
@@ -13,6 +14,7 @@ against fixed budgets (1/5,000 s a run, 1 KiB a run), so their ratio is what the
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import tempfile
@@ -20,6 +22,7 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +96,51 @@ async def abest_of(
             gc.enable()
 
 
-async def noop() -> None:
-    pass
+class MinimalRuns:
+    """The floor a run start + finish is held to: ``async with runs.run(installation)`` takes an
+    id from a counter, stores a binding tuple (installation, pack, version, digest, start time) in
+    a dict and counts it in per ``(pack, version)``; on exit counts it out and removes it. No
+    store, no bundle, no tool context: what any run that records its binding has to do."""
+
+    def __init__(self) -> None:
+        self.ids = itertools.count()
+        self.bindings: dict[int, tuple[str, str, str, str, datetime]] = {}
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def run(self, installation: str) -> _MinimalRun:
+        return _MinimalRun(self, installation)
+
+
+class _MinimalRun:
+    __slots__ = ("installation", "run_id", "runs")
+
+    def __init__(self, runs: MinimalRuns, installation: str) -> None:
+        self.runs = runs
+        self.installation = installation
+        self.run_id = -1
+
+    async def __aenter__(self) -> int:
+        runs = self.runs
+        run_id = self.run_id = next(runs.ids)
+        runs.bindings[run_id] = (self.installation, "noop2", "1.0.0", "sha256:0", datetime.now(UTC))
+        key = ("noop2", "1.0.0")
+        runs.counts[key] = runs.counts.get(key, 0) + 1
+        return run_id
+
+    async def __aexit__(self, *exc: object) -> None:
+        runs = self.runs
+        key = ("noop2", "1.0.0")
+        left = runs.counts[key] - 1
+        if left:
+            runs.counts[key] = left
+        else:
+            del runs.counts[key]
+        del runs.bindings[self.run_id]
+
+
+async def minimal_start_finish(runs: MinimalRuns) -> None:
+    async with runs.run("gen2"):
+        pass
 
 
 # --- run.call() -----------------------------------------------------------------------------------
@@ -119,8 +165,14 @@ def call_rows() -> list[Row]:
                 flat = {"type": "none"}  # what the adapter gives a generation-1 handle
                 found["gen1"] = await abest_of(lambda: run.call("noop", INPUT))
                 found["gen1 direct"] = await abest_of(lambda: handle("noop", INPUT, flat))
-            found["start+finish"] = await abest_of(lambda: start_finish(rt, "gen2"))
-            found["noop"] = await abest_of(noop)
+            minimal = MinimalRuns()
+            for _ in range(3):  # by turns: the load of a shared machine moves both alike
+                found["start+finish"] = min(
+                    found.get("start+finish", 1.0), await abest_of(lambda: start_finish(rt, "gen2"))
+                )
+                found["minimal"] = min(
+                    found.get("minimal", 1.0), await abest_of(lambda: minimal_start_finish(minimal))
+                )
         finally:
             await rt.__aexit__(None, None, None)
 
@@ -142,10 +194,10 @@ def call_rows() -> list[Row]:
         ),
         Row(
             "run start + finish (in-memory store)",
-            "an await of a no-op coroutine",
+            "a minimal binding-recording run (MinimalRuns)",
             found["start+finish"],
-            found["noop"],
-            "<= 10",
+            found["minimal"],
+            "<= 2",
         ),
     ]
 

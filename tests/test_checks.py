@@ -354,6 +354,20 @@ async def test_off__nothing_is_checked_but_calls_are_counted() -> None:
         assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 1, 0, 0)
 
 
+async def test_a_mode_changed_on_the_runtime__holds_for_the_runs_started_after(
+    rt: Runtime,
+) -> None:
+    bad = {"since": "2026-13-01"}
+    with pytest.raises(InvalidInput):
+        await rt.call("shop-prod", "count", bad)
+    rt.check_input = "off"
+    assert await rt.call("shop-prod", "count", bad) == {"n": 1}
+    rt.check_input = "enforce"
+    with pytest.raises(InvalidInput):
+        await rt.call("shop-prod", "count", bad)
+    assert rt.health("shop", "1.0.0") == VersionHealth("shop", "1.0.0", 3, 2, 0)
+
+
 async def test_health__is_per_version(rt: Runtime) -> None:
     await rt.publish(shop("1.1.0"))
     await rt.install("shop-next", "shop", "1.1.0")

@@ -15,7 +15,6 @@ the output), ``context`` returns the ``ctx`` it was given, ``block`` is a sync t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import sqlite3
@@ -1281,7 +1280,7 @@ async def test_leases__are_renewed_for_runs_in_flight_only(store_url: str) -> No
             "a", "inst", PACK, "1.0.0", "sha256:x", 2, "vendor", None, packrun._runtime._now()
         )
         await store.start_runs(
-            [record, dataclasses.replace(record, run_id="b")], "me", now, now + 60
+            [record, record._replace(run_id="b")], "me", now, now + 60
         )
         await store.renew_leases("me", ["a"], now + 600)
         leases = {r.record.run_id: r.lease_until for r in await store.live_runs(now)}

@@ -370,6 +370,9 @@ class Runtime:
         """What a run whose credentials do not satisfy its version's auth gets: ``enforce``
         (refused with ``needs_reauth`` before any bundle code runs), ``warn`` or ``off``."""
         self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
+        self._shared_checks: dict[tuple[str, ...], tuple[CallChecks, tuple[str, str, str]]] = {}
+        self._version_keys: dict[str, str] = {}  # a version's text -> its key
+        self._tool_loggers: dict[str, logging.Logger] = {}
         self._health: dict[tuple[str, str, str], HealthCounters] = {}
         self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
         self.in_process = frozenset(in_process)
@@ -1045,28 +1048,43 @@ class Runtime:
             res.contract,
             res.channel,
             workflow_id,
-            _now(),
+            datetime.now(UTC),
         )
         bound, resumed, _ = await tracker.begin(record)
         try:
-            run = await self._bind(installation_id, bound, resumed, res, auth)
+            if bound.digest is None:
+                raise NotFound("integration to run in pack", bound.pack_id)
+            row = self._bound_row(bound, res, resumed)
+            if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
+                self._check_auth(installation_id, row, auth)
+            # A bundle loaded in this process is held without an await; else it is loaded (or a
+            # sandbox worker serves it).
+            dispatcher = self._held_dispatcher(bound.digest, bound.channel)
+            if dispatcher is None:
+                dispatcher = await self._dispatcher(
+                    bound.digest, bound.channel, bound.installation_id
+                )
+            run = self._bind(bound, resumed, row, dispatcher, auth)
         except BaseException:
             tracker.abandon(bound.run_id)
             raise
         tracker.admit(run)
         return run
 
-    async def _bind(
-        self, installation_id: str, bound: RunRecord, resumed: bool, res: Resolution, auth: Auth
+    def _bind(
+        self,
+        bound: RunRecord,
+        resumed: bool,
+        row: CatalogEntry | None,
+        dispatcher: Dispatcher,
+        auth: Auth,
     ) -> Run:
-        """The run of a recorded binding: its dispatcher, tool context and checks."""
-        if bound.digest is None:
-            raise NotFound("integration to run in pack", bound.pack_id)
-        row = self._bound_row(bound, res, resumed)
-        if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
-            self._check_auth(installation_id, row, auth)
-        dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
-        tool_logger = logging.getLogger(f"packrun.tools.{bound.pack_id}")
+        """The run of a recorded binding: its tool context and checks."""
+        tool_logger = self._tool_loggers.get(bound.pack_id)
+        if tool_logger is None:
+            tool_logger = self._tool_loggers[bound.pack_id] = logging.getLogger(
+                f"packrun.tools.{bound.pack_id}"
+            )
         ctx = ToolContext(
             bound.run_id,
             bound.installation_id,
@@ -1075,7 +1093,9 @@ class Runtime:
             auth,
             tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
         )
-        key = res.entry.version_key if not resumed else version_key(bound.version)
+        key = self._version_keys.get(bound.version)
+        if key is None:
+            key = self._version_keys[bound.version] = version_key(bound.version)
         return Run(
             bound,
             dispatcher,
@@ -1083,8 +1103,19 @@ class Runtime:
             resumed,
             key,
             self._tool_threads,
-            self._call_checks(bound, row, dispatcher, auth),
+            self._call_checks(bound, row, dispatcher, auth, key),
         )
+
+    def _held_dispatcher(self, digest: str, channel: str) -> Dispatcher | None:
+        """The cached in-process dispatcher of ``digest`` with a new hold on its bundle, or
+        ``None`` when it must be made (or served by a sandbox worker): no await for the
+        common case."""
+        if channel not in self.in_process:
+            return None
+        dispatcher = self._dispatchers.get(digest)
+        if dispatcher is not None and dispatcher.loaded and hold_bundle(dispatcher.loaded):
+            return dispatcher
+        return None
 
     def _bound_row(self, bound: RunRecord, res: Resolution, resumed: bool) -> CatalogEntry | None:
         """The catalog row a run binds to: the one resolved, or for a resumed run the row of its
@@ -1111,9 +1142,28 @@ class Runtime:
         self._warn_contract(f"{installation_id}:{row.pack_id}:{version}:auth", str(error))
 
     def _call_checks(
-        self, bound: RunRecord, row: CatalogEntry | None, dispatcher: Dispatcher, auth: Auth
+        self,
+        bound: RunRecord,
+        row: CatalogEntry | None,
+        dispatcher: Dispatcher,
+        auth: Auth,
+        key: str,
     ) -> CallChecks:
         assert bound.digest is not None
+        # Runs without credentials share their checks (nothing of theirs to redact), per row.
+        shared = (bound.digest, row.channel, row.project) if row is not None else (bound.digest,)
+        if auth is _NO_AUTH:
+            cached = self._shared_checks.get(shared)
+            if cached is not None:
+                checks, counted = cached
+                if (
+                    checks.input_mode == self.check_input
+                    and checks.output_mode == self.check_output
+                    and checks.counters is self._health.get(counted)
+                ):
+                    return checks
+        stream = row.stream if row is not None else bound.channel
+        counted = (bound.pack_id, stream, key)
         contracts = self._contracts.get(bound.digest)
         if contracts is None:
             manifest = (
@@ -1124,12 +1174,10 @@ class Runtime:
             assert manifest is not None  # a sandbox dispatcher carries its bundle's manifest
             contracts = self._contracts[bound.digest] = compile_contracts(manifest)
         # Counted per catalog row: a project's custom row may carry a vendor version's number.
-        stream = row.stream if row is not None else bound.channel
-        key = (bound.pack_id, stream, version_key(bound.version))
-        counters = self._health.get(key)
+        counters = self._health.get(counted)
         if counters is None:
-            counters = self._health[key] = HealthCounters()
-        return CallChecks(
+            counters = self._health[counted] = HealthCounters()
+        checks = CallChecks(
             contracts,
             counters,
             self.check_input,
@@ -1139,6 +1187,9 @@ class Runtime:
             self._warn_contract,
             Redactor(auth).text,
         )
+        if auth is _NO_AUTH:
+            self._shared_checks[shared] = (checks, counted)
+        return checks
 
     def _warn_contract(self, kind: str, message: str) -> None:
         # At most once a minute per (pack, version, tool, side): a broken release calls often.

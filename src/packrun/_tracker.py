@@ -33,6 +33,7 @@ _T = TypeVar("_T")
 END_BATCH_SECONDS = 0.005  # ends of a busy moment share one write
 _END_RETRY_SECONDS = 1.0  # between attempts to write ends while the store is away
 _HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
+_NO_CALLS: frozenset[str] = frozenset()
 
 
 class _StartWaiter:
@@ -72,6 +73,7 @@ class RunTracker:
         self._start_leader = False
         self._pending_ends: dict[str, frozenset[str]] = {}  # run id -> the tools it called
         self._ends_ready = anyio.Event()
+        self._ends_signalled = False  # whether _ends_ready is set (cheaper to read than to ask)
         self._ids = count()
         self._id_prefix = os.urandom(8).hex()
 
@@ -91,7 +93,14 @@ class RunTracker:
         self._starting.add(run_id)  # reserved before the first await: a concurrent start is refused
         self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: its end is moot
         try:
-            started = await self._record_start(record)
+            store = self._store
+            if store.group_commit:
+                started = await self._record_start(record)
+            else:  # the in-memory store: no write to share, one frame fewer
+                now = time.time()
+                started = (
+                    await store.start_runs((record,), self.owner, now, now + self.lease_ttl)
+                )[0]
             for _ in range(_HELD_RETRIES):
                 if started[2] is None:
                     return started
@@ -211,13 +220,18 @@ class RunTracker:
             by_installation[run.installation_id] = left
         else:
             del by_installation[run.installation_id]
-        calls = run.calls
-        self.queue_end(run.run_id, calls)
+        calls = frozenset(run._calls) if run._calls else _NO_CALLS
+        self._pending_ends[run.run_id] = calls
+        if not self._ends_signalled:
+            self._ends_signalled = True
+            self._ends_ready.set()
         return calls
 
     def queue_end(self, run_id: str, calls: frozenset[str] = frozenset()) -> None:
         self._pending_ends[run_id] = calls
-        self._ends_ready.set()
+        if not self._ends_signalled:
+            self._ends_signalled = True
+            self._ends_ready.set()
 
     async def end_loop(self) -> None:
         """Write queued ends in batches, until cancelled."""
@@ -225,8 +239,10 @@ class RunTracker:
             await self._ends_ready.wait()
             await anyio.sleep(END_BATCH_SECONDS)  # let the ends of a busy moment share a write
             self._ends_ready = anyio.Event()
+            self._ends_signalled = False
             if not await self.flush_ends():
                 await anyio.sleep(_END_RETRY_SECONDS)  # the store is away: try again later
+                self._ends_signalled = True
                 self._ends_ready.set()
 
     async def flush_ends(self) -> bool:
