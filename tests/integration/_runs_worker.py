@@ -12,6 +12,10 @@ Modes (``spec["mode"]``):
   ``ended``; then wait for the ``close`` file (when given) before closing the runtime.
 * ``resume``: open the run ``run_id`` of ``iid`` again and report its binding and a call's answer,
   and the binding of a fresh run of the same installation.
+* ``burst``: start ``count`` runs of ``iid`` at once (concurrent tasks, run ids
+  ``<prefix>-<n>``); as each start returns, read its row from the store file through a connection
+  of its own and report any not there (``missing``); report ``holding`` with this runtime's count
+  of runs in flight once all are open, and end them all when the ``stop`` file appears.
 * ``drain``: ``wait_drained(pack, version)`` twice: first with ``short_timeout`` (reporting the
   ``drain_timeout`` and its run ids), then, after reporting ``waiting``, with ``timeout``.
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 import traceback
@@ -149,7 +154,43 @@ async def run_drain(spec: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-MODES = {"hold": run_hold, "resume": run_resume, "drain": run_drain}
+async def run_burst(spec: dict[str, Any]) -> dict[str, Any]:
+    count, prefix = spec["count"], spec["prefix"]
+    missing: list[str] = []
+    opened = 0
+    all_open = anyio.Event()
+    async with packrun.open_runtime(url_of(spec["db"]), refresh_interval=0) as rt:
+
+        async def one(n: int) -> None:
+            nonlocal opened
+            async with rt.run(spec["iid"], run_id=f"{prefix}-{n}") as run:
+                # Durable when run() returns: another connection (as another process) sees it.
+                reader = sqlite3.connect(spec["db"], timeout=30.0)
+                try:
+                    row = reader.execute(
+                        "SELECT owner FROM runs WHERE run_id = ? AND ended_at IS NULL",
+                        (run.run_id,),
+                    ).fetchone()
+                finally:
+                    reader.close()
+                if row is None or row[0] != rt.owner:
+                    missing.append(run.run_id)
+                opened += 1
+                if opened == count:
+                    all_open.set()
+                await all_open.wait()
+                await await_file(spec["stop"])
+
+        async with anyio.create_task_group() as tg:
+            for n in range(count):
+                tg.start_soon(one, n)
+            await all_open.wait()
+            emit({"event": "holding", "in_flight": rt.in_flight(PACK, "1.0.0")})
+        in_flight_after = rt.in_flight(PACK, "1.0.0")
+    return {"outcome": "done", "missing": missing, "in_flight_after": in_flight_after}
+
+
+MODES = {"hold": run_hold, "resume": run_resume, "drain": run_drain, "burst": run_burst}
 
 
 def main(argv: list[str]) -> int:

@@ -289,3 +289,46 @@ def test_wait_drained_in_one_process_waits_for_the_runs_of_another(
     assert result["in_flight"] == 0
     assert result["runs_in_flight"] == []
     assert all(e is not None for e, _ in run_rows(db, run_ids).values())
+
+
+# --- run starts from several processes at once -------------------------------------------------
+
+
+def test_bursts_of_starts_in_several_processes_are_each_durable_and_counted_exactly(
+    db: Path, tmp_path: Path, spawn: Spawn
+) -> None:
+    processes, count = 3, 40
+    stop = tmp_path / "stop-burst"
+    workers = [
+        spawn(
+            {
+                "mode": "burst",
+                "db": str(db),
+                "iid": "inst",
+                "count": count,
+                "prefix": f"p{i}",
+                "stop": str(stop),
+            }
+        )
+        for i in range(processes)
+    ]
+    for worker in workers:
+        assert worker.wait_event("holding")["in_flight"] == count  # its own, exactly
+
+    async def watch() -> None:
+        async with packrun.open_runtime(url(db), refresh_interval=0.1) as rt:
+            await wait_until(rt, processes * count)
+            expected = sorted(f"p{i}-{n}" for i in range(processes) for n in range(count))
+            assert rt.runs_in_flight(PACK, "1.0.0") == expected
+            stop.touch()
+            await rt.wait_drained(PACK, "1.0.0", timeout=TIMEOUT)
+
+    anyio.run(watch)
+    for worker in workers:
+        result = worker.result()
+        assert result["missing"] == []
+        assert result["in_flight_after"] == 0
+    ids = [f"p{i}-{n}" for i in range(processes) for n in range(count)]
+    rows = run_rows(db, ids)
+    assert len(rows) == processes * count
+    assert all(ended is not None for ended, _ in rows.values())

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 import anyio.to_thread
 
@@ -53,6 +53,7 @@ from packrun._stores._rows import (
     installation_from,
     run_from,
 )
+from packrun._stores._writer import GroupWriter
 from packrun.errors import (
     InstallationExists,
     NotFound,
@@ -201,13 +202,15 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 _TEXT = datetime.isoformat  # times are stored as ISO 8601 text
+_Starts: TypeAlias = tuple[Sequence[RunRecord], str, float, float]  # start_runs' arguments
 _TIME = datetime.fromisoformat
 
 
 class SQLiteStore(Store):
     """One SQLite file in WAL mode, shared by every runtime and process that opens it."""
 
-    group_commit = True
+    # Run starts are grouped by the store's own writer thread, not by the runtime.
+    group_commit = False
 
     def __init__(self, url: str, path: Path) -> None:
         self.url = url
@@ -215,6 +218,9 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._identity: tuple[int, int] = (0, 0)
+        self._starts: GroupWriter[_Starts, list[StartedRun]] = GroupWriter(
+            self._write_starts, "packrun-sqlite-starts"
+        )
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -345,6 +351,7 @@ class SQLiteStore(Store):
         await anyio.to_thread.run_sync(self._close)
 
     def _close(self) -> None:
+        self._starts.stop()  # what it holds is written first
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
@@ -441,48 +448,61 @@ class SQLiteStore(Store):
     async def start_runs(
         self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
     ) -> list[StartedRun]:
-        def body(conn: sqlite3.Connection) -> list[StartedRun]:
-            started: list[StartedRun] = []
-            for record in records:
-                inserted = conn.execute(
-                    f"INSERT INTO runs ({RUN_COLUMNS}, owner, lease_until) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                    (
-                        record.run_id,
-                        record.installation_id,
-                        record.pack_id,
-                        record.version,
-                        record.digest,
-                        record.contract,
-                        record.channel,
-                        record.workflow_id,
-                        record.started_at.isoformat(),
-                        owner,
-                        lease_until,
-                    ),
-                ).rowcount
-                if inserted:
-                    started.append((record, False, None))
-                    continue
-                # A run id seen before: reopen it with its original binding, unless another
-                # runtime holds it live.
-                row = conn.execute(
-                    f"SELECT {RUN_COLUMNS}, ended_at, owner, lease_until FROM runs "
-                    "WHERE run_id = ?",
-                    (record.run_id,),
-                ).fetchone()
-                ended_at, holder, until = row[9:]
-                if ended_at is None and holder != owner and until is not None and until > now:
-                    started.append((run_from(row, _TIME), True, holder))
-                    continue
-                conn.execute(
-                    "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
-                    (owner, lease_until, record.run_id),
-                )
-                started.append((run_from(row, _TIME), True, None))
-            return started
+        # Through the writer thread: concurrent starts share one transaction (group commit),
+        # and none waits for a worker thread of its own.
+        return await self._starts.submit((records, owner, now, lease_until))
 
-        return await self._call(lambda conn: self._write(conn, body))
+    def _write_starts(self, group: list[_Starts]) -> list[list[StartedRun]]:
+        return self._locked(
+            lambda conn: self._write(conn, lambda c: [self._start(c, *starts) for starts in group])
+        )
+
+    @staticmethod
+    def _start(
+        conn: sqlite3.Connection,
+        records: Sequence[RunRecord],
+        owner: str,
+        now: float,
+        lease_until: float,
+    ) -> list[StartedRun]:
+        started: list[StartedRun] = []
+        for record in records:
+            inserted = conn.execute(
+                f"INSERT INTO runs ({RUN_COLUMNS}, owner, lease_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+                (
+                    record.run_id,
+                    record.installation_id,
+                    record.pack_id,
+                    record.version,
+                    record.digest,
+                    record.contract,
+                    record.channel,
+                    record.workflow_id,
+                    record.started_at.isoformat(),
+                    owner,
+                    lease_until,
+                ),
+            ).rowcount
+            if inserted:
+                started.append((record, False, None))
+                continue
+            # A run id seen before: reopen it with its original binding, unless another
+            # runtime holds it live.
+            row = conn.execute(
+                f"SELECT {RUN_COLUMNS}, ended_at, owner, lease_until FROM runs WHERE run_id = ?",
+                (record.run_id,),
+            ).fetchone()
+            ended_at, holder, until = row[9:]
+            if ended_at is None and holder != owner and until is not None and until > now:
+                started.append((run_from(row, _TIME), True, holder))
+                continue
+            conn.execute(
+                "UPDATE runs SET ended_at = NULL, owner = ?, lease_until = ? WHERE run_id = ?",
+                (owner, lease_until, record.run_id),
+            )
+            started.append((run_from(row, _TIME), True, None))
+        return started
 
     async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
         def body(conn: sqlite3.Connection) -> None:
