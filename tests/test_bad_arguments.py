@@ -153,8 +153,19 @@ RUNTIME: dict[str, Case] = {
     "artifact": Case(lambda w, **a: w.rt.artifact(**a), {"digest": "<digest>"}),
     "run": Case(
         lambda w, **a: _run(w, **a),
-        {"installation_id": "acme-prod", "run_id": "r-2", "workflow_id": "wf", "auth": None},
-        accepts={"run_id": OPTIONAL, "workflow_id": OPTIONAL, "auth": OPTIONAL},
+        {
+            "installation_id": "acme-prod",
+            "run_id": "r-2",
+            "workflow_id": "wf",
+            "auth": None,
+            "version": "1.2.0",
+        },
+        accepts={
+            "run_id": OPTIONAL,
+            "workflow_id": OPTIONAL,
+            "auth": OPTIONAL,
+            "version": OPTIONAL,
+        },
     ),
     "call": Case(
         lambda w, **a: w.rt.call(**a),
@@ -165,12 +176,14 @@ RUNTIME: dict[str, Case] = {
             "auth": None,
             "run_id": "r-2",
             "workflow_id": "wf",
+            "version": "1.2.0",
         },
         accepts={
             "input": OPTIONAL | {"dict"},
             "auth": OPTIONAL,
             "run_id": OPTIONAL,
             "workflow_id": OPTIONAL,
+            "version": OPTIONAL,
         },
     ),
     "in_flight": Case(

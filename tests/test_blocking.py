@@ -57,6 +57,18 @@ def test_a_run__keeps_its_version_while_the_pin_moves(tmp_path: Path) -> None:
         assert rt.version_status("acme", "1.0.0") == "drained"
 
 
+def test_a_run_on_a_chosen_version__binds_to_it_and_leaves_the_pin() -> None:
+    with blocking.open_runtime("memory:") as rt:
+        rt.publish(dist("1.0.0"))
+        rt.publish(dist("1.1.0"))
+        rt.install("acme-prod", "acme", pin="1.0.0")
+        with rt.run("acme-prod", auth=KEY, version="1.1.0") as run:
+            assert (run.version, run.chosen) == ("1.1.0", True)
+            assert rt.runs_in_flight("acme", "1.1.0") == [run.run_id]
+        assert rt.resolve("acme-prod").version == "1.0.0"
+        assert rt.call("acme-prod", "list_contacts", {"limit": 1}, auth=KEY, version="1.1.0")
+
+
 def test_a_run__ends_when_its_block_raises_and_errors_come_through_unchanged() -> None:
     with blocking.open_runtime("memory:") as rt:
         rt.publish(dist("1.0.0"))

@@ -664,8 +664,26 @@ def test_call__json__the_runs_binding_and_the_output(installed: str) -> None:
         "generation": 2,
         "adapter": None,
         "resumed": False,
+        "chosen": False,
     }
     assert result["output"]["contact"]["id"] == "c-003"
+
+
+def test_call__version__runs_on_that_version_and_leaves_the_pin(installed: str) -> None:
+    result = run_json(
+        "call", "acme-prod", "list_contacts", "--key", "k1", "--version", "1.0.0",
+        "--store", installed,
+    )  # fmt: skip
+    assert (result["run"]["version"], result["run"]["chosen"]) == ("1.0.0", True)
+    assert (
+        run_json("resolve", "acme-prod", "--store", installed)["resolution"]["version"] == "1.1.0"
+    )
+    code, _, err = run(
+        "call", "acme-prod", "list_contacts", "--key", "k1", "--version", "latest",
+        "--store", installed,
+    )  # fmt: skip
+    assert code == 2
+    assert "[invalid_version]" in err
 
 
 def test_call__no_input__the_tool_gets_an_empty_one(installed: str) -> None:

@@ -889,6 +889,105 @@ async def test_stats_count_runs_started_and_in_flight(rt: Runtime) -> None:
     assert stats.adapter_runs == {}
 
 
+# --- a run on a chosen version ------------------------------------------------------------------
+
+
+async def test_a_run_on_a_chosen_version__binds_to_it_counts_on_it_and_leaves_the_pin(
+    rt: Runtime,
+) -> None:
+    digests = await setup_probe(rt, "1.0.0", "2.0.0")
+    history = rt.history("inst")
+    async with rt.run("inst", version="2.0.0") as run:
+        assert (run.version, run.digest, run.chosen, run.resumed) == (
+            "2.0.0", digests["2.0.0"], True, False
+        )  # fmt: skip
+        assert "chosen" in repr(run)
+        assert await run.call("whoami") == {"version": "2.0.0", "marker": "m2.0.0"}
+        assert rt.resolve("inst").version == "1.0.0"  # the pin did not move
+        assert rt.runs_in_flight(PACK, "2.0.0") == [run.run_id]
+        assert (rt.in_flight(PACK, "2.0.0"), rt.in_flight(PACK, "1.0.0")) == (1, 0)
+        assert rt.in_flight_for("inst") == 1
+        assert rt.version_status(PACK, "2.0.0") == "draining"
+        with pytest.raises(DrainTimeout) as still:
+            await rt.wait_drained(PACK, "2.0.0", timeout=0.05)
+        assert still.value.run_ids == (run.run_id,)
+        async with rt.run("inst") as usual:
+            assert (usual.version, usual.chosen) == ("1.0.0", False)
+    assert rt.version_status(PACK, "2.0.0") == "drained"
+    await rt.wait_drained(PACK, "2.0.0", timeout=5)
+    assert rt.history("inst") == history
+    assert rt.resolve("inst").version == "1.0.0"
+    assert await rt.call("inst", "whoami", version="vendor:2.0.0") == {
+        "version": "2.0.0",
+        "marker": "m2.0.0",
+    }
+
+
+async def test_a_resumed_run_named_with_a_version__keeps_its_original_binding(rt: Runtime) -> None:
+    await setup_probe(rt, "1.0.0", "2.0.0")
+    async with rt.run("inst", run_id="again"):
+        pass
+    async with rt.run("inst", run_id="again", version="2.0.0") as run:
+        assert (run.version, run.resumed, run.chosen) == ("1.0.0", True, False)
+
+
+@pytest.mark.parametrize(
+    ("version", "code"),
+    [
+        ("9.9.9", "not_found"),  # no such version
+        ("custom:2.0.0", "not_found"),  # the project has no custom row of it
+        ("latest", "invalid_version"),  # a version, not a pin
+        ("", "invalid_version"),
+        (2, "invalid_argument"),
+        (b"2.0.0", "invalid_argument"),
+    ],
+)
+async def test_a_chosen_version_the_installation_cannot_move_to__is_refused_and_starts_nothing(
+    rt: Runtime, version: Any, code: str
+) -> None:
+    await setup_probe(rt, "1.0.0", "2.0.0")
+    with pytest.raises(packrun.PackrunError) as refused:
+        async with rt.run("inst", version=version):
+            pass
+    assert refused.value.code == code
+    assert repr(version)[:20] in str(refused.value) or code == "invalid_argument"
+    assert rt.stats().runs_started == 0
+    assert_idle(rt, ("1.0.0", "2.0.0"))
+
+
+async def test_a_chosen_version__of_another_pack_or_retired__is_refused(rt: Runtime) -> None:
+    await setup_probe(rt, "1.0.0", "2.0.0")
+    await rt.publish(probe("3.0.0", "m3", pack="other"))
+    with pytest.raises(NotFound):
+        async with rt.run("inst", version="3.0.0"):
+            pass
+    await rt.retire(PACK, "2.0.0", acknowledge_breaking=True)
+    with pytest.raises(packrun.PackrunError) as refused:
+        async with rt.run("inst", version="2.0.0"):
+            pass
+    assert refused.value.code == "invalid_argument"
+    assert "retired" in str(refused.value)
+    assert rt.stats().runs_started == 0
+
+
+async def test_a_chosen_version_outside_the_contract_window__is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    manifest = packrun.decode_manifest(
+        {"id": PACK, "version": "1.5.0", "contract": 1, "tools": [{"id": "whoami"}]}
+    )
+    code = b'def handle(action, params, auth):\n    return {"data": None}\n'
+    async with packrun.open_runtime(url, in_process=TRUSTED) as both:
+        await setup_probe(both, "2.0.0")
+        await both.publish(bundle_bytes(manifest, {"__init__.py": code}))
+        async with both.run("inst", version="1.5.0") as run:  # inside this runtime's window
+            assert (run.version, run.adapter, run.chosen) == ("1.5.0", "1->2", True)
+    async with packrun.open_runtime(url, in_process=TRUSTED, generations={2}) as rt:
+        with pytest.raises(IntegrationContractIncompatible):
+            async with rt.run("inst", version="1.5.0"):
+                pass
+        assert rt.stats().runs_started == 0
+
+
 async def test_run_ids_made_by_runtimes_are_unique_across_runtimes_on_one_store(
     tmp_path: Path,
 ) -> None:
@@ -1279,9 +1378,7 @@ async def test_leases__are_renewed_for_runs_in_flight_only(store_url: str) -> No
         record = packrun._stores.RunRecord(
             "a", "inst", PACK, "1.0.0", "sha256:x", 2, "vendor", None, packrun._runtime._now()
         )
-        await store.start_runs(
-            [record, record._replace(run_id="b")], "me", now, now + 60
-        )
+        await store.start_runs([record, record._replace(run_id="b")], "me", now, now + 60)
         await store.renew_leases("me", ["a"], now + 600)
         leases = {r.record.run_id: r.lease_until for r in await store.live_runs(now)}
         # "a" renewed to ten minutes, "b" left at one. PostgreSQL measures leases on its own

@@ -468,6 +468,7 @@ class _RunView(msgspec.Struct):
     generation: int
     adapter: str | None
     resumed: bool
+    chosen: bool
     started_at: datetime
 
 
@@ -959,7 +960,11 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
     _own(rt, args)
     # rt.call() in its two steps, so that --json can show the run's binding as well.
     async with rt.run(
-        args.id, run_id=args.run_id, workflow_id=args.workflow_id, auth=args.credentials
+        args.id,
+        run_id=args.run_id,
+        workflow_id=args.workflow_id,
+        auth=args.credentials,
+        version=args.run_version,
     ) as run:
         try:
             output = await run.call(args.tool, args.tool_input)
@@ -1517,6 +1522,14 @@ def _parser() -> argparse.ArgumentParser:
         "--run-id", metavar="RID", default=None, help="the run id (one seen before resumes it)"
     )
     p.add_argument("--workflow-id", metavar="W", default=None, help="the workflow the run is of")
+    p.add_argument(
+        "--version",
+        metavar="V",
+        dest="run_version",
+        default=None,
+        help="run on this version instead of the installation's (one it could move to; "
+        "the pin does not move)",
+    )
 
     p = runtime_command(
         "status",

@@ -35,7 +35,9 @@ class Run:
 
     ``version``, ``digest``, ``contract`` and ``channel`` are the binding; ``adapter`` names the
     adapter chain that serves a previous-generation bundle (``None`` for the current generation);
-    ``resumed`` is true when the run id was seen before and its original binding came back.
+    ``resumed`` is true when the run id was seen before and its original binding came back;
+    ``chosen`` is true when the run was started on a version chosen with ``version=`` rather than
+    its installation's resolution.
     """
 
     __slots__ = (
@@ -48,6 +50,7 @@ class Run:
         "_tools",
         "adapter",
         "channel",
+        "chosen",
         "contract",
         "digest",
         "generation",
@@ -70,6 +73,7 @@ class Run:
         version_key: str,
         threads: anyio.CapacityLimiter | None = None,
         checks: CallChecks | None = None,
+        chosen: bool = False,
     ) -> None:
         self.run_id = record.run_id
         self.installation_id = record.installation_id
@@ -83,6 +87,7 @@ class Run:
         self.generation = dispatcher.generation
         self.adapter = dispatcher.adapter
         self.resumed = resumed
+        self.chosen = chosen
         self.version_key = version_key
         self._calls: set[str] | None = None
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
@@ -197,6 +202,7 @@ class Run:
 
     def __repr__(self) -> str:
         via = f", adapter {self.adapter}" if self.adapter else ""
+        via += ", chosen" if self.chosen else ""
         return (
             f"Run({self.run_id!r}, installation {self.installation_id!r}, "
             f"{self.pack_id} {self.version}, {self.digest}{via})"
@@ -227,7 +233,12 @@ class RunOwner(Protocol):
     """What starts and ends runs for a :class:`RunScope` (the runtime)."""
 
     async def _start_run(
-        self, installation_id: str, run_id: str | None, workflow_id: str | None, auth: Auth
+        self,
+        installation_id: str,
+        run_id: str | None,
+        workflow_id: str | None,
+        auth: Auth,
+        version: str | None,
     ) -> Run: ...
 
     def _end_run(self, run: Run) -> None: ...
@@ -237,7 +248,15 @@ class RunScope:
     """``async with rt.run(...) as run``: starts the run on entry and ends it on exit, however the
     body leaves (normally, by an exception, or cancelled)."""
 
-    __slots__ = ("_auth", "_installation_id", "_run", "_run_id", "_runtime", "_workflow_id")
+    __slots__ = (
+        "_auth",
+        "_installation_id",
+        "_run",
+        "_run_id",
+        "_runtime",
+        "_version",
+        "_workflow_id",
+    )
 
     def __init__(
         self,
@@ -246,8 +265,10 @@ class RunScope:
         run_id: str | None,
         workflow_id: str | None,
         auth: Auth,
+        version: str | None = None,
     ) -> None:
         self._runtime = runtime
+        self._version = version
         self._installation_id = installation_id
         self._run_id = run_id
         self._workflow_id = workflow_id
@@ -256,7 +277,7 @@ class RunScope:
 
     async def __aenter__(self) -> Run:
         self._run = await self._runtime._start_run(
-            self._installation_id, self._run_id, self._workflow_id, self._auth
+            self._installation_id, self._run_id, self._workflow_id, self._auth, self._version
         )
         return self._run
 

@@ -940,6 +940,7 @@ class Runtime:
         run_id: str | None = None,
         workflow_id: str | None = None,
         auth: Auth | None = None,
+        version: str | None = None,
     ) -> RunScope:
         """A run of ``installation_id``: ``async with rt.run(...) as run: await run.call(...)``.
 
@@ -948,7 +949,20 @@ class Runtime:
         resumed run, possibly in another process) gets its original binding back. ``auth`` is
         passed to the tools and never stored. A bundle outside this runtime's contract window is
         refused here with ``BUNDLE_CONTRACT_INCOMPATIBLE``.
+
+        ``version`` starts the run on that version instead (a smoke test before a promotion):
+        ``2.0.0``, or ``vendor:2.0.0`` / ``custom:2.0.0`` for one channel's row, named as an exact
+        pin of the installation would name it. It must be a version the installation could move
+        to: of its pack, seen by its project, live (not retired) and inside the contract window.
+        The run is marked ``chosen``, counts in flight on that version like any run, and the pin
+        does not move. A run id seen before keeps its original binding whatever ``version`` says.
         """
+        if version is not None and not isinstance(version, str):
+            raise InvalidArgument(
+                "version",
+                version,
+                ["None or a version of the installation's pack, such as '2.0.0' or 'custom:2.0.0'"],
+            )
         if run_id is not None:
             check_id("run id", run_id)
         if workflow_id is not None:
@@ -958,7 +972,7 @@ class Runtime:
             raise InvalidArgument(
                 "auth", Withheld(auth), ["None or a packrun.Auth, such as Auth.api_key(key)"]
             )
-        return RunScope(self, installation_id, run_id, workflow_id, auth or _NO_AUTH)
+        return RunScope(self, installation_id, run_id, workflow_id, auth or _NO_AUTH, version)
 
     async def call(
         self,
@@ -969,12 +983,14 @@ class Runtime:
         auth: Auth | None = None,
         run_id: str | None = None,
         workflow_id: str | None = None,
+        version: str | None = None,
     ) -> Any:
-        """One tool call in a run of its own (started and ended around the call)."""
+        """One tool call in a run of its own (started and ended around the call); ``version``
+        as :meth:`run` has it."""
         _check_tool(tool)  # before the run starts: a refused call leaves no run behind
         check_mapping("input", input, optional=True)
         async with self.run(
-            installation_id, run_id=run_id, workflow_id=workflow_id, auth=auth
+            installation_id, run_id=run_id, workflow_id=workflow_id, auth=auth, version=version
         ) as r:
             return await r.call(tool, input)
 
@@ -1031,9 +1047,18 @@ class Runtime:
         return dispatcher
 
     async def _start_run(
-        self, installation_id: str, run_id: str | None, workflow_id: str | None, auth: Auth
+        self,
+        installation_id: str,
+        run_id: str | None,
+        workflow_id: str | None,
+        auth: Auth,
+        version: str | None = None,
     ) -> Run:
-        res = self.resolve(installation_id)
+        res = (
+            self.resolve(installation_id)
+            if version is None
+            else self._chosen(installation_id, version)
+        )
         if res.digest is None:
             raise NotFound("integration to run in pack", res.pack_id)
         tracker = self._tracker
@@ -1065,6 +1090,8 @@ class Runtime:
                     bound.digest, bound.channel, bound.installation_id
                 )
             run = self._bind(bound, resumed, row, dispatcher, auth)
+            if version is not None and not resumed:
+                run.chosen = True
         except BaseException:
             tracker.abandon(bound.run_id)
             raise
@@ -1104,6 +1131,27 @@ class Runtime:
             key,
             self._tool_threads,
             self._call_checks(bound, row, dispatcher, auth, key),
+        )
+
+    def _chosen(self, installation_id: str, version: str) -> Resolution:
+        """What a run of ``installation_id`` started on ``version`` binds to: a row the
+        installation could move to (its pack, seen by its project, live, inside the contract
+        window)."""
+        inst = self._resolver.installation(installation_id)
+        row = self._row(inst.pack_id, version, inst.project)
+        if not row.is_live:
+            raise InvalidArgument(
+                "version",
+                version,
+                [
+                    f"a live version of {inst.pack_id} for {installation_id} "
+                    f"({row.channel} {row.version} is retired)"
+                ],
+            )
+        if row.contract is not None:
+            check_generation(row.pack_id, str(row.version), row.contract, self.generations)
+        return Resolution(
+            row.pack_id, str(row.version), row.channel, row.contract, row.digest, inst.pin, row
         )
 
     def _held_dispatcher(self, digest: str, channel: str) -> Dispatcher | None:

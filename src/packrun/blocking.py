@@ -74,7 +74,8 @@ class BlockingRun:
     """A run seen from a thread: :meth:`call` waits for the tool's output.
 
     ``run_id``, ``installation_id``, ``pack_id``, ``version``, ``digest``, ``contract``,
-    ``channel``, ``generation``, ``adapter``, ``workflow_id``, ``started_at`` and ``resumed`` are
+    ``channel``, ``generation``, ``adapter``, ``workflow_id``, ``started_at``, ``resumed`` and
+    ``chosen`` are
     the run's binding, as on :class:`packrun.Run`.
     """
 
@@ -148,6 +149,11 @@ class BlockingRun:
     def resumed(self) -> bool:
         """True when its id was seen before and its binding came back."""
         return self._run.resumed
+
+    @property
+    def chosen(self) -> bool:
+        """True when it was started on a version chosen with ``version=``."""
+        return self._run.chosen
 
     @property
     def started_at(self) -> datetime:
@@ -275,9 +281,11 @@ class BlockingRuntime:
         run_id: str | None = None,
         workflow_id: str | None = None,
         auth: Auth | None = None,
+        version: str | None = None,
     ) -> BlockingRunScope:
         """A run of ``installation_id``: ``with rt.run(...) as run: run.call(...)``. The run keeps
-        the version it started with until the block ends (as :meth:`packrun.Runtime.run`)."""
+        the version it started with until the block ends (as :meth:`packrun.Runtime.run`, and
+        ``version`` as it has it)."""
         return BlockingRunScope(
             self,
             functools.partial(
@@ -286,6 +294,7 @@ class BlockingRuntime:
                 run_id=run_id,
                 workflow_id=workflow_id,
                 auth=auth,
+                version=version,
             ),
         )
 
