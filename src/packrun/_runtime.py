@@ -356,10 +356,9 @@ class Runtime:
         self._last_warning: dict[str, float] = {}
         self._refreshed_at = time.monotonic()  # the last successful refresh (or the load)
         self._refresh_failures = 0  # failed refreshes in a row
-        self.lease_ttl = lease_ttl
-        """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
         self.owner = uuid.uuid4().hex
         """This runtime's id as the holder of run leases."""
+        self._tracker = RunTracker(store, self.owner, lease_ttl, self._warn)
         self._dispatchers: dict[str, Dispatcher] = {}
         self.check_input: CheckMode = check_input
         """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
@@ -382,7 +381,6 @@ class Runtime:
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         """The limits sandbox workers run under."""
         self._pool = WorkerPool(sandbox, self.sandbox_limits, self.generations)
-        self._tracker = RunTracker(store, self.owner, lease_ttl, self._warn)
         self._catch_up_reads = 0
         self._diffs: dict[tuple[object, ...], DiffReport] = {}
         self._usage: dict[str, WorkflowTools] = {}
@@ -517,6 +515,15 @@ class Runtime:
 
     async def _refresh_remote_runs(self) -> None:
         await self._tracker.refresh_remote()
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
+        return self._tracker.lease_ttl
+
+    @lease_ttl.setter
+    def lease_ttl(self, seconds: float) -> None:
+        self._tracker.lease_ttl = seconds
 
     @property
     def _runs(self) -> dict[str, Run]:

@@ -264,12 +264,6 @@ class RunTracker:
             return False
         return True
 
-    async def end_all(self) -> None:
-        """End every run still in flight here and write the ends (a runtime that closes)."""
-        for run in list(self.runs.values()):
-            self.end(run)
-        await self.flush_ends()
-
     # --- leases and other processes' runs -------------------------------------------------------
 
     async def lease_loop(self) -> None:
