@@ -1,7 +1,8 @@
 """Run bookkeeping: which runs are in flight, here and elsewhere, and their durable records.
 
 A :class:`RunTracker` belongs to one runtime. It gives runs their ids, writes their starts to the
-store (concurrent starts share one transaction on a store that commits to disk), counts them in
+store (on PostgreSQL concurrent starts share one transaction it leads; SQLite groups them in a
+writer thread of its own), counts them in
 and out per ``(pack, version)`` and per installation, writes their ends behind in batches, renews
 their leases, reads the runs other processes hold, and waits for drains. The runtime binds a run
 (its resolution, its dispatcher, its checks); the tracker keeps the books.

@@ -234,8 +234,9 @@ class Store(ABC):
     """Whether ``open`` may create the store (a file, a schema) when it does not exist yet; when
     false, a missing store is a ``store_error`` and nothing is created."""
     group_commit: bool = False
-    """Whether concurrent run starts should share one write (worth it when a write is a disk
-    transaction; not for the in-memory store)."""
+    """Whether the runtime should group concurrent run starts into one write (worth it when a
+    write is a database transaction; not for the in-memory store, nor for SQLite, whose writer
+    thread groups them itself)."""
     notifications: int = 0
     """Change notifications this store has received (PostgreSQL's ``NOTIFY``; 0 on the others)."""
 
