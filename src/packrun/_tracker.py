@@ -2,10 +2,10 @@
 
 A :class:`RunTracker` belongs to one runtime. It gives runs their ids, writes their starts to the
 store (on PostgreSQL concurrent starts share one transaction it leads; SQLite groups them in a
-writer thread of its own), counts them in
-and out per ``(pack, version)`` and per installation, writes their ends behind in batches, renews
-their leases, reads the runs other processes hold, and waits for drains. The runtime binds a run
-(its resolution, its dispatcher, its checks); the tracker keeps the books.
+writer thread of its own), counts them in and out per ``(pack, version)`` and per installation,
+writes their ends behind in batches, renews their leases, reads the runs other processes hold, and
+waits for drains. The runtime binds a run (its resolution, its dispatcher, its checks); the tracker
+keeps the books.
 """
 
 from __future__ import annotations
