@@ -9,7 +9,7 @@ durable binding, in-flight counts, leases) belongs to the runtime's run tracker;
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -241,6 +241,15 @@ class RunOwner(Protocol):
         version: str | None,
     ) -> Run: ...
 
+    def _open_run(
+        self,
+        installation_id: str,
+        run_id: str | None,
+        workflow_id: str | None,
+        auth: Auth,
+        version: str | None,
+    ) -> Run | Coroutine[Any, Any, Run]: ...
+
     def _end_run(self, run: Run) -> None: ...
 
 
@@ -276,10 +285,13 @@ class RunScope:
         self._run: Run | None = None
 
     async def __aenter__(self) -> Run:
-        self._run = await self._runtime._start_run(
+        # The run itself when its start needed no await (one coroutine frame fewer), else the
+        # coroutine that finishes it.
+        opened = self._runtime._open_run(
             self._installation_id, self._run_id, self._workflow_id, self._auth, self._version
         )
-        return self._run
+        run = self._run = opened if isinstance(opened, Run) else await opened
+        return run
 
     async def __aexit__(
         self,

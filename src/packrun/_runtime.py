@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -102,6 +102,7 @@ from packrun._stores import (
     Policy,
     RunRecord,
     Settings,
+    StartedRun,
     Store,
     Update,
     WorkflowTools,
@@ -1061,6 +1062,20 @@ class Runtime:
         auth: Auth,
         version: str | None = None,
     ) -> Run:
+        opened = self._open_run(installation_id, run_id, workflow_id, auth, version)
+        return opened if isinstance(opened, Run) else await opened
+
+    def _open_run(
+        self,
+        installation_id: str,
+        run_id: str | None,
+        workflow_id: str | None,
+        auth: Auth,
+        version: str | None = None,
+    ) -> Run | Coroutine[Any, Any, Run]:
+        """Start a run: the run itself when nothing had to be awaited (the in-memory store, a
+        bundle held in this process), else a coroutine that finishes the start. Either way the
+        same checks and the same books; nothing suspends before the coroutine is awaited."""
         res = (
             self.resolve(installation_id)
             if version is None
@@ -1082,20 +1097,35 @@ class Runtime:
             workflow_id,
             datetime.now(UTC),
         )
-        bound, resumed, _ = await tracker.begin(record)
+        started = tracker.begin_now(record)
+        if started is None:
+            return self._start_written(record, res, auth, version)
+        return self._admit(started, res, auth, version)
+
+    async def _start_written(
+        self, record: RunRecord, res: Resolution, auth: Auth, version: str | None
+    ) -> Run:
+        admitted = self._admit(await self._tracker.begin(record), res, auth, version)
+        return admitted if isinstance(admitted, Run) else await admitted
+
+    def _admit(
+        self, started: StartedRun, res: Resolution, auth: Auth, version: str | None
+    ) -> Run | Coroutine[Any, Any, Run]:
+        """Bind a run whose start is recorded and count it in; a coroutine when its bundle has to
+        be loaded (or served by a sandbox worker) first."""
+        tracker = self._tracker
+        bound, resumed, _ = started
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
             row = self._bound_row(bound, res, resumed)
             if auth is not _NO_AUTH and self.check_auth != "off" and row is not None:
-                self._check_auth(installation_id, row, auth)
+                self._check_auth(bound.installation_id, row, auth)
             # A bundle loaded in this process is held without an await; else it is loaded (or a
             # sandbox worker serves it).
             dispatcher = self._held_dispatcher(bound.digest, bound.channel)
             if dispatcher is None:
-                dispatcher = await self._dispatcher(
-                    bound.digest, bound.channel, bound.installation_id
-                )
+                return self._admit_loaded(bound, resumed, row, auth, version)
             run = self._bind(bound, resumed, row, dispatcher, auth)
             if version is not None and not resumed:
                 run.chosen = True
@@ -1103,6 +1133,26 @@ class Runtime:
             tracker.abandon(bound.run_id)
             raise
         tracker.admit(run)
+        return run
+
+    async def _admit_loaded(
+        self,
+        bound: RunRecord,
+        resumed: bool,
+        row: CatalogEntry | None,
+        auth: Auth,
+        version: str | None,
+    ) -> Run:
+        try:
+            assert bound.digest is not None
+            dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
+            run = self._bind(bound, resumed, row, dispatcher, auth)
+            if version is not None and not resumed:
+                run.chosen = True
+        except BaseException:
+            self._tracker.abandon(bound.run_id)
+            raise
+        self._tracker.admit(run)
         return run
 
     def _bind(

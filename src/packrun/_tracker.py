@@ -76,6 +76,8 @@ class RunTracker:
         self._ends_ready = anyio.Event()
         self._ends_signalled = False  # whether _ends_ready is set (cheaper to read than to ask)
         self._ids = count()
+        # Whether the store records a start without an await (see begin_now).
+        self._sync_start = type(store).start_run_now is not Store.start_run_now
         self._id_prefix = os.urandom(8).hex()
 
     # --- starts ---------------------------------------------------------------------------------
@@ -84,6 +86,24 @@ class RunTracker:
         """A run id unique across processes: this runtime's 16 random hex digits, ``-``, and a
         counter in hex (``3f9c2a7be01d4c55-1a``)."""
         return f"{self._id_prefix}-{next(self._ids):x}"
+
+    def begin_now(self, record: RunRecord) -> StartedRun | None:
+        """:meth:`begin` without an await, on a store that records a start at once (the
+        in-memory store); ``None`` when the start has to be awaited (:meth:`begin` then). Nothing
+        here suspends, so a run starts on that store with no checkpoint, as it would through
+        :meth:`begin`."""
+        if not self._sync_start:
+            return None
+        run_id = record.run_id
+        if run_id in self.runs or run_id in self._starting:
+            raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
+        now = time.time()
+        started = self._store.start_run_now(record, self.owner, now, now + self.lease_ttl)
+        if started is None or started[2] is not None:
+            return None  # held elsewhere: begin() waits a moment for its end, then refuses it
+        self._starting.add(run_id)
+        self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: its end is moot
+        return started
 
     async def begin(self, record: RunRecord) -> StartedRun:
         """Reserve the run's id, write its start and return its binding (the original one for a

@@ -312,6 +312,13 @@ class Store(ABC):
         binding, whatever it was given now. ``held_by`` names another owner whose lease on that
         run id is still live at ``now``: the run is then not reopened (it is open elsewhere)."""
 
+    def start_run_now(
+        self, record: RunRecord, owner: str, now: float, lease_until: float
+    ) -> StartedRun | None:
+        """:meth:`start_runs` of one record without an await, for a store held in this process;
+        ``None`` where a start is a write to wait for (the runtime then awaits ``start_runs``)."""
+        return None
+
     @abstractmethod
     async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
         """Mark runs ended, those of them ``owner`` still holds (a run reopened elsewhere since

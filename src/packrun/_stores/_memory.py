@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 
@@ -49,7 +50,9 @@ class MemoryStore(Store):
         self._installations: dict[str, Installation] = {}
         self._events: list[PinEvent] = []
         self._changes: list[Change] = []
-        self._runs: dict[str, RunRecord] = {}
+        self._runs: dict[str, RunRecord] = {}  # runs in flight (or held by another owner)
+        # Ended runs, for a resume: plain tuples, which the garbage collector stops tracking.
+        self._ended: dict[str, tuple[Any, ...]] = {}
         self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
         self._declared: dict[tuple[str, str], frozenset[str]] = {}
         self._observed: dict[tuple[str, str], frozenset[str]] = {}
@@ -162,29 +165,39 @@ class MemoryStore(Store):
     async def start_runs(
         self, records: Sequence[RunRecord], owner: str, now: float, lease_until: float
     ) -> list[StartedRun]:
-        started: list[StartedRun] = []
-        for record in records:
-            existing = self._runs.get(record.run_id)
-            if existing is None:
-                self._runs[record.run_id] = record
-                self._live[record.run_id] = (owner, lease_until)
-                started.append((record, False, None))
-                continue
-            holder = self._live.get(record.run_id)
-            if holder is not None and holder[0] != owner and holder[1] > now:
-                started.append((existing, True, holder[0]))
-                continue
-            self._live[record.run_id] = (owner, lease_until)
-            started.append((existing, True, None))
-        return started
+        return [self.start_run_now(record, owner, now, lease_until) for record in records]
+
+    def start_run_now(
+        self, record: RunRecord, owner: str, now: float, lease_until: float
+    ) -> StartedRun:
+        run_id = record.run_id
+        existing = self._runs.get(run_id)
+        if existing is None:
+            ended = self._ended.pop(run_id, None)
+            if ended is None:
+                self._runs[run_id] = record
+                self._live[run_id] = (owner, lease_until)
+                return (record, False, None)
+            existing = self._runs[run_id] = RunRecord._make(ended)
+        holder = self._live.get(run_id)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return (existing, True, holder[0])
+        self._live[run_id] = (owner, lease_until)
+        return (existing, True, None)
 
     async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
         for run_id, calls in ends:
             holder = self._live.get(run_id)
             if holder is not None and holder[0] == owner:
                 del self._live[run_id]
+                holder = None
             record = self._runs.get(run_id)
-            if record is not None and record.workflow_id is not None and calls:
+            if record is None:
+                continue
+            if holder is None:
+                del self._runs[run_id]
+                self._ended[run_id] = tuple(record)
+            if record.workflow_id is not None and calls:
                 key = (record.installation_id, record.workflow_id)
                 self._observed[key] = self._observed.get(key, frozenset()) | calls
                 self._log("usage", record.installation_id)
