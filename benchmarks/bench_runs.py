@@ -155,7 +155,7 @@ def call_rows() -> list[Row]:
             async with rt.run("gen2") as run:
                 assert run.adapter is None
                 tool = rt._dispatchers[run.digest or ""].loaded.tools["noop"]
-                ctx = run._ctx
+                ctx = run._context()
                 found["gen2"] = await abest_of(lambda: run.call("noop", INPUT))
                 found["gen2 direct"] = await abest_of(lambda: tool(ctx, INPUT))
             async with rt.run("gen1") as run:

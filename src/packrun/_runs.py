@@ -9,6 +9,7 @@ durable binding, in-flight counts, leases) belongs to the runtime's run tracker;
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,11 +42,13 @@ class Run:
     """
 
     __slots__ = (
+        "_auth",
         "_bundle",
         "_calls",
         "_checks",
         "_ctx",
         "_ended",
+        "_logger",
         "_threads",
         "_tools",
         "adapter",
@@ -68,7 +71,8 @@ class Run:
         self,
         record: RunRecord,
         dispatcher: Dispatcher,
-        ctx: ToolContext,
+        auth: Auth,
+        logger: logging.Logger,
         resumed: bool,
         version_key: str,
         threads: anyio.CapacityLimiter | None = None,
@@ -92,7 +96,9 @@ class Run:
         self._calls: set[str] | None = None
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
         self._bundle = dispatcher.loaded  # held (never evicted) until the run ends
-        self._ctx = ctx
+        self._auth = auth
+        self._logger = logger  # the pack's tool logger (redacting, once the context is made)
+        self._ctx: ToolContext | None = None  # made by the first call: a run may make none
         self._threads = threads
         self._checks = checks
         self._ended = False
@@ -135,18 +141,30 @@ class Run:
         checks = self._checks
         if checks is not None:
             checks.before(tool, value)
-        output = await self._dispatch(tool, fn, is_async, value)
+        if is_async:  # the common case, here rather than in _dispatch: one frame fewer a call
+            failure = None
+            try:
+                output = await fn(self._ctx or self._context(), value)
+            except BaseException as exc:
+                failure = self._failure(tool, exc)
+                if failure is None:
+                    raise
+            if failure is not None:
+                raise failure  # outside the handler: the original is not its context
+        else:
+            output = await self._dispatch(tool, fn, is_async, value)
         if checks is not None:
             checks.after(tool, output)
         return output
 
     async def _dispatch(self, tool: str, fn: Any, is_async: bool, value: Mapping[str, Any]) -> Any:
         """Run the tool and return its output; its failures as :meth:`_failure` says."""
+        ctx = self._ctx or self._context()
         try:
             if is_async:
-                return await fn(self._ctx, value)
+                return await fn(ctx, value)
             ok, output = await anyio.to_thread.run_sync(
-                _guarded, fn, self._ctx, value, limiter=self._threads
+                _guarded, fn, ctx, value, limiter=self._threads
             )
             if ok:
                 return output
@@ -171,7 +189,7 @@ class Run:
         """
         if isinstance(exc, anyio.get_cancelled_exc_class()) and _really_cancelled():
             return None
-        redactor = Redactor(self._ctx.auth)
+        redactor = Redactor(self._auth)
         clean = redactor.exception(exc)
         failure: ToolFailed
         if isinstance(exc, ToolError):
@@ -197,8 +215,23 @@ class Run:
             self._ended = True
             if self._bundle is not None:  # None: the code runs in sandbox workers
                 release_bundle(self._bundle)
-            if isinstance(self._ctx.logger, RedactingLogger):
-                self._ctx.logger.close()
+            ctx = self._ctx
+            if ctx is not None and isinstance(ctx.logger, RedactingLogger):
+                ctx.logger.close()
+
+    def _context(self) -> ToolContext:
+        """The context the run's tools get (made once, on the first call)."""
+        auth = self._auth
+        logger = self._logger
+        self._ctx = ctx = ToolContext(
+            self.run_id,
+            self.installation_id,
+            self.pack_id,
+            self.version,
+            auth,
+            logger if auth.mode == "none" else RedactingLogger(logger, auth),
+        )
+        return ctx
 
     def __repr__(self) -> str:
         via = f", adapter {self.adapter}" if self.adapter else ""

@@ -79,7 +79,7 @@ from packrun._policy import (
     why_acknowledge,
 )
 from packrun._reauth import missing_auth, reauth_reasons
-from packrun._redact import RedactingLogger, Redactor
+from packrun._redact import Redactor
 from packrun._resolver import (
     DYNAMIC_PINS,
     Explanation,
@@ -121,7 +121,6 @@ from packrun.errors import (
     NotFound,
     PackrunError,
 )
-from packrun.sdk import ToolContext
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -1169,21 +1168,14 @@ class Runtime:
             tool_logger = self._tool_loggers[bound.pack_id] = logging.getLogger(
                 f"packrun.tools.{bound.pack_id}"
             )
-        ctx = ToolContext(
-            bound.run_id,
-            bound.installation_id,
-            bound.pack_id,
-            bound.version,
-            auth,
-            tool_logger if auth.mode == "none" else RedactingLogger(tool_logger, auth),
-        )
         key = self._version_keys.get(bound.version)
         if key is None:
             key = self._version_keys[bound.version] = version_key(bound.version)
         return Run(
             bound,
             dispatcher,
-            ctx,
+            auth,
+            tool_logger,
             resumed,
             key,
             self._tool_threads,
