@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
-from packrun._bundle import release_bundle
+from packrun._bundle import LoadedBundle, release_bundle
 from packrun._checks import CallChecks
 from packrun._redact import RedactingLogger, Redactor
 from packrun._stores import RunRecord
@@ -49,6 +49,7 @@ class Run:
         "_ctx",
         "_ended",
         "_logger",
+        "_release",
         "_threads",
         "_tools",
         "adapter",
@@ -78,6 +79,7 @@ class Run:
         threads: anyio.CapacityLimiter | None = None,
         checks: CallChecks | None = None,
         chosen: bool = False,
+        release: Callable[[LoadedBundle], None] = release_bundle,
     ) -> None:
         self.run_id = record.run_id
         self.installation_id = record.installation_id
@@ -96,6 +98,7 @@ class Run:
         self._calls: set[str] | None = None
         self._tools: Mapping[str, ToolEntry] = dispatcher.tools
         self._bundle = dispatcher.loaded  # held (never evicted) until the run ends
+        self._release = release
         self._auth = auth
         self._logger = logger  # the pack's tool logger (redacting, once the context is made)
         self._ctx: ToolContext | None = None  # made by the first call: a run may make none
@@ -214,7 +217,7 @@ class Run:
         if not self._ended:
             self._ended = True
             if self._bundle is not None:  # None: the code runs in sandbox workers
-                release_bundle(self._bundle)
+                self._release(self._bundle)
             ctx = self._ctx
             if ctx is not None and isinstance(ctx.logger, RedactingLogger):
                 ctx.logger.close()

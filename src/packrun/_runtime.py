@@ -37,7 +37,14 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
-from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, read_bundle, release_bundle
+from packrun._bundle import (
+    LoadedBundle,
+    bundle_is_loaded,
+    hold_bundle,
+    load_held,
+    read_bundle,
+    release_bundle,
+)
 from packrun._catalog import (
     CHANNELS,
     CatalogEntry,
@@ -360,6 +367,9 @@ class Runtime:
         """This runtime's id as the holder of run leases."""
         self._tracker = RunTracker(store, self.owner, lease_ttl, self._warn)
         self._dispatchers: dict[str, Dispatcher] = {}
+        # Runs in flight here by the loaded bundle they use (its id()): they share one hold on it.
+        self._bundle_runs: dict[int, int] = {}
+        self._release = self._release_bundle  # one bound method for every run
         self.check_input: CheckMode = check_input
         """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
         with ``invalid_input``), ``warn`` (counted and logged) or ``off``."""
@@ -1145,6 +1155,12 @@ class Runtime:
         try:
             assert bound.digest is not None
             dispatcher = await self._dispatcher(bound.digest, bound.channel, bound.installation_id)
+            if dispatcher.loaded is not None:  # loaded with a hold of its own
+                key = id(dispatcher.loaded)
+                runs = self._bundle_runs.get(key)
+                if runs:  # the runs here hold it already
+                    release_bundle(dispatcher.loaded)
+                self._bundle_runs[key] = (runs or 0) + 1
             run = self._bind(bound, resumed, row, dispatcher, auth)
             if version is not None and not resumed:
                 run.chosen = True
@@ -1180,6 +1196,7 @@ class Runtime:
             key,
             self._tool_threads,
             self._call_checks(bound, row, dispatcher, auth, key),
+            release=self._release,
         )
 
     def _chosen(self, installation_id: str, version: str) -> Resolution:
@@ -1210,9 +1227,27 @@ class Runtime:
         if channel not in self.in_process:
             return None
         dispatcher = self._dispatchers.get(digest)
-        if dispatcher is not None and dispatcher.loaded and hold_bundle(dispatcher.loaded):
+        if dispatcher is None or dispatcher.loaded is None:
+            return None
+        key = id(dispatcher.loaded)
+        runs = self._bundle_runs.get(key)
+        if runs:  # held by the runs here already: counted, no lock taken
+            self._bundle_runs[key] = runs + 1
+            return dispatcher
+        if hold_bundle(dispatcher.loaded):
+            self._bundle_runs[key] = 1
             return dispatcher
         return None
+
+    def _release_bundle(self, loaded: LoadedBundle) -> None:
+        """A run on ``loaded`` ended: the last one here gives the runs' hold back."""
+        key = id(loaded)
+        runs = self._bundle_runs[key] - 1
+        if runs:
+            self._bundle_runs[key] = runs
+        else:
+            del self._bundle_runs[key]
+            release_bundle(loaded)
 
     def _bound_row(self, bound: RunRecord, res: Resolution, resumed: bool) -> CatalogEntry | None:
         """The catalog row a run binds to: the one resolved, or for a resumed run the row of its
