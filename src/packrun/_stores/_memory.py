@@ -38,7 +38,12 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore(Store):
-    """State in dictionaries of this process. Each ``memory:`` store is private to its runtime."""
+    """State in dictionaries of this process. Each ``memory:`` store is private to its runtime.
+
+    It keeps the bindings of the latest ended runs for a resume, at least ``ended_runs_kept / 2``
+    and at most ``ended_runs_kept`` of them; a run id ended before those starts afresh."""
+
+    ended_runs_kept = 100_000
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -53,6 +58,7 @@ class MemoryStore(Store):
         self._runs: dict[str, RunRecord] = {}  # runs in flight (or held by another owner)
         # Ended runs, for a resume: plain tuples, which the garbage collector stops tracking.
         self._ended: dict[str, tuple[Any, ...]] = {}
+        self._ended_before: dict[str, tuple[Any, ...]] = {}  # the half before, dropped whole
         self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
         self._declared: dict[tuple[str, str], frozenset[str]] = {}
         self._observed: dict[tuple[str, str], frozenset[str]] = {}
@@ -173,7 +179,7 @@ class MemoryStore(Store):
         run_id = record.run_id
         existing = self._runs.get(run_id)
         if existing is None:
-            ended = self._ended.pop(run_id, None)
+            ended = self._ended.pop(run_id, None) or self._ended_before.pop(run_id, None)
             if ended is None:
                 self._runs[run_id] = record
                 self._live[run_id] = (owner, lease_until)
@@ -196,7 +202,10 @@ class MemoryStore(Store):
                 continue
             if holder is None:
                 del self._runs[run_id]
-                self._ended[run_id] = tuple(record)
+                ended = self._ended
+                ended[run_id] = tuple(record)
+                if len(ended) >= self.ended_runs_kept // 2:  # two halves: no scan, no per-run cost
+                    self._ended_before, self._ended = ended, {}
             if record.workflow_id is not None and calls:
                 key = (record.installation_id, record.workflow_id)
                 self._observed[key] = self._observed.get(key, frozenset()) | calls

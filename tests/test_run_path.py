@@ -1,0 +1,145 @@
+"""The cost of a run in objects: what a run start + finish makes, keeps and leaves behind.
+
+Counted, never timed: reference cycles left per run, the holds a loaded bundle gets, when the tool
+context is made, what the in-memory store keeps of ended runs, and which stores record a start
+without an await.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import anyio
+import pytest
+
+import packrun
+from packrun import Auth
+from packrun._bundle import _finder
+from packrun._stores._memory import MemoryStore
+from test_runs import TRUSTED, setup_probe
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_runs_leave_no_reference_cycle_behind() -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0")
+        for _ in range(10):  # everything made once (loggers, checks, the bundle) made now
+            async with rt.run("inst") as run:
+                await run.call("whoami")
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(500):
+                async with rt.run("inst") as run:
+                    await run.call("whoami")
+            for _ in range(500):
+                async with rt.run("inst", auth=Auth.api_key("k-123")):
+                    pass
+            assert gc.collect() == 0  # freed by reference counts alone: nothing for the collector
+        finally:
+            gc.enable()
+
+
+async def test_the_runs_in_flight_on_a_bundle_share_one_hold_on_it() -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        digests = await setup_probe(rt, "1.0.0")
+        slot = _finder.slots[digests["1.0.0"]]
+        async with rt.run("inst") as first:
+            assert slot.holds == 1
+            async with rt.run("inst"), rt.run("inst"):
+                assert slot.holds == 1
+                assert rt.in_flight("probe", "1.0.0") == 3
+            assert slot.holds == 1
+            assert await first.call("whoami") == {"version": "1.0.0", "marker": "m1.0.0"}
+        assert slot.holds == 0  # the last run gave it back: the bundle may be evicted again
+        async with rt.run("inst"):
+            assert slot.holds == 1
+
+
+async def test_the_tool_context_is_made_by_the_first_call_once() -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0")
+        async with rt.run("inst") as run:
+            assert run._ctx is None  # a run that calls nothing makes none
+            await run.call("whoami")
+            ctx = run._ctx
+            assert ctx is not None and ctx.run_id == run.run_id
+            await run.call("whoami")
+            assert run._ctx is ctx
+
+
+async def test_the_memory_store_keeps_the_latest_ended_runs_for_a_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(MemoryStore, "ended_runs_kept", 4)
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0", "2.0.0")
+        for n in range(7):
+            async with rt.run("inst", run_id=f"r-{n}"):
+                pass
+        await rt._tracker.flush_ends()
+        store = rt._store
+        assert isinstance(store, MemoryStore)
+        # Kept in two halves of 2: r-0 and r-1 were dropped with their half, r-6 starts the next.
+        assert (list(store._ended_before), list(store._ended)) == (["r-4", "r-5"], ["r-6"])
+        assert not store._runs and not store._live
+        gc.collect()
+        assert not any(gc.is_tracked(record) for record in store._ended_before.values())
+        await rt.set_pin("inst", "2.0.0")
+        for run_id in ("r-4", "r-6"):
+            async with rt.run("inst", run_id=run_id) as kept:
+                assert (kept.resumed, kept.version) == (True, "1.0.0")
+        async with rt.run("inst", run_id="r-0") as forgotten:
+            assert (forgotten.resumed, forgotten.version) == (False, "2.0.0")
+
+
+async def test_the_in_memory_store_records_a_start_without_an_await(tmp_path: Path) -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0")
+        async with rt.run("inst"):  # loads the bundle: a later start holds it without an await
+            pass
+        scope = rt.run("inst", run_id="now")
+        entering = scope.__aenter__()
+        with pytest.raises(StopIteration) as done:  # finished at its first step: never suspended
+            entering.send(None)
+        run = done.value.value
+        assert run.run_id == "now" and rt.in_flight("probe", "1.0.0") == 1
+        await scope.__aexit__(None, None, None)
+        assert rt.in_flight("probe", "1.0.0") == 0
+    async with packrun.open_runtime(f"sqlite:///{tmp_path / 'state.db'}", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0")
+        record = rt.resolve("inst")
+        assert rt._tracker._sync_start is False  # a SQLite start is a commit to wait for
+        async with rt.run("inst") as run:
+            assert run.version == record.version
+
+
+async def test_starts_that_load_their_bundle_concurrently_give_every_hold_back() -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        digests = await setup_probe(rt, "1.0.0")
+        rt._dispatchers.clear()  # as after a reload: the next starts load it again, concurrently
+        entered = anyio.Event()
+        release = anyio.Event()
+
+        async def one() -> None:
+            async with rt.run("inst"):
+                entered.set()
+                await release.wait()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(one)
+            await entered.wait()
+            while rt.in_flight("probe", "1.0.0") < 3:
+                await anyio.sleep(0.01)
+            assert _finder.slots[digests["1.0.0"]].holds >= 1
+            release.set()
+        assert _finder.slots[digests["1.0.0"]].holds == 0
+
