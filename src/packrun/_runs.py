@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -131,11 +132,20 @@ class Run:
         value = {} if input is None else input
         # Host-side contract checks, around whichever dispatch runs the tool.
         checks = self._checks
-        if checks is not None:
-            checks.before(tool, value)
-        output = await self._dispatch(tool, fn, is_async, value)
-        if checks is not None:
-            checks.after(tool, output)
+        if checks is None:
+            return await self._dispatch(tool, fn, is_async, value)
+        checks.before(tool, value)
+        if not checks.count:
+            output = await self._dispatch(tool, fn, is_async, value)
+        else:  # health: the call's latency, and how it failed
+            started = perf_counter()
+            try:
+                output = await self._dispatch(tool, fn, is_async, value)
+            except BaseException as exc:
+                checks.failed(exc, perf_counter() - started)
+                raise
+            checks.ended(perf_counter() - started)
+        checks.after(tool, output)
         return output
 
     async def _dispatch(self, tool: str, fn: Any, is_async: bool, value: Mapping[str, Any]) -> Any:
