@@ -266,8 +266,8 @@ class Rollouts:
         chosen = set(selector) if selector is not None else None
         if chosen is not None:
             for iid in sorted(chosen):
-                inst = rt.installation(iid, project=project)
-                if inst.pack_id != pack_id:
+                inst = resolver.find_installation(iid)
+                if inst is None or inst.project != project or inst.pack_id != pack_id:
                     raise InvalidArgument(
                         "selector", iid, [f"installations of {pack_id} in project {project}"]
                     )

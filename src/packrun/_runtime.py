@@ -462,6 +462,7 @@ class Runtime:
             if self.refresh_interval > 0:
                 await self._store.listen()  # before the load: a change made meanwhile is heard
             await self._load()
+            await self._flush_health()  # the fleet's health figures, as of the open
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
             if self.refresh_interval > 0:
