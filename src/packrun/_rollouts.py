@@ -50,6 +50,8 @@ RolloutState: TypeAlias = Literal["running", "aborting", "aborted", "completed"]
 ``completed`` (every installation on the new version)."""
 
 DEFAULT_STEPS = (1, 10, 50, 100)
+REQUEST_WAIT = 5.0
+"""Seconds a promote or abort waits for the runtime that holds the rollout to act on it."""
 
 
 def ramped(installation_ids: Collection[str], share: int) -> list[str]:
@@ -167,6 +169,13 @@ class Rollouts:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._held: set[str] = set()  # rollouts whose lease this runtime took
+
+    async def release(self) -> None:
+        """Give up this runtime's leases (it is closing): another runtime continues at once."""
+        for rollout_id in sorted(self._held):
+            await self._rt._store.claim_rollout(rollout_id, self._rt.owner, 0)
+        self._held.clear()
 
     @property
     def lease_ttl(self) -> float:
@@ -245,6 +254,7 @@ class Rollouts:
             },
         )
         await rt._store.create_rollout(row, rt.owner, self.lease_ttl, [started])
+        self._held.add(rollout_id)
         self._log("started", body, f"at {shares[0]}% of {len(members)} installation(s)")
         await self._drive(row)
         return await self.status(pack_id, project)
@@ -321,6 +331,13 @@ class Rollouts:
         else:  # pragma: no cover - fifty saves lost in a row
             raise InvalidArgument("rollout", pack_id, ["a rollout that holds still long enough"])
         await self.tick(only=row.id)
+        # Held by another runtime: it acts within its next tick; wait a little for it to.
+        with anyio.move_on_after(REQUEST_WAIT):
+            while True:
+                rows = [r for r in await store.rollouts(pack_id) if r.id == row.id]
+                if not rows or json.loads(rows[0].body).get("request") is None:
+                    break
+                await anyio.sleep(0.05)
         return await self.status(pack_id, project)
 
     async def _active(self, pack_id: str, project: str) -> RolloutRow:
@@ -340,6 +357,7 @@ class Rollouts:
             if only is not None and row.id != only:
                 continue
             if await rt._store.claim_rollout(row.id, rt.owner, self.lease_ttl):
+                self._held.add(row.id)
                 try:
                     await self._drive(row)
                 except PackrunError as exc:  # the store away: the next tick tries again

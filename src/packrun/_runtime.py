@@ -503,6 +503,10 @@ class Runtime:
                 await self._flush_ends()
             with anyio.CancelScope(shield=True):
                 await self._flush_health()
+                try:
+                    await self._rollouts.release()
+                except PackrunError as exc:  # the leases run out on their own
+                    self._warn("rollouts", f"could not release rollouts in {self.url}: {exc}")
         finally:
             try:
                 with anyio.CancelScope(shield=True):
