@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -407,3 +408,47 @@ def test_blocking__has_the_rollout_and_event_names(tmp_path: Path) -> None:
         assert kinds[-1] == "rollout_completed"
         with pytest.raises(InvalidArgument):
             rt.events(since=-1)
+
+
+def test_call_checks__sort_failures_into_timeouts_crashes_and_tool_errors() -> None:
+    from packrun._checks import CallChecks, HealthCounters
+
+    counters = HealthCounters()
+    checks = CallChecks({}, counters, "off", "off", "shop", "1.0.0", lambda kind, text: None)
+    checks.failed(packrun.ToolTimeout("shop", "1.0.0", "ping", 5.0), 5.0)
+    checks.failed(packrun.SandboxCrashed("shop", "1.0.0", "ping", "killed"), None)
+    checks.failed(ToolFailed("ping", "broken", "no"), 0.001)
+    checks.failed(ValueError("raw"), None)
+    checks.failed(asyncio.CancelledError(), None)  # the caller's cancellation: no error
+    assert (counters.timeouts, counters.crashes, counters.tool_errors) == (1, 1, 2)
+    assert sum(counters.buckets) == 2
+
+
+async def test_opentelemetry__exports_the_health_counters(tmp_path: Path) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from packrun._health import instrument
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    async with opened("memory:") as rt:
+        await rt.publish(shop(tmp_path, "1.0.0", fail=True))
+        await rt.install("bad", "shop", "1.0.0")
+        assert instrument(rt._health_book, provider)
+        for _ in range(2):
+            with pytest.raises(ToolFailed):
+                await rt.call("bad", "ping")
+        data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: [(dict(p.attributes or {}), p.value) for p in metric.data.data_points]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    where = {"pack": "shop", "stream": "vendor", "version": "1.0.0", "project": "default"}
+    assert points["packrun.calls"] == [(where, 2)]
+    assert points["packrun.tool_errors"] == [(where, 2)]
+    latency = points["packrun.call.latency"]
+    assert sum(n for _, n in latency) == 1  # the first call of every sixteen is timed

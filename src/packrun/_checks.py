@@ -365,6 +365,9 @@ LATENCY_BOUNDS: Final[tuple[float, ...]] = (
 )
 """The upper bounds (seconds) of the latency histogram's buckets; one more bucket holds what is
 slower than the last. Fixed, so the histograms of every runtime of a fleet add up."""
+LATENCY_SAMPLE: Final = 15
+"""Latency is measured on one call in ``LATENCY_SAMPLE + 1`` (timing every call would cost more
+than the call itself on a fast in-process tool); every call's outcome is counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,11 +531,12 @@ class CallChecks:
         """Count a call's latency (seconds), however it ended."""
         self.counters.buckets[bisect_right(LATENCY_BOUNDS, elapsed)] += 1
 
-    def failed(self, exc: BaseException, elapsed: float) -> None:
+    def failed(self, exc: BaseException, elapsed: float | None) -> None:
         """Count a call the tool did not answer: a timeout, a crashed sandbox worker, or an error
-        (a cancellation of the caller is none of them)."""
+        (a cancellation of the caller is none of them); and its latency when it was measured."""
         counters = self.counters
-        counters.buckets[bisect_right(LATENCY_BOUNDS, elapsed)] += 1
+        if elapsed is not None:
+            counters.buckets[bisect_right(LATENCY_BOUNDS, elapsed)] += 1
         if isinstance(exc, ToolTimeout):
             counters.timeouts += 1
         elif isinstance(exc, SandboxError):

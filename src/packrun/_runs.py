@@ -22,7 +22,7 @@ import anyio.to_thread
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
 from packrun._bundle import release_bundle
-from packrun._checks import CallChecks
+from packrun._checks import LATENCY_SAMPLE, CallChecks
 from packrun._redact import RedactingLogger, Redactor
 from packrun._stores import RunRecord
 from packrun.errors import InvalidArgument, NotFound, ToolFailed
@@ -137,7 +137,13 @@ class Run:
         checks.before(tool, value)
         if not checks.count:
             output = await self._dispatch(tool, fn, is_async, value)
-        else:  # health: the call's latency, and how it failed
+        elif checks.counters.calls & LATENCY_SAMPLE != 1:  # health: how the call failed, if so
+            try:
+                output = await self._dispatch(tool, fn, is_async, value)
+            except BaseException as exc:
+                checks.failed(exc, None)
+                raise
+        else:  # and on one call in LATENCY_SAMPLE + 1 (the first among them), its latency
             started = perf_counter()
             try:
                 output = await self._dispatch(tool, fn, is_async, value)

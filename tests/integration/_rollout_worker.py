@@ -15,7 +15,8 @@ import anyio
 import packrun
 
 
-async def main(url: str, command: str, *args: str) -> None:
+async def main(*argv: str) -> None:
+    url, command, *args = argv
     async with packrun.open_runtime(
         url, in_process={"vendor", "custom"}, fleet_interval=0.05
     ) as rt:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _fleet_packs import shop
 
 import packrun
+from _fleet_packs import shop
 from packrun._rollouts import ramped
 
 pytestmark = pytest.mark.anyio
@@ -39,13 +39,13 @@ def worker(url: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def first_line(proc: subprocess.Popen[str]) -> dict[str, str]:
+def first_line(proc: subprocess.Popen[str]) -> dict[str, object]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
         assert proc.stderr is not None
         raise AssertionError(f"the worker printed nothing: {proc.stderr.read()}")
-    loaded: dict[str, str] = json.loads(line)
+    loaded: dict[str, object] = json.loads(line)
     return loaded
 
 
