@@ -442,7 +442,9 @@ async def test_opentelemetry__exports_the_health_counters(tmp_path: Path) -> Non
         data = reader.get_metrics_data()
     assert data is not None
     points = {
-        metric.name: [(dict(p.attributes or {}), p.value) for p in metric.data.data_points]
+        metric.name: [
+            (dict(p.attributes or {}), getattr(p, "value", None)) for p in metric.data.data_points
+        ]
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for metric in sm.metrics
