@@ -443,7 +443,7 @@ async def test_opentelemetry__exports_the_health_counters(tmp_path: Path) -> Non
     assert data is not None
     points = {
         metric.name: [
-            (dict(p.attributes or {}), getattr(p, "value", None)) for p in metric.data.data_points
+            (dict(p.attributes or {}), int(getattr(p, "value", 0))) for p in metric.data.data_points
         ]
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
