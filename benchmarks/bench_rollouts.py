@@ -63,7 +63,7 @@ async def call_with_and_without_counting() -> tuple[float, float]:
             await rt.publish(bundle("noop2", 2, GEN2_CODE))
             await rt.install("gen2", "noop2")
         async with counted.run("gen2") as a, uncounted.run("gen2") as b:
-            for _ in range(3):  # interleaved: a drift of the machine hits both alike
+            for _ in range(5):  # interleaved: a drift of the machine hits both alike
                 timings[True].append(await abest_of(lambda: a.call("noop", INPUT)))
                 timings[False].append(await abest_of(lambda: b.call("noop", INPUT)))
         assert counted.health("noop2", "1.0.0").calls > 0
