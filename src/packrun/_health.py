@@ -155,27 +155,62 @@ def _health(
     )
 
 
+class _Exported:
+    """The books of this process's open runtimes that export to the global meter provider: one
+    set of instruments for all of them, registered with the first."""
+
+    def __init__(self) -> None:
+        self.books: weakref.WeakSet[HealthBook] = weakref.WeakSet()
+        self.registered = False
+
+
+_EXPORTED = _Exported()
+
+
 def instrument(book: HealthBook, meter_provider: Any = None) -> bool:
     """Export ``book``'s counters as OpenTelemetry metrics (observable counters named
     ``packrun.calls``, ``packrun.tool_errors``, ...; and ``packrun.call.latency`` per bucket),
     with attributes ``pack``, ``stream``, ``version`` and ``project``. ``False`` when
-    ``opentelemetry-api`` is not installed. ``meter_provider`` defaults to the global one."""
+    ``opentelemetry-api`` is not installed. Without ``meter_provider``, on the global one (the
+    instruments registered once per process, summing its open runtimes' counts)."""
     try:
         from opentelemetry import metrics
     except ImportError:
         return False
-    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    if meter_provider is None:
+        _EXPORTED.books.add(book)
+        if _EXPORTED.registered:
+            return True
+        _EXPORTED.registered = True
+        provider = metrics.get_meter_provider()
+
+        def books() -> list[HealthBook]:
+            return list(_EXPORTED.books)
+
+    else:
+        provider = meter_provider
+        ref = weakref.ref(book)  # the instruments outlive a closed runtime: they must not keep it
+
+        def books() -> list[HealthBook]:
+            held = ref()
+            return [] if held is None else [held]
+
     meter = provider.get_meter("packrun")
-    ref = weakref.ref(book)  # the instruments outlive a closed runtime: they must not keep it
+
+    def totals() -> dict[HealthKey, list[int]]:
+        summed: dict[HealthKey, list[int]] = {}
+        for held in books():
+            for key, values in held.local():
+                into = summed.setdefault(key, _zeros())
+                for i, n in enumerate(values):
+                    into[i] += n
+        return summed
 
     def observe(index: int) -> Any:
         def callback(options: Any) -> Iterable[Any]:
-            held = ref()
-            if held is None:
-                return []
             return [
                 metrics.Observation(values[index], _attributes(key))
-                for key, values in held.local()
+                for key, values in totals().items()
                 if values[index]
             ]
 
@@ -187,11 +222,8 @@ def instrument(book: HealthBook, meter_provider: Any = None) -> bool:
         )
 
     def latency(options: Any) -> Iterable[Any]:
-        held = ref()
-        if held is None:
-            return []
         out = []
-        for key, values in held.local():
+        for key, values in totals().items():
             for i, bound in enumerate((*LATENCY_BOUNDS, float("inf"))):
                 n = values[_FIRST_BUCKET + i]
                 if n:

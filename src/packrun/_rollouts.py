@@ -256,7 +256,9 @@ class Rollouts:
         await rt._store.create_rollout(row, rt.owner, self.lease_ttl, [started])
         self._held.add(rollout_id)
         self._log("started", body, f"at {shares[0]}% of {len(members)} installation(s)")
-        await self._drive(row)
+        await self._reconcile(body, shares[0])  # the first step: no gate before it
+        if len(shares) == 1:
+            await self._drive(row)  # a single step of 100: done
         return await self.status(pack_id, project)
 
     def _members(
