@@ -93,7 +93,7 @@ def register(
     body: Callable[[Runtime, argparse.Namespace, Any], Awaitable[int]] = _cmd_rollout
     p = runtime_command(
         "rollout",
-        "Start, show, promote (to 100%) or abort a ramped rollout of a pack version. Any "
+        "Start, show, promote (to 100%%) or abort a ramped rollout of a pack version. Any "
         "long-running runtime on the store (an executor) steps it through its health gates.",
         body,
     )
