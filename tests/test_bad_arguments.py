@@ -311,7 +311,46 @@ RUNTIME: dict[str, Case] = {
     "source": Case(lambda w, **a: w.rt.source(**a), {"name": "packs"}),
     "health": Case(
         lambda w, **a: w.rt.health(**a),
-        {"pack_id": "acme", "version": "1.1.0", "project": "default"},
+        {"pack_id": "acme", "version": "1.1.0", "project": "default", "per_project": False},
+        accepts={"per_project": FLAG},
+    ),
+    "start_rollout": Case(
+        lambda w, **a: w.rt.start_rollout(**a),
+        {
+            "pack_id": "acme",
+            "version": "1.2.0",
+            "steps": (50, 100),
+            "step_interval": 60.0,
+            "max_error_rate": 0.05,
+            "max_error_increase": 0.02,
+            "min_calls": 10,
+            "selector": ["acme-prod"],
+            "project": "default",
+            "actor": "ops",
+        },
+        accepts={
+            "step_interval": frozenset({"int", "float"}),
+            "min_calls": frozenset({"int"}),
+            "selector": OPTIONAL,
+        },
+    ),
+    "rollout_status": Case(
+        lambda w, **a: w.rt.rollout_status(**a), {"pack_id": "acme", "project": "default"}
+    ),
+    "promote_rollout": Case(
+        lambda w, **a: w.rt.promote_rollout(**a),
+        {"pack_id": "acme", "project": "default", "actor": "ops"},
+    ),
+    "abort_rollout": Case(
+        lambda w, **a: w.rt.abort_rollout(**a),
+        {"pack_id": "acme", "project": "default", "actor": "ops", "drain_timeout": 0},
+        accepts={"drain_timeout": OPTIONAL | {"int", "float"}},
+    ),
+    "events": Case(
+        lambda w, **a: w.rt.events(**a),
+        {"since": 0, "follow": False},
+        accepts={"since": frozenset({"int"}), "follow": FLAG},
+        names={"since": ("cursor",)},
     ),
     "history": Case(
         lambda w, **a: w.rt.history(**a),
@@ -571,9 +610,13 @@ FUNCTIONS: dict[str, Case] = {
             "in_process": frozenset({"vendor"}),
             "sandbox": "auto",
             "sandbox_limits": None,
+            "fleet_interval": 1.0,
+            "count_health": True,
         },
         accepts={
             "url": OPTIONAL,
+            "fleet_interval": frozenset({"int", "float"}),
+            "count_health": FLAG,
             "refresh_interval": frozenset({"int", "float"}),
             "lease_ttl": frozenset({"int", "float"}),
             "tool_threads": frozenset({"int"}),
@@ -596,6 +639,7 @@ MADE_BY_PACKRUN = {
     "DiffFinding",
     "DiffReport",
     "EntryManifest",
+    "Event",
     "Explanation",
     "Finding",
     "Installation",
@@ -608,6 +652,7 @@ MADE_BY_PACKRUN = {
     "Retirement",
     "RetirementMove",
     "Rollback",
+    "RolloutStatus",
     "Run",
     "Runtime",
     "RuntimeStats",

@@ -28,6 +28,7 @@ from packrun._checks import CheckMode, VersionHealth
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
 from packrun._dispatch import SandboxLimits, SandboxMode
+from packrun._events import Event, EventKind
 from packrun._manifest import (
     EntryManifest,
     Manifest,
@@ -42,6 +43,7 @@ from packrun._manifest import (
 from packrun._openapi import import_openapi
 from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
+from packrun._rollouts import RolloutState, RolloutStatus
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, Finding, check, verify
@@ -76,6 +78,7 @@ from packrun.errors import (
     NeedsReauth,
     NotFound,
     PackrunError,
+    RolloutInProgress,
     SandboxCrashed,
     SandboxError,
     SandboxUnavailable,
@@ -115,6 +118,8 @@ __all__ = [
     "DowngradeNotAllowed",
     "DrainTimeout",
     "EntryManifest",
+    "Event",
+    "EventKind",
     "Explanation",
     "Finding",
     "Installation",
@@ -142,6 +147,9 @@ __all__ = [
     "Retirement",
     "RetirementMove",
     "Rollback",
+    "RolloutInProgress",
+    "RolloutState",
+    "RolloutStatus",
     "Run",
     "Runtime",
     "RuntimeStats",

@@ -40,6 +40,7 @@ from packrun._auth import Auth, AuthMode
 from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
 from packrun._checks import VersionHealth
+from packrun._cli_fleet import register as register_fleet_commands
 from packrun._diff import DiffReport, Profile, diff, load_profile
 from packrun._manifest import (
     decode_pack_manifest,
@@ -984,12 +985,22 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 # --- status: installations, versions with their runs in flight, totals ---------------------------
 
 
-def _health_json(health: VersionHealth) -> dict[str, int]:
+def _health_json(health: VersionHealth) -> dict[str, int | float | None]:
     return {
         "calls": health.calls,
         "invalid_input": health.invalid_input,
         "invalid_output": health.invalid_output,
+        "tool_errors": health.tool_errors,
+        "timeouts": health.timeouts,
+        "crashes": health.crashes,
+        "error_rate": health.error_rate,
+        "p50": health.p50,
+        "p99": health.p99,
     }
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:g}"
 
 
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
@@ -1096,7 +1107,7 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
     out.line()
     if versions:
         header = ["pack", "version", "channel", "state", "installations", "in flight", "status"]
-        header += ["calls", "invalid in", "invalid out"]
+        header += ["calls", "errors", "invalid in", "invalid out", "p50 ms", "p99 ms"]
         rows = [
             [
                 e.pack_id,
@@ -1107,8 +1118,11 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                 str(n),
                 status,
                 str(h.calls),
+                str(h.errors),
                 str(h.invalid_input),
                 str(h.invalid_output),
+                _ms(h.p50),
+                _ms(h.p99),
             ]
             for (e, pinned, n, status), h in zip(versions, health, strict=True)
         ]
@@ -1335,6 +1349,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     register_source_commands(sub, _on_runtime, _global_options, _store_option)
+    register_fleet_commands(runtime_command, _seconds)
 
     p = runtime_command(
         "publish",

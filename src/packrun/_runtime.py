@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -52,7 +52,6 @@ from packrun._checks import (
     CallChecks,
     CheckMode,
     Contracts,
-    HealthCounters,
     VersionHealth,
     compile_contracts,
 )
@@ -65,6 +64,8 @@ from packrun._dispatch import (
     effective_mode,
     sandbox_dispatcher,
 )
+from packrun._events import Event, blocked_events, read_events
+from packrun._health import HealthBook, HealthKey, instrument
 from packrun._manifest import Manifest, decode_manifest
 from packrun._policy import (
     Retirement,
@@ -88,6 +89,7 @@ from packrun._resolver import (
     exact_pin,
     normalize_pin,
 )
+from packrun._rollouts import DEFAULT_STEPS, Rollouts, RolloutStatus
 from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._sources._model import DEFAULT_INTERVAL, SourceSpec, SourceStatus, SyncReport, Trust
 from packrun._sources._sync import Syncer, check_name
@@ -97,6 +99,7 @@ from packrun._stores import (
     POLICIES,
     Installation,
     LiveRun,
+    NewEvent,
     Origin,
     PinEvent,
     Policy,
@@ -310,8 +313,12 @@ class Runtime:
         in_process: Collection[str] = frozenset(),
         sandbox: SandboxMode = "auto",
         sandbox_limits: SandboxLimits | None = None,
+        fleet_interval: float = 1.0,
+        count_health: bool = True,
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
+        check_seconds("fleet_interval", fleet_interval, zero=False)
+        check_flag("count_health", count_health)
         check_seconds("refresh_interval", refresh_interval)
         check_whole("tool_threads", tool_threads, 1, 100_000)
         check_generations("generations", generations)
@@ -369,10 +376,14 @@ class Runtime:
         """What a run whose credentials do not satisfy its version's auth gets: ``enforce``
         (refused with ``needs_reauth`` before any bundle code runs), ``warn`` or ``off``."""
         self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
-        self._shared_checks: dict[tuple[str, ...], tuple[CallChecks, tuple[str, str, str]]] = {}
+        self._shared_checks: dict[tuple[str, ...], tuple[CallChecks, HealthKey]] = {}
         self._version_keys: dict[str, str] = {}  # a version's text -> its key
         self._tool_loggers: dict[str, logging.Logger] = {}
-        self._health: dict[tuple[str, str, str], HealthCounters] = {}
+        self._health_book = HealthBook(count_health)
+        self.fleet_interval = fleet_interval
+        """Seconds between this runtime's writes of its health counts to the store (and reads of
+        the fleet's), and between its turns at driving rollouts."""
+        self._rollouts = Rollouts(self)
         self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
         self.in_process = frozenset(in_process)
         """The channels whose code this runtime trusts to run in its own process."""
@@ -427,6 +438,7 @@ class Runtime:
             if self.refresh_interval > 0:
                 await self._store.listen()  # before the load: a change made meanwhile is heard
             await self._load()
+            await self._flush_health()  # the fleet's health figures, as of the open
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
             if self.refresh_interval > 0:
@@ -434,6 +446,8 @@ class Runtime:
             self._task_group.start_soon(self._tracker.lease_loop)
             self._task_group.start_soon(self._tracker.end_loop)
             self._task_group.start_soon(self._reap_loop)
+            self._task_group.start_soon(self._fleet_loop)
+            instrument(self._health_book)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
         except BaseException:
@@ -459,6 +473,12 @@ class Runtime:
                 self._task_group = None
             with anyio.CancelScope(shield=True):
                 await self._end_all()  # runs still open when the runtime closes
+            with anyio.CancelScope(shield=True):
+                await self._flush_health()
+                try:
+                    await self._rollouts.release()
+                except PackrunError as exc:  # the leases run out on their own
+                    self._warn("rollouts", f"could not release rollouts in {self.url}: {exc}")
         finally:
             try:
                 with anyio.CancelScope(shield=True):
@@ -501,6 +521,24 @@ class Runtime:
                     f"could not refresh from {self.url} ({self._refresh_failures} attempt(s) "
                     f"failed; answers are {stale:.1f} s stale): {exc}",
                 )
+
+    async def _fleet_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.fleet_interval)
+            with anyio.CancelScope(shield=True):  # a close waits for it: no write cut in half
+                await self._flush_health()
+                try:
+                    await self._rollouts.tick()
+                except Exception as exc:  # never let a rollout take the host's code down
+                    self._warn("rollouts", f"could not drive rollouts in {self.url}: {exc}")
+
+    async def _flush_health(self) -> bool:
+        try:
+            await self._health_book.flush(self._store)
+        except PackrunError as exc:  # kept: the next flush sends it
+            self._warn("health", f"could not record health in {self.url}: {exc}")
+            return False
+        return True
 
     async def _reap_loop(self) -> None:
         while True:
@@ -1205,8 +1243,15 @@ class Runtime:
         key: str,
     ) -> CallChecks:
         assert bound.digest is not None
-        # Runs without credentials share their checks (nothing of theirs to redact), per row.
-        shared = (bound.digest, row.channel, row.project) if row is not None else (bound.digest,)
+        inst = self._resolver.find_installation(bound.installation_id)
+        project = inst.project if inst is not None else DEFAULT_PROJECT
+        # Runs without credentials share their checks (nothing of theirs to redact), per row and
+        # per project (health is counted per project).
+        shared = (
+            (bound.digest, row.channel, row.project, project)
+            if row is not None
+            else (bound.digest, project)
+        )
         if auth is _NO_AUTH:
             cached = self._shared_checks.get(shared)
             if cached is not None:
@@ -1214,11 +1259,12 @@ class Runtime:
                 if (
                     checks.input_mode == self.check_input
                     and checks.output_mode == self.check_output
-                    and checks.counters is self._health.get(counted)
+                    and checks.counters is self._health_book.counters.get(counted)
                 ):
                     return checks
         stream = row.stream if row is not None else bound.channel
-        counted = (bound.pack_id, stream, key)
+        # Counted per catalog row: a project's custom row may carry a vendor version's number.
+        counted = (bound.pack_id, stream, key, project)
         contracts = self._contracts.get(bound.digest)
         if contracts is None:
             manifest = (
@@ -1228,19 +1274,16 @@ class Runtime:
             )
             assert manifest is not None  # a sandbox dispatcher carries its bundle's manifest
             contracts = self._contracts[bound.digest] = compile_contracts(manifest)
-        # Counted per catalog row: a project's custom row may carry a vendor version's number.
-        counters = self._health.get(counted)
-        if counters is None:
-            counters = self._health[counted] = HealthCounters()
         checks = CallChecks(
             contracts,
-            counters,
+            self._health_book.counters_for(counted),
             self.check_input,
             self.check_output,
             bound.pack_id,
             bound.version,
             self._warn_contract,
             Redactor(auth).text,
+            self._health_book.enabled,
         )
         if auth is _NO_AUTH:
             self._shared_checks[shared] = (checks, counted)
@@ -1254,23 +1297,143 @@ class Runtime:
             logger.warning("packrun %s", message)
 
     def health(
-        self, pack_id: str, version: str, *, project: str = DEFAULT_PROJECT
+        self,
+        pack_id: str,
+        version: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        per_project: bool = False,
     ) -> VersionHealth:
-        """What this runtime saw of ``pack_id`` ``version`` since it opened: calls, and calls whose
-        input or output broke the tool's declared contract (see ``check_input``/``check_output``).
+        """What the fleet saw of ``pack_id`` ``version``: calls, tool errors, timeouts, sandbox
+        crashes, calls whose input or output broke the tool's declared contract (see
+        ``check_input``/``check_output``), and latency percentiles.
 
         ``version`` names a row as an exact pin of ``project`` would: ``1.2.0`` is the project's
         own custom row when it has one of that number, else the vendor row; ``vendor:1.2.0`` or
         ``custom:1.2.0`` names one channel's row. The counts are the row's, over every project's
-        runs on it (``not_found`` for a version the project does not see).
+        runs on it, or with ``per_project=True`` over the runs of ``project``'s installations
+        (``not_found`` for a version the project does not see).
+
+        Freshness: this runtime's own calls count at once; other runtimes write theirs every
+        ``fleet_interval`` seconds, and this one reads the fleet's sums as often, so theirs show
+        within about two intervals (sums kept since the store was made; a runtime opened with
+        ``count_health=False`` adds nothing).
         """
         check_id("pack id", pack_id)
+        check_flag("per_project", per_project)
         row = self._row(pack_id, version, _check_project(project))
-        shown = str(row.version)
-        counters = self._health.get((pack_id, row.stream, row.version_key))
-        if counters is None:
-            return VersionHealth(pack_id, shown, channel=row.channel)
-        return counters.snapshot(pack_id, shown, row.channel)
+        return self._health_book.figures(
+            pack_id,
+            str(row.version),
+            row.stream,
+            row.version_key,
+            project if per_project else None,
+            row.channel,
+        )
+
+    # --- rollouts and events ------------------------------------------------------------------
+
+    async def start_rollout(
+        self,
+        pack_id: str,
+        version: str,
+        *,
+        steps: Sequence[int] = DEFAULT_STEPS,
+        step_interval: float = 600.0,
+        max_error_rate: float = 0.05,
+        max_error_increase: float = 0.02,
+        min_calls: int = 100,
+        selector: Collection[str] | None = None,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+    ) -> RolloutStatus:
+        """Move the installations of ``project`` that would take ``pack_id`` ``version`` to it in
+        a growing share: ``steps`` percent of them, each step after ``step_interval`` seconds and
+        a health gate.
+
+        The installations are those whose dynamic pin picks the version, those an auto policy
+        moved to it, or with ``selector`` the listed installation ids. Who goes first is decided
+        by a stable hash of the installation id (an installation never flips back and forth).
+        The gate passes once the new version has ``min_calls`` calls from the project's
+        installations with an error rate (tool errors, timeouts, crashes, invalid outputs) at
+        most ``max_error_rate`` and at most ``max_error_increase`` above the version it replaces;
+        a failed gate aborts: every installation moves back (pin events with origin
+        ``rollout``) and runs in flight finish on their version. One rollout per pack and
+        project at a time (``rollout_in_progress``). The rollout lives in the store: any runtime
+        on it continues it, within ``fleet_interval`` seconds, if this one goes away.
+        """
+        _check_actor(actor)
+        return await self._rollouts.start(
+            pack_id,
+            version,
+            steps=steps,
+            step_interval=step_interval,
+            max_error_rate=max_error_rate,
+            max_error_increase=max_error_increase,
+            min_calls=min_calls,
+            selector=selector,
+            project=_check_project(project),
+            actor=actor,
+        )
+
+    async def rollout_status(
+        self, pack_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> RolloutStatus:
+        """The running rollout of ``pack_id`` in ``project``, else its last one (``not_found``
+        when it never had one)."""
+        return await self._rollouts.status(pack_id, _check_project(project))
+
+    async def promote_rollout(
+        self, pack_id: str, *, project: str = DEFAULT_PROJECT, actor: str = "system"
+    ) -> RolloutStatus:
+        """Jump the running rollout of ``pack_id`` to 100%: every installation it covers moves to
+        the new version (``not_found`` when none is running)."""
+        check_id("pack id", pack_id)
+        _check_actor(actor)
+        return await self._rollouts.request(pack_id, _check_project(project), "promote", actor)
+
+    async def abort_rollout(
+        self,
+        pack_id: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> RolloutStatus:
+        """Abort the running rollout of ``pack_id``: every installation it moved goes back to the
+        version it had (one ``rollout_aborted`` event lists them); runs in flight finish on the
+        new version. With ``drain_timeout``, wait up to that many seconds for them to end
+        (``draining`` in the status says how many are left)."""
+        check_id("pack id", pack_id)
+        _check_actor(actor)
+        _check_timeout("drain_timeout", drain_timeout)
+        project = _check_project(project)
+        status = await self._rollouts.request(pack_id, project, "abort", actor)
+        if drain_timeout is not None:
+            deadline = anyio.current_time() + drain_timeout
+            while (status.draining or status.state != "aborted") and (
+                anyio.current_time() < deadline
+            ):
+                await anyio.sleep(0.05)
+                await self._refresh_remote_runs()
+                status = await self._rollouts.status(pack_id, project)
+        return status
+
+    def events(self, since: int = 0, *, follow: bool = False) -> AsyncIterator[Event]:
+        """The fleet's events after the cursor ``since`` (0: from the first), oldest first:
+        publishes, pin moves (with their origin), blocked updates, and rollout starts, steps,
+        promotions, aborts and completions. With ``follow``, keep waiting for new ones (read
+        every ``refresh_interval`` seconds, at least every second). Each event carries its
+        ``cursor``: keep the last one handled and pass it back to resume after it, exactly once.
+
+        >>> async def consume(rt):
+        ...     async for event in rt.events(since=0):
+        ...         print(event.cursor, event.kind)
+        """
+        check_whole("since (an event cursor)", since, 0, 2**63 - 1)
+        check_flag("follow", follow)
+        poll = min(self.refresh_interval, 1.0) or 1.0
+        return read_events(self._store, since, follow, poll)
 
     def _end_run(self, run: Run) -> None:
         calls = self._tracker.end(run)
@@ -1551,13 +1714,26 @@ class Runtime:
 
     async def _apply_policies(self, installations: Sequence[Installation]) -> None:
         """Move ``auto_patch``/``auto_minor`` installations to what their policy allows now."""
+        blocked: list[NewEvent] = []
+        try:
+            await self._apply_each_policy(installations, blocked)
+        finally:
+            if blocked:
+                try:
+                    await self._store.append_events(blocked)
+                except PackrunError as exc:
+                    self._warn("events", f"could not record blocked updates in {self.url}: {exc}")
+
+    async def _apply_each_policy(
+        self, installations: Sequence[Installation], blocked: list[NewEvent]
+    ) -> None:
         for inst in installations:
             if inst.policy == "manual" or inst.pin in DYNAMIC_PINS:
                 continue
             current = self._cells[inst.id].value
             if current is None:
                 continue
-            target, _ = policy_target(
+            target, refused = policy_target(
                 inst.policy,
                 current.entry,
                 self._resolver.rows(inst.pack_id, inst.project),
@@ -1565,6 +1741,7 @@ class Runtime:
                 self._diff_of,
                 hold=Version.parse(inst.hold) if inst.hold else None,
             )
+            blocked.extend(blocked_events(inst, refused))
             if target is None:
                 continue
             try:
@@ -1851,6 +2028,8 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    fleet_interval: float = 1.0,
+    count_health: bool = True,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1876,6 +2055,10 @@ def open_runtime(
     ``"auto"``: bubblewrap when installed) under ``sandbox_limits``, except the code of the
     channels listed in ``in_process`` (``{"vendor"}``), which this process trusts to import.
 
+    Every ``fleet_interval`` seconds the runtime writes its health counts to the store (and reads
+    the fleet's: :meth:`Runtime.health`) and takes its turn at driving rollouts;
+    ``count_health=False`` turns the counting of calls off.
+
     >>> import anyio, packrun
     >>> async def main():
     ...     async with packrun.open_runtime("memory:") as rt:
@@ -1900,4 +2083,6 @@ def open_runtime(
         in_process=in_process,
         sandbox=sandbox,
         sandbox_limits=sandbox_limits,
+        fleet_interval=fleet_interval,
+        count_health=count_health,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -28,6 +28,7 @@ from packrun._auth import Auth
 from packrun._checks import CheckMode
 from packrun._contract import DEFAULT_GENERATIONS
 from packrun._dispatch import SandboxLimits, SandboxMode
+from packrun._events import Event
 from packrun._resolver import Resolution
 from packrun._runs import Run, RunScope
 from packrun._runtime import Runtime
@@ -335,6 +336,28 @@ class BlockingRuntime:
     source = _in_loop(Runtime.source)
     project_settings = _in_loop(Runtime.project_settings)
     projects = _in_loop(Runtime.projects)
+    start_rollout = _awaited(Runtime.start_rollout)
+    rollout_status = _awaited(Runtime.rollout_status)
+    promote_rollout = _awaited(Runtime.promote_rollout)
+    abort_rollout = _awaited(Runtime.abort_rollout)
+
+    def events(self, since: int = 0, *, follow: bool = False) -> Iterator[Event]:
+        """The fleet's events after the cursor ``since``, as :meth:`packrun.Runtime.events`
+        yields them (each read waits in the calling thread)."""
+        runtime, portal = self._open()
+        events = portal.call(functools.partial(runtime.events, since, follow=follow))
+
+        async def next_event() -> Event | None:
+            try:
+                return await anext(events)
+            except StopAsyncIteration:
+                return None
+
+        def iterate() -> Iterator[Event]:
+            while (event := portal.call(next_event)) is not None:
+                yield event
+
+        return iterate()
 
     def __repr__(self) -> str:
         return f"<BlockingRuntime {self.url} {'closed' if self.closed else 'open'}>"
@@ -355,6 +378,8 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    fleet_interval: float = 1.0,
+    count_health: bool = True,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -379,6 +404,8 @@ def open_runtime(
             in_process=in_process,
             sandbox=sandbox,
             sandbox_limits=sandbox_limits,
+            fleet_interval=fleet_interval,
+            count_health=count_health,
         )
     )
     rt._start()
