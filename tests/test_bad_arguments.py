@@ -305,6 +305,24 @@ RUNTIME: dict[str, Case] = {
         {"installation_id": "acme-prod", "project": "default"},
         accepts={"project": OPTIONAL},
     ),
+    "bulk_update": Case(
+        lambda w, **a: w.rt.bulk_update(**a),
+        {
+            "selector": "pack=acme",
+            "to": "1.2.0",
+            "dry_run": True,
+            "actor": "ops",
+            "acknowledge_breaking": True,
+        },
+        accepts={"to": OPTIONAL, "dry_run": FLAG, "acknowledge_breaking": FLAG},
+        names={"to": ("version",)},
+    ),
+    "bulk_rollback": Case(
+        lambda w, **a: w.rt.bulk_rollback(**a),
+        {"selector": "pack=acme", "to": "1.0.0", "dry_run": True, "actor": "ops"},
+        accepts={"dry_run": FLAG},
+        names={"to": ("version",)},
+    ),
 }
 
 RUN: dict[str, Case] = {
@@ -356,6 +374,25 @@ VERSION: dict[str, Case] = {
         {"text": "1.2.3", "strict": False},
         accepts={"strict": FLAG},
         names={"text": ("version",)},
+    ),
+}
+
+SELECTOR: dict[str, Case] = {
+    "Selector": Case(
+        lambda w, **a: packrun.Selector(**a),
+        {
+            "pack": "acme",
+            "version": "1.2.0",
+            "project": "default",
+            "policy": "manual",
+            "pin": "1.2.0",
+        },
+        accepts=dict.fromkeys(("pack", "version", "project", "policy", "pin"), OPTIONAL),
+    ),
+    "parse": Case(
+        lambda w, **a: packrun.Selector.parse(**a),
+        {"text": "pack=acme"},
+        names={"text": ("selector",)},
     ),
 }
 
@@ -576,6 +613,9 @@ FUNCTIONS: dict[str, Case] = {
 # Runtime, open_runtime makes it, and its options are swept there). Their public methods still are.
 MADE_BY_PACKRUN = {
     "AffectedWorkflow",
+    "BulkBlocked",
+    "BulkMove",
+    "BulkPlan",
     "Bundle",
     "CatalogEntry",
     "CheckReport",
@@ -609,6 +649,7 @@ MADE_BY_PACKRUN = {
 }
 CONSTRUCTORS: dict[str, Case] = {
     "Auth": AUTH["Auth"],
+    "Selector": SELECTOR["Selector"],
     "Version": VERSION["Version"],
     "BundleLimits": BUNDLE_LIMITS,
     "SandboxLimits": SANDBOX_LIMITS,
@@ -629,6 +670,7 @@ METHODS: dict[str, dict[str, Case]] = {
     "Auth": {k: v for k, v in AUTH.items() if k != "Auth"},
     "Version": {k: v for k, v in VERSION.items() if k != "Version"},
     "Trust": TRUST,
+    "Selector": {k: v for k, v in SELECTOR.items() if k != "Selector"},
 }
 
 
@@ -680,6 +722,10 @@ def test_the_sweep__covers_every_parameter_of_every_callable_it_sweeps() -> None
         *((f"BlockingRun.{n}", getattr(blocking.BlockingRun, n), c) for n, c in RUN.items()),
         *((f"Auth.{n}", getattr(packrun.Auth, n), c) for n, c in METHODS["Auth"].items()),
         *((f"Version.{n}", getattr(packrun.Version, n), c) for n, c in METHODS["Version"].items()),
+        *(
+            (f"Selector.{n}", getattr(packrun.Selector, n), c)
+            for n, c in METHODS["Selector"].items()
+        ),
         *((n, getattr(packrun, n), c) for n, c in CONSTRUCTORS.items()),
         *((n, getattr(packrun, n), c) for n, c in FUNCTIONS.items()),
         ("blocking.open_runtime", blocking.open_runtime, FUNCTIONS["open_runtime"]),
@@ -770,6 +816,7 @@ def _all_cases() -> list[tuple[str, Case]]:
     cases += [(f"Auth.{name}", case) for name, case in AUTH.items()]
     cases += [(f"Version.{name}", case) for name, case in VERSION.items()]
     cases += [("BundleLimits", BUNDLE_LIMITS)]
+    cases += [(f"Selector.{name}", case) for name, case in SELECTOR.items()]
     cases += list(FUNCTIONS.items())
     return cases
 

@@ -14,6 +14,7 @@ from importlib import metadata as _metadata
 
 from packrun import blocking as blocking
 from packrun._auth import Auth
+from packrun._bulk import BulkBlocked, BulkMove, BulkPlan, Selector
 from packrun._bundle import (
     Bundle,
     BundleLimits,
@@ -96,6 +97,9 @@ __all__ = [
     "ArtifactMismatch",
     "Auth",
     "BreakingDiff",
+    "BulkBlocked",
+    "BulkMove",
+    "BulkPlan",
     "BumpKind",
     "BumpProblem",
     "Bundle",
@@ -150,6 +154,7 @@ __all__ = [
     "SandboxLimits",
     "SandboxMode",
     "SandboxUnavailable",
+    "Selector",
     "Settings",
     "SourceError",
     "SourceSpec",

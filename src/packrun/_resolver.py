@@ -15,6 +15,7 @@ answer is computed from :meth:`Resolver.rows` of the installation's project.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -40,7 +41,10 @@ _PIN_CHOICES: Final = (
     "an exact version such as 1.2.0",
     "vendor:1.2.0",
     "custom:1.2.0",
+    "an alias such as @stable",
 )
+ALIAS_PIN: Final = re.compile(r"@[a-z][a-z0-9_-]{0,39}")
+"""A pin on an alias: ``@`` and the alias's name (lower-case letters, digits, ``_``, ``-``)."""
 EXACT_PIN_RULE: Final = (
     "an exact pin X names the project's own custom row X when it has one, else the vendor row X; "
     "vendor:X and custom:X name one of them"
@@ -55,7 +59,7 @@ def normalize_pin(pin: str, what: str = "pin") -> str:
     """
     if not isinstance(pin, str):
         raise InvalidArgument(what, pin, _PIN_CHOICES)
-    if pin in DYNAMIC_PINS:
+    if pin in DYNAMIC_PINS or ALIAS_PIN.fullmatch(pin):
         return pin
     channel, sep, rest = pin.partition(":")
     prefix = f"{channel}:" if sep and channel in ("vendor", "custom") else ""

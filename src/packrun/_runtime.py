@@ -38,6 +38,7 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
+from packrun._bulk import BulkPlan, Selector, bulk_apply, bulk_plan
 from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, read_bundle, release_bundle
 from packrun._catalog import (
     CHANNELS,
@@ -699,7 +700,7 @@ class Runtime:
                 (
                     e
                     for e in reversed(self._resolver.history(inst.id))
-                    if e.origin in ("user", "rollback") and e.from_version == inst.hold
+                    if e.origin in ("user", "rollback", "bulk") and e.from_version == inst.hold
                 ),
                 None,
             )
@@ -1525,6 +1526,27 @@ class Runtime:
         With ``expect_pin``, the move happens only if the pin is still that (as read in the
         transaction): how update policies avoid undoing a concurrent manual update.
         """
+        await self._move_pin(
+            installation_id,
+            pin,
+            actor=actor,
+            origin=origin,
+            expect_pin=expect_pin,
+            project=project,
+        )
+        return self._resolver.installation(installation_id)
+
+    async def _move_pin(
+        self,
+        installation_id: str,
+        pin: str,
+        *,
+        actor: str = "system",
+        origin: Origin = "user",
+        expect_pin: str | None = None,
+        project: str | None = None,
+    ) -> PinEvent | None:
+        """:meth:`set_pin`, saying what moved: the pin event, or ``None`` when nothing did."""
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
         _check_actor(actor)
@@ -1559,7 +1581,7 @@ class Runtime:
             hold = _hold_after(stored, before, row, pin, origin)
             return dataclasses.replace(stored, pin=pin, hold=hold), event
 
-        return await self._update_installation(installation_id, update)
+        return (await self._change_installation(installation_id, update))[1]
 
     async def set_policy(
         self,
@@ -1600,13 +1622,18 @@ class Runtime:
         return self._resolver.installation(installation_id)
 
     async def _update_installation(self, installation_id: str, update: Update) -> Installation:
+        return (await self._change_installation(installation_id, update))[0]
+
+    async def _change_installation(
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
         async with self._lock:
             changed, event = await self._store.update_installation(installation_id, update)
             events = self._resolver.history(installation_id)
             self._resolver.set_installation(changed, [*events, event] if event else events)
         if event is not None:
             _log_pin_move(changed.pack_id, event, changed)
-        return changed
+        return changed, event
 
     # --- diffs, policies, reviews, updates and rollbacks ----------------------------------------
 
@@ -1809,6 +1836,47 @@ class Runtime:
             return Rollback(installation_id, left, str(target.version), None, ())
         still = await self._wait_for_runs(installation_id, current.pack_id, left, drain_timeout)
         return Rollback(installation_id, left, str(target.version), not still, still)
+
+    async def bulk_update(
+        self,
+        selector: Selector | str,
+        *,
+        to: str | None = None,
+        dry_run: bool = True,
+        actor: str = "system",
+        acknowledge_breaking: bool = False,
+    ) -> BulkPlan:
+        """Update every installation ``selector`` picks (a :class:`~packrun.Selector` or text such
+        as ``"pack=acme,version=1.1.0,policy=auto_patch"``) to ``to`` (default: each one's update
+        available, as :meth:`review_update` takes it).
+
+        With ``dry_run=True`` (the default) nothing moves: the :class:`~packrun.BulkPlan` says what
+        would (moves, blocked with reasons, runs in flight, affected workflows). With
+        ``dry_run=False`` the same plan is made and applied, one transaction per installation,
+        each only if its pin is still the one the plan saw; the plan returned says what moved.
+        Majors and breaking targets stay blocked unless ``acknowledge_breaking=True``.
+        """
+        _check_actor(actor)
+        check_flag("dry_run", dry_run)
+        check_flag("acknowledge_breaking", acknowledge_breaking)
+        plan = bulk_plan(self, "update", selector, to, acknowledge_breaking)
+        return plan if dry_run else await bulk_apply(self, plan, actor)
+
+    async def bulk_rollback(
+        self,
+        selector: Selector | str,
+        *,
+        to: str,
+        dry_run: bool = True,
+        actor: str = "system",
+    ) -> BulkPlan:
+        """Roll back every installation ``selector`` picks to ``to``, as :meth:`bulk_update` does
+        (a plan with ``dry_run=True``, the default; the moves with ``dry_run=False``). An update
+        policy then holds, as after :meth:`rollback`."""
+        _check_actor(actor)
+        check_flag("dry_run", dry_run)
+        plan = bulk_plan(self, "rollback", selector, to, True)
+        return plan if dry_run else await bulk_apply(self, plan, actor)
 
     def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
         """The runs of one installation in flight on one version (key), here and elsewhere."""

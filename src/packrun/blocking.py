@@ -297,6 +297,8 @@ class BlockingRuntime:
     set_policy = _awaited(Runtime.set_policy)
     update = _awaited(Runtime.update)
     rollback = _awaited(Runtime.rollback)
+    bulk_update = _awaited(Runtime.bulk_update)
+    bulk_rollback = _awaited(Runtime.bulk_rollback)
     review_update = _in_loop(Runtime.review_update)
     declare_workflow = _awaited(Runtime.declare_workflow)
     set_immutable_versions = _awaited(Runtime.set_immutable_versions)

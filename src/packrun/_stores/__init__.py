@@ -53,10 +53,11 @@ Policy: TypeAlias = Literal["manual", "auto_patch", "auto_minor"]
 
 POLICIES: Final[tuple[Policy, ...]] = ("manual", "auto_patch", "auto_minor")
 
-Origin: TypeAlias = Literal["user", "policy", "rollback", "install"]
-"""What moved a pin: a person (``user``), an update policy, a rollback, or the install itself."""
+Origin: TypeAlias = Literal["user", "policy", "rollback", "install", "bulk", "alias"]
+"""What moved a pin: a person (``user``), an update policy, a rollback, the install itself, a bulk
+operation (``bulk``), or the move of the alias the installation is pinned to (``alias``)."""
 
-ORIGINS: Final[tuple[Origin, ...]] = ("user", "policy", "rollback", "install")
+ORIGINS: Final[tuple[Origin, ...]] = ("user", "policy", "rollback", "install", "bulk", "alias")
 
 Decide: TypeAlias = Callable[[Sequence[CatalogEntry], "Settings"], Literal["insert", "replace"]]
 """The publish decision, given every row of the pack and the settings as they are inside the
