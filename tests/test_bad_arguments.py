@@ -226,8 +226,15 @@ RUNTIME: dict[str, Case] = {
             "policy": "auto_patch",
             "actor": "ops",
             "project": "default",
+            "min_release_age": 3600,
+            "window": "mon-fri 02:00-06:00",
         },
-        accepts={"project": OPTIONAL},
+        accepts={
+            "project": OPTIONAL,
+            "min_release_age": OPTIONAL | {"int", "float"},
+            "window": OPTIONAL,
+        },
+        names={"min_release_age": ("release age",), "window": ("update window",)},
     ),
     "review_update": Case(
         lambda w, **a: w.rt.review_update(**a),
@@ -316,6 +323,35 @@ RUNTIME: dict[str, Case] = {
         },
         accepts={"to": OPTIONAL, "dry_run": FLAG, "acknowledge_breaking": FLAG},
         names={"to": ("version",)},
+    ),
+    "set_alias": Case(
+        lambda w, **a: w.rt.set_alias(**a),
+        {
+            "pack_id": "acme",
+            "name": "stable",
+            "version": "1.2.0",
+            "project": "default",
+            "actor": "ops",
+            "drain_timeout": 0,
+        },
+        accepts={"drain_timeout": OPTIONAL | {"int", "float"}},
+        names={"name": ("alias name",)},
+    ),
+    "aliases": Case(
+        lambda w, **a: w.rt.aliases(**a),
+        {"pack_id": "acme", "project": "default"},
+        accepts={"pack_id": OPTIONAL},
+    ),
+    "set_project_soak": Case(
+        lambda w, **a: w.rt.set_project_soak(**a),
+        {"min_release_age": 3600, "window": "02:00-06:00", "project": "default", "actor": "ops"},
+        accepts={"min_release_age": OPTIONAL | {"int", "float"}, "window": OPTIONAL},
+        names={"window": ("update window",)},
+    ),
+    "project_soak": Case(lambda w, **a: w.rt.project_soak(**a), {"project": "default"}),
+    "soak_of": Case(lambda w, **a: w.rt.soak_of(**a), {"installation_id": "acme-prod"}),
+    "pack_updates": Case(
+        lambda w, **a: w.rt.pack_updates(**a), {"pack_id": "acme", "project": "default"}
     ),
     "bulk_rollback": Case(
         lambda w, **a: w.rt.bulk_rollback(**a),
@@ -595,9 +631,11 @@ FUNCTIONS: dict[str, Case] = {
             "in_process": frozenset({"vendor"}),
             "sandbox": "auto",
             "sandbox_limits": None,
+            "clock": None,
         },
         accepts={
             "url": OPTIONAL,
+            "clock": OPTIONAL,
             "refresh_interval": frozenset({"int", "float"}),
             "lease_ttl": frozenset({"int", "float"}),
             "tool_threads": frozenset({"int"}),
@@ -613,6 +651,8 @@ FUNCTIONS: dict[str, Case] = {
 # Runtime, open_runtime makes it, and its options are swept there). Their public methods still are.
 MADE_BY_PACKRUN = {
     "AffectedWorkflow",
+    "Alias",
+    "AliasChange",
     "BulkBlocked",
     "BulkMove",
     "BulkPlan",
@@ -620,17 +660,22 @@ MADE_BY_PACKRUN = {
     "CatalogEntry",
     "CheckReport",
     "ContentEntry",
+    "ContentState",
     "DiffFinding",
     "DiffReport",
     "EntryManifest",
     "Explanation",
     "Finding",
     "Installation",
+    "LiveVersion",
     "LoadedBundle",
     "Manifest",
+    "Notice",
     "PackIndex",
     "PackManifest",
+    "PackUpdates",
     "PinEvent",
+    "ReleaseNotice",
     "Resolution",
     "Retirement",
     "RetirementMove",
@@ -639,12 +684,15 @@ MADE_BY_PACKRUN = {
     "Runtime",
     "RuntimeStats",
     "Settings",
+    "Soak",
     "SourceSpec",
     "SourceStatus",
     "SyncItem",
     "SyncReport",
     "Trust",
+    "UpdateAvailable",
     "UpdateReview",
+    "UpdateWindow",
     "VersionHealth",
 }
 CONSTRUCTORS: dict[str, Case] = {
@@ -671,6 +719,13 @@ METHODS: dict[str, dict[str, Case]] = {
     "Version": {k: v for k, v in VERSION.items() if k != "Version"},
     "Trust": TRUST,
     "Selector": {k: v for k, v in SELECTOR.items() if k != "Selector"},
+    "UpdateWindow": {
+        "parse": Case(
+            lambda w, **a: packrun.UpdateWindow.parse(**a),
+            {"text": "mon-fri 02:00-06:00"},
+            names={"text": ("update window",)},
+        )
+    },
 }
 
 
@@ -817,6 +872,7 @@ def _all_cases() -> list[tuple[str, Case]]:
     cases += [(f"Version.{name}", case) for name, case in VERSION.items()]
     cases += [("BundleLimits", BUNDLE_LIMITS)]
     cases += [(f"Selector.{name}", case) for name, case in SELECTOR.items()]
+    cases += [("UpdateWindow.parse", METHODS["UpdateWindow"]["parse"])]
     cases += list(FUNCTIONS.items())
     return cases
 

@@ -163,6 +163,7 @@ async def test_the_tables_live_in_the_schema_the_url_names(postgres_url: str) ->
         "ORDER BY table_name",
     )
     assert [t for (t,) in tables] == [
+        "aliases",
         "artifacts",
         "catalog",
         "changes",
@@ -171,6 +172,7 @@ async def test_the_tables_live_in_the_schema_the_url_names(postgres_url: str) ->
         "pin_events",
         "runs",
         "settings",
+        "soak",
         "sources",
         "workflows",
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from packrun import blocking as blocking
+from packrun._aliases import AliasChange
 from packrun._auth import Auth
 from packrun._bulk import BulkBlocked, BulkMove, BulkPlan, Selector
 from packrun._bundle import (
@@ -32,6 +33,7 @@ from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._manifest import (
     EntryManifest,
     Manifest,
+    Notice,
     PackIndex,
     PackManifest,
     decode_entry_manifest,
@@ -45,9 +47,10 @@ from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollba
 from packrun._resolver import Explanation, Resolution
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
+from packrun._soak import Soak, UpdateWindow
 from packrun._source import CheckReport, Finding, check, verify
 from packrun._sources import SourceSpec, SourceStatus, SyncItem, SyncReport, Trust
-from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
+from packrun._stores import Alias, Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
     BumpProblem,
@@ -58,6 +61,13 @@ from packrun._versions import (
     bump_problem,
     check_publish_order,
     release_line,
+)
+from packrun._views import (
+    ContentState,
+    LiveVersion,
+    PackUpdates,
+    ReleaseNotice,
+    UpdateAvailable,
 )
 from packrun.errors import (
     ArtifactMismatch,
@@ -94,6 +104,8 @@ metadata, so the two never disagree."""
 
 __all__ = [
     "AffectedWorkflow",
+    "Alias",
+    "AliasChange",
     "ArtifactMismatch",
     "Auth",
     "BreakingDiff",
@@ -113,6 +125,7 @@ __all__ = [
     "CheckMode",
     "CheckReport",
     "ContentEntry",
+    "ContentState",
     "DEFAULT_GENERATIONS",
     "DiffFinding",
     "DiffReport",
@@ -131,17 +144,21 @@ __all__ = [
     "InvalidOutput",
     "InvalidVersion",
     "LEVELS",
+    "LiveVersion",
     "LoadedBundle",
     "Manifest",
     "NeedsReauth",
     "NotFound",
+    "Notice",
     "Origin",
     "PackIndex",
     "PackManifest",
+    "PackUpdates",
     "PackrunError",
     "PinEvent",
     "Policy",
     "RULES",
+    "ReleaseNotice",
     "Resolution",
     "Retirement",
     "RetirementMove",
@@ -156,6 +173,7 @@ __all__ = [
     "SandboxUnavailable",
     "Selector",
     "Settings",
+    "Soak",
     "SourceError",
     "SourceSpec",
     "SourceStatus",
@@ -166,7 +184,9 @@ __all__ = [
     "ToolTimeout",
     "Trust",
     "UntrustedSource",
+    "UpdateAvailable",
     "UpdateReview",
+    "UpdateWindow",
     "Version",
     "VersionExists",
     "VersionHealth",

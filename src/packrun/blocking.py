@@ -299,6 +299,12 @@ class BlockingRuntime:
     rollback = _awaited(Runtime.rollback)
     bulk_update = _awaited(Runtime.bulk_update)
     bulk_rollback = _awaited(Runtime.bulk_rollback)
+    set_alias = _awaited(Runtime.set_alias)
+    aliases = _in_loop(Runtime.aliases)
+    set_project_soak = _awaited(Runtime.set_project_soak)
+    project_soak = _in_loop(Runtime.project_soak)
+    soak_of = _in_loop(Runtime.soak_of)
+    pack_updates = _in_loop(Runtime.pack_updates)
     review_update = _in_loop(Runtime.review_update)
     declare_workflow = _awaited(Runtime.declare_workflow)
     set_immutable_versions = _awaited(Runtime.set_immutable_versions)
@@ -348,6 +354,7 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -372,6 +379,7 @@ def open_runtime(
             in_process=in_process,
             sandbox=sandbox,
             sandbox_limits=sandbox_limits,
+            clock=clock,
         )
     )
     rt._start()

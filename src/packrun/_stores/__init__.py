@@ -26,6 +26,8 @@ from packrun.errors import StoreError
 
 __all__ = [
     "DEFAULT_PROJECT",
+    "Alias",
+    "AliasMove",
     "SCHEMES",
     "Change",
     "Decide",
@@ -113,6 +115,25 @@ class PinEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Alias:
+    """A named pin (``stable``, ``canary``) of one pack in one project: the exact version it
+    names now (``1.2.0``, ``vendor:1.2.0`` or ``custom:1.2.0``), who moved it last, and when.
+    Installations pinned ``@name`` run what it names."""
+
+    project: str
+    pack_id: str
+    name: str
+    version: str
+    actor: str
+    at: datetime
+
+
+AliasMove: TypeAlias = Callable[["Alias | None", "Sequence[Installation]"], "list[PinEvent]"]
+"""The pin events of an alias move, computed inside the store's transaction from the alias as it
+was (``None`` when new) and the installations pinned to it then."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """The durable binding of a run: what it runs, from its start to its end, whatever pins do.
 
@@ -191,7 +212,7 @@ class Change:
     """One line of the change log: something about ``key`` (a pack id, an installation id) changed."""
 
     seq: int
-    kind: Literal["pack", "installation", "settings", "usage", "source"]
+    kind: Literal["pack", "installation", "settings", "usage", "source", "alias", "soak"]
     key: str
 
 
@@ -365,6 +386,27 @@ class Store(ABC):
     async def save_source_status(self, name: str, status: str) -> None:
         """Record a source's sync status (a change other runtimes hear of); a source removed
         meanwhile is left removed."""
+
+    @abstractmethod
+    async def aliases(self) -> list[Alias]:
+        """Every alias of every pack and project."""
+
+    @abstractmethod
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        """Create or move an alias in one transaction with the pin events of the installations
+        pinned to it (``moves`` computes them there): the alias as it was (``None`` when new) and
+        the events as stored. Every installation with an event is logged as changed."""
+
+    @abstractmethod
+    async def soak_settings(self) -> dict[str, str]:
+        """The soak and update-window settings, by scope (``project:<id>``,
+        ``installation:<id>``), as JSON text."""
+
+    @abstractmethod
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        """Set (or with ``None`` clear) the soak settings of one scope."""
 
     async def listen(self) -> None:
         """Start hearing of other runtimes' changes, for stores that can (a no-op otherwise)."""
