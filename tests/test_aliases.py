@@ -70,6 +70,7 @@ async def test_an_alias__is_one_answer_for_its_installations__not_moved_by_polic
         await rt.publish(dist("1.0.1"))
         assert rt.resolve("a").version == "1.0.0"  # the alias is the operator's lever
         assert rt.explain("a").update == "1.0.1 (patch, vendor)"
+        assert "note: alias @canary names 1.0.0 (set by system at" in str(rt.explain("a"))
         plan = await rt.bulk_update("pack=acme", to="1.0.1")
         assert {b.kind for b in plan.blocked} == {"dynamic_pin"}
 

@@ -182,3 +182,21 @@ def test_selector__text__round_trips() -> None:
     assert Selector.parse(text) == Selector(
         pack="acme", version="vendor:1.2.0", project="acme-corp", policy="auto_minor", pin="@stable"
     )
+
+
+async def test_bulk_update__a_target_outside_the_contract_window__is_refused_in_the_plan(
+    shared_url: str,
+) -> None:
+    legacy = BUNDLES / "legacy-crm"
+    async with packrun.open_runtime(shared_url, in_process=TRUSTED) as rt:
+        for version in ("1.0.0", "1.1.0"):
+            await rt.publish(legacy / version / "dist" / f"legacy-crm-{version}.bundle.tar.gz")
+        await rt.install("crm", "legacy-crm", pin="1.0.0")
+    async with packrun.open_runtime(shared_url, generations={2}) as rt:
+        plan = await rt.bulk_update("pack=legacy-crm", to="1.1.0")
+        done = await rt.bulk_update("pack=legacy-crm", to="1.1.0", dry_run=False)
+        assert same_plan(plan, done)
+        [refused] = done.blocked
+        assert (refused.kind, refused.to_version) == ("refused", "1.1.0")
+        assert "integration_contract_incompatible" in refused.reason
+        assert rt.resolve("crm").version == "1.0.0"

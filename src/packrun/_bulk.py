@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
+from packrun._contract import check_generation
 from packrun._policy import AffectedWorkflow
 from packrun._resolver import DYNAMIC_PINS, exact_pin, normalize_pin
 from packrun._stores import POLICIES, Installation, Policy
@@ -46,6 +47,7 @@ BlockedKind: TypeAlias = Literal[
     "breaking",
     "unresolved",
     "moved_meanwhile",
+    "refused",
 ]
 
 _FIELDS: Final = ("pack", "version", "project", "policy", "pin")
@@ -173,7 +175,9 @@ class BulkBlocked:
     target does not exist for it), ``not_above`` / ``not_below`` (an update target not above, a
     rollback target not below the current version), ``breaking`` (a major, breaking findings or
     a red verdict without ``acknowledge_breaking=True``), ``unresolved`` (nothing satisfies its
-    pin), ``moved_meanwhile`` (its pin changed between the plan and the move).
+    pin), ``moved_meanwhile`` (its pin changed between the plan and the move), ``refused`` (the
+    target is outside this runtime's contract generations, or the move failed when applied; the
+    reason says why).
     """
 
     installation_id: str
@@ -312,6 +316,11 @@ def _plan_one(
             "needs acknowledge_breaking=True: " + "; ".join(review.acknowledge),
             review.to_version,
         )
+    if row.contract is not None:
+        try:
+            check_generation(row.pack_id, str(row.version), row.contract, rt.generations)
+        except PackrunError as exc:
+            return blocked("refused", str(exc), review.to_version)
     return BulkMove(
         inst.id,
         inst.project,
@@ -342,7 +351,9 @@ async def bulk_apply(rt: Runtime, plan: BulkPlan, actor: str) -> BulkPlan:
             )
         except PackrunError as exc:  # one installation must not hold back the others
             event, reason = None, str(exc)
+            kind: BlockedKind = "refused"
         else:
+            kind = "moved_meanwhile"
             reason = "its pin changed after the plan was made; left as it is"
         if event is None:
             blocked.append(
@@ -351,7 +362,7 @@ async def bulk_apply(rt: Runtime, plan: BulkPlan, actor: str) -> BulkPlan:
                     move.pack_id,
                     move.from_version,
                     move.to_version,
-                    "moved_meanwhile",
+                    kind,
                     reason,
                 )
             )

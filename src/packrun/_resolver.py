@@ -561,6 +561,14 @@ class Resolver:
             own = pack.custom.get(inst.project)
             if own is not None and inst.pin in own.by_key and inst.pin in pack.vendor.by_key:
                 notes.append(f"exact pin: {EXACT_PIN_RULE}")
+        if inst.pin.startswith("@"):
+            alias = self._aliases.get((inst.project, inst.pack_id, inst.pin[1:]))
+            notes.append(
+                f"alias {inst.pin} is not set: use set_alias"
+                if alias is None
+                else f"alias {inst.pin} names {alias.version} (set by {alias.actor} at "
+                f"{alias.at.isoformat(timespec='seconds')}); it moves when the alias moves"
+            )
         if resolution is not None and not resolution.entry.is_live:
             notes.append(f"pinned to {resolution.version}, which is retired; it keeps working")
         visible = pack.visible(inst.project)
