@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+import anyio
 
 from packrun._catalog import CatalogEntry
 from packrun._stores import Alias, Installation, PinEvent
 from packrun.errors import InvalidArgument
 
-__all__ = ["AliasChange", "alias_events", "check_alias_name"]
+if TYPE_CHECKING:
+    from packrun._runtime import Runtime
+
+__all__ = ["AliasChange", "alias_events", "check_alias_name", "move_alias"]
 
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
@@ -95,3 +100,41 @@ def alias_events(
         )
         for inst in pinned
     ]
+
+
+async def move_alias(
+    rt: Runtime, alias: Alias, row: CatalogEntry, drain_timeout: float | None
+) -> AliasChange:
+    """Store ``alias`` (naming ``row``) with the pin events of the installations on it, apply it
+    to ``rt``'s resolver, and wait for the drain of the version left when asked."""
+    from packrun._runtime import _log_pin_move
+
+    old_rows: list[CatalogEntry | None] = [None]
+
+    def moves(before: Alias | None, pinned: Sequence[Installation]) -> list[PinEvent]:
+        old = None
+        if before is not None:  # read in the store's transaction: what the alias named then
+            old = rt._resolver.pick(alias.pack_id, before.version, True, alias.project)
+        old_rows[0] = old
+        return alias_events(pinned, old, row, alias.actor, alias.at)
+
+    async with rt._lock:
+        _, events = await rt._store.set_alias(alias, moves)
+        rt._resolver.set_alias(alias)
+        for event in events:
+            rt._resolver.add_event(event)
+    for event in events:
+        _log_pin_move(alias.pack_id, event)
+    old = old_rows[0]
+    moved = tuple(e.installation_id for e in events)
+    change = AliasChange(alias, None if old is None else str(old.version), str(row.version), moved)
+    if drain_timeout is None or old is None or not moved:
+        return change
+    deadline = anyio.current_time() + drain_timeout
+    while True:
+        await rt._refresh_remote_runs()
+        still = tuple(r for i in moved for r in rt._runs_of(i, old.version_key))
+        left = deadline - anyio.current_time()
+        if not still or left <= 0:
+            return replace(change, drained=not still, still_in_flight=still)
+        await anyio.sleep(min(0.05, left))

@@ -27,7 +27,7 @@ import anyio.abc
 import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
-from packrun._aliases import AliasChange, alias_events, check_alias_name
+from packrun._aliases import AliasChange, check_alias_name, move_alias
 from packrun._args import (
     check_choice,
     check_flag,
@@ -117,7 +117,7 @@ from packrun._stores import (
     stream_settings,
 )
 from packrun._versions import Version, version_key
-from packrun._views import PackUpdates, flows_only, notices_between
+from packrun._views import PackUpdates, flows_only, notices_between, pack_updates
 from packrun.errors import (
     BreakingDiff,
     DrainTimeout,
@@ -296,7 +296,6 @@ _END_BATCH_SECONDS = 0.005
 _END_RETRY_SECONDS = 1.0  # between attempts to write ends while the store is away
 _HELD_RETRIES = 40  # about 0.2 s of waiting for another runtime's end of the run to be written
 _NO_AUTH = Auth.none()
-_ZERO = Version(0, 0, 0)
 _WARN_EVERY_SECONDS = 60.0  # per kind of warning
 
 
@@ -952,32 +951,8 @@ class Runtime:
         update available (as :meth:`explain` says), by the version they run."""
         _check_project(project)
         rows = self._resolver.rows(pack_id, project)
-        counts: dict[tuple[Version | None, str], list[int]] = {}
-        for inst in self._resolver.installations(project):
-            if inst.pack_id != pack_id:
-                continue
-            res = self._cells[inst.id].value
-            version = "-" if res is None else res.version
-            has = (
-                res is not None
-                and inst.pin not in DYNAMIC_PINS
-                and available_update(res.entry, rows, inst.allow_prerelease) is not None
-            )
-            key = (None if res is None else res.entry.version, version)
-            seen = counts.setdefault(key, [0, 0])
-            seen[0] += 1
-            seen[1] += int(has)
-        ordered = sorted(
-            counts.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or _ZERO), reverse=True
-        )
-        by_version = tuple((v, n, u) for (_, v), (n, u) in ordered)
-        return PackUpdates(
-            pack_id,
-            project,
-            sum(n for _, n, _ in by_version),
-            sum(u for _, _, u in by_version),
-            by_version,
-        )
+        mine = [i for i in self._resolver.installations(project) if i.pack_id == pack_id]
+        return pack_updates(pack_id, project, rows, [(i, self._cells[i.id].value) for i in mine])
 
     def pinned_to(self, pack_id: str, version: str, *, project: str | None = None) -> list[str]:
         """The installations (of ``project``, when given) whose pin resolves to ``pack_id``
@@ -1811,40 +1786,9 @@ class Runtime:
         if row.contract is not None:
             check_generation(row.pack_id, str(row.version), row.contract, self.generations)
         pin = exact_pin(row, self._resolver.custom_keys(pack_id, project))
-        at = _now()
-        alias = Alias(project, pack_id, name, pin, actor, at)
-        old_rows: list[CatalogEntry | None] = [None]
-
-        def moves(before: Alias | None, pinned: Sequence[Installation]) -> list[PinEvent]:
-            old = None
-            if before is not None:
-                old = self._resolver.pick(pack_id, before.version, True, project)
-            old_rows[0] = old
-            return alias_events(pinned, old, row, actor, at)
-
-        async with self._lock:
-            _, events = await self._store.set_alias(alias, moves)
-            self._resolver.set_alias(alias)
-            for event in events:
-                self._resolver.add_event(event)
-        for event in events:
-            _log_pin_move(pack_id, event)
-        old = old_rows[0]
-        moved = tuple(e.installation_id for e in events)
-        change = AliasChange(
-            alias, None if old is None else str(old.version), str(row.version), moved
+        return await move_alias(
+            self, Alias(project, pack_id, name, pin, actor, _now()), row, drain_timeout
         )
-        if drain_timeout is None or old is None or not moved:
-            return change
-        key = old.version_key
-        deadline = anyio.current_time() + drain_timeout
-        while True:
-            await self._refresh_remote_runs()
-            still = tuple(r for i in moved for r in self._runs_of(i, key))
-            left = deadline - anyio.current_time()
-            if not still or left <= 0:
-                return dataclasses.replace(change, drained=not still, still_in_flight=still)
-            await anyio.sleep(min(0.05, left))
 
     def aliases(self, pack_id: str | None = None, *, project: str = DEFAULT_PROJECT) -> list[Alias]:
         """The aliases of ``project`` (of one pack, when given), by pack and name: ``.name

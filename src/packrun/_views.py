@@ -11,10 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from packrun._catalog import CatalogEntry
 from packrun._manifest import Notice
-from packrun._versions import bump_kind
+from packrun._stores import Installation
+from packrun._versions import Version, bump_kind
+
+if TYPE_CHECKING:
+    from packrun._resolver import Resolution
 
 __all__ = [
     "ContentState",
@@ -25,6 +30,7 @@ __all__ = [
     "content_states",
     "notices_between",
     "other_live_versions",
+    "pack_updates",
     "update_available",
 ]
 
@@ -183,3 +189,40 @@ class PackUpdates:
     with_update: int
     by_version: tuple[tuple[str, int, int], ...]
     """``(version, installations on it, of which with an update)``, newest first."""
+
+
+def pack_updates(
+    pack_id: str,
+    project: str,
+    rows: Sequence[CatalogEntry],
+    installations: Iterable[tuple[Installation, Resolution | None]],
+) -> PackUpdates:
+    """The counts of :class:`PackUpdates` for the installations of one pack (with what each
+    resolves to): an update is available as ``explain`` says (exact and alias pins only)."""
+    from packrun._policy import available_update  # the one rule; _policy imports this module
+
+    counts: dict[tuple[Version | None, str], list[int]] = {}
+    for inst, res in installations:
+        has = (
+            res is not None
+            and inst.pin not in ("latest", "latest-vendor", "latest-custom")
+            and available_update(res.entry, rows, inst.allow_prerelease) is not None
+        )
+        key = (None, "-") if res is None else (res.entry.version, res.version)
+        seen = counts.setdefault(key, [0, 0])
+        seen[0] += 1
+        seen[1] += int(has)
+    ordered = sorted(
+        counts.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or _ZERO), reverse=True
+    )
+    by_version = tuple((v, n, u) for (_, v), (n, u) in ordered)
+    return PackUpdates(
+        pack_id,
+        project,
+        sum(n for _, n, _ in by_version),
+        sum(u for _, _, u in by_version),
+        by_version,
+    )
+
+
+_ZERO = Version(0, 0, 0)
