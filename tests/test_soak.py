@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
 import packrun
@@ -198,3 +199,18 @@ async def test_min_release_age__out_of_range__is_invalid_argument() -> None:
         for bad in (-1, 400 * DAY, float("nan"), True, "1d"):
             with pytest.raises(InvalidArgument, match="min_release_age"):
                 await rt.set_policy("crm", "auto_patch", min_release_age=bad)  # type: ignore[arg-type]
+
+
+async def test_the_refresh_loop__takes_a_soaked_version_on_its_own() -> None:
+    clock = Clock()
+    async with packrun.open_runtime("memory:", clock=clock, refresh_interval=0.01) as rt:
+        await rt.publish(dist("1.0.0"))
+        await rt.install("crm", "acme", pin="1.0.0")
+        await rt.set_policy("crm", "auto_patch", min_release_age=DAY)
+        await rt.publish(dist("1.0.1"))
+        assert rt.resolve("crm").version == "1.0.0"
+        clock.now = published(rt, "1.0.1") + timedelta(days=1)
+        with anyio.fail_after(30):  # no call here: the background loop moves it
+            while rt.resolve("crm").version != "1.0.1":
+                await anyio.sleep(0.01)
+        assert rt.history("crm")[-1].origin == "policy"

@@ -1456,7 +1456,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pin",
         default=None,
-        help="latest, latest-vendor, latest-custom or an exact version "
+        help="latest, latest-vendor, latest-custom, an exact version or an alias (@stable) "
         "(default: the exact version latest picks now)",
     )
     p.add_argument("--policy", choices=POLICIES, default="manual", help="default: manual")
@@ -1534,7 +1534,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = runtime_command("pin", "Move an installation's pin.", _cmd_pin)
     p.add_argument("id", metavar="ID")
-    p.add_argument("pin", metavar="PIN", help="latest, latest-vendor, latest-custom or a version")
+    p.add_argument(
+        "pin", metavar="PIN", help="latest, latest-vendor, latest-custom, a version or @ALIAS"
+    )
     p.add_argument("--actor", default="system", help="who, for the pin history (default: system)")
 
     p = runtime_command("policy", "Change how an installation follows new versions.", _cmd_policy)
