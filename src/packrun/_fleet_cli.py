@@ -153,8 +153,8 @@ def _report(plan: BulkPlan, out: _Output) -> int:
     if not plan.dry_run:
         out.committed += [f"moved {m}" for m in plan.moves]
     out.data(plan_json(plan))
-    for line in str(plan).splitlines():
-        out.line(line)
+    for line in str(plan).splitlines():  # the library's keyword, as this command spells it
+        out.line(line.replace("acknowledge_breaking=True", "--acknowledge-breaking"))
     return EXIT_OK
 
 
