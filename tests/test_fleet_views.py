@@ -212,3 +212,24 @@ def test_cli__status_and_explain_show_the_fleet_views(tmp_path: Path) -> None:
     ]
     code, text = run_cli("explain", "crm", "--store", url, "--json")
     assert json.loads(text)["update_available"]["bump"] == "minor"
+
+
+async def test_the_views_and_the_review__agree_on_the_update_available(store_url: str) -> None:
+    async with packrun.open_runtime(store_url) as rt:
+        await acme_with_notice(rt)
+        await rt.set_alias("acme", "stable", "1.0.2")
+        pins = ["1.0.0", "1.0.1", "1.0.2", "1.1.0", "latest", "@stable"]
+        for n, pin in enumerate(pins):
+            await rt.install(f"i-{n}", "acme", pin=pin)
+        with_update = 0
+        for n in range(len(pins)):
+            why = rt.explain(f"i-{n}")
+            available = why.update_available
+            assert (available is None) == (why.update is None)
+            if available is None:
+                continue
+            with_update += 1
+            review = rt.review_update(f"i-{n}")
+            assert review.to_version == available.version
+            assert review.notices == available.notices
+        assert rt.pack_updates("acme").with_update == with_update == 4
