@@ -355,8 +355,14 @@ RUNTIME: dict[str, Case] = {
     ),
     "bulk_rollback": Case(
         lambda w, **a: w.rt.bulk_rollback(**a),
-        {"selector": "pack=acme", "to": "1.0.0", "dry_run": True, "actor": "ops"},
-        accepts={"dry_run": FLAG},
+        {
+            "selector": "pack=acme",
+            "to": "1.0.0",
+            "dry_run": True,
+            "actor": "ops",
+            "drain_timeout": 0,
+        },
+        accepts={"dry_run": FLAG, "drain_timeout": OPTIONAL | {"int", "float"}},
         names={"to": ("version",)},
     ),
 }

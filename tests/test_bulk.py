@@ -200,3 +200,15 @@ async def test_bulk_update__a_target_outside_the_contract_window__is_refused_in_
         assert (refused.kind, refused.to_version) == ("refused", "1.1.0")
         assert "integration_contract_incompatible" in refused.reason
         assert rt.resolve("crm").version == "1.0.0"
+
+
+async def test_bulk_rollback__can_wait_for_the_versions_left_to_drain(store_url: str) -> None:
+    async with packrun.open_runtime(store_url, in_process=TRUSTED) as rt:
+        await fleet(rt)
+        async with rt.run("top", run_id="r-1"):
+            done = await rt.bulk_rollback("pin=1.2.0", to="1.1.0", dry_run=False, drain_timeout=0)
+            assert (done.drained, done.still_in_flight) == (False, ("r-1",))
+            assert "still in flight on the versions left: r-1" in str(done)
+        back = await rt.bulk_rollback("pin=1.1.0", to="1.0.0", dry_run=False, drain_timeout=5)
+        assert (back.drained, back.still_in_flight) == (True, ())
+        assert rt.resolve("top").version == "1.0.0"

@@ -17,11 +17,13 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
+import anyio
+
 from packrun._contract import check_generation
 from packrun._policy import AffectedWorkflow
 from packrun._resolver import DYNAMIC_PINS, exact_pin, normalize_pin
 from packrun._stores import POLICIES, Installation, Policy
-from packrun._versions import Version
+from packrun._versions import Version, version_key
 from packrun.errors import InvalidArgument, InvalidVersion, NotFound, PackrunError
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ __all__ = [
     "Selector",
     "bulk_apply",
     "bulk_plan",
+    "wait_drained",
 ]
 
 BulkAction: TypeAlias = Literal["update", "rollback"]
@@ -202,6 +205,11 @@ class BulkPlan:
     dry_run: bool
     moves: tuple[BulkMove, ...]
     blocked: tuple[BulkBlocked, ...]
+    drained: bool | None = None
+    """``None`` when the operation did not wait; else whether the runs of the moved installations
+    on the versions they left all ended within ``drain_timeout``."""
+    still_in_flight: tuple[str, ...] = ()
+    """Those runs still in flight when it stopped waiting."""
 
     @property
     def runs_in_flight(self) -> int:
@@ -237,6 +245,12 @@ class BulkPlan:
         lines += [f"  blocked {b}" for b in self.blocked]
         if self.affected_workflows:
             lines.append("affected workflows: " + ", ".join(self.affected_workflows))
+        if self.drained is not None:
+            lines.append(
+                "the versions left drained"
+                if self.drained
+                else f"still in flight on the versions left: {', '.join(self.still_in_flight)}"
+            )
         return "\n".join(lines)
 
 
@@ -370,3 +384,20 @@ async def bulk_apply(rt: Runtime, plan: BulkPlan, actor: str) -> BulkPlan:
             moves.append(move)
     blocked.sort(key=lambda b: b.installation_id)
     return replace(plan, dry_run=False, moves=tuple(moves), blocked=tuple(blocked))
+
+
+async def wait_drained(rt: Runtime, plan: BulkPlan, timeout: float) -> BulkPlan:
+    """Wait up to ``timeout`` seconds for the runs of the moved installations on the versions
+    they left to end (in every process on the store); ``plan`` with what was seen."""
+    deadline = anyio.current_time() + timeout
+    while True:
+        await rt._refresh_remote_runs()
+        still = tuple(
+            run
+            for m in plan.moves
+            for run in rt._runs_of(m.installation_id, version_key(Version.parse(m.from_version)))
+        )
+        left = deadline - anyio.current_time()
+        if not still or left <= 0:
+            return replace(plan, drained=not still, still_in_flight=still)
+        await anyio.sleep(min(0.05, left))

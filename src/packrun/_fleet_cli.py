@@ -72,6 +72,8 @@ class _BulkPlanView(msgspec.Struct):
     blocked: list[_BulkBlockedView]
     runs_in_flight: int
     affected_workflows: list[str]
+    drained: bool | None
+    still_in_flight: list[str]
 
 
 class _AliasView(msgspec.Struct):
@@ -145,7 +147,13 @@ async def _bulk_update(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 async def _bulk_rollback(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    plan = await rt.bulk_rollback(args.selector, to=args.to, dry_run=args.dry_run, actor=args.actor)
+    plan = await rt.bulk_rollback(
+        args.selector,
+        to=args.to,
+        dry_run=args.dry_run,
+        actor=args.actor,
+        drain_timeout=args.drain_timeout,
+    )
     return _report(plan, out)
 
 
@@ -267,6 +275,14 @@ def register(
             + (" (default: each one's update available)" if name == "update" else ""),
         )
         p.add_argument("--dry-run", action="store_true", help="print the plan; move nothing")
+        if name == "rollback":
+            p.add_argument(
+                "--drain-timeout",
+                metavar="SECONDS",
+                type=float,
+                default=None,
+                help="wait up to SECONDS for their runs on the versions left to end",
+            )
         if name == "update":
             p.add_argument(
                 "--acknowledge-breaking",

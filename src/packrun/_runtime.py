@@ -39,7 +39,7 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
-from packrun._bulk import BulkPlan, Selector, bulk_apply, bulk_plan
+from packrun._bulk import BulkPlan, Selector, bulk_apply, bulk_plan, wait_drained
 from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, read_bundle, release_bundle
 from packrun._catalog import (
     CHANNELS,
@@ -2062,14 +2062,23 @@ class Runtime:
         to: str,
         dry_run: bool = True,
         actor: str = "system",
+        drain_timeout: float | None = None,
     ) -> BulkPlan:
         """Roll back every installation ``selector`` picks to ``to``, as :meth:`bulk_update` does
         (a plan with ``dry_run=True``, the default; the moves with ``dry_run=False``). An update
-        policy then holds, as after :meth:`rollback`."""
+        policy then holds, as after :meth:`rollback`. With ``drain_timeout``, a real run waits up
+        to that many seconds for the moved installations' runs on the versions left to end, and
+        reports those still in flight (``drained``, ``still_in_flight``)."""
         _check_actor(actor)
         check_flag("dry_run", dry_run)
+        _check_timeout("drain_timeout", drain_timeout)
         plan = bulk_plan(self, "rollback", selector, to, True)
-        return plan if dry_run else await bulk_apply(self, plan, actor)
+        if dry_run:
+            return plan
+        done = await bulk_apply(self, plan, actor)
+        if drain_timeout is None or not done.moves:
+            return done
+        return await wait_drained(self, done, drain_timeout)
 
     def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
         """The runs of one installation in flight on one version (key), here and elsewhere."""
