@@ -163,6 +163,7 @@ async def test_the_tables_live_in_the_schema_the_url_names(postgres_url: str) ->
         "ORDER BY table_name",
     )
     assert [t for (t,) in tables] == [
+        "aliases",
         "artifacts",
         "catalog",
         "changes",
@@ -174,6 +175,7 @@ async def test_the_tables_live_in_the_schema_the_url_names(postgres_url: str) ->
         "rollouts",
         "runs",
         "settings",
+        "soak",
         "sources",
         "workflows",
     ]

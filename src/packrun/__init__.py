@@ -13,7 +13,9 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from packrun import blocking as blocking
+from packrun._aliases import AliasChange
 from packrun._auth import Auth
+from packrun._bulk import BulkBlocked, BulkMove, BulkPlan, Selector
 from packrun._bundle import (
     Bundle,
     BundleLimits,
@@ -32,6 +34,7 @@ from packrun._events import Event, EventKind
 from packrun._manifest import (
     EntryManifest,
     Manifest,
+    Notice,
     PackIndex,
     PackManifest,
     decode_entry_manifest,
@@ -46,9 +49,10 @@ from packrun._resolver import Explanation, Resolution
 from packrun._rollouts import RolloutState, RolloutStatus
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
+from packrun._soak import Soak, UpdateWindow
 from packrun._source import CheckReport, Finding, check, verify
 from packrun._sources import SourceSpec, SourceStatus, SyncItem, SyncReport, Trust
-from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
+from packrun._stores import Alias, Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
     BumpProblem,
@@ -59,6 +63,13 @@ from packrun._versions import (
     bump_problem,
     check_publish_order,
     release_line,
+)
+from packrun._views import (
+    ContentState,
+    LiveVersion,
+    PackUpdates,
+    ReleaseNotice,
+    UpdateAvailable,
 )
 from packrun.errors import (
     ArtifactMismatch,
@@ -96,9 +107,14 @@ metadata, so the two never disagree."""
 
 __all__ = [
     "AffectedWorkflow",
+    "Alias",
+    "AliasChange",
     "ArtifactMismatch",
     "Auth",
     "BreakingDiff",
+    "BulkBlocked",
+    "BulkMove",
+    "BulkPlan",
     "BumpKind",
     "BumpProblem",
     "Bundle",
@@ -112,6 +128,7 @@ __all__ = [
     "CheckMode",
     "CheckReport",
     "ContentEntry",
+    "ContentState",
     "DEFAULT_GENERATIONS",
     "DiffFinding",
     "DiffReport",
@@ -132,17 +149,21 @@ __all__ = [
     "InvalidOutput",
     "InvalidVersion",
     "LEVELS",
+    "LiveVersion",
     "LoadedBundle",
     "Manifest",
     "NeedsReauth",
     "NotFound",
+    "Notice",
     "Origin",
     "PackIndex",
     "PackManifest",
+    "PackUpdates",
     "PackrunError",
     "PinEvent",
     "Policy",
     "RULES",
+    "ReleaseNotice",
     "Resolution",
     "Retirement",
     "RetirementMove",
@@ -158,7 +179,9 @@ __all__ = [
     "SandboxLimits",
     "SandboxMode",
     "SandboxUnavailable",
+    "Selector",
     "Settings",
+    "Soak",
     "SourceError",
     "SourceSpec",
     "SourceStatus",
@@ -169,7 +192,9 @@ __all__ = [
     "ToolTimeout",
     "Trust",
     "UntrustedSource",
+    "UpdateAvailable",
     "UpdateReview",
+    "UpdateWindow",
     "Version",
     "VersionExists",
     "VersionHealth",

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ import anyio.abc
 import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
+from packrun._aliases import AliasChange, check_alias_name, move_alias
 from packrun._args import (
     check_choice,
     check_flag,
@@ -37,6 +38,7 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
+from packrun._bulk import BulkPlan, Selector, bulk_apply, bulk_plan, wait_drained
 from packrun._bundle import bundle_is_loaded, hold_bundle, load_held, read_bundle, release_bundle
 from packrun._catalog import (
     CHANNELS,
@@ -87,16 +89,19 @@ from packrun._resolver import (
     Resolution,
     Resolver,
     exact_pin,
+    follows,
     normalize_pin,
 )
 from packrun._rollouts import DEFAULT_STEPS, Rollouts, RolloutStatus
 from packrun._runs import Run, RunScope, RuntimeStats
+from packrun._soak import Soak, UpdateWindow, check_age
 from packrun._sources._model import DEFAULT_INTERVAL, SourceSpec, SourceStatus, SyncReport, Trust
 from packrun._sources._sync import Syncer, check_name
 from packrun._stores import (
     DEFAULT_PROJECT,
     ORIGINS,
     POLICIES,
+    Alias,
     Installation,
     LiveRun,
     NewEvent,
@@ -114,6 +119,7 @@ from packrun._stores import (
 )
 from packrun._tracker import RunTracker
 from packrun._versions import Version, version_key
+from packrun._views import PackUpdates, flows_only, notices_between, pack_updates
 from packrun.errors import (
     BreakingDiff,
     DrainTimeout,
@@ -205,7 +211,7 @@ def _hold_after(
     left earlier); a manual move up keeps a hold still above it; a policy move (only ever above
     the hold) and a dynamic pin end it.
     """
-    if origin == "policy" or pin in DYNAMIC_PINS:
+    if origin == "policy" or follows(pin):
         return None
     held = Version.parse(stored.hold) if stored.hold else None
     if before is not None and to.version < before.version:  # a move down
@@ -315,10 +321,15 @@ class Runtime:
         sandbox_limits: SandboxLimits | None = None,
         fleet_interval: float = 1.0,
         count_health: bool = True,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("fleet_interval", fleet_interval, zero=False)
         check_flag("count_health", count_health)
+        if clock is not None and not callable(clock):
+            raise InvalidArgument(
+                "clock", clock, ["None or a function returning the time as an aware datetime"]
+            )
         check_seconds("refresh_interval", refresh_interval)
         check_whole("tool_threads", tool_threads, 1, 100_000)
         check_generations("generations", generations)
@@ -349,6 +360,9 @@ class Runtime:
                 [f"a non-empty subset of {servable}: the generations this packrun can run"],
             )
         self._store = store
+        self._clock: Callable[[], datetime] = clock or _now
+        self._soak: dict[str, Soak] = {}  # by scope: project:<id>, installation:<id>
+        self._due: datetime | None = None  # when a soaking version or a window is next due
         self.generations = frozenset(generations)
         """The contract generations this runtime admits."""
         self.refresh_interval = refresh_interval
@@ -501,9 +515,20 @@ class Runtime:
         for inst in state.installations:
             self._resolver.set_installation(inst, events.get(inst.id, []))
         self._usage = await self._store.all_workflow_tools()
+        await self._load_fleet()
         await self._syncer.load()
         self._seq = state.seq
+        if self._soak:  # what soaked while no runtime was open is due now
+            self._due = datetime.min.replace(tzinfo=UTC)
         self._refreshed_at = time.monotonic()
+
+    async def _load_fleet(self) -> None:
+        """The aliases and the soak settings (both small: read whole on a change)."""
+        for alias in await self._store.aliases():
+            self._resolver.set_alias(alias)
+        self._soak = {
+            scope: Soak._decode(text) for scope, text in (await self._store.soak_settings()).items()
+        }
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -588,7 +613,12 @@ class Runtime:
     async def refresh(self) -> None:
         """Apply what other runtimes wrote to the store since the last refresh, and read which
         runs other processes hold in flight. Runs on its own every ``refresh_interval`` seconds;
-        call it to catch up at once."""
+        call it to catch up at once. Update policies waiting for a soaking version or their
+        update window are applied again once that time has come."""
+        due = self._due
+        if due is not None and self._clock() >= due:
+            self._due = None
+            await self._apply_policies(self._resolver.auto_installations())
         async with self._lock:
             await self._refresh_remote_runs()
             changes = await self._store.changes(self._seq)
@@ -615,6 +645,8 @@ class Runtime:
                     for w in set(stored.observed) | set(known.observed)
                 }
                 self._usage[iid] = WorkflowTools(stored.declared, observed)
+            if any(c.kind in ("alias", "soak") for c in changes):
+                await self._refresh_one("aliases and soak settings", self._load_fleet())
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
                 self._project_settings = await self._store.project_settings()
@@ -638,9 +670,11 @@ class Runtime:
                 inst is not None
                 and inst != held[iid]
                 and inst.policy != "manual"
-                and inst.pin not in DYNAMIC_PINS
+                and not follows(inst.pin)
             ):
                 touched[iid] = inst
+        if any(c.kind == "soak" for c in changes):  # a soak or window changed: look again
+            touched.update((i.id, i) for i in self._resolver.auto_installations())
         if touched:
             await self._apply_policies([touched[i] for i in sorted(touched)])
 
@@ -702,7 +736,7 @@ class Runtime:
         reauth = self._needs_reauth(why)
         if reauth:
             why = dataclasses.replace(why, needs_reauth=reauth)
-        if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
+        if inst.policy == "manual" or why.resolution is None or follows(inst.pin):
             return why
         _, blocked = policy_target(
             inst.policy,
@@ -711,15 +745,33 @@ class Runtime:
             inst.allow_prerelease,
             self._diff_of,
             hold=Version.parse(inst.hold) if inst.hold else None,
+            soak=self.soak_of(inst.id),
+            now=self._clock(),
         )
         waiting = tuple(str(b) for b in blocked if b.waits_for_review)
+        soaking = tuple(str(b) for b in blocked if b.kind in ("soaking", "window"))
+        available = why.update_available
+        if available is not None:  # what the policy makes of the update available
+            about = next((b for b in blocked if b.version == available.version), None)
+            until = self.soak_of(inst.id)._soaks_until(
+                self._row(
+                    inst.pack_id, f"{available.channel}:{available.version}", inst.project
+                ).published_at
+            )
+            available = dataclasses.replace(
+                available,
+                blocked=None if about is None else about.kind,
+                soaking_until=until if until is not None and until > self._clock() else None,
+            )
+        resolution = why.resolution
+        why = dataclasses.replace(why, soaking=soaking, update_available=available)
         holding = None
         if inst.hold:
             move = next(  # the manual move down that left the held version
                 (
                     e
                     for e in reversed(self._resolver.history(inst.id))
-                    if e.origin in ("user", "rollback") and e.from_version == inst.hold
+                    if e.origin in ("user", "rollback", "bulk") and e.from_version == inst.hold
                 ),
                 None,
             )
@@ -730,7 +782,7 @@ class Runtime:
                 else "a manual move"
             )
             holding = (
-                f"{inst.policy} holds at {why.resolution.version} ({how}); it moves again only "
+                f"{inst.policy} holds at {resolution.version} ({how}); it moves again only "
                 f"to a version above {inst.hold}, or after set_policy"
             )
         return dataclasses.replace(why, update_blocked=waiting, holding=holding)
@@ -913,6 +965,14 @@ class Runtime:
             )
             moves.append(retirement_move(inst.id, inst.pin, res.entry, after, self._diff_of))
         return tuple(moves)
+
+    def pack_updates(self, pack_id: str, *, project: str = DEFAULT_PROJECT) -> PackUpdates:
+        """How many installations of ``pack_id`` in ``project`` there are and how many have an
+        update available (as :meth:`explain` says), by the version they run."""
+        _check_project(project)
+        rows = self._resolver.rows(pack_id, project)
+        mine = [i for i in self._resolver.installations(project) if i.pack_id == pack_id]
+        return pack_updates(pack_id, project, rows, [(i, self._cells[i.id].value) for i in mine])
 
     def pinned_to(self, pack_id: str, version: str, *, project: str | None = None) -> list[str]:
         """The installations (of ``project``, when given) whose pin resolves to ``pack_id``
@@ -1586,6 +1646,16 @@ class Runtime:
             pin = exact_pin(latest, self._resolver.custom_keys(pack_id, project))
         pin = normalize_pin(pin)
         row = self._target(installation_id, pack_id, pin, allow_prerelease, project)
+        if flows_only(row):
+            raise InvalidArgument(
+                "pack to install",
+                pack_id,
+                [
+                    "a pack with an integration, ontology, KB domain, workflow or data source: "
+                    f"{pack_id} {row.version} holds process flows only, which are not installed "
+                    "or pinned (read them with process_flows)"
+                ],
+            )
         now = _now()
         inst = Installation(
             installation_id, pack_id, pin, policy, allow_prerelease, now, project=project
@@ -1619,6 +1689,27 @@ class Runtime:
         With ``expect_pin``, the move happens only if the pin is still that (as read in the
         transaction): how update policies avoid undoing a concurrent manual update.
         """
+        await self._move_pin(
+            installation_id,
+            pin,
+            actor=actor,
+            origin=origin,
+            expect_pin=expect_pin,
+            project=project,
+        )
+        return self._resolver.installation(installation_id)
+
+    async def _move_pin(
+        self,
+        installation_id: str,
+        pin: str,
+        *,
+        actor: str = "system",
+        origin: Origin = "user",
+        expect_pin: str | None = None,
+        project: str | None = None,
+    ) -> PinEvent | None:
+        """:meth:`set_pin`, saying what moved: the pin event, or ``None`` when nothing did."""
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
         _check_actor(actor)
@@ -1653,7 +1744,7 @@ class Runtime:
             hold = _hold_after(stored, before, row, pin, origin)
             return dataclasses.replace(stored, pin=pin, hold=hold), event
 
-        return await self._update_installation(installation_id, update)
+        return (await self._change_installation(installation_id, update))[1]
 
     async def set_policy(
         self,
@@ -1662,16 +1753,31 @@ class Runtime:
         *,
         actor: str = "system",
         project: str | None = None,
+        min_release_age: float | None = None,
+        window: str | None = None,
     ) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
         ``auto_minor``. Recorded on the installation; it ends a hold left by a manual move (the
-        policy applies at once from the current version); no pin moves otherwise."""
+        policy applies at once from the current version); no pin moves otherwise.
+
+        ``min_release_age`` (seconds) makes an auto policy take a version only once it is that
+        old (from its ``published_at``), passing over younger ones; ``window`` (such as
+        ``"mon-fri 02:00-06:00"``, UTC) lets it move only inside that window. Each call sets both:
+        ``None`` means the project's (:meth:`set_project_soak`), or none."""
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         _check_actor(actor)
+        age = check_age("min_release_age", min_release_age)
+        opens = None if window is None else UpdateWindow.parse(window)
         self._resolver.installation(
             installation_id, _optional_project(project)
         )  # not_found naming known ones
+        soak = Soak(age, opens)
+        scope = f"installation:{installation_id}"
+        if soak != self._soak.get(scope, Soak()):
+            async with self._lock:
+                await self._store.set_soak(scope, soak._encode() if soak.is_set else None)
+                self._set_soak(scope, soak)
         changed = await self._update_installation(
             installation_id,
             lambda stored: (dataclasses.replace(stored, policy=policy, hold=None), None),
@@ -1693,14 +1799,116 @@ class Runtime:
         await self._apply_policies([changed])
         return self._resolver.installation(installation_id)
 
+    def _set_soak(self, scope: str, soak: Soak) -> None:
+        if soak.is_set:
+            self._soak[scope] = soak
+        else:
+            self._soak.pop(scope, None)
+
+    def soak_of(self, installation_id: str) -> Soak:
+        """The soak that governs an installation's update policy: its own ``min_release_age``
+        and ``window``, each else its project's (:meth:`set_project_soak`)."""
+        inst = self._resolver.installation(installation_id)
+        own = self._soak.get(f"installation:{inst.id}", Soak())
+        return own._over(self._soak.get(f"project:{inst.project}", Soak()))
+
+    async def set_project_soak(
+        self,
+        min_release_age: float | None = None,
+        *,
+        window: str | None = None,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+    ) -> Soak:
+        """Set the soak of every installation of ``project`` with an auto policy that does not
+        set its own: a ``min_release_age`` (seconds) and an update ``window`` (``None``: none).
+        Policies are applied again at once under the new setting."""
+        age = check_age("min_release_age", min_release_age)
+        opens = None if window is None else UpdateWindow.parse(window)
+        _check_project(project)
+        _check_actor(actor)
+        soak = Soak(age, opens)
+        scope = f"project:{project}"
+        async with self._lock:
+            await self._store.set_soak(scope, soak._encode() if soak.is_set else None)
+            self._set_soak(scope, soak)
+        logger.info(
+            "packrun set the soak of project %s to %s by %s",
+            project,
+            soak.describe(),
+            actor,
+            extra={"event": "soak_set", "project": project, "actor": actor},
+        )
+        await self._apply_policies(
+            [i for i in self._resolver.auto_installations() if i.project == project]
+        )
+        return soak
+
+    def project_soak(self, project: str = DEFAULT_PROJECT) -> Soak:
+        """The soak ``project`` set with :meth:`set_project_soak` (an empty one when none)."""
+        return self._soak.get(f"project:{_check_project(project)}", Soak())
+
+    # --- aliases --------------------------------------------------------------------------------
+
+    async def set_alias(
+        self,
+        pack_id: str,
+        name: str,
+        version: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> AliasChange:
+        """Point the alias ``name`` (``stable``, ``canary``) of ``pack_id`` in ``project`` at
+        ``version`` (``1.2.0``, ``vendor:1.2.0``, ``custom:1.2.0``), creating it if new.
+
+        Every installation pinned ``@name`` moves with it, in one transaction, each with a pin
+        event of origin ``alias``; runs in flight finish on their version. With
+        ``drain_timeout``, the call waits up to that many seconds for those installations' runs on
+        the version left behind to end, and reports those still in flight.
+        """
+        check_alias_name(name)
+        _check_project(project)
+        _check_actor(actor)
+        _check_timeout("drain_timeout", drain_timeout)
+        self._resolver.rows(pack_id, project)  # not_found naming the packs the project sees
+        pin = normalize_pin(version, "version")
+        if follows(pin):
+            raise InvalidArgument("version", version, ["an exact version such as 1.2.0"])
+        row = self._row(pack_id, version, project)
+        if row.contract is not None:
+            check_generation(row.pack_id, str(row.version), row.contract, self.generations)
+        pin = exact_pin(row, self._resolver.custom_keys(pack_id, project))
+        return await move_alias(
+            self, Alias(project, pack_id, name, pin, actor, _now()), row, drain_timeout
+        )
+
+    def aliases(self, pack_id: str | None = None, *, project: str = DEFAULT_PROJECT) -> list[Alias]:
+        """The aliases of ``project`` (of one pack, when given), by pack and name: ``.name
+        .version .actor .at``."""
+        _check_project(project)
+        if pack_id is not None:
+            self._resolver.rows(pack_id, project)
+        return [
+            a
+            for a in self._resolver.all_aliases(project)
+            if pack_id is None or a.pack_id == pack_id
+        ]
+
     async def _update_installation(self, installation_id: str, update: Update) -> Installation:
+        return (await self._change_installation(installation_id, update))[0]
+
+    async def _change_installation(
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
         async with self._lock:
             changed, event = await self._store.update_installation(installation_id, update)
             events = self._resolver.history(installation_id)
             self._resolver.set_installation(changed, [*events, event] if event else events)
         if event is not None:
             _log_pin_move(changed.pack_id, event, changed)
-        return changed
+        return changed, event
 
     # --- diffs, policies, reviews, updates and rollbacks ----------------------------------------
 
@@ -1728,7 +1936,7 @@ class Runtime:
         self, installations: Sequence[Installation], blocked: list[NewEvent]
     ) -> None:
         for inst in installations:
-            if inst.policy == "manual" or inst.pin in DYNAMIC_PINS:
+            if inst.policy == "manual" or follows(inst.pin):
                 continue
             current = self._cells[inst.id].value
             if current is None:
@@ -1740,8 +1948,13 @@ class Runtime:
                 inst.allow_prerelease,
                 self._diff_of,
                 hold=Version.parse(inst.hold) if inst.hold else None,
+                soak=self.soak_of(inst.id),
+                now=self._clock(),
             )
             blocked.extend(blocked_events(inst, refused))
+            for b in refused:  # come back when a soaking version is old enough, a window opens
+                if b.until is not None and (self._due is None or b.until < self._due):
+                    self._due = b.until
             if target is None:
                 continue
             try:
@@ -1790,6 +2003,11 @@ class Runtime:
         changed = changed_tools(report.findings, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
         in_flight = self._runs_of(installation_id, current.version_key)
+        until = None
+        if inst.policy != "manual" and not follows(inst.pin):
+            until = self.soak_of(inst.id)._soaks_until(target.published_at)
+            if until is not None and until <= self._clock():
+                until = None
         review = UpdateReview(
             installation_id,
             str(current.version),
@@ -1803,6 +2021,8 @@ class Runtime:
             why_acknowledge(report),
             report,
             reauth_reasons(report),
+            notices_between(rows, current, target) if target.version > current.version else (),
+            until,
         )
         return review, target
 
@@ -1918,6 +2138,56 @@ class Runtime:
         still = await self._wait_for_runs(installation_id, current.pack_id, left, drain_timeout)
         return Rollback(installation_id, left, str(target.version), not still, still)
 
+    async def bulk_update(
+        self,
+        selector: Selector | str,
+        *,
+        to: str | None = None,
+        dry_run: bool = True,
+        actor: str = "system",
+        acknowledge_breaking: bool = False,
+    ) -> BulkPlan:
+        """Update every installation ``selector`` picks (a :class:`~packrun.Selector` or text such
+        as ``"pack=acme,version=1.1.0,policy=auto_patch"``) to ``to`` (default: each one's update
+        available, as :meth:`review_update` takes it).
+
+        With ``dry_run=True`` (the default) nothing moves: the :class:`~packrun.BulkPlan` says what
+        would (moves, blocked with reasons, runs in flight, affected workflows). With
+        ``dry_run=False`` the same plan is made and applied, one transaction per installation,
+        each only if its pin is still the one the plan saw; the plan returned says what moved.
+        Majors and breaking targets stay blocked unless ``acknowledge_breaking=True``.
+        """
+        _check_actor(actor)
+        check_flag("dry_run", dry_run)
+        check_flag("acknowledge_breaking", acknowledge_breaking)
+        plan = bulk_plan(self, "update", selector, to, acknowledge_breaking)
+        return plan if dry_run else await bulk_apply(self, plan, actor)
+
+    async def bulk_rollback(
+        self,
+        selector: Selector | str,
+        *,
+        to: str,
+        dry_run: bool = True,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> BulkPlan:
+        """Roll back every installation ``selector`` picks to ``to``, as :meth:`bulk_update` does
+        (a plan with ``dry_run=True``, the default; the moves with ``dry_run=False``). An update
+        policy then holds, as after :meth:`rollback`. With ``drain_timeout``, a real run waits up
+        to that many seconds for the moved installations' runs on the versions left to end, and
+        reports those still in flight (``drained``, ``still_in_flight``)."""
+        _check_actor(actor)
+        check_flag("dry_run", dry_run)
+        _check_timeout("drain_timeout", drain_timeout)
+        plan = bulk_plan(self, "rollback", selector, to, True)
+        if dry_run:
+            return plan
+        done = await bulk_apply(self, plan, actor)
+        if drain_timeout is None or not done.moves:
+            return done
+        return await wait_drained(self, done, drain_timeout)
+
     def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
         """The runs of one installation in flight on one version (key), here and elsewhere."""
         return self._tracker.runs_of(installation_id, key)
@@ -2030,6 +2300,7 @@ def open_runtime(
     sandbox_limits: SandboxLimits | None = None,
     fleet_interval: float = 1.0,
     count_health: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -2058,6 +2329,8 @@ def open_runtime(
     Every ``fleet_interval`` seconds the runtime writes its health counts to the store (and reads
     the fleet's: :meth:`Runtime.health`) and takes its turn at driving rollouts;
     ``count_health=False`` turns the counting of calls off.
+    ``clock`` (a function returning an aware ``datetime``; default: the system's UTC time) is
+    what update policies read for release ages and update windows; tests pass their own.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -2085,4 +2358,5 @@ def open_runtime(
         sandbox_limits=sandbox_limits,
         fleet_interval=fleet_interval,
         count_health=count_health,
+        clock=clock,
     )

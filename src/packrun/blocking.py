@@ -307,6 +307,14 @@ class BlockingRuntime:
     set_policy = _awaited(Runtime.set_policy)
     update = _awaited(Runtime.update)
     rollback = _awaited(Runtime.rollback)
+    bulk_update = _awaited(Runtime.bulk_update)
+    bulk_rollback = _awaited(Runtime.bulk_rollback)
+    set_alias = _awaited(Runtime.set_alias)
+    aliases = _in_loop(Runtime.aliases)
+    set_project_soak = _awaited(Runtime.set_project_soak)
+    project_soak = _in_loop(Runtime.project_soak)
+    soak_of = _in_loop(Runtime.soak_of)
+    pack_updates = _in_loop(Runtime.pack_updates)
     review_update = _in_loop(Runtime.review_update)
     declare_workflow = _awaited(Runtime.declare_workflow)
     set_immutable_versions = _awaited(Runtime.set_immutable_versions)
@@ -380,6 +388,7 @@ def open_runtime(
     sandbox_limits: SandboxLimits | None = None,
     fleet_interval: float = 1.0,
     count_health: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -406,6 +415,7 @@ def open_runtime(
             sandbox_limits=sandbox_limits,
             fleet_interval=fleet_interval,
             count_health=count_health,
+            clock=clock,
         )
     )
     rt._start()

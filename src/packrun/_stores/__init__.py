@@ -26,6 +26,8 @@ from packrun.errors import StoreError
 
 __all__ = [
     "DEFAULT_PROJECT",
+    "Alias",
+    "AliasMove",
     "SCHEMES",
     "Change",
     "Decide",
@@ -57,11 +59,20 @@ Policy: TypeAlias = Literal["manual", "auto_patch", "auto_minor"]
 
 POLICIES: Final[tuple[Policy, ...]] = ("manual", "auto_patch", "auto_minor")
 
-Origin: TypeAlias = Literal["user", "policy", "rollback", "install", "rollout"]
-"""What moved a pin: a person (``user``), an update policy, a rollback, the install itself, or a
-ramped rollout (``rollout``: a step, a promotion or an abort)."""
+Origin: TypeAlias = Literal["user", "policy", "rollback", "install", "rollout", "bulk", "alias"]
+"""What moved a pin: a person (``user``), an update policy, a rollback, the install itself, a
+ramped rollout (``rollout``: a step, a promotion or an abort), a bulk operation (``bulk``), or the
+move of the alias the installation is pinned to (``alias``)."""
 
-ORIGINS: Final[tuple[Origin, ...]] = ("user", "policy", "rollback", "install", "rollout")
+ORIGINS: Final[tuple[Origin, ...]] = (
+    "user",
+    "policy",
+    "rollback",
+    "install",
+    "rollout",
+    "bulk",
+    "alias",
+)
 
 Decide: TypeAlias = Callable[[Sequence[CatalogEntry], "Settings"], Literal["insert", "replace"]]
 """The publish decision, given every row of the pack and the settings as they are inside the
@@ -114,6 +125,25 @@ class PinEvent:
     from_version: str | None
     to_version: str | None
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """A named pin (``stable``, ``canary``) of one pack in one project: the exact version it
+    names now (``1.2.0``, ``vendor:1.2.0`` or ``custom:1.2.0``), who moved it last, and when.
+    Installations pinned ``@name`` run what it names."""
+
+    project: str
+    pack_id: str
+    name: str
+    version: str
+    actor: str
+    at: datetime
+
+
+AliasMove: TypeAlias = Callable[["Alias | None", "Sequence[Installation]"], "list[PinEvent]"]
+"""The pin events of an alias move, computed inside the store's transaction from the alias as it
+was (``None`` when new) and the installations pinned to it then."""
 
 
 class RunRecord(NamedTuple):
@@ -195,7 +225,7 @@ class Change:
     """One line of the change log: something about ``key`` (a pack id, an installation id) changed."""
 
     seq: int
-    kind: Literal["pack", "installation", "settings", "usage", "source"]
+    kind: Literal["pack", "installation", "settings", "usage", "source", "alias", "soak"]
     key: str
 
 
@@ -441,6 +471,27 @@ class Store(ABC):
     async def claim_rollout(self, rollout_id: str, owner: str, ttl: float) -> bool:
         """Take or renew the lease on driving a rollout for ``ttl`` seconds: whether ``owner``
         holds it now (``False`` while another owner's lease is live)."""
+
+    @abstractmethod
+    async def aliases(self) -> list[Alias]:
+        """Every alias of every pack and project."""
+
+    @abstractmethod
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        """Create or move an alias in one transaction with the pin events of the installations
+        pinned to it (``moves`` computes them there): the alias as it was (``None`` when new) and
+        the events as stored. Every installation with an event is logged as changed."""
+
+    @abstractmethod
+    async def soak_settings(self) -> dict[str, str]:
+        """The soak and update-window settings, by scope (``project:<id>``,
+        ``installation:<id>``), as JSON text."""
+
+    @abstractmethod
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        """Set (or with ``None`` clear) the soak settings of one scope."""
 
     async def listen(self) -> None:
         """Start hearing of other runtimes' changes, for stores that can (a no-op otherwise)."""

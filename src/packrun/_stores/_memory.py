@@ -17,6 +17,8 @@ import anyio
 from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
     ACTIVE_ROLLOUT_STATES,
+    Alias,
+    AliasMove,
     Change,
     Decide,
     HealthDelta,
@@ -67,6 +69,8 @@ class MemoryStore(Store):
         self._rollout_leases: dict[str, tuple[str, float]] = {}
         self._log_events: list[StoredEvent] = []
         self._dedupe: set[str] = set()
+        self._aliases: dict[tuple[str, str, str], Alias] = {}
+        self._soak: dict[str, str] = {}
 
     async def open(self) -> None:
         return None
@@ -351,3 +355,39 @@ class MemoryStore(Store):
                 return False
             self._rollout_leases[rollout_id] = (owner, now + ttl)
             return True
+
+    # --- aliases and soak settings ------------------------------------------------------------
+
+    async def aliases(self) -> list[Alias]:
+        return [self._aliases[k] for k in sorted(self._aliases)]
+
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        async with self._lock:
+            key = (alias.project, alias.pack_id, alias.name)
+            before = self._aliases.get(key)
+            pinned = [
+                i
+                for i in sorted(self._installations.values(), key=lambda i: i.id)
+                if (i.project, i.pack_id, i.pin) == (alias.project, alias.pack_id, f"@{alias.name}")
+            ]
+            events = moves(before, pinned)
+            self._aliases[key] = alias
+            stored = []
+            for event in events:
+                stored.append(self._append_event(event))
+                self._log("installation", event.installation_id)
+            self._log("alias", f"{alias.project}/{alias.pack_id}/{alias.name}")
+            return before, stored
+
+    async def soak_settings(self) -> dict[str, str]:
+        return dict(self._soak)
+
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        async with self._lock:
+            if value is None:
+                self._soak.pop(scope, None)
+            else:
+                self._soak[scope] = value
+            self._log("soak", scope)

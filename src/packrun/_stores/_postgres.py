@@ -32,6 +32,8 @@ import anyio.lowlevel
 
 from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
+    Alias,
+    AliasMove,
     Change,
     Decide,
     HealthDelta,
@@ -219,6 +221,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         body TEXT NOT NULL,
         dedupe TEXT UNIQUE
     );
+    """,
+    # 6: aliases (named pins per pack and project) and soak settings (release age, window).
+    """
+    CREATE TABLE IF NOT EXISTS aliases (
+        project TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (project, pack_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS soak (scope TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 )
 
@@ -1179,3 +1194,74 @@ class PostgresStore(Store):
             return bool(claimed.rowcount)
 
         return await self._run("claim a rollout", body)
+
+    # --- aliases and soak settings ------------------------------------------------------------
+
+    _ALIAS_COLUMNS: Final = "project, pack_id, name, version, actor, at"
+
+    async def aliases(self) -> list[Alias]:
+        async def body(conn: _Conn) -> list[Alias]:
+            rows = await (
+                await conn.execute(
+                    f"SELECT {self._ALIAS_COLUMNS} FROM aliases ORDER BY project, pack_id, name"
+                )
+            ).fetchall()
+            return [Alias(*r) for r in rows]
+
+        return await self._run("read the aliases", body)
+
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        async def body(conn: _Conn) -> tuple[Alias | None, list[PinEvent]]:
+            key = (alias.project, alias.pack_id, alias.name)
+            row = await (
+                await conn.execute(
+                    f"SELECT {self._ALIAS_COLUMNS} FROM aliases "
+                    "WHERE project = %s AND pack_id = %s AND name = %s",
+                    key,
+                )
+            ).fetchone()
+            before = None if row is None else Alias(*row)
+            rows = await (
+                await conn.execute(
+                    f"SELECT {INSTALLATION_COLUMNS} FROM installations "
+                    "WHERE project = %s AND pack_id = %s AND pin = %s ORDER BY id FOR UPDATE",
+                    (alias.project, alias.pack_id, f"@{alias.name}"),
+                )
+            ).fetchall()
+            events = moves(before, [installation_from(r) for r in rows])
+            await conn.execute(
+                f"INSERT INTO aliases ({self._ALIAS_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (project, pack_id, name) DO UPDATE SET version = excluded.version, "
+                "actor = excluded.actor, at = excluded.at",
+                (*key, alias.version, alias.actor, alias.at),
+            )
+            stored = [await self._insert_event(conn, e) for e in events]
+            for event in stored:
+                await self._log(conn, "installation", event.installation_id)
+            await self._log(conn, "alias", "/".join(key))
+            return before, stored
+
+        return await self._run("move an alias", body, logged=True)
+
+    async def soak_settings(self) -> dict[str, str]:
+        async def body(conn: _Conn) -> dict[str, str]:
+            rows = await (await conn.execute("SELECT scope, value FROM soak")).fetchall()
+            return {r[0]: r[1] for r in rows}
+
+        return await self._run("read the soak settings", body)
+
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        async def body(conn: _Conn) -> None:
+            if value is None:
+                await conn.execute("DELETE FROM soak WHERE scope = %s", (scope,))
+            else:
+                await conn.execute(
+                    "INSERT INTO soak (scope, value) VALUES (%s, %s) "
+                    "ON CONFLICT (scope) DO UPDATE SET value = excluded.value",
+                    (scope, value),
+                )
+            await self._log(conn, "soak", scope)
+
+        await self._run("change the soak settings", body, logged=True)

@@ -26,6 +26,8 @@ import anyio.to_thread
 
 from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
+    Alias,
+    AliasMove,
     Change,
     Decide,
     HealthDelta,
@@ -235,6 +237,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         dedupe TEXT UNIQUE
     );
     """,
+    # 8: aliases (named pins per pack and project) and soak settings (release age, window).
+    """
+    CREATE TABLE IF NOT EXISTS aliases (
+        project TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (project, pack_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS soak (scope TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -243,6 +258,11 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 _TEXT = datetime.isoformat  # times are stored as ISO 8601 text
 _Starts: TypeAlias = tuple[Sequence[RunRecord], str, float, float]  # start_runs' arguments
 _TIME = datetime.fromisoformat
+
+
+def _alias_from(row: Sequence[Any]) -> Alias:
+    project, pack_id, name, version, actor, at = row
+    return Alias(project, pack_id, name, version, actor, _TIME(at))
 
 
 class SQLiteStore(Store):
@@ -984,3 +1004,70 @@ class SQLiteStore(Store):
             )
 
         return await self._call(lambda conn: self._write(conn, body))
+
+    # --- aliases and soak settings ------------------------------------------------------------
+
+    _ALIAS_COLUMNS: Final = "project, pack_id, name, version, actor, at"
+
+    async def aliases(self) -> list[Alias]:
+        def body(conn: sqlite3.Connection) -> list[Alias]:
+            rows = conn.execute(
+                f"SELECT {self._ALIAS_COLUMNS} FROM aliases ORDER BY project, pack_id, name"
+            )
+            return [_alias_from(r) for r in rows]
+
+        return await self._call(body)
+
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        def body(conn: sqlite3.Connection) -> tuple[Alias | None, list[PinEvent]]:
+            key = (alias.project, alias.pack_id, alias.name)
+            row = conn.execute(
+                f"SELECT {self._ALIAS_COLUMNS} FROM aliases "
+                "WHERE project = ? AND pack_id = ? AND name = ?",
+                key,
+            ).fetchone()
+            before = None if row is None else _alias_from(row)
+            pinned = [
+                installation_from(r, _TIME)
+                for r in conn.execute(
+                    f"SELECT {INSTALLATION_COLUMNS} FROM installations "
+                    "WHERE project = ? AND pack_id = ? AND pin = ? ORDER BY id",
+                    (alias.project, alias.pack_id, f"@{alias.name}"),
+                )
+            ]
+            events = moves(before, pinned)
+            conn.execute(
+                f"INSERT INTO aliases ({self._ALIAS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (project, pack_id, name) DO UPDATE SET version = excluded.version, "
+                "actor = excluded.actor, at = excluded.at",
+                (*key, alias.version, alias.actor, alias.at.isoformat()),
+            )
+            stored = [self._insert_event(conn, e) for e in events]
+            for event in stored:
+                self._log(conn, "installation", event.installation_id)
+            self._log(conn, "alias", "/".join(key))
+            return before, stored
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def soak_settings(self) -> dict[str, str]:
+        def body(conn: sqlite3.Connection) -> dict[str, str]:
+            return dict(conn.execute("SELECT scope, value FROM soak").fetchall())
+
+        return await self._call(body)
+
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute("DELETE FROM soak WHERE scope = ?", (scope,))
+            else:
+                conn.execute(
+                    "INSERT INTO soak (scope, value) VALUES (?, ?) "
+                    "ON CONFLICT (scope) DO UPDATE SET value = excluded.value",
+                    (scope, value),
+                )
+            self._log(conn, "soak", scope)
+
+        await self._call(lambda conn: self._write(conn, body))
