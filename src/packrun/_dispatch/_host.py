@@ -9,6 +9,8 @@ replaced; only its own call fails.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -88,11 +90,169 @@ class _Died(Exception):
     """The worker closed its channel or sent something that is not the protocol."""
 
 
+_PAUSE_AT = 1024
+"""Frames read ahead of the call that takes them; past this many the host stops reading the
+worker's channel until the call has taken them, so a worker cannot fill the host's memory."""
+_BUFFER = 64 * 1024
+
+
+class _Link(asyncio.BufferedProtocol):
+    """A worker's channel on asyncio: the event loop reads it into this link's buffer whenever it
+    has something, frames are decoded as they arrive and the call waiting for one is woken. Writes
+    go straight to the socket (what it cannot take now is sent as it drains). One call waits at a
+    time; its deadline is one timer of the loop per link, moved only when a call needs it sooner.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.frames: collections.deque[FromWorker] = collections.deque()
+        self.limit = _FRAME_SLACK
+        self.error: str | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.expired = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._in = bytearray(_BUFFER)
+        self._view = memoryview(self._in)
+        self._start = 0  # the unread bytes are _in[_start:_end]
+        self._end = 0
+        self._need = HEADER.size  # bytes the frame being read needs in all
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._in) - self._end < max(self._need - (self._end - self._start), 4096):
+            self._make_room()
+        return self._view[self._end :]
+
+    def _make_room(self) -> None:
+        """Move the unread bytes to the front, in a larger buffer when a frame needs one (and a
+        buffer of the usual size again once a large frame is read)."""
+        unread = bytes(self._view[self._start : self._end])
+        size = max(self._need, _BUFFER)
+        if size > len(self._in) or (len(self._in) > _BUFFER and size == _BUFFER):
+            self._in = bytearray(size + 4096)
+            self._view = memoryview(self._in)
+        self._in[: len(unread)] = unread
+        self._start, self._end = 0, len(unread)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end = end = self._end + nbytes
+        start = self._start
+        view = self._view
+        frames = self.frames
+        while end - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._in, start)
+            if size > self.limit:
+                self._fail(f"it sent a message of {size} bytes, over the limit of {self.limit}")
+                return
+            need = HEADER.size + size
+            if end - start < need:
+                self._need = need
+                break
+            try:
+                frames.append(_decode(view[start + HEADER.size : start + need]))
+            except _Died as exc:
+                self._fail(str(exc))
+                return
+            start += need
+            self._need = HEADER.size
+        if start == end:
+            start = self._end = 0
+        self._start = start
+        if len(frames) >= _PAUSE_AT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        if frames:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail("its channel closed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("its channel closed")
+
+    def _fail(self, error: str) -> None:
+        if self.error is None:
+            self.error = error
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def arm(self, timeout: float) -> None:
+        """Start a call's deadline: :meth:`receive` raises ``TimeoutError`` once it passed."""
+        self.expired = False
+        self._deadline = deadline = self.loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._check)
+
+    def disarm(self) -> None:
+        """The call ended (its timer, if it fires, finds no deadline and stops)."""
+        self._deadline = None
+
+    def _check(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self.loop.time() >= deadline:
+            self.expired = True
+            self._wake()
+        else:  # a later call's deadline
+            self._timer = self.loop.call_at(deadline, self._check)
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None or self.transport is None:
+            raise _Died(self.error or "its channel closed")
+        self.transport.write(data)
+
+    async def receive(self) -> FromWorker:
+        """The next frame; ``TimeoutError`` once the deadline passed."""
+        frames = self.frames
+        if self.expired:  # checked first: a worker sending without end must not outrun it
+            raise TimeoutError
+        while not frames:
+            if self.expired:
+                raise TimeoutError
+            if self.error is not None:
+                raise _Died(self.error)
+            self.waiter = waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        if self._paused and len(frames) < _PAUSE_AT // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return frames.popleft()
+
+    def close(self) -> None:
+        self.disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
 class _Worker:
     """One worker process serving one bundle, one call at a time.
 
-    The channel is read and written directly (a non-blocking socket, waited on only when it has
-    nothing to give): a call costs one wake-up of the event loop, not one per stream layer.
+    On asyncio the channel is a :class:`_Link` (a protocol the event loop feeds). On any other
+    backend (trio) it is read and written directly through anyio (a non-blocking socket, waited
+    on only when it has nothing to give).
     """
 
     def __init__(self, process: Process, key: tuple[str, str]) -> None:
@@ -102,17 +262,26 @@ class _Worker:
         self.idle_since = time.monotonic()
         self.dead = False
         self.killed = False  # by the host (deadline, cancellation, close)
+        self.link: _Link | None = None
         self._sock = process.sock
         self._buffer = bytearray()
         self._next_id = 0
 
     async def open(self) -> None:
         self._sock.setblocking(False)
+        loop = asyncio._get_running_loop()  # None on trio
+        if loop is not None:
+            link = _Link(loop)
+            await loop.connect_accepted_socket(lambda: link, self._sock)
+            self.link = link
 
     async def send(self, message: object) -> None:
         await self.send_bytes(frame(_ENCODER, message))
 
     async def send_bytes(self, data: bytes) -> None:
+        if self.link is not None:
+            self.link.write(data)
+            return
         view = memoryview(data)
         try:
             while view:
@@ -136,6 +305,9 @@ class _Worker:
             buffer += chunk
 
     async def receive(self, limit: int) -> FromWorker:
+        if self.link is not None:
+            self.link.limit = limit
+            return await self.link.receive()
         try:
             await self._fill(HEADER.size)
             (size,) = HEADER.unpack_from(self._buffer)
@@ -152,10 +324,22 @@ class _Worker:
         self._next_id += 1
         return self._next_id
 
+    def wake(self) -> None:
+        """Wake a call waiting on the channel (the runtime is closing)."""
+        if self.link is not None:
+            self.link._fail("the runtime is closing")
+            return
+        with contextlib.suppress(OSError, RuntimeError):
+            anyio.notify_closing(self._sock)
+
     def kill(self) -> None:
         self.dead = True
         self.killed = True
-        self.process.kill()
+        if self.link is not None:
+            self.process.kill(close=False)
+            self.link.close()  # the transport owns the socket: it closes it
+        else:
+            self.process.kill()
 
     async def finish(self, limits: SandboxLimits) -> str:
         """Kill the worker, wait for it (no zombie) and say why it ended."""
@@ -163,7 +347,7 @@ class _Worker:
         with anyio.CancelScope(shield=True):
             if not self.killed:  # it died by itself: its own status says how
                 await anyio.to_thread.run_sync(self.process.wait_exit, 1.0)
-            self.process.kill()
+            self.kill()
             await anyio.to_thread.run_sync(self.process.reap)
         return self.process.cause(limits)
 
@@ -356,32 +540,26 @@ class WorkerPool:
                 ],
             ) from None
         limit = self.limits.output_bytes + _FRAME_SLACK
+        link = worker.link
         try:
-            with anyio.fail_after(timeout):
-                await worker.send_bytes(data)
-                logs = 0
-                while True:
-                    reply = await worker.receive(limit)
-                    if isinstance(reply, Done | Failed) and reply.id == call_id:
-                        break
-                    if isinstance(reply, Loaded | LoadFailed):  # a load answered twice: forged
-                        raise _Died("it answered its load again, during a call")
-                    # Anything else (a log record, a stray frame): let the loop run between them,
-                    # or a worker writing frames as fast as it can would starve it, deadline included.
-                    await anyio.lowlevel.checkpoint()
-                    if isinstance(reply, Log) and reply.id == call_id:
-                        logs += 1
-                        if logs <= _LOG_RECORDS:
-                            ctx.logger.log(reply.level, _text(reply.message, auth))
-                        elif logs == _LOG_RECORDS + 1:
-                            logger.warning(
-                                "tool %r of %s %s logged more than %d records in one call; "
-                                "the rest of this call's records are dropped",
-                                tool,
-                                source.pack,
-                                source.version,
-                                _LOG_RECORDS,
-                            )
+            if link is not None:  # asyncio: the deadline is a timer of the loop, no cancel scope
+                link.limit = limit
+                link.arm(timeout)
+                try:
+                    link.write(data)
+                    reply = await link.receive()
+                    if type(reply) is not Done or reply.id != call_id:
+                        reply = await self._until_answer(
+                            worker, reply, call_id, limit, ctx, tool, source
+                        )
+                finally:
+                    link.disarm()
+            else:
+                with anyio.fail_after(timeout):
+                    await worker.send_bytes(data)
+                    reply = await self._until_answer(
+                        worker, await worker.receive(limit), call_id, limit, ctx, tool, source
+                    )
         except TimeoutError:
             worker.kill()
             raise ToolTimeout(source.pack, source.version, tool, timeout) from None
@@ -395,6 +573,41 @@ class WorkerPool:
         if isinstance(reply, Done):
             return reply.output
         return await self._failure(worker, source, tool, reply, auth)
+
+    async def _until_answer(
+        self,
+        worker: _Worker,
+        reply: FromWorker,
+        call_id: int,
+        limit: int,
+        ctx: ToolContext,
+        tool: str,
+        source: _Source,
+    ) -> Done | Failed:
+        """Relay the call's log records until its answer (``reply`` is the first frame)."""
+        logs = 0
+        while True:
+            if isinstance(reply, Done | Failed) and reply.id == call_id:
+                return reply
+            if isinstance(reply, Loaded | LoadFailed):  # a load answered twice: forged
+                raise _Died("it answered its load again, during a call")
+            # Anything else (a log record, a stray frame): let the loop run between them, or a
+            # worker writing frames as fast as it can would starve it, deadline included.
+            await anyio.lowlevel.checkpoint()
+            if isinstance(reply, Log) and reply.id == call_id:
+                logs += 1
+                if logs <= _LOG_RECORDS:
+                    ctx.logger.log(reply.level, _text(reply.message, ctx.auth))
+                elif logs == _LOG_RECORDS + 1:
+                    logger.warning(
+                        "tool %r of %s %s logged more than %d records in one call; "
+                        "the rest of this call's records are dropped",
+                        tool,
+                        source.pack,
+                        source.version,
+                        _LOG_RECORDS,
+                    )
+            reply = await worker.receive(limit)
 
     async def _finish(self, worker: _Worker) -> str:
         return await worker.finish(self.limits)  # _release then discards it from the pool
@@ -446,8 +659,7 @@ class WorkerPool:
         self._closed = True
         workers = list(self._all)
         for worker in workers:
-            with contextlib.suppress(OSError, RuntimeError):
-                anyio.notify_closing(worker.process.sock)  # wake a call waiting on it
+            worker.wake()  # a call waiting on it ends
             worker.kill()
         with anyio.CancelScope(shield=True):
             for worker in workers:

@@ -205,12 +205,14 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
-    def kill(self) -> None:
-        """Kill the worker's whole process group (what the bundle started too)."""
+    def kill(self, *, close: bool = True) -> None:
+        """Kill the worker's whole process group (what the bundle started too) and, unless
+        ``close`` is false (an event loop's transport owns it), close the host's end."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        if close:
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
     def wait_exit(self, timeout: float) -> None:
         """Give a worker that closed its channel a moment to exit by itself (its status tells why)."""
