@@ -497,7 +497,7 @@ async def test_a_worker_starts_in_a_private_empty_folder_with_only_its_channel_o
 # --- the store and the host's files ---------------------------------------------------------------
 
 
-async def test_the_store_file__bwrap_hides_it__process_mode_does_not(
+async def test_the_store_file__bwrap_hides_it__process_mode_only_from_a_root_executor(
     mode: SandboxMode, tmp_path: Path
 ) -> None:
     store = tmp_path / "state.db"
@@ -512,6 +512,9 @@ async def test_the_store_file__bwrap_hides_it__process_mode_does_not(
         assert read == {"error": "FileNotFoundError"}
         assert not (tmp_path / "planted").exists()
         assert wrote["error"] in ("FileNotFoundError", "OSError", "PermissionError")
+    elif os.geteuid() == 0:  # a root executor's worker runs as nobody: the store is closed to it
+        assert read == {"error": "PermissionError"}
+        assert not (tmp_path / "planted").exists()
     else:  # documented: process mode runs as the executor's user, without a view of its own
         assert read["read"] > 0
         assert (tmp_path / "planted").exists()
@@ -950,7 +953,8 @@ def children_of_this_process() -> list[int]:
     pid = os.getpid()
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
+        path = f"/proc/{pid}/task/{task}/children"
+        with contextlib.suppress(FileNotFoundError), open(path) as handle:  # a thread that ended
             found += [int(c) for c in handle.read().split()]
     return found
 
@@ -1457,6 +1461,8 @@ def escape_group(ctx, input):
             os.execv(sys.executable, [sys.executable, "-c", code, input["marker"]])
         os._exit(0)
     os.waitpid(pid, 0)
+    if input.get("then_exit"):
+        os._exit(3)  # the worker dies on its own, before the runtime can take its orphan down
     return {"started": True}
 """
 
@@ -1495,6 +1501,31 @@ async def test_a_process_escaping_the_workers_group_ends_with_the_runtime(
         # bwrap: the pid namespace ends with the worker, and all in it; process mode: the worker
         # adopts what its children orphan, and the host kills all below it
         assert left == []
+    finally:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_process_escaping_a_worker_that_dies_on_its_own__bwrap_ends_it__process_does_not(
+    mode: SandboxMode,
+) -> None:
+    marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
+    async with attacker(mode, OUTLIVE_CODE, ["escape_group"], FORKING) as rt:
+        with pytest.raises(SandboxCrashed, match="exited with status 3"):
+            await call(rt, "escape_group", {"marker": marker, "then_exit": True})
+    deadline = time.monotonic() + 10
+    while mode == "bwrap" and processes_with(marker) and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    if mode == "process":  # it may still be on its way to its exec
+        while not processes_with(marker) and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+    left = [p for p in processes_with(marker) if alive(p)]
+    try:
+        if mode == "bwrap":  # the pid namespace ends with the worker, and all in it
+            assert left == []
+        else:  # documented: its orphan went to the system's init when the worker died
+            assert len(left) == 1
     finally:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):

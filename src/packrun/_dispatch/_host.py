@@ -32,6 +32,7 @@ from packrun._dispatch._protocol import (
     HEADER,
     Call,
     Cancel,
+    Context,
     Done,
     Failed,
     FromWorker,
@@ -263,6 +264,8 @@ class _Worker:
         self.dead = False
         self.killed = False  # by the host (deadline, cancellation, close)
         self.link: _Link | None = None
+        self.ctx: ToolContext | None = None
+        """The context of the last call sent (the worker keeps it)."""
         self._sock = process.sock
         self._buffer = bytearray()
         self._next_id = 0
@@ -498,11 +501,18 @@ class WorkerPool:
         timeout: float,
     ) -> Any:
         """Run ``tool`` in a worker of ``key``; see the module docstring for what can fail."""
-        worker = await self._acquire(key, source)
+        idle = self._idle.get(key)
+        worker = idle.pop() if idle and not self._closed else await self._acquire(key, source)
         try:
             return await self._call(worker, source, tool, ctx, input, timeout)
         finally:
-            await self._release(worker)
+            if worker.dead or self._closed or worker.calls >= self.limits.max_calls:
+                await self._release(worker)
+            else:  # back to the idle ones, at no await
+                worker.idle_since = time.monotonic()
+                self._idle.setdefault(key, []).append(worker)
+                if self._waiting:
+                    self._signal()
 
     async def _call(
         self,
@@ -516,19 +526,21 @@ class WorkerPool:
         worker.calls += 1
         call_id = worker.next_id()
         auth = ctx.auth
-        message = Call(
-            call_id,
-            tool,
-            input if isinstance(input, dict) else dict(input),
-            ctx.run_id,
-            ctx.installation_id,
-            ctx.pack_id,
-            ctx.version,
-            auth.mode,
-            dict(auth.credentials),
-            list(auth.scopes),
-            auth.header,
-        )
+        if worker.ctx is ctx:  # the same run again: the worker has its context
+            message = Call(call_id, tool, input if type(input) is dict else dict(input))
+        else:
+            context = Context(
+                ctx.run_id,
+                ctx.installation_id,
+                ctx.pack_id,
+                ctx.version,
+                auth.mode,
+                dict(auth.credentials),
+                list(auth.scopes),
+                auth.header,
+            )
+            message = Call(call_id, tool, input if type(input) is dict else dict(input), context)
+            worker.ctx = ctx  # held: an object of a run that ended is never taken for a new one
         try:
             data = frame(_ENCODER, message)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -790,7 +802,7 @@ def _receive_blocking(sock: socket.socket, deadline: float) -> FromWorker:
     return _decode(exactly(size))
 
 
-def _decode(body: bytes) -> FromWorker:
+def _decode(body: bytes | memoryview) -> FromWorker:
     """A frame's message; anything that is not one (malformed, nested too deep to decode, of the
     wrong shape) is a protocol violation: the worker is treated as dead."""
     try:

@@ -22,6 +22,7 @@ from packrun._dispatch._protocol import (
     HEADER,
     Call,
     Cancel,
+    Context,
     Done,
     Failed,
     FromHost,
@@ -44,6 +45,7 @@ class _Channel:
     Sends are locked: a tool's threads may log too."""
 
     def __init__(self, fd: int, max_output: int) -> None:
+        os.set_inheritable(fd, False)  # a program a tool runs does not hold the channel open
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(True)
         self.encoder = msgspec.msgpack.Encoder()
@@ -195,7 +197,7 @@ class _Worker:
         self.logger = self._bundle_logger("packrun.tools", logging.WARNING)
         self.loop = asyncio.new_event_loop()
         self.task: asyncio.Task[None] | None = None
-        self.last_ctx: tuple[tuple[object, ...], ToolContext] | None = None
+        self.ctx: ToolContext | None = None
 
     def load(self, message: Load) -> None:
         try:
@@ -212,7 +214,7 @@ class _Worker:
         self.logger = self._bundle_logger(
             f"packrun.tools.{loaded.bundle.id}", message.log_level or logging.WARNING
         )
-        self.last_ctx = None
+        self.ctx = None
         d = self.dispatcher
         self.channel.send(Loaded(d.generation, d.adapter, sorted(d.tools)))
 
@@ -254,37 +256,23 @@ class _Worker:
         if type(message) is Cancel and message.id == self.call_id and self.task is not None:
             self.task.cancel()
 
-    def context(self, message: Call) -> ToolContext:
-        """The call's context; the same run calling again gets the same one (and its ``Auth``)."""
-        shape = (
-            message.run_id,
-            message.installation_id,
-            message.pack_id,
-            message.version,
-            message.mode,
-            message.credentials,
-            message.scopes,
-            message.header,
-        )
-        last = self.last_ctx
-        if last is not None and last[0] == shape:
-            return last[1]
+    def context(self, context: Context) -> ToolContext:
+        """The tool's context for the run ``context`` describes (kept for that run's next calls)."""
         auth = Auth(
-            message.mode,  # type: ignore[arg-type]
-            message.credentials,
-            tuple(message.scopes),
-            message.header,
+            context.mode,  # type: ignore[arg-type]
+            context.credentials,
+            tuple(context.scopes),
+            context.header,
         )
-        ctx = ToolContext(
-            message.run_id,
-            message.installation_id,
-            message.pack_id,
-            message.version,
+        self.ctx = ToolContext(
+            context.run_id,
+            context.installation_id,
+            context.pack_id,
+            context.version,
             auth,
             self.logger,
         )
-        self.last_ctx = (shape, ctx)
-        return ctx
+        return self.ctx
 
     async def call(self, message: Call) -> None:
         assert self.dispatcher is not None
@@ -293,7 +281,10 @@ class _Worker:
             self.channel.send(Failed(message.id, "not_found", "not_found", message.tool))
             return
         fn, is_async = entry
-        ctx = self.context(message)
+        ctx = self.ctx if message.context is None else self.context(message.context)
+        if ctx is None:
+            self.channel.send(Failed(message.id, "not_found", "not_found", "no context"))
+            return
         self.call_id = message.id
         try:
             if is_async:
