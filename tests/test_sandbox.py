@@ -1771,3 +1771,30 @@ def test_the_folder_of_a_worker_whose_host_was_killed_goes_with_the_next_runtime
 
     anyio.run(next_runtime)
     assert worker_folders(temp) == []
+
+
+async def test_runs_taking_turns_on_one_worker_each_get_their_own_context(
+    mode: SandboxMode,
+) -> None:
+    # A run's context travels with its first call to a worker and is kept for its next calls:
+    # runs interleaving on one worker must each be given theirs again.
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, workers_per_digest=1)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        async with (
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-a")) as a,
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-b")) as b,
+        ):
+            seen = [
+                (await a.call("own_key"))["key"],
+                (await a.call("own_key"))["key"],
+                (await b.call("own_key"))["key"],
+                (await a.call("own_key"))["key"],
+                (await b.call("own_key"))["key"],
+                (await b.call("own_key"))["key"],
+            ]
+            note_workers(rt)
+        assert len(rt.sandbox_workers) == 1
+    assert seen == ["key-of-run-a"] * 2 + ["key-of-run-b", "key-of-run-a"] + ["key-of-run-b"] * 2
+    assert_gone(runtime_pids(rt))
