@@ -1798,3 +1798,20 @@ async def test_runs_taking_turns_on_one_worker_each_get_their_own_context(
         assert len(rt.sandbox_workers) == 1
     assert seen == ["key-of-run-a"] * 2 + ["key-of-run-b", "key-of-run-a"] + ["key-of-run-b"] * 2
     assert_gone(runtime_pids(rt))
+
+
+async def test_a_call_refused_before_it_is_sent_leaves_no_other_runs_context_in_place(
+    mode: SandboxMode,
+) -> None:
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, workers_per_digest=1)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        async with (
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-a")) as a,
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-b")) as b,
+        ):
+            assert (await a.call("own_key"))["key"] == "key-of-run-a"
+            with pytest.raises(packrun.InvalidArgument, match="msgpack"):
+                await b.call("own_key", {"value": object()})  # never reaches the worker
+            assert (await b.call("own_key"))["key"] == "key-of-run-b"

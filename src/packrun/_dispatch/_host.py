@@ -566,7 +566,6 @@ class WorkerPool:
                 auth.header,
             )
             message = Call(call_id, tool, input if type(input) is dict else dict(input), context)
-            worker.ctx = ctx  # held: an object of a run that ended is never taken for a new one
         try:
             data = frame(_ENCODER, message)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -577,6 +576,9 @@ class WorkerPool:
                     f"values msgpack can carry to the sandbox (strings, numbers, lists, dicts): {exc}"
                 ],
             ) from None
+        # From here the worker has the context (or is killed): the run's next calls leave it out.
+        # Held: an object of a run that ended is never taken for a new one.
+        worker.ctx = ctx
         limit = self.limits.output_bytes + _FRAME_SLACK
         link = worker.link
         try:
