@@ -117,6 +117,7 @@ class _Link(asyncio.BufferedProtocol):
         self.expired = False
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._in = bytearray(_BUFFER)
         self._view = memoryview(self._in)
         self._start = 0  # the unread bytes are _in[_start:_end]
@@ -197,10 +198,11 @@ class _Link(asyncio.BufferedProtocol):
         self.expired = False
         self._deadline = deadline = self.loop.time() + timeout
         timer = self._timer
-        if timer is None or timer.when() > deadline:
+        if timer is None or self._timer_at > deadline:
             if timer is not None:
                 timer.cancel()
             self._timer = self.loop.call_at(deadline, self._check)
+            self._timer_at = deadline
 
     def disarm(self) -> None:
         """The call ended (its timer, if it fires, finds no deadline and stops)."""
@@ -216,6 +218,7 @@ class _Link(asyncio.BufferedProtocol):
             self._wake()
         else:  # a later call's deadline
             self._timer = self.loop.call_at(deadline, self._check)
+            self._timer_at = deadline
 
     def write(self, data: bytes) -> None:
         if self.error is not None or self.transport is None:
