@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -533,7 +534,76 @@ class WorkerPool:
         idle = self._idle.get(key)
         worker = idle.pop() if idle and not self._closed else await self._acquire(key, source)
         try:
-            return await self._call(worker, source, tool, ctx, input, timeout)
+            worker.calls += 1
+            call_id = worker.next_id()
+            auth = ctx.auth
+            if worker.ctx is ctx:  # the same run again: the worker has its context
+                message = Call(call_id, tool, input if type(input) is dict else dict(input))
+            else:
+                context = Context(
+                    ctx.run_id,
+                    ctx.installation_id,
+                    ctx.pack_id,
+                    ctx.version,
+                    auth.mode,
+                    dict(auth.credentials),
+                    list(auth.scopes),
+                    auth.header,
+                )
+                message = Call(
+                    call_id, tool, input if type(input) is dict else dict(input), context
+                )
+            try:
+                data = frame(_ENCODER, message)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidArgument(
+                    f"input of tool {tool!r}",
+                    type(input).__name__,
+                    [
+                        f"values msgpack can carry to the sandbox (strings, numbers, lists, dicts): {exc}"
+                    ],
+                ) from None
+            # From here the worker has the context (or is killed): the run's next calls leave it out.
+            # Held: an object of a run that ended is never taken for a new one.
+            worker.ctx = ctx
+            limit = self.limits.output_bytes + _FRAME_SLACK
+            link = worker.link
+            try:
+                if (
+                    link is not None
+                ):  # asyncio: the deadline is a timer of the loop, no cancel scope
+                    link.limit = limit
+                    link.arm(timeout)
+                    try:
+                        link.write(data)
+                        reply = await link.receive()
+                        if type(reply) is not Done or reply.id != call_id:
+                            reply = await self._until_answer(
+                                worker, reply, call_id, limit, ctx, tool, source
+                            )
+                    finally:
+                        link.disarm()
+                else:
+                    with anyio.fail_after(timeout):
+                        await worker.send_bytes(data)
+                        reply = await self._until_answer(
+                            worker, await worker.receive(limit), call_id, limit, ctx, tool, source
+                        )
+            except TimeoutError:
+                worker.kill()
+                raise ToolTimeout(source.pack, source.version, tool, timeout) from None
+            except _Died as exc:
+                cause = await self._finish(worker)
+                raise SandboxCrashed(
+                    source.pack, source.version, tool, f"{cause} ({exc})"
+                ) from None
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._cancel(worker, call_id)
+                raise
+            if isinstance(reply, Done):
+                return reply.output
+            return await self._failure(worker, source, tool, reply, auth)
         finally:
             if worker.dead or self._closed or worker.calls >= self.limits.max_calls:
                 await self._release(worker)
@@ -542,80 +612,6 @@ class WorkerPool:
                 self._idle.setdefault(key, []).append(worker)
                 if self._waiting:
                     self._signal()
-
-    async def _call(
-        self,
-        worker: _Worker,
-        source: _Source,
-        tool: str,
-        ctx: ToolContext,
-        input: Mapping[str, Any],
-        timeout: float,
-    ) -> Any:
-        worker.calls += 1
-        call_id = worker.next_id()
-        auth = ctx.auth
-        if worker.ctx is ctx:  # the same run again: the worker has its context
-            message = Call(call_id, tool, input if type(input) is dict else dict(input))
-        else:
-            context = Context(
-                ctx.run_id,
-                ctx.installation_id,
-                ctx.pack_id,
-                ctx.version,
-                auth.mode,
-                dict(auth.credentials),
-                list(auth.scopes),
-                auth.header,
-            )
-            message = Call(call_id, tool, input if type(input) is dict else dict(input), context)
-        try:
-            data = frame(_ENCODER, message)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidArgument(
-                f"input of tool {tool!r}",
-                type(input).__name__,
-                [
-                    f"values msgpack can carry to the sandbox (strings, numbers, lists, dicts): {exc}"
-                ],
-            ) from None
-        # From here the worker has the context (or is killed): the run's next calls leave it out.
-        # Held: an object of a run that ended is never taken for a new one.
-        worker.ctx = ctx
-        limit = self.limits.output_bytes + _FRAME_SLACK
-        link = worker.link
-        try:
-            if link is not None:  # asyncio: the deadline is a timer of the loop, no cancel scope
-                link.limit = limit
-                link.arm(timeout)
-                try:
-                    link.write(data)
-                    reply = await link.receive()
-                    if type(reply) is not Done or reply.id != call_id:
-                        reply = await self._until_answer(
-                            worker, reply, call_id, limit, ctx, tool, source
-                        )
-                finally:
-                    link.disarm()
-            else:
-                with anyio.fail_after(timeout):
-                    await worker.send_bytes(data)
-                    reply = await self._until_answer(
-                        worker, await worker.receive(limit), call_id, limit, ctx, tool, source
-                    )
-        except TimeoutError:
-            worker.kill()
-            raise ToolTimeout(source.pack, source.version, tool, timeout) from None
-        except _Died as exc:
-            cause = await self._finish(worker)
-            raise SandboxCrashed(source.pack, source.version, tool, f"{cause} ({exc})") from None
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._cancel(worker, call_id)
-            raise
-        if isinstance(reply, Done):
-            return reply.output
-        return await self._failure(worker, source, tool, reply, auth)
 
     async def _until_answer(
         self,
@@ -737,10 +733,7 @@ def sandbox_dispatcher(
     source = _Source(bundle.data, bundle.id, bundle.version, bundle.manifest.network is not False)
 
     def entry(tool: str, timeout: float) -> tuple[Any, bool]:
-        async def call(ctx: ToolContext, input: Mapping[str, Any]) -> Any:
-            return await pool.call(key, source, tool, ctx, input, timeout)
-
-        return call, True
+        return functools.partial(pool.call, key, source, tool, timeout=timeout), True
 
     tools = {
         t.id: entry(t.id, pool.limits.call_timeout if t.timeout_s is msgspec.UNSET else t.timeout_s)
