@@ -220,7 +220,7 @@ def main() -> None:
     if user is not None:  # started by root in process mode
         try:
             _open_paths(limits["paths"])
-        except OSError as exc:  # no mount namespace: it stays uid 0, without a capability
+        except (OSError, AttributeError) as exc:  # no mount namespace: uid 0, no capability
             os.write(2, f"packrun worker: stays uid 0, cannot open its runtime: {exc}\n".encode())
             user = None
     _drop_privileges(user)
@@ -228,7 +228,7 @@ def main() -> None:
     with contextlib.suppress(OSError, AttributeError):  # Linux: orphans of its own stay below it
         _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _apply_limits(limits)
-    if limits["processes"] == 0:
+    if limits["processes"] == 0 and sys.platform == "linux":  # seccomp is Linux's
         try:
             _forbid_processes()
         except OSError as exc:
