@@ -39,9 +39,11 @@ def execute(url: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[
 
 
 def undo_projects(url: str) -> None:
-    """Take a store's tables back to before projects (the last migration), as a release from
+    """Take a store's tables back to before projects (and the fleet tables after them), as a release from
     before projects left them: no ``project`` columns, one setting per name. Only for a store whose
     rows are all vendor rows or project ``default``'s."""
+    for table in ("health", "rollouts", "events"):  # the migration after projects, undone first
+        execute(url, f"DROP TABLE IF EXISTS {table}")
     if url.startswith("sqlite:///"):
         statements = [
             """CREATE TABLE catalog_old (

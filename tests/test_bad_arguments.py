@@ -239,8 +239,15 @@ RUNTIME: dict[str, Case] = {
             "policy": "auto_patch",
             "actor": "ops",
             "project": "default",
+            "min_release_age": 3600,
+            "window": "mon-fri 02:00-06:00",
         },
-        accepts={"project": OPTIONAL},
+        accepts={
+            "project": OPTIONAL,
+            "min_release_age": OPTIONAL | {"int", "float"},
+            "window": OPTIONAL,
+        },
+        names={"min_release_age": ("release age",), "window": ("update window",)},
     ),
     "review_update": Case(
         lambda w, **a: w.rt.review_update(**a),
@@ -311,12 +318,104 @@ RUNTIME: dict[str, Case] = {
     "source": Case(lambda w, **a: w.rt.source(**a), {"name": "packs"}),
     "health": Case(
         lambda w, **a: w.rt.health(**a),
-        {"pack_id": "acme", "version": "1.1.0", "project": "default"},
+        {"pack_id": "acme", "version": "1.1.0", "project": "default", "per_project": False},
+        accepts={"per_project": FLAG},
+    ),
+    "start_rollout": Case(
+        lambda w, **a: w.rt.start_rollout(**a),
+        {
+            "pack_id": "acme",
+            "version": "1.2.0",
+            "steps": (50, 100),
+            "step_interval": 60.0,
+            "max_error_rate": 0.05,
+            "max_error_increase": 0.02,
+            "min_calls": 10,
+            "selector": ["acme-prod"],
+            "project": "default",
+            "actor": "ops",
+        },
+        accepts={
+            "step_interval": frozenset({"int", "float"}),
+            "min_calls": frozenset({"int"}),
+            "selector": OPTIONAL,
+        },
+    ),
+    "rollout_status": Case(
+        lambda w, **a: w.rt.rollout_status(**a), {"pack_id": "acme", "project": "default"}
+    ),
+    "promote_rollout": Case(
+        lambda w, **a: w.rt.promote_rollout(**a),
+        {"pack_id": "acme", "project": "default", "actor": "ops"},
+    ),
+    "abort_rollout": Case(
+        lambda w, **a: w.rt.abort_rollout(**a),
+        {"pack_id": "acme", "project": "default", "actor": "ops", "drain_timeout": 0},
+        accepts={"drain_timeout": OPTIONAL | {"int", "float"}},
+    ),
+    "events": Case(
+        lambda w, **a: w.rt.events(**a),
+        {"since": 0, "follow": False},
+        accepts={"since": frozenset({"int"}), "follow": FLAG},
+        names={"since": ("cursor",)},
     ),
     "history": Case(
         lambda w, **a: w.rt.history(**a),
         {"installation_id": "acme-prod", "project": "default"},
         accepts={"project": OPTIONAL},
+    ),
+    "bulk_update": Case(
+        lambda w, **a: w.rt.bulk_update(**a),
+        {
+            "selector": "pack=acme",
+            "to": "1.2.0",
+            "dry_run": True,
+            "actor": "ops",
+            "acknowledge_breaking": True,
+        },
+        accepts={"to": OPTIONAL, "dry_run": FLAG, "acknowledge_breaking": FLAG},
+        names={"to": ("version",)},
+    ),
+    "set_alias": Case(
+        lambda w, **a: w.rt.set_alias(**a),
+        {
+            "pack_id": "acme",
+            "name": "stable",
+            "version": "1.2.0",
+            "project": "default",
+            "actor": "ops",
+            "drain_timeout": 0,
+        },
+        accepts={"drain_timeout": OPTIONAL | {"int", "float"}},
+        names={"name": ("alias name",)},
+    ),
+    "aliases": Case(
+        lambda w, **a: w.rt.aliases(**a),
+        {"pack_id": "acme", "project": "default"},
+        accepts={"pack_id": OPTIONAL},
+    ),
+    "set_project_soak": Case(
+        lambda w, **a: w.rt.set_project_soak(**a),
+        {"min_release_age": 3600, "window": "02:00-06:00", "project": "default", "actor": "ops"},
+        accepts={"min_release_age": OPTIONAL | {"int", "float"}, "window": OPTIONAL},
+        names={"window": ("update window",)},
+    ),
+    "project_soak": Case(lambda w, **a: w.rt.project_soak(**a), {"project": "default"}),
+    "soak_of": Case(lambda w, **a: w.rt.soak_of(**a), {"installation_id": "acme-prod"}),
+    "pack_updates": Case(
+        lambda w, **a: w.rt.pack_updates(**a), {"pack_id": "acme", "project": "default"}
+    ),
+    "bulk_rollback": Case(
+        lambda w, **a: w.rt.bulk_rollback(**a),
+        {
+            "selector": "pack=acme",
+            "to": "1.0.0",
+            "dry_run": True,
+            "actor": "ops",
+            "drain_timeout": 0,
+        },
+        accepts={"dry_run": FLAG, "drain_timeout": OPTIONAL | {"int", "float"}},
+        names={"to": ("version",)},
     ),
 }
 
@@ -372,6 +471,25 @@ VERSION: dict[str, Case] = {
     ),
 }
 
+SELECTOR: dict[str, Case] = {
+    "Selector": Case(
+        lambda w, **a: packrun.Selector(**a),
+        {
+            "pack": "acme",
+            "version": "1.2.0",
+            "project": "default",
+            "policy": "manual",
+            "pin": "1.2.0",
+        },
+        accepts=dict.fromkeys(("pack", "version", "project", "policy", "pin"), OPTIONAL),
+    ),
+    "parse": Case(
+        lambda w, **a: packrun.Selector.parse(**a),
+        {"text": "pack=acme"},
+        names={"text": ("selector",)},
+    ),
+}
+
 BUNDLE_LIMITS = Case(
     lambda w, **a: packrun.BundleLimits(**a),
     {
@@ -406,6 +524,7 @@ SANDBOX_LIMITS = Case(
                 "file_bytes",
                 "output_bytes",
                 "tmp_bytes",
+                "processes",
             ),
             1 << 20,
         ),
@@ -422,6 +541,7 @@ SANDBOX_LIMITS = Case(
                 "file_bytes",
                 "output_bytes",
                 "tmp_bytes",
+                "processes",
                 "workers_per_digest",
                 "workers",
                 "max_calls",
@@ -571,9 +691,15 @@ FUNCTIONS: dict[str, Case] = {
             "in_process": frozenset({"vendor"}),
             "sandbox": "auto",
             "sandbox_limits": None,
+            "fleet_interval": 1.0,
+            "count_health": True,
+            "clock": None,
         },
         accepts={
             "url": OPTIONAL,
+            "fleet_interval": frozenset({"int", "float"}),
+            "count_health": FLAG,
+            "clock": OPTIONAL,
             "refresh_interval": frozenset({"int", "float"}),
             "lease_ttl": frozenset({"int", "float"}),
             "tool_threads": frozenset({"int"}),
@@ -589,39 +715,55 @@ FUNCTIONS: dict[str, Case] = {
 # Runtime, open_runtime makes it, and its options are swept there). Their public methods still are.
 MADE_BY_PACKRUN = {
     "AffectedWorkflow",
+    "Alias",
+    "AliasChange",
+    "BulkBlocked",
+    "BulkMove",
+    "BulkPlan",
     "Bundle",
     "CatalogEntry",
     "CheckReport",
     "ContentEntry",
+    "ContentState",
     "DiffFinding",
     "DiffReport",
     "EntryManifest",
+    "Event",
     "Explanation",
     "Finding",
     "Installation",
+    "LiveVersion",
     "LoadedBundle",
     "Manifest",
+    "Notice",
     "PackIndex",
     "PackManifest",
+    "PackUpdates",
     "PinEvent",
+    "ReleaseNotice",
     "Resolution",
     "Retirement",
     "RetirementMove",
     "Rollback",
+    "RolloutStatus",
     "Run",
     "Runtime",
     "RuntimeStats",
     "Settings",
+    "Soak",
     "SourceSpec",
     "SourceStatus",
     "SyncItem",
     "SyncReport",
     "Trust",
+    "UpdateAvailable",
     "UpdateReview",
+    "UpdateWindow",
     "VersionHealth",
 }
 CONSTRUCTORS: dict[str, Case] = {
     "Auth": AUTH["Auth"],
+    "Selector": SELECTOR["Selector"],
     "Version": VERSION["Version"],
     "BundleLimits": BUNDLE_LIMITS,
     "SandboxLimits": SANDBOX_LIMITS,
@@ -642,6 +784,14 @@ METHODS: dict[str, dict[str, Case]] = {
     "Auth": {k: v for k, v in AUTH.items() if k != "Auth"},
     "Version": {k: v for k, v in VERSION.items() if k != "Version"},
     "Trust": TRUST,
+    "Selector": {k: v for k, v in SELECTOR.items() if k != "Selector"},
+    "UpdateWindow": {
+        "parse": Case(
+            lambda w, **a: packrun.UpdateWindow.parse(**a),
+            {"text": "mon-fri 02:00-06:00"},
+            names={"text": ("update window",)},
+        )
+    },
 }
 
 
@@ -693,6 +843,10 @@ def test_the_sweep__covers_every_parameter_of_every_callable_it_sweeps() -> None
         *((f"BlockingRun.{n}", getattr(blocking.BlockingRun, n), c) for n, c in RUN.items()),
         *((f"Auth.{n}", getattr(packrun.Auth, n), c) for n, c in METHODS["Auth"].items()),
         *((f"Version.{n}", getattr(packrun.Version, n), c) for n, c in METHODS["Version"].items()),
+        *(
+            (f"Selector.{n}", getattr(packrun.Selector, n), c)
+            for n, c in METHODS["Selector"].items()
+        ),
         *((n, getattr(packrun, n), c) for n, c in CONSTRUCTORS.items()),
         *((n, getattr(packrun, n), c) for n, c in FUNCTIONS.items()),
         ("blocking.open_runtime", blocking.open_runtime, FUNCTIONS["open_runtime"]),
@@ -783,6 +937,8 @@ def _all_cases() -> list[tuple[str, Case]]:
     cases += [(f"Auth.{name}", case) for name, case in AUTH.items()]
     cases += [(f"Version.{name}", case) for name, case in VERSION.items()]
     cases += [("BundleLimits", BUNDLE_LIMITS)]
+    cases += [(f"Selector.{name}", case) for name, case in SELECTOR.items()]
+    cases += [("UpdateWindow.parse", METHODS["UpdateWindow"]["parse"])]
     cases += list(FUNCTIONS.items())
     return cases
 

@@ -22,7 +22,7 @@ import anyio.from_thread
 import pytest
 
 import packrun
-from packrun import _cli
+from packrun import _cli, _cli_fleet
 from packrun._cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -365,6 +365,10 @@ def test_explain__json__structured(published: str) -> None:
         "update_blocked",
         "holding",
         "needs_reauth",
+        "update_available",
+        "other_live_versions",
+        "contents",
+        "soaking",
     ]
     assert why["needs_reauth"] == []
     assert why["installation"]["pin"] == "latest-vendor"
@@ -990,6 +994,7 @@ def test_status__empty_store(empty_store: str) -> None:
     assert run_json("status", "--store", store) == {
         "project": "default",
         "installations": [],
+        "packs": [],
         "versions": [],
         "totals": {
             "packs": 0,
@@ -1025,30 +1030,37 @@ def test_status__installations_versions_and_totals(installed: str) -> None:
             "flight",
             "status",
             "calls",
+            "errors",
             "invalid",
             "in",
             "invalid",
             "out",
+            "p50",
+            "ms",
+            "p99",
+            "ms",
         ],
-        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
-        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
-        ["acme", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
-        ["acme", "1.1.1", "custom", "live", "1", "0", "active", "0", "0", "0"],
-        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
-        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0"],
-        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
-        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0"],
+        ["acme", "1.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0", "0", "-", "-"],
+        ["acme", "1.0.1", "vendor", "live", "0", "0", "drained", "0", "0", "0", "0", "-", "-"],
+        ["acme", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0", "0", "-", "-"],
+        ["acme", "1.1.1", "custom", "live", "1", "0", "active", "0", "0", "0", "0", "-", "-"],
+        ["acme", "1.2.0", "vendor", "live", "0", "0", "drained", "0", "0", "0", "0", "-", "-"],
+        ["acme", "2.0.0", "vendor", "live", "0", "0", "drained", "0", "0", "0", "0", "-", "-"],
+        ["legacy-crm", "1.0.0", "vendor", "live", "1", "0", "active", "0", "0", "0", "0", "-", "-"],
+        ["legacy-crm", "1.1.0", "vendor", "live", "1", "0", "active", "0", "0", "0", "0", "-", "-"],
     ]
     assert totals == (
         "4 installation(s); 8 version(s) of 2 pack(s): 4 active, 0 draining, 4 drained; "
         "0 run(s) in flight\n"
+        "acme: 1 of 2 installation(s) have an update available\n"
+        "legacy-crm: 1 of 2 installation(s) have an update available\n"
     )
 
 
 def test_status__json__structured(installed: str) -> None:
     run("retire", "acme", "1.1.0", "--store", installed)  # exact pins keep it: still active
     status = run_json("status", "--store", installed)
-    assert list(status) == ["project", "installations", "versions", "totals"]
+    assert list(status) == ["project", "installations", "packs", "versions", "totals"]
     prod = status["installations"][1]
     assert (prod["id"], prod["pin"], prod["policy"], prod["in_flight"]) == (
         "acme-prod",
@@ -1068,7 +1080,17 @@ def test_status__json__structured(installed: str) -> None:
         "installations": ["acme-prod"],
         "in_flight": 0,
         "status": "active",
-        "health": {"calls": 0, "invalid_input": 0, "invalid_output": 0},
+        "health": {
+            "calls": 0,
+            "invalid_input": 0,
+            "invalid_output": 0,
+            "tool_errors": 0,
+            "timeouts": 0,
+            "crashes": 0,
+            "error_rate": 0.0,
+            "p50": None,
+            "p99": None,
+        },
     }
     assert [v["contract"] for v in status["versions"] if v["pack_id"] == "legacy-crm"] == [1, 1]
     assert status["totals"] == {
@@ -1121,7 +1143,7 @@ def test_status__runs_another_process_holds__in_flight_then_draining(installed: 
         code, out, _ = run("status", "acme", "--store", installed)
         assert code == 0
         assert "acme  1.1.0    vendor   live   0              1          draining" in out
-        assert out.endswith("2 active, 1 draining, 3 drained; 1 run(s) in flight\n")
+        assert "2 active, 1 draining, 3 drained; 1 run(s) in flight\n" in out
     status = run_json("status", "acme", "--store", installed)
     assert status["versions"][2]["status"] == "drained"
     assert status["totals"]["runs_in_flight"] == 0
@@ -1348,6 +1370,8 @@ def test_review__json__structured(prod: str) -> None:
         "needs_acknowledgement",
         "acknowledge",
         "needs_reauth",
+        "notices",
+        "soaking_until",
     ]
     assert review["needs_reauth"] == []
     assert (review["from_version"], review["to_version"], review["bump"]) == (
@@ -1686,6 +1710,16 @@ def test_json_views__show_every_field_of_their_public_type_but_those_left_out_on
         "UpdateReview": _cli._ReviewView,
         "RetirementMove": _cli._RetirementMoveView,
         "Rollback": _cli._RollbackView,
+        "UpdateAvailable": _cli._UpdateAvailableView,
+        "ReleaseNotice": _cli._NoticeView,
+        "LiveVersion": _cli._LiveVersionView,
+        "ContentState": _cli._ContentStateView,
+        "PackUpdates": _cli._PackUpdatesView,
+        "BulkPlan": _cli_fleet._BulkPlanView,
+        "BulkMove": _cli_fleet._BulkMoveView,
+        "BulkBlocked": _cli_fleet._BulkBlockedView,
+        "Alias": _cli_fleet._AliasView,
+        "AliasChange": _cli_fleet._AliasChangeView,
     }
     for name, view in views.items():
         public = {f.name for f in dataclasses.fields(getattr(packrun, name))}

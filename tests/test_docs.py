@@ -169,6 +169,7 @@ def test_error_examples__in_docs_are_what_packrun_prints(tmp_path: Path) -> None
         _raised(lambda: packrun.load_bundle(packrun.read_bundle(legacy), generations={2})),
         str(errors.BreakingDiff("acme-prod", "1.1.0", "2.0.0", "a major")),
         str(errors.DrainTimeout("acme", "1.0.0", 2.5, ["r-1", "r-2"])),
+        str(errors.RolloutInProgress("acme", "default", "3f2a9c1d0b7e", "1.2.0")),
         str(errors.ToolFailed("get_contact", "not_found", "no contact c-9")),
         _raised(lambda: packrun.open_runtime("mysql://db")),
         str(errors.ToolTimeout("acme", "1.2.0", "sync_all", 30)),

@@ -46,6 +46,7 @@ def test_codes__are_unique_and_cover_the_documented_set() -> None:
         "breaking_diff",
         "tool_error",
         "drain_timeout",
+        "rollout_in_progress",
         "store_error",
         "source_error",
         "untrusted_source",
@@ -154,6 +155,10 @@ EXAMPLES: list[tuple[errors.PackrunError, tuple[str, ...]]] = [
             "acme-prod", "acme", "2.0.0", ["auth mode oauth2 (the run has api_key)"]
         ),
         ("'acme-prod'", "acme 2.0.0", "auth mode oauth2", "re-authenticate"),
+    ),
+    (
+        errors.RolloutInProgress("acme", "default", "r1", "1.2.0"),
+        ("acme", "r1", "1.2.0", "project default", "promote or abort"),
     ),
 ]
 

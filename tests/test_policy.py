@@ -433,9 +433,10 @@ async def test_applying_policies_looks_only_at_the_published_pack(
         allow_prerelease: bool,
         diff_of: DiffOf,
         hold: packrun.Version | None = None,
+        **soak: Any,
     ) -> tuple[CatalogEntry | None, tuple[Blocked, ...]]:
         looked_at.append((current.pack_id, str(current.version)))
-        return real(policy, current, rows, allow_prerelease, diff_of, hold)
+        return real(policy, current, rows, allow_prerelease, diff_of, hold, **soak)
 
     # A refresh applies policies to the installations changed since the last one (here the
     # installs above, once); from then on a publish looks at its own pack's auto installations.

@@ -163,14 +163,19 @@ async def test_the_tables_live_in_the_schema_the_url_names(postgres_url: str) ->
         "ORDER BY table_name",
     )
     assert [t for (t,) in tables] == [
+        "aliases",
         "artifacts",
         "catalog",
         "changes",
+        "events",
+        "health",
         "installations",
         "packrun_meta",
         "pin_events",
+        "rollouts",
         "runs",
         "settings",
+        "soak",
         "sources",
         "workflows",
     ]

@@ -69,8 +69,9 @@ async def test_the_tool_context_is_made_by_the_first_call_once() -> None:
         async with rt.run("inst") as run:
             assert run._ctx is None  # a run that calls nothing makes none
             await run.call("whoami")
-            ctx = run._ctx
-            assert ctx is not None and ctx.run_id == run.run_id
+            ctx = getattr(run, "_ctx")  # noqa: B009  (read afresh: mypy holds it None from above)
+            assert ctx is not None
+            assert ctx.run_id == run.run_id
             await run.call("whoami")
             assert run._ctx is ctx
 
@@ -89,7 +90,8 @@ async def test_the_memory_store_keeps_the_latest_ended_runs_for_a_resume(
         assert isinstance(store, MemoryStore)
         # Kept in two halves of 2: r-0 and r-1 were dropped with their half, r-6 starts the next.
         assert (list(store._ended_before), list(store._ended)) == (["r-4", "r-5"], ["r-6"])
-        assert not store._runs and not store._live
+        assert not store._runs
+        assert not store._live
         gc.collect()
         assert not any(gc.is_tracked(record) for record in store._ended_before.values())
         await rt.set_pin("inst", "2.0.0")
@@ -110,7 +112,8 @@ async def test_the_in_memory_store_records_a_start_without_an_await(tmp_path: Pa
         with pytest.raises(StopIteration) as done:  # finished at its first step: never suspended
             entering.send(None)
         run = done.value.value
-        assert run.run_id == "now" and rt.in_flight("probe", "1.0.0") == 1
+        assert run.run_id == "now"
+        assert rt.in_flight("probe", "1.0.0") == 1
         await scope.__aexit__(None, None, None)
         assert rt.in_flight("probe", "1.0.0") == 0
     async with packrun.open_runtime(f"sqlite:///{tmp_path / 'state.db'}", in_process=TRUSTED) as rt:
@@ -142,4 +145,3 @@ async def test_starts_that_load_their_bundle_concurrently_give_every_hold_back()
             assert _finder.slots[digests["1.0.0"]].holds >= 1
             release.set()
         assert _finder.slots[digests["1.0.0"]].holds == 0
-

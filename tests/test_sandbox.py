@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -481,13 +482,14 @@ async def test_a_worker_starts_in_a_private_empty_folder_with_only_its_channel_o
     rt: Runtime, mode: SandboxMode
 ) -> None:
     out = await call(rt, "cwd")
-    assert out["files"] == ([] if mode == "bwrap" else ["stderr"])
+    assert out["files"] == []
     assert out["cwd"] != os.getcwd()
-    # /dev/null, its stderr file, the channel and its own event loop's: nothing of the host's
+    # /dev/null, its stderr (a file with no name), the channel and its own event loop's: nothing
+    # of the host's
     for target in out["fds"].values():
         assert (
             target == "/dev/null"
-            or target.endswith("/stderr")
+            or target.endswith("(deleted)")
             or target.startswith(("socket:", "anon_inode:"))
         ), out["fds"]
 
@@ -495,7 +497,7 @@ async def test_a_worker_starts_in_a_private_empty_folder_with_only_its_channel_o
 # --- the store and the host's files ---------------------------------------------------------------
 
 
-async def test_the_store_file__bwrap_hides_it__process_mode_does_not(
+async def test_the_store_file__bwrap_hides_it__process_mode_only_from_a_root_executor(
     mode: SandboxMode, tmp_path: Path
 ) -> None:
     store = tmp_path / "state.db"
@@ -510,6 +512,9 @@ async def test_the_store_file__bwrap_hides_it__process_mode_does_not(
         assert read == {"error": "FileNotFoundError"}
         assert not (tmp_path / "planted").exists()
         assert wrote["error"] in ("FileNotFoundError", "OSError", "PermissionError")
+    elif os.geteuid() == 0:  # a root executor's worker runs as nobody: the store is closed to it
+        assert read == {"error": "PermissionError"}
+        assert not (tmp_path / "planted").exists()
     else:  # documented: process mode runs as the executor's user, without a view of its own
         assert read["read"] > 0
         assert (tmp_path / "planted").exists()
@@ -859,6 +864,8 @@ def test_bad_sandbox_options_are_invalid_argument(kwargs: dict[str, Any], what: 
     [
         {"memory_bytes": 0},
         {"tmp_bytes": 0},
+        {"processes": -1},
+        {"processes": 1.5},
         {"call_timeout": -1},
         {"workers": True},
         {"env": "HOME"},
@@ -946,7 +953,8 @@ def children_of_this_process() -> list[int]:
     pid = os.getpid()
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
+        path = f"/proc/{pid}/task/{task}/children"
+        with contextlib.suppress(FileNotFoundError), open(path) as handle:  # a thread that ended
             found += [int(c) for c in handle.read().split()]
     return found
 
@@ -1127,9 +1135,9 @@ def escape(ctx, input):
 async def test_a_worker_has_no_capability_and_cannot_mknod_or_mount(mode: SandboxMode) -> None:
     async with attacker(mode, ESCAPE_CODE, ["escape"]) as rt:
         out = await call(rt, "escape")
-    if mode == "bwrap":
-        assert out["id"] == [65534, 65534, 65534]  # nobody, whoever the host runs as
-    else:  # the executor's user (root too), without a capability
+    if mode == "bwrap" or os.geteuid() == 0:
+        assert out["id"] == [65534, 65534, 65534]  # nobody when the host runs as root
+    else:  # the executor's user, without a capability
         assert out["id"] == [os.getuid(), os.geteuid(), os.getgid()]
     assert set(out["caps"].values()) == {0}, out["caps"]  # CapEff, CapPrm, CapBnd, ...: none
     assert out["mount"] == [-1, "Operation not permitted"]
@@ -1143,6 +1151,7 @@ import os
 import socket
 import struct
 import sys
+import tempfile
 import time
 
 import msgspec
@@ -1224,6 +1233,7 @@ import os
 import socket
 import struct
 import sys
+import tempfile
 import time
 
 from packrun.sdk import Integration
@@ -1434,6 +1444,7 @@ async def test_the_crash_cause_is_read_from_the_workers_stderr_before_its_folder
 OUTLIVE_CODE = r"""
 import os
 import sys
+import tempfile
 
 from packrun.sdk import Integration
 
@@ -1450,6 +1461,8 @@ def escape_group(ctx, input):
             os.execv(sys.executable, [sys.executable, "-c", code, input["marker"]])
         os._exit(0)
     os.waitpid(pid, 0)
+    if input.get("then_exit"):
+        os._exit(3)  # the worker dies on its own, before the runtime can take its orphan down
     return {"started": True}
 """
 
@@ -1467,24 +1480,51 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-async def test_a_process_escaping_the_workers_group__bwrap_ends_it__process_mode_does_not(
+FORKING = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, processes=64)
+
+
+async def test_a_process_escaping_the_workers_group_ends_with_the_runtime(
     mode: SandboxMode,
 ) -> None:
     marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
-    async with attacker(mode, OUTLIVE_CODE, ["escape_group"]) as rt:
+    async with attacker(mode, OUTLIVE_CODE, ["escape_group"], FORKING) as rt:
         assert await call(rt, "escape_group", {"marker": marker}) == {"started": True}
         deadline = time.monotonic() + 10
         while not processes_with(marker) and time.monotonic() < deadline:
             await anyio.sleep(0.05)  # it may not have reached its exec yet
         assert processes_with(marker)  # running while the runtime is open
     deadline = time.monotonic() + 10
-    while processes_with(marker) and mode == "bwrap" and time.monotonic() < deadline:
+    while processes_with(marker) and time.monotonic() < deadline:
         await anyio.sleep(0.05)
+    left = [p for p in processes_with(marker) if alive(p)]
+    try:
+        # bwrap: the pid namespace ends with the worker, and all in it; process mode: the worker
+        # adopts what its children orphan, and the host kills all below it
+        assert left == []
+    finally:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_process_escaping_a_worker_that_dies_on_its_own__bwrap_ends_it__process_does_not(
+    mode: SandboxMode,
+) -> None:
+    marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
+    async with attacker(mode, OUTLIVE_CODE, ["escape_group"], FORKING) as rt:
+        with pytest.raises(SandboxCrashed, match="exited with status 3"):
+            await call(rt, "escape_group", {"marker": marker, "then_exit": True})
+    deadline = time.monotonic() + 10
+    while mode == "bwrap" and processes_with(marker) and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    if mode == "process":  # it may still be on its way to its exec
+        while not processes_with(marker) and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
     left = [p for p in processes_with(marker) if alive(p)]
     try:
         if mode == "bwrap":  # the pid namespace ends with the worker, and all in it
             assert left == []
-        else:  # documented: without cgroups, a process in a session of its own outlives the worker
+        else:  # documented: its orphan went to the system's init when the worker died
             assert len(left) == 1
     finally:
         for pid in left:
@@ -1496,6 +1536,7 @@ FORGE_CODE = r"""
 import os
 import struct
 import sys
+import tempfile
 
 import msgspec
 
@@ -1519,3 +1560,261 @@ async def test_a_bundle_forging_its_load_answer_passes_publish_but_none_of_its_c
                 await rt.call("bad-inst", "t", {}, auth=KEY)
         note_workers(rt)
     assert_gone(runtime_pids(rt))
+
+
+# --- the worker's user, its processes and what it leaves on disk -------------------------------------
+
+USER_CODE = r"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from packrun.sdk import Integration
+
+integration = Integration("evil")
+
+
+@integration.tool("whoami")
+def whoami(ctx, input):
+    try:
+        with open(input["path"]) as handle:
+            read = handle.read()
+    except OSError as exc:
+        read = type(exc).__name__
+    return {"id": [os.getuid(), os.geteuid(), os.getgid(), os.getegid()],
+            "groups": os.getgroups(), "read": read}
+
+
+@integration.tool("fork")
+def fork(ctx, input):
+    out = {}
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        out["fork"] = "forked"
+    except OSError as exc:
+        out["fork"] = type(exc).__name__
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        out["subprocess"] = "ran"
+    except OSError as exc:
+        out["subprocess"] = type(exc).__name__
+    return out
+
+
+@integration.tool("bomb")
+def bomb(ctx, input):
+    started = 0
+    for _ in range(input["at_most"]):  # bounded here so a mode that cannot stop it stays polite
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            return {"started": started, "stopped_by": type(exc).__name__}
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        started += 1
+    return {"started": started, "stopped_by": None}
+
+
+@integration.tool("pid")
+def pid(ctx, input):
+    return {"pid": os.getpid()}
+"""
+USER_TOOLS = ["whoami", "fork", "bomb", "pid"]
+
+
+async def test_a_worker_started_by_root_runs_as_nobody_and_cannot_read_roots_files(
+    mode: SandboxMode, tmp_path: Path
+) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    for parent in (folder, *folder.parents):  # the way there is open: only the file is closed
+        if str(parent).startswith(str(tmp_path.parent)):
+            parent.chmod(0o755)
+    secret = folder / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    async with attacker(mode, USER_CODE, USER_TOOLS) as rt:
+        out = await call(rt, "whoami", {"path": str(secret)})
+    if mode == "bwrap":  # nobody in a namespace of its own, and a /tmp of its own
+        assert out["id"] == [65534] * 4
+        assert out["read"] == "FileNotFoundError"
+    elif os.geteuid() == 0:  # the host runs as root: its worker does not
+        assert out["id"] == [65534] * 4
+        assert out["groups"] == []
+        assert out["read"] == "PermissionError"
+    else:  # documented: the executor's own user, which can read what that user can
+        assert out["id"][0] == os.getuid()
+        assert out["read"] == "root only"
+
+
+async def test_a_worker_starts_no_process_by_default_and_the_executor_goes_on(
+    mode: SandboxMode,
+) -> None:
+    async with attacker(mode, USER_CODE, USER_TOOLS) as rt:
+        assert await call(rt, "fork") == {
+            "fork": "PermissionError",
+            "subprocess": "PermissionError",
+        }
+        out = await call(rt, "bomb", {"at_most": 1000})
+        assert out == {"started": 0, "stopped_by": "PermissionError"}
+        assert (await call(rt, "pid"))["pid"]  # the same worker serves on
+
+
+async def test_a_fork_bomb_stops_at_the_process_limit_and_ends_with_the_runtime(
+    mode: SandboxMode,
+) -> None:
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, processes=8)
+    async with attacker(mode, USER_CODE, USER_TOOLS, limits) as rt:
+        forked = (await call(rt, "fork"))["fork"]
+        out = await call(rt, "bomb", {"at_most": 40})
+        (worker,) = note_workers(rt)
+        below = _below(worker)
+        assert len(below) >= out["started"]  # the bomb's processes, asleep (and bwrap's own)
+        assert (await call(rt, "pid"))["pid"]  # the executor and the worker go on
+    if mode == "bwrap" and os.geteuid() == 0:
+        # documented: the kernel does not count processes for a user that is root outside the
+        # namespaces; the default (no process at all) holds, a limit above 0 does not
+        assert forked == "forked"
+        assert out == {"started": 40, "stopped_by": None}
+    else:  # RLIMIT_NPROC holds: nobody's processes under a root executor, else the user's
+        if os.geteuid() == 0:
+            assert forked == "forked"
+        assert out["stopped_by"] == "BlockingIOError"
+        assert out["started"] < 8
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in below) and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    assert not [p for p in below if alive(p)]
+
+
+def _below(pid: int) -> list[int]:
+    """Every process below ``pid``."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        children = []
+        for parent in frontier:
+            for tid in os.listdir(f"/proc/{parent}/task"):
+                path = f"/proc/{parent}/task/{tid}/children"
+                with contextlib.suppress(OSError), open(path) as handle:
+                    children += [int(c) for c in handle.read().split()]
+        found += children
+        frontier = children
+    return found
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def worker_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("packrun-worker-"))
+
+
+async def test_a_runtime_leaves_no_worker_folder_behind_even_after_a_worker_was_killed(
+    mode: SandboxMode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    async with attacker(mode, USER_CODE, USER_TOOLS) as rt:
+        first = (await call(rt, "pid"))["pid"]
+        assert first
+        (worker,) = note_workers(rt)
+        if mode == "process":
+            assert len(worker_folders(tmp_path)) == 1  # its private folder, while it lives
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _state(worker) not in ("Z", "X", None) and time.monotonic() < deadline:
+            await anyio.sleep(0.02)  # dead, not yet reaped: its host has not looked yet
+        with pytest.raises(SandboxCrashed):  # noticed by the next call, which it fails
+            await call(rt, "pid")
+        assert (await call(rt, "pid"))["pid"]  # a new worker
+    assert worker_folders(tmp_path) == []
+
+
+def test_the_folder_of_a_worker_whose_host_was_killed_goes_with_the_next_runtime(
+    mode: SandboxMode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "evil-1.0.0.bundle.tar.gz"
+    bundle.write_bytes(evil())
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with subprocess.Popen(
+        [sys.executable, "-c", HOST_SCRIPT, str(bundle), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+    ) as host:
+        try:
+            assert host.stdout is not None
+            pids = [int(p) for p in host.stdout.readline().split()]
+            host.send_signal(signal.SIGKILL)
+            host.wait()
+            wait_gone(pids)
+        finally:
+            host.kill()
+    # process mode: the dead host's worker folder is there (bwrap keeps none on disk)
+    assert len(worker_folders(temp)) == (1 if mode == "process" else 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    async def next_runtime() -> None:
+        async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=LIMITS) as rt:
+            await rt.publish(attack_bundle(USER_CODE, USER_TOOLS), channel="custom")
+            await rt.install("evil-inst", "evil")
+            await call(rt, "pid")
+
+    anyio.run(next_runtime)
+    assert worker_folders(temp) == []
+
+
+async def test_runs_taking_turns_on_one_worker_each_get_their_own_context(
+    mode: SandboxMode,
+) -> None:
+    # A run's context travels with its first call to a worker and is kept for its next calls:
+    # runs interleaving on one worker must each be given theirs again.
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, workers_per_digest=1)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        async with (
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-a")) as a,
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-b")) as b,
+        ):
+            seen = [
+                (await a.call("own_key"))["key"],
+                (await a.call("own_key"))["key"],
+                (await b.call("own_key"))["key"],
+                (await a.call("own_key"))["key"],
+                (await b.call("own_key"))["key"],
+                (await b.call("own_key"))["key"],
+            ]
+            note_workers(rt)
+        assert len(rt.sandbox_workers) == 1
+    assert seen == ["key-of-run-a"] * 2 + ["key-of-run-b", "key-of-run-a"] + ["key-of-run-b"] * 2
+    assert_gone(runtime_pids(rt))
+
+
+async def test_a_call_refused_before_it_is_sent_leaves_no_other_runs_context_in_place(
+    mode: SandboxMode,
+) -> None:
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, workers_per_digest=1)
+    async with packrun.open_runtime("memory:", sandbox=mode, sandbox_limits=limits) as rt:
+        await rt.publish(evil(), channel="custom")
+        await rt.install("evil-inst", "evil")
+        async with (
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-a")) as a,
+            rt.run("evil-inst", auth=Auth.api_key("key-of-run-b")) as b,
+        ):
+            assert (await a.call("own_key"))["key"] == "key-of-run-a"
+            with pytest.raises(packrun.InvalidArgument, match="msgpack"):
+                await b.call("own_key", {"value": object()})  # never reaches the worker
+            assert (await b.call("own_key"))["key"] == "key-of-run-b"

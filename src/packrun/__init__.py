@@ -13,7 +13,9 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from packrun import blocking as blocking
+from packrun._aliases import AliasChange
 from packrun._auth import Auth
+from packrun._bulk import BulkBlocked, BulkMove, BulkPlan, Selector
 from packrun._bundle import (
     Bundle,
     BundleLimits,
@@ -28,9 +30,11 @@ from packrun._checks import CheckMode, VersionHealth
 from packrun._contract import CURRENT_GENERATION, DEFAULT_GENERATIONS, check_generation
 from packrun._diff import LEVELS, RULES, DiffFinding, DiffReport, diff, load_profile
 from packrun._dispatch import SandboxLimits, SandboxMode
+from packrun._events import Event, EventKind
 from packrun._manifest import (
     EntryManifest,
     Manifest,
+    Notice,
     PackIndex,
     PackManifest,
     decode_entry_manifest,
@@ -42,11 +46,13 @@ from packrun._manifest import (
 from packrun._openapi import import_openapi
 from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
+from packrun._rollouts import RolloutState, RolloutStatus
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
+from packrun._soak import Soak, UpdateWindow
 from packrun._source import CheckReport, Finding, check, verify
 from packrun._sources import SourceSpec, SourceStatus, SyncItem, SyncReport, Trust
-from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
+from packrun._stores import Alias, Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
     BumpProblem,
@@ -57,6 +63,13 @@ from packrun._versions import (
     bump_problem,
     check_publish_order,
     release_line,
+)
+from packrun._views import (
+    ContentState,
+    LiveVersion,
+    PackUpdates,
+    ReleaseNotice,
+    UpdateAvailable,
 )
 from packrun.errors import (
     ArtifactMismatch,
@@ -76,6 +89,7 @@ from packrun.errors import (
     NeedsReauth,
     NotFound,
     PackrunError,
+    RolloutInProgress,
     SandboxCrashed,
     SandboxError,
     SandboxUnavailable,
@@ -93,9 +107,14 @@ metadata, so the two never disagree."""
 
 __all__ = [
     "AffectedWorkflow",
+    "Alias",
+    "AliasChange",
     "ArtifactMismatch",
     "Auth",
     "BreakingDiff",
+    "BulkBlocked",
+    "BulkMove",
+    "BulkPlan",
     "BumpKind",
     "BumpProblem",
     "Bundle",
@@ -109,12 +128,15 @@ __all__ = [
     "CheckMode",
     "CheckReport",
     "ContentEntry",
+    "ContentState",
     "DEFAULT_GENERATIONS",
     "DiffFinding",
     "DiffReport",
     "DowngradeNotAllowed",
     "DrainTimeout",
     "EntryManifest",
+    "Event",
+    "EventKind",
     "Explanation",
     "Finding",
     "Installation",
@@ -127,21 +149,28 @@ __all__ = [
     "InvalidOutput",
     "InvalidVersion",
     "LEVELS",
+    "LiveVersion",
     "LoadedBundle",
     "Manifest",
     "NeedsReauth",
     "NotFound",
+    "Notice",
     "Origin",
     "PackIndex",
     "PackManifest",
+    "PackUpdates",
     "PackrunError",
     "PinEvent",
     "Policy",
     "RULES",
+    "ReleaseNotice",
     "Resolution",
     "Retirement",
     "RetirementMove",
     "Rollback",
+    "RolloutInProgress",
+    "RolloutState",
+    "RolloutStatus",
     "Run",
     "Runtime",
     "RuntimeStats",
@@ -150,7 +179,9 @@ __all__ = [
     "SandboxLimits",
     "SandboxMode",
     "SandboxUnavailable",
+    "Selector",
     "Settings",
+    "Soak",
     "SourceError",
     "SourceSpec",
     "SourceStatus",
@@ -161,7 +192,9 @@ __all__ = [
     "ToolTimeout",
     "Trust",
     "UntrustedSource",
+    "UpdateAvailable",
     "UpdateReview",
+    "UpdateWindow",
     "Version",
     "VersionExists",
     "VersionHealth",

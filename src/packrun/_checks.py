@@ -20,8 +20,9 @@ import json
 import re
 import urllib.parse
 import uuid
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import GenericAlias
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
@@ -30,7 +31,7 @@ import msgspec
 from packrun._catalog import Channel
 from packrun._manifest import Field, Manifest
 from packrun._problems import collect_problems
-from packrun.errors import InvalidInput, InvalidOutput, Problem
+from packrun.errors import InvalidInput, InvalidOutput, Problem, SandboxError, ToolTimeout
 
 __all__ = [
     "CHECK_MODES",
@@ -342,11 +343,41 @@ def compile_contracts(manifest: Manifest) -> Contracts:
 # --- counting and enforcing, per call -----------------------------------------------------------
 
 
+LATENCY_BOUNDS: Final[tuple[float, ...]] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""The upper bounds (seconds) of the latency histogram's buckets; one more bucket holds what is
+slower than the last. Fixed, so the histograms of every runtime of a fleet add up."""
+LATENCY_SAMPLE: Final = 15
+"""Latency is measured on one call in ``LATENCY_SAMPLE + 1`` (timing every call would cost more
+than the call itself on a fast in-process tool); every call's outcome is counted."""
+
+
 @dataclass(frozen=True, slots=True)
 class VersionHealth:
-    """What this runtime saw of one ``(pack, version)`` since it opened: ``calls`` made (checked
-    or not), and how many broke the declared contract: ``invalid_input`` (refused, or let through
-    in ``warn`` mode) and ``invalid_output``."""
+    """What the fleet saw of one ``(pack, version)``: ``calls`` made (checked or not), how many
+    broke the declared contract (``invalid_input``: refused, or let through in ``warn`` mode;
+    ``invalid_output``), and how many failed: ``tool_errors`` (the tool raised),
+    ``timeouts`` (the sandbox stopped a call that ran past its time) and ``crashes`` (a sandbox
+    worker died). ``p50``/``p99`` are latency percentiles in seconds (the upper bound of the
+    histogram bucket they fall in; ``None`` before any call ended)."""
 
     pack_id: str
     version: str
@@ -355,23 +386,60 @@ class VersionHealth:
     invalid_output: int = 0
     channel: Channel = "vendor"
     """The channel of the row: a project's custom row may carry the number of a vendor version."""
+    tool_errors: int = 0
+    timeouts: int = 0
+    crashes: int = 0
+    p50: float | None = field(default=None, compare=False)
+    p99: float | None = field(default=None, compare=False)
+    project: str | None = None
+    """The project whose installations' calls are counted; ``None``: every project's."""
+
+    @property
+    def errors(self) -> int:
+        """The calls that count against a release: tool errors, timeouts, crashes and outputs
+        that broke the contract (an invalid input is the caller's doing)."""
+        return self.tool_errors + self.timeouts + self.crashes + self.invalid_output
+
+    @property
+    def error_rate(self) -> float:
+        """``errors / calls`` (0.0 before any call)."""
+        return self.errors / self.calls if self.calls else 0.0
 
 
 class HealthCounters:
-    """The live counters of one ``(pack, version)``: plain integers, bumped on the event loop
-    (never from a worker thread), so the hot path takes no lock."""
+    """The live counters of one ``(pack, version, project)`` in one runtime: plain integers,
+    bumped on the event loop (never from a worker thread), so the hot path takes no lock."""
 
-    __slots__ = ("calls", "invalid_input", "invalid_output")
+    __slots__ = (
+        "buckets",
+        "calls",
+        "crashes",
+        "invalid_input",
+        "invalid_output",
+        "timeouts",
+        "tool_errors",
+    )
 
     def __init__(self) -> None:
         self.calls = 0
         self.invalid_input = 0
         self.invalid_output = 0
+        self.tool_errors = 0
+        self.timeouts = 0
+        self.crashes = 0
+        self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)
 
-    def snapshot(self, pack_id: str, version: str, channel: Channel = "vendor") -> VersionHealth:
-        return VersionHealth(
-            pack_id, version, self.calls, self.invalid_input, self.invalid_output, channel
-        )
+    def values(self) -> list[int]:
+        """Every counter, in :data:`packrun._health.METRICS` order."""
+        return [
+            self.calls,
+            self.tool_errors,
+            self.timeouts,
+            self.crashes,
+            self.invalid_input,
+            self.invalid_output,
+            *self.buckets,
+        ]
 
 
 class CallChecks:
@@ -381,6 +449,7 @@ class CallChecks:
     __slots__ = (
         "clean",
         "contracts",
+        "count",
         "counters",
         "input_mode",
         "output_mode",
@@ -399,7 +468,10 @@ class CallChecks:
         version: str,
         warn: Callable[[str, str], None],
         clean: Callable[[str], str] = str,
+        count: bool = True,
     ) -> None:
+        self.count = count
+        """Whether calls are counted (health); contract checks happen either way."""
         self.clean = clean
         """Applied to every problem message: a value echoed from a call may hold a credential."""
         self.contracts = contracts
@@ -413,7 +485,8 @@ class CallChecks:
     def before(self, tool: str, value: Mapping[str, Any]) -> None:
         """Count the call and check its input; raises :class:`~packrun.InvalidInput` in
         ``enforce`` mode."""
-        self.counters.calls += 1
+        if self.count:
+            self.counters.calls += 1
         if self.input_mode == "off":
             return
         contract = self.contracts.get(tool)
@@ -427,7 +500,8 @@ class CallChecks:
         problems = contract.input_problems(value if isinstance(value, dict) else dict(value))
         if not problems:  # a mapping that is not a dict, and fits
             return
-        self.counters.invalid_input += 1
+        if self.count:
+            self.counters.invalid_input += 1
         error = InvalidInput(self.pack_id, self.version, tool, self._cleaned(problems))
         if self.input_mode == "enforce":
             raise error
@@ -446,8 +520,26 @@ class CallChecks:
         problems = contract.output_problems(value)
         if not problems:
             return
-        self.counters.invalid_output += 1
+        if self.count:
+            self.counters.invalid_output += 1
         error = InvalidOutput(self.pack_id, self.version, tool, self._cleaned(problems))
         if self.output_mode == "enforce":
             raise error
         self.warn(f"{self.pack_id}:{self.version}:{tool}:output", str(error))
+
+    def ended(self, elapsed: float) -> None:
+        """Count a call's latency (seconds), however it ended."""
+        self.counters.buckets[bisect_right(LATENCY_BOUNDS, elapsed)] += 1
+
+    def failed(self, exc: BaseException, elapsed: float | None) -> None:
+        """Count a call the tool did not answer: a timeout, a crashed sandbox worker, or an error
+        (a cancellation of the caller is none of them); and its latency when it was measured."""
+        counters = self.counters
+        if elapsed is not None:
+            counters.buckets[bisect_right(LATENCY_BOUNDS, elapsed)] += 1
+        if isinstance(exc, ToolTimeout):
+            counters.timeouts += 1
+        elif isinstance(exc, SandboxError):
+            counters.crashes += 1
+        elif isinstance(exc, Exception):
+            counters.tool_errors += 1

@@ -28,7 +28,7 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeAlias
@@ -40,6 +40,9 @@ from packrun._auth import Auth, AuthMode
 from packrun._bundle import Bundle, build_bundle, read_bundle
 from packrun._catalog import CHANNELS, CatalogEntry
 from packrun._checks import VersionHealth
+from packrun._cli_fleet import age as _age
+from packrun._cli_fleet import register as register_fleet_commands
+from packrun._cli_rollouts import register as register_rollout_commands
 from packrun._diff import DiffReport, Profile, diff, load_profile
 from packrun._manifest import (
     decode_pack_manifest,
@@ -399,6 +402,44 @@ class _EventView(msgspec.Struct):
     at: datetime
 
 
+class _NoticeView(msgspec.Struct):
+    version: str
+    message: str
+    upgrade_deadline: date | None
+    migration_url: str | None
+
+
+class _UpdateAvailableView(msgspec.Struct):
+    version: str
+    channel: str
+    bump: str
+    integration: tuple[str, str] | None
+    notices: list[_NoticeView]
+    soaking_until: datetime | None
+    blocked: str | None
+
+
+class _LiveVersionView(msgspec.Struct):
+    version: str
+    channel: str
+    published_at: datetime
+
+
+class _ContentStateView(msgspec.Struct):
+    kind: str
+    id: str
+    version: str
+    update_version: str | None
+
+
+class _PackUpdatesView(msgspec.Struct):
+    pack_id: str
+    project: str
+    installations: int
+    with_update: int
+    by_version: list[tuple[str, int, int]]
+
+
 class _ExplanationView(msgspec.Struct):
     installation: _InstallationView
     resolution: _ResolutionView | None
@@ -410,6 +451,10 @@ class _ExplanationView(msgspec.Struct):
     update_blocked: list[str]
     holding: str | None
     needs_reauth: list[str]
+    update_available: _UpdateAvailableView | None
+    other_live_versions: list[_LiveVersionView]
+    contents: list[_ContentStateView]
+    soaking: list[str]
 
 
 class _SettingsView(msgspec.Struct):
@@ -435,6 +480,8 @@ class _ReviewView(msgspec.Struct):
     needs_acknowledgement: bool
     acknowledge: list[str]
     needs_reauth: list[str]
+    notices: list[_NoticeView]
+    soaking_until: datetime | None
 
 
 class _RetirementMoveView(msgspec.Struct):
@@ -756,10 +803,28 @@ async def _cmd_pin(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _cmd_policy(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    inst = await rt.set_policy(args.id, args.policy, actor=args.actor, project=_project(args))
+    inst = await rt.set_policy(
+        args.id,
+        args.policy,
+        actor=args.actor,
+        project=_project(args),
+        min_release_age=args.min_release_age,
+        window=args.window,
+    )
+    soak = rt.soak_of(inst.id)
     out.committed.append(f"{inst.id}: policy {inst.policy}")
-    out.data({"installation": _installation_json(inst)})
-    out.line(f"{inst.id}: policy {inst.policy}")
+    out.data(
+        {
+            "installation": _installation_json(inst),
+            "soak": {
+                "min_release_age": soak.min_release_age,
+                "window": None if soak.window is None else str(soak.window),
+            },
+        }
+    )
+    out.line(
+        f"{inst.id}: policy {inst.policy}" + (f"; soak {soak.describe()}" if soak.is_set else "")
+    )
     return EXIT_OK
 
 
@@ -984,12 +1049,22 @@ async def _cmd_call(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
 # --- status: installations, versions with their runs in flight, totals ---------------------------
 
 
-def _health_json(health: VersionHealth) -> dict[str, int]:
+def _health_json(health: VersionHealth) -> dict[str, int | float | None]:
     return {
         "calls": health.calls,
         "invalid_input": health.invalid_input,
         "invalid_output": health.invalid_output,
+        "tool_errors": health.tool_errors,
+        "timeouts": health.timeouts,
+        "crashes": health.crashes,
+        "error_rate": health.error_rate,
+        "p50": health.p50,
+        "p99": health.p99,
     }
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:g}"
 
 
 async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
@@ -1013,6 +1088,9 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         for inst, why, _ in explained
     }
     reauth = {inst.id: why.needs_reauth for inst, why, _ in explained}
+    views = {inst.id: _explanation_json(why) for inst, why, _ in explained}
+    fleet = {inst.id: why for inst, why, _ in explained}
+    updates = [rt.pack_updates(pack, project=project) for pack in packs]
     versions = [
         (
             e,
@@ -1045,9 +1123,14 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                     "update": available[inst.id][0],
                     "holding": available[inst.id][1],
                     "needs_reauth": list(reauth[inst.id]),
+                    "update_available": views[inst.id]["update_available"],
+                    "soaking": views[inst.id]["soaking"],
+                    "other_live_versions": views[inst.id]["other_live_versions"],
+                    "contents": views[inst.id]["contents"],
                 }
                 for inst, res, n in installations
             ],
+            "packs": [_as_json(u, _PackUpdatesView) for u in updates],
             "versions": [
                 {
                     "pack_id": e.pack_id,
@@ -1091,12 +1174,18 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                 )
             if reauth[inst.id]:
                 out.line(f"{inst.id}: needs re-authentication ({'; '.join(reauth[inst.id])})")
+            why = fleet[inst.id]
+            if why.update_available is not None:
+                for notice in why.update_available.notices:
+                    out.line(f"{inst.id}: notice: {notice}")
+            for soaking in why.soaking:
+                out.line(f"{inst.id}: soaking: {soaking}")
     else:
         out.line("no installations" + (f" of {args.pack}" if args.pack is not None else ""))
     out.line()
     if versions:
         header = ["pack", "version", "channel", "state", "installations", "in flight", "status"]
-        header += ["calls", "invalid in", "invalid out"]
+        header += ["calls", "errors", "invalid in", "invalid out", "p50 ms", "p99 ms"]
         rows = [
             [
                 e.pack_id,
@@ -1107,8 +1196,11 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
                 str(n),
                 status,
                 str(h.calls),
+                str(h.errors),
                 str(h.invalid_input),
                 str(h.invalid_output),
+                _ms(h.p50),
+                _ms(h.p99),
             ]
             for (e, pinned, n, status), h in zip(versions, health, strict=True)
         ]
@@ -1123,6 +1215,12 @@ async def _cmd_status(rt: Runtime, args: argparse.Namespace, out: _Output) -> in
         f"{totals['packs']} pack(s): {totals['active']} active, {totals['draining']} draining, "
         f"{totals['drained']} drained; {totals['runs_in_flight']} run(s) in flight"
     )
+    for u in updates:
+        if u.with_update:
+            out.line(
+                f"{u.pack_id}: {u.with_update} of {u.installations} installation(s) have an "
+                "update available"
+            )
     return EXIT_OK
 
 
@@ -1335,6 +1433,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     register_source_commands(sub, _on_runtime, _global_options, _store_option)
+    register_rollout_commands(runtime_command, _seconds)
+    register_fleet_commands(sub, _on_runtime, _global_options, _store_option, _project)
 
     p = runtime_command(
         "publish",
@@ -1376,7 +1476,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pin",
         default=None,
-        help="latest, latest-vendor, latest-custom or an exact version "
+        help="latest, latest-vendor, latest-custom, an exact version or an alias (@stable) "
         "(default: the exact version latest picks now)",
     )
     p.add_argument("--policy", choices=POLICIES, default="manual", help="default: manual")
@@ -1454,13 +1554,29 @@ def _parser() -> argparse.ArgumentParser:
 
     p = runtime_command("pin", "Move an installation's pin.", _cmd_pin)
     p.add_argument("id", metavar="ID")
-    p.add_argument("pin", metavar="PIN", help="latest, latest-vendor, latest-custom or a version")
+    p.add_argument(
+        "pin", metavar="PIN", help="latest, latest-vendor, latest-custom, a version or @ALIAS"
+    )
     p.add_argument("--actor", default="system", help="who, for the pin history (default: system)")
 
     p = runtime_command("policy", "Change how an installation follows new versions.", _cmd_policy)
     p.add_argument("id", metavar="ID")
     p.add_argument("policy", metavar="POLICY", choices=POLICIES, help=", ".join(POLICIES))
     p.add_argument("--actor", default="system", help="who, for the log (default: system)")
+    p.add_argument(
+        "--min-release-age",
+        type=_age,
+        default=None,
+        metavar="AGE",
+        help="an auto policy takes a version only once it is this old: 3d, 12h, 90m or seconds "
+        "(default: the project's, see packrun soak)",
+    )
+    p.add_argument(
+        "--window",
+        default=None,
+        metavar="WINDOW",
+        help="an auto policy moves only inside this window, e.g. 'mon-fri 02:00-06:00' (UTC)",
+    )
 
     runtime_command("installations", "List every installation.", _cmd_installations)
 

@@ -40,6 +40,7 @@ __all__ = [
     "Group",
     "IndexEntry",
     "Manifest",
+    "Notice",
     "PackIndex",
     "PackInfo",
     "PackManifest",
@@ -209,6 +210,19 @@ class Group(_Doc, kw_only=True, frozen=True):
     description: str = ""
 
 
+class Notice(_Doc, kw_only=True, frozen=True):
+    """A release's notice to the installations below it (a breaking change, a migration):
+    ``message``, an ``upgrade_deadline`` (a date) by which to move, and a ``migration_url``
+    explaining how. Shown by ``explain``, ``review_update`` and ``packrun status`` for every
+    installation the release is an update for."""
+
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    upgrade_deadline: datetime.date | None = None
+    migration_url: (
+        Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", max_length=2000)] | None
+    ) = None
+
+
 class Manifest(_Doc, kw_only=True, frozen=True):
     """The integration manifest (``manifest.json``). Inside a built bundle ``contract`` is required.
 
@@ -233,6 +247,9 @@ class Manifest(_Doc, kw_only=True, frozen=True):
     network: bool | msgspec.UnsetType = msgspec.UNSET
     """``false``: the tools need no network at all (``sandbox="bwrap"`` then runs them without
     any); unset means true."""
+    notice: Notice | msgspec.UnsetType = msgspec.UNSET
+    """The release's notice (a breaking change, an upgrade deadline, a migration guide); unset
+    when it has none."""
 
     def tool_ids(self) -> tuple[str, ...]:
         """The ids of the tools, in manifest order."""

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Literal, TypeAlias
 
 from packrun._catalog import CatalogEntry
 from packrun._diff import DiffFinding, DiffReport
 from packrun._reauth import reauth_reasons
+from packrun._soak import Soak
 from packrun._stores import Policy, WorkflowTools
 from packrun._versions import BumpKind, Version, bump_kind
+from packrun._views import ReleaseNotice
 
 __all__ = [
     "AffectedWorkflow",
@@ -57,17 +60,24 @@ class Blocked:
     auth the linked account holds credentials for) when the update waits for a review (the
     installation shows ``update blocked: breaking_diff``), ``outside_policy`` for a step the policy
     does not take (a minor under ``auto_patch``, a pre-release step), ``held`` for a version at or
-    below the one a manual move took the installation down from.
+    below the one a manual move took the installation down from, ``soaking`` for a version younger
+    than the installation's ``min_release_age`` (``until`` says when it is old enough), ``window``
+    when the policy waits for its update window (``until`` says when it opens).
     """
 
     version: str
     reason: str
-    kind: Literal["major", "breaking", "red", "needs_reauth", "outside_policy", "held"] = "breaking"
+    kind: Literal[
+        "major", "breaking", "red", "needs_reauth", "outside_policy", "held", "soaking", "window"
+    ] = "breaking"
+    until: datetime | None = None
+    """For ``soaking`` and ``window``: when the policy may take the version."""
 
     @property
     def waits_for_review(self) -> bool:
-        """True when the update waits for a review, not merely outside the policy or held."""
-        return self.kind not in ("outside_policy", "held")
+        """True when the update waits for a review, not merely outside the policy, held or
+        waiting for time to pass."""
+        return self.kind not in ("outside_policy", "held", "soaking", "window")
 
     def __str__(self) -> str:
         return f"{self.version}: {self.reason}"
@@ -107,12 +117,16 @@ def policy_target(
     allow_prerelease: bool,
     diff_of: DiffOf,
     hold: Version | None = None,
+    soak: Soak | None = None,
+    now: datetime | None = None,
 ) -> tuple[CatalogEntry | None, tuple[Blocked, ...]]:
     """Where ``policy`` moves an installation on ``current`` now, and the newer versions it did not
     move to (above the target), each with its reason. ``(None, ())`` for ``manual``.
 
     With ``hold`` (the version a manual move took the installation down from), only versions
-    above it are targets."""
+    above it are targets. With ``soak`` (and ``now``), a version younger than its
+    ``min_release_age`` is passed over for an older one (Renovate's minimum release age), and
+    outside the update window nothing is a target."""
     steps = _STEPS.get(policy)
     if steps is None:
         return None, ()
@@ -144,8 +158,23 @@ def policy_target(
         if report.verdict == "red":
             blocked.append(Blocked(str(row.version), "a red verdict", "red"))
             continue
+        if soak is not None and now is not None:
+            until = soak._soaks_until(row.published_at)
+            if until is not None and until > now:
+                reason = f"soaking until {_when(until)} ({soak.describe()})"
+                blocked.append(Blocked(str(row.version), reason, "soaking", until))
+                continue
+            if soak.window is not None and not soak.window._contains(now):
+                opens = soak.window._next_open(now)
+                reason = f"outside the update window {soak.window} (UTC); it opens {_when(opens)}"
+                blocked.append(Blocked(str(row.version), reason, "window", opens))
+                return None, tuple(blocked)
         return row, tuple(blocked)
     return None, tuple(blocked)
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def changed_tools(findings: Iterable[DiffFinding], tools: Iterable[str]) -> frozenset[str]:
@@ -231,6 +260,12 @@ class UpdateReview:
     needs_reauth: tuple[str, ...] = ()
     """What the linked account must re-authenticate with after this update (the auth mode, a
     required scope or credential field changed); empty when nothing."""
+    notices: tuple[ReleaseNotice, ...] = ()
+    """The notices of the releases the update crosses (a breaking change, an upgrade deadline,
+    a migration guide)."""
+    soaking_until: datetime | None = None
+    """For an installation with an auto policy: until when the target is younger than its
+    ``min_release_age`` (the policy does not take it before then); ``None`` otherwise."""
 
     @property
     def needs_acknowledgement(self) -> bool:
@@ -258,6 +293,11 @@ class UpdateReview:
         if self.needs_reauth:
             lines.append(
                 "needs re-authentication after the update: " + "; ".join(self.needs_reauth)
+            )
+        lines.extend(f"notice: {n}" for n in self.notices)
+        if self.soaking_until is not None:
+            lines.append(
+                f"soaking until {_when(self.soaking_until)}: the update policy takes it from then"
             )
         if self.acknowledge:
             lines.append("needs acknowledge_breaking=True: " + "; ".join(self.acknowledge))

@@ -15,6 +15,7 @@ answer is computed from :meth:`Resolver.rows` of the installation's project.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -22,8 +23,16 @@ from typing import Final
 from packrun._args import check_id
 from packrun._catalog import CatalogEntry, Channel, ContentEntry
 from packrun._policy import available_update
-from packrun._stores import DEFAULT_PROJECT, Installation, PinEvent
-from packrun._versions import Version, bump_kind, version_key
+from packrun._stores import DEFAULT_PROJECT, Alias, Installation, PinEvent
+from packrun._versions import Version, version_key
+from packrun._views import (
+    ContentState,
+    LiveVersion,
+    UpdateAvailable,
+    content_states,
+    other_live_versions,
+    update_available,
+)
 from packrun.errors import InvalidArgument, InvalidVersion, NotFound
 
 __all__ = [
@@ -31,6 +40,7 @@ __all__ = [
     "Explanation",
     "Resolution",
     "Resolver",
+    "follows",
     "normalize_pin",
 ]
 
@@ -40,7 +50,10 @@ _PIN_CHOICES: Final = (
     "an exact version such as 1.2.0",
     "vendor:1.2.0",
     "custom:1.2.0",
+    "an alias such as @stable",
 )
+ALIAS_PIN: Final = re.compile(r"@[a-z][a-z0-9_-]{0,39}")
+"""A pin on an alias: ``@`` and the alias's name (lower-case letters, digits, ``_``, ``-``)."""
 EXACT_PIN_RULE: Final = (
     "an exact pin X names the project's own custom row X when it has one, else the vendor row X; "
     "vendor:X and custom:X name one of them"
@@ -55,7 +68,7 @@ def normalize_pin(pin: str, what: str = "pin") -> str:
     """
     if not isinstance(pin, str):
         raise InvalidArgument(what, pin, _PIN_CHOICES)
-    if pin in DYNAMIC_PINS:
+    if pin in DYNAMIC_PINS or ALIAS_PIN.fullmatch(pin):
         return pin
     channel, sep, rest = pin.partition(":")
     prefix = f"{channel}:" if sep and channel in ("vendor", "custom") else ""
@@ -64,6 +77,12 @@ def normalize_pin(pin: str, what: str = "pin") -> str:
         return prefix + version_key(Version.parse(rest if prefix else pin))
     except InvalidVersion:
         raise InvalidArgument(what, pin, _PIN_CHOICES) from None
+
+
+def follows(pin: str) -> bool:
+    """Whether an installation with ``pin`` moves by itself, never by an update policy: a
+    ``latest*`` pin follows new versions, an alias pin (``@stable``) follows its alias."""
+    return pin in DYNAMIC_PINS or pin.startswith("@")
 
 
 def exact_pin(row: CatalogEntry, custom_keys: Iterable[str] = ()) -> str:
@@ -125,6 +144,8 @@ class _Pack:
     vendor: _Stream = field(default_factory=_Stream)
     custom: dict[str, _Stream] = field(default_factory=dict)
     cells: dict[tuple[str, str, bool], _Cell] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The exact pin each alias names, by project and alias pin (``@stable``)."""
 
     def visible(self, project: str) -> list[CatalogEntry]:
         """The rows ``project`` sees, ascending: the vendor rows and its own custom rows (a vendor
@@ -164,6 +185,17 @@ class Explanation:
     needs_reauth: tuple[str, ...] = ()
     """What the linked account must re-authenticate with since the last pin move changed the auth
     (the auth mode, a required scope or credential field); empty when nothing."""
+    update_available: UpdateAvailable | None = None
+    """The update available as a structured value (``update`` is its text), with the notices of
+    the releases it crosses and, under an auto policy, whether and until when it soaks."""
+    other_live_versions: tuple[LiveVersion, ...] = ()
+    """The live catalog versions the project sees other than the one that runs, newest first."""
+    contents: tuple[ContentState, ...] = ()
+    """The install state of the pack's entries by kind (ontology, KB domain, workflow, data
+    source, the integration) with their versions, and what the update available changes."""
+    soaking: tuple[str, ...] = ()
+    """For an installation with an auto policy: versions it waits for because they are younger
+    than its ``min_release_age`` (with until when), or because it is outside its update window."""
 
     def __str__(self) -> str:
         inst = self.installation
@@ -186,6 +218,9 @@ class Explanation:
         lines.extend(f"skipped: {version}: {why}" for version, why in self.skipped)
         if self.update:
             lines.append(f"update available: {self.update}")
+        if self.update_available is not None:
+            lines.extend(f"notice: {n}" for n in self.update_available.notices)
+        lines.extend(f"soaking: {s}" for s in self.soaking)
         if self.update_blocked:
             lines.append("update blocked: breaking_diff (" + "; ".join(self.update_blocked) + ")")
         if self.holding:
@@ -193,6 +228,15 @@ class Explanation:
         if self.needs_reauth:
             lines.append("needs re-authentication: " + "; ".join(self.needs_reauth))
         lines.extend(f"note: {note}" for note in self.notes)
+        if any(c.kind != "integration" for c in self.contents):
+            lines.append(
+                "contents: "
+                + ", ".join(
+                    f"{c.kind} {c.id} {c.version}"
+                    + (f" (update: {c.update_version})" if c.update_version else "")
+                    for c in self.contents
+                )
+            )
         if self.last_event is not None:
             e = self.last_event
             lines.append(
@@ -200,19 +244,6 @@ class Explanation:
                 f"{e.to_version or '-'}) by {e.actor} ({e.origin}) at {e.at.isoformat()}"
             )
         return "\n".join(lines)
-
-
-def _update_text(current: CatalogEntry, newest: CatalogEntry) -> str:
-    """An available update: the pack version it moves to, and the bump -- of the integration's
-    artifact version when both rows carry one (what an update review compares), so a pack release
-    that leaves its integration unchanged reads as ``none`` here as in the review."""
-    a, b = current.manifest, newest.manifest
-    if a is None or b is None:
-        return f"{newest.version} ({bump_kind(current.version, newest.version)}, {newest.channel})"
-    kind = bump_kind(a.version, b.version)
-    same = (a.version, b.version) == (current.version, newest.version)
-    detail = "" if same else f"; integration {a.version} -> {b.version}"
-    return f"{newest.version} ({kind}, {newest.channel}{detail})"
 
 
 class Resolver:
@@ -224,6 +255,7 @@ class Resolver:
         self._installations: dict[str, Installation] = {}
         self._auto_by_pack: dict[str, set[str]] = {}  # update policy on an exact pin
         self._events: dict[str, list[PinEvent]] = {}
+        self._aliases: dict[tuple[str, str, str], Alias] = {}  # project, pack, name
 
     # --- choosing -------------------------------------------------------------------------------
 
@@ -251,6 +283,11 @@ class Resolver:
         without: CatalogEntry | None = None,
     ) -> list[CatalogEntry]:
         if pin not in DYNAMIC_PINS:
+            if pin.startswith("@"):
+                named = pack.aliases.get((project, pin))
+                if named is None:
+                    return []
+                pin = named
             row = self._exact(pack, project, pin)
             return [row] if row is not None else []
 
@@ -328,6 +365,26 @@ class Resolver:
             return pack.vendor
         return pack.custom.setdefault(row.project, _Stream())
 
+    def set_alias(self, alias: Alias) -> None:
+        """Point an alias of a pack in its project at its exact pin, and recompute the cells of
+        the installations pinned to it (one per pre-release opt-in): the cost of an alias move
+        does not grow with its installations."""
+        project, pack_id, pin = alias.project, alias.pack_id, alias.version
+        self._aliases[(project, pack_id, alias.name)] = alias
+        pack = self._packs.setdefault(pack_id, _Pack())
+        key = (project, f"@{alias.name}")
+        if pack.aliases.get(key) == pin:
+            return
+        pack.aliases[key] = pin
+        for allow_prerelease in (False, True):
+            cell = pack.cells.get((project, key[1], allow_prerelease))
+            if cell is not None:
+                cell.value = self._answer(pack_id, project, key[1], allow_prerelease)
+
+    def all_aliases(self, project: str) -> list[Alias]:
+        """The aliases of ``project``, by pack and name."""
+        return [self._aliases[k] for k in sorted(self._aliases) if k[0] == project]
+
     def put_row(self, row: CatalogEntry) -> None:
         """Insert or replace one row (a publish, an overwrite, a retirement).
 
@@ -345,6 +402,7 @@ class Resolver:
         else:
             key = touched.version_key
             pins = (*DYNAMIC_PINS, key, f"{touched.channel}:{key}")
+            pins += tuple({a for (_, a), named in pack.aliases.items() if named in pins})
         for (project, pin, allow_prerelease), cell in pack.cells.items():
             if touched is not None and (
                 pin not in pins or (touched.channel == "custom" and project != touched.project)
@@ -369,7 +427,7 @@ class Resolver:
         """Add or replace an installation (and its pin events) and point it at its cell."""
         self._installations[installation.id] = installation
         auto = self._auto_by_pack.setdefault(installation.pack_id, set())
-        if installation.policy != "manual" and installation.pin not in DYNAMIC_PINS:
+        if installation.policy != "manual" and not follows(installation.pin):
             auto.add(installation.id)
         else:
             auto.discard(installation.id)
@@ -437,6 +495,11 @@ class Resolver:
         exact pin), by id: a publish looks at these, never at the pack's other installations."""
         return [self._installations[i] for i in sorted(self._auto_by_pack.get(pack_id, ()))]
 
+    def auto_installations(self) -> list[Installation]:
+        """Every installation an update policy may move, by id."""
+        ids = sorted(i for ids in self._auto_by_pack.values() for i in ids)
+        return [self._installations[i] for i in ids]
+
     def installations(self, project: str | None = None) -> list[Installation]:
         """Every installation of ``project`` (of every project when ``None``), by id."""
         return [
@@ -498,15 +561,26 @@ class Resolver:
             own = pack.custom.get(inst.project)
             if own is not None and inst.pin in own.by_key and inst.pin in pack.vendor.by_key:
                 notes.append(f"exact pin: {EXACT_PIN_RULE}")
+        if inst.pin.startswith("@"):
+            alias = self._aliases.get((inst.project, inst.pack_id, inst.pin[1:]))
+            notes.append(
+                f"alias {inst.pin} is not set: use set_alias"
+                if alias is None
+                else f"alias {inst.pin} names {alias.version} (set by {alias.actor} at "
+                f"{alias.at.isoformat(timespec='seconds')}); it moves when the alias moves"
+            )
         if resolution is not None and not resolution.entry.is_live:
             notes.append(f"pinned to {resolution.version}, which is retired; it keeps working")
+        visible = pack.visible(inst.project)
+        available = None
+        newest = None
         if inst.pin not in DYNAMIC_PINS and resolution is not None:
-            newest = available_update(
-                resolution.entry, pack.visible(inst.project), inst.allow_prerelease
-            )
+            newest = available_update(resolution.entry, visible, inst.allow_prerelease)
             if newest is not None:
-                update = _update_text(resolution.entry, newest)
+                available = update_available(resolution.entry, newest, visible)
+                update = str(available)
         events = self._events.get(inst.id, [])
+        current = None if resolution is None else resolution.entry
         return Explanation(
             inst,
             resolution,
@@ -515,4 +589,7 @@ class Resolver:
             update,
             tuple(notes),
             max(events, key=lambda e: e.seq) if events else None,
+            update_available=available,
+            other_live_versions=other_live_versions(visible, current),
+            contents=() if current is None else content_states(current, newest),
         )

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from time import perf_counter
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ import anyio.to_thread
 from packrun._adapters import Dispatcher, ToolEntry
 from packrun._auth import Auth
 from packrun._bundle import LoadedBundle, release_bundle
-from packrun._checks import CallChecks
+from packrun._checks import LATENCY_SAMPLE, CallChecks
 from packrun._redact import RedactingLogger, Redactor
 from packrun._stores import RunRecord
 from packrun.errors import InvalidArgument, NotFound, ToolFailed
@@ -142,22 +143,26 @@ class Run:
         value = {} if input is None else input
         # Host-side contract checks, around whichever dispatch runs the tool.
         checks = self._checks
-        if checks is not None:
-            checks.before(tool, value)
-        if is_async:  # the common case, here rather than in _dispatch: one frame fewer a call
-            failure = None
-            try:
-                output = await fn(self._ctx or self._context(), value)
-            except BaseException as exc:
-                failure = self._failure(tool, exc)
-                if failure is None:
-                    raise
-            if failure is not None:
-                raise failure  # outside the handler: the original is not its context
-        else:
+        if checks is None:
+            return await self._dispatch(tool, fn, is_async, value)
+        checks.before(tool, value)
+        if not checks.count:
             output = await self._dispatch(tool, fn, is_async, value)
-        if checks is not None:
-            checks.after(tool, output)
+        elif checks.counters.calls & LATENCY_SAMPLE != 1:  # health: how the call failed, if so
+            try:
+                output = await self._dispatch(tool, fn, is_async, value)
+            except BaseException as exc:
+                checks.failed(exc, None)
+                raise
+        else:  # and on one call in LATENCY_SAMPLE + 1 (the first among them), its latency
+            started = perf_counter()
+            try:
+                output = await self._dispatch(tool, fn, is_async, value)
+            except BaseException as exc:
+                checks.failed(exc, perf_counter() - started)
+                raise
+            checks.ended(perf_counter() - started)
+        checks.after(tool, output)
         return output
 
     async def _dispatch(self, tool: str, fn: Any, is_async: bool, value: Mapping[str, Any]) -> Any:

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ import anyio.abc
 import anyio.to_thread
 
 from packrun._adapters import STEPS, Dispatcher, dispatcher_for
+from packrun._aliases import AliasChange, check_alias_name, move_alias
 from packrun._args import (
     check_choice,
     check_flag,
@@ -37,6 +38,7 @@ from packrun._args import (
     check_whole,
 )
 from packrun._auth import Auth, Withheld
+from packrun._bulk import BulkPlan, Selector, bulk_apply, bulk_plan, wait_drained
 from packrun._bundle import (
     LoadedBundle,
     bundle_is_loaded,
@@ -59,7 +61,6 @@ from packrun._checks import (
     CallChecks,
     CheckMode,
     Contracts,
-    HealthCounters,
     VersionHealth,
     compile_contracts,
 )
@@ -72,6 +73,8 @@ from packrun._dispatch import (
     effective_mode,
     sandbox_dispatcher,
 )
+from packrun._events import Event, blocked_events, read_events
+from packrun._health import HealthBook, HealthKey, instrument
 from packrun._manifest import Manifest, decode_manifest
 from packrun._policy import (
     Retirement,
@@ -93,17 +96,22 @@ from packrun._resolver import (
     Resolution,
     Resolver,
     exact_pin,
+    follows,
     normalize_pin,
 )
+from packrun._rollouts import DEFAULT_STEPS, Rollouts, RolloutStatus
 from packrun._runs import Run, RunScope, RuntimeStats
+from packrun._soak import Soak, UpdateWindow, check_age
 from packrun._sources._model import DEFAULT_INTERVAL, SourceSpec, SourceStatus, SyncReport, Trust
 from packrun._sources._sync import Syncer, check_name
 from packrun._stores import (
     DEFAULT_PROJECT,
     ORIGINS,
     POLICIES,
+    Alias,
     Installation,
     LiveRun,
+    NewEvent,
     Origin,
     PinEvent,
     Policy,
@@ -119,6 +127,7 @@ from packrun._stores import (
 )
 from packrun._tracker import RunTracker
 from packrun._versions import Version, version_key
+from packrun._views import PackUpdates, flows_only, notices_between, pack_updates
 from packrun.errors import (
     BreakingDiff,
     DrainTimeout,
@@ -209,7 +218,7 @@ def _hold_after(
     left earlier); a manual move up keeps a hold still above it; a policy move (only ever above
     the hold) and a dynamic pin end it.
     """
-    if origin == "policy" or pin in DYNAMIC_PINS:
+    if origin == "policy" or follows(pin):
         return None
     held = Version.parse(stored.hold) if stored.hold else None
     if before is not None and to.version < before.version:  # a move down
@@ -317,8 +326,17 @@ class Runtime:
         in_process: Collection[str] = frozenset(),
         sandbox: SandboxMode = "auto",
         sandbox_limits: SandboxLimits | None = None,
+        fleet_interval: float = 1.0,
+        count_health: bool = True,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         check_seconds("lease_ttl", lease_ttl, zero=False)
+        check_seconds("fleet_interval", fleet_interval, zero=False)
+        check_flag("count_health", count_health)
+        if clock is not None and not callable(clock):
+            raise InvalidArgument(
+                "clock", clock, ["None or a function returning the time as an aware datetime"]
+            )
         check_seconds("refresh_interval", refresh_interval)
         check_whole("tool_threads", tool_threads, 1, 100_000)
         check_generations("generations", generations)
@@ -349,6 +367,9 @@ class Runtime:
                 [f"a non-empty subset of {servable}: the generations this packrun can run"],
             )
         self._store = store
+        self._clock: Callable[[], datetime] = clock or _now
+        self._soak: dict[str, Soak] = {}  # by scope: project:<id>, installation:<id>
+        self._due: datetime | None = None  # when a soaking version or a window is next due
         self.generations = frozenset(generations)
         """The contract generations this runtime admits."""
         self.refresh_interval = refresh_interval
@@ -379,10 +400,14 @@ class Runtime:
         """What a run whose credentials do not satisfy its version's auth gets: ``enforce``
         (refused with ``needs_reauth`` before any bundle code runs), ``warn`` or ``off``."""
         self._contracts: dict[str, Contracts] = {}  # by digest: compiled once
-        self._shared_checks: dict[tuple[str, ...], tuple[CallChecks, tuple[str, str, str]]] = {}
+        self._shared_checks: dict[tuple[str, ...], tuple[CallChecks, HealthKey]] = {}
         self._version_keys: dict[str, str] = {}  # a version's text -> its key
         self._tool_loggers: dict[str, logging.Logger] = {}
-        self._health: dict[tuple[str, str, str], HealthCounters] = {}
+        self._health_book = HealthBook(count_health)
+        self.fleet_interval = fleet_interval
+        """Seconds between this runtime's writes of its health counts to the store (and reads of
+        the fleet's), and between its turns at driving rollouts."""
+        self._rollouts = Rollouts(self)
         self._sandboxed: dict[tuple[str, str], Dispatcher] = {}
         self.in_process = frozenset(in_process)
         """The channels whose code this runtime trusts to run in its own process."""
@@ -437,6 +462,7 @@ class Runtime:
             if self.refresh_interval > 0:
                 await self._store.listen()  # before the load: a change made meanwhile is heard
             await self._load()
+            await self._flush_health()  # the fleet's health figures, as of the open
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
             if self.refresh_interval > 0:
@@ -444,6 +470,8 @@ class Runtime:
             self._task_group.start_soon(self._tracker.lease_loop)
             self._task_group.start_soon(self._tracker.end_loop)
             self._task_group.start_soon(self._reap_loop)
+            self._task_group.start_soon(self._fleet_loop)
+            instrument(self._health_book)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
         except BaseException:
@@ -469,6 +497,12 @@ class Runtime:
                 self._task_group = None
             with anyio.CancelScope(shield=True):
                 await self._end_all()  # runs still open when the runtime closes
+            with anyio.CancelScope(shield=True):
+                await self._flush_health()
+                try:
+                    await self._rollouts.release()
+                except PackrunError as exc:  # the leases run out on their own
+                    self._warn("rollouts", f"could not release rollouts in {self.url}: {exc}")
         finally:
             try:
                 with anyio.CancelScope(shield=True):
@@ -491,9 +525,20 @@ class Runtime:
         for inst in state.installations:
             self._resolver.set_installation(inst, events.get(inst.id, []))
         self._usage = await self._store.all_workflow_tools()
+        await self._load_fleet()
         await self._syncer.load()
         self._seq = state.seq
+        if self._soak:  # what soaked while no runtime was open is due now
+            self._due = datetime.min.replace(tzinfo=UTC)
         self._refreshed_at = time.monotonic()
+
+    async def _load_fleet(self) -> None:
+        """The aliases and the soak settings (both small: read whole on a change)."""
+        for alias in await self._store.aliases():
+            self._resolver.set_alias(alias)
+        self._soak = {
+            scope: Soak._decode(text) for scope, text in (await self._store.soak_settings()).items()
+        }
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -511,6 +556,24 @@ class Runtime:
                     f"could not refresh from {self.url} ({self._refresh_failures} attempt(s) "
                     f"failed; answers are {stale:.1f} s stale): {exc}",
                 )
+
+    async def _fleet_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.fleet_interval)
+            with anyio.CancelScope(shield=True):  # a close waits for it: no write cut in half
+                await self._flush_health()
+                try:
+                    await self._rollouts.tick()
+                except Exception as exc:  # never let a rollout take the host's code down
+                    self._warn("rollouts", f"could not drive rollouts in {self.url}: {exc}")
+
+    async def _flush_health(self) -> bool:
+        try:
+            await self._health_book.flush(self._store)
+        except PackrunError as exc:  # kept: the next flush sends it
+            self._warn("health", f"could not record health in {self.url}: {exc}")
+            return False
+        return True
 
     async def _reap_loop(self) -> None:
         while True:
@@ -560,7 +623,12 @@ class Runtime:
     async def refresh(self) -> None:
         """Apply what other runtimes wrote to the store since the last refresh, and read which
         runs other processes hold in flight. Runs on its own every ``refresh_interval`` seconds;
-        call it to catch up at once."""
+        call it to catch up at once. Update policies waiting for a soaking version or their
+        update window are applied again once that time has come."""
+        due = self._due
+        if due is not None and self._clock() >= due:
+            self._due = None
+            await self._apply_policies(self._resolver.auto_installations())
         async with self._lock:
             await self._refresh_remote_runs()
             changes = await self._store.changes(self._seq)
@@ -587,6 +655,8 @@ class Runtime:
                     for w in set(stored.observed) | set(known.observed)
                 }
                 self._usage[iid] = WorkflowTools(stored.declared, observed)
+            if any(c.kind in ("alias", "soak") for c in changes):
+                await self._refresh_one("aliases and soak settings", self._load_fleet())
             if any(c.kind == "settings" for c in changes):
                 self._settings = await self._store.settings()
                 self._project_settings = await self._store.project_settings()
@@ -610,9 +680,11 @@ class Runtime:
                 inst is not None
                 and inst != held[iid]
                 and inst.policy != "manual"
-                and inst.pin not in DYNAMIC_PINS
+                and not follows(inst.pin)
             ):
                 touched[iid] = inst
+        if any(c.kind == "soak" for c in changes):  # a soak or window changed: look again
+            touched.update((i.id, i) for i in self._resolver.auto_installations())
         if touched:
             await self._apply_policies([touched[i] for i in sorted(touched)])
 
@@ -674,7 +746,7 @@ class Runtime:
         reauth = self._needs_reauth(why)
         if reauth:
             why = dataclasses.replace(why, needs_reauth=reauth)
-        if inst.policy == "manual" or why.resolution is None or inst.pin in DYNAMIC_PINS:
+        if inst.policy == "manual" or why.resolution is None or follows(inst.pin):
             return why
         _, blocked = policy_target(
             inst.policy,
@@ -683,15 +755,33 @@ class Runtime:
             inst.allow_prerelease,
             self._diff_of,
             hold=Version.parse(inst.hold) if inst.hold else None,
+            soak=self.soak_of(inst.id),
+            now=self._clock(),
         )
         waiting = tuple(str(b) for b in blocked if b.waits_for_review)
+        soaking = tuple(str(b) for b in blocked if b.kind in ("soaking", "window"))
+        available = why.update_available
+        if available is not None:  # what the policy makes of the update available
+            about = next((b for b in blocked if b.version == available.version), None)
+            until = self.soak_of(inst.id)._soaks_until(
+                self._row(
+                    inst.pack_id, f"{available.channel}:{available.version}", inst.project
+                ).published_at
+            )
+            available = dataclasses.replace(
+                available,
+                blocked=None if about is None else about.kind,
+                soaking_until=until if until is not None and until > self._clock() else None,
+            )
+        resolution = why.resolution
+        why = dataclasses.replace(why, soaking=soaking, update_available=available)
         holding = None
         if inst.hold:
             move = next(  # the manual move down that left the held version
                 (
                     e
                     for e in reversed(self._resolver.history(inst.id))
-                    if e.origin in ("user", "rollback") and e.from_version == inst.hold
+                    if e.origin in ("user", "rollback", "bulk") and e.from_version == inst.hold
                 ),
                 None,
             )
@@ -702,7 +792,7 @@ class Runtime:
                 else "a manual move"
             )
             holding = (
-                f"{inst.policy} holds at {why.resolution.version} ({how}); it moves again only "
+                f"{inst.policy} holds at {resolution.version} ({how}); it moves again only "
                 f"to a version above {inst.hold}, or after set_policy"
             )
         return dataclasses.replace(why, update_blocked=waiting, holding=holding)
@@ -885,6 +975,14 @@ class Runtime:
             )
             moves.append(retirement_move(inst.id, inst.pin, res.entry, after, self._diff_of))
         return tuple(moves)
+
+    def pack_updates(self, pack_id: str, *, project: str = DEFAULT_PROJECT) -> PackUpdates:
+        """How many installations of ``pack_id`` in ``project`` there are and how many have an
+        update available (as :meth:`explain` says), by the version they run."""
+        _check_project(project)
+        rows = self._resolver.rows(pack_id, project)
+        mine = [i for i in self._resolver.installations(project) if i.pack_id == pack_id]
+        return pack_updates(pack_id, project, rows, [(i, self._cells[i.id].value) for i in mine])
 
     def pinned_to(self, pack_id: str, version: str, *, project: str | None = None) -> list[str]:
         """The installations (of ``project``, when given) whose pin resolves to ``pack_id``
@@ -1282,8 +1380,15 @@ class Runtime:
         key: str,
     ) -> CallChecks:
         assert bound.digest is not None
-        # Runs without credentials share their checks (nothing of theirs to redact), per row.
-        shared = (bound.digest, row.channel, row.project) if row is not None else (bound.digest,)
+        inst = self._resolver.find_installation(bound.installation_id)
+        project = inst.project if inst is not None else DEFAULT_PROJECT
+        # Runs without credentials share their checks (nothing of theirs to redact), per row and
+        # per project (health is counted per project).
+        shared = (
+            (bound.digest, row.channel, row.project, project)
+            if row is not None
+            else (bound.digest, project)
+        )
         if auth is _NO_AUTH:
             cached = self._shared_checks.get(shared)
             if cached is not None:
@@ -1291,11 +1396,12 @@ class Runtime:
                 if (
                     checks.input_mode == self.check_input
                     and checks.output_mode == self.check_output
-                    and checks.counters is self._health.get(counted)
+                    and checks.counters is self._health_book.counters.get(counted)
                 ):
                     return checks
         stream = row.stream if row is not None else bound.channel
-        counted = (bound.pack_id, stream, key)
+        # Counted per catalog row: a project's custom row may carry a vendor version's number.
+        counted = (bound.pack_id, stream, key, project)
         contracts = self._contracts.get(bound.digest)
         if contracts is None:
             manifest = (
@@ -1305,19 +1411,16 @@ class Runtime:
             )
             assert manifest is not None  # a sandbox dispatcher carries its bundle's manifest
             contracts = self._contracts[bound.digest] = compile_contracts(manifest)
-        # Counted per catalog row: a project's custom row may carry a vendor version's number.
-        counters = self._health.get(counted)
-        if counters is None:
-            counters = self._health[counted] = HealthCounters()
         checks = CallChecks(
             contracts,
-            counters,
+            self._health_book.counters_for(counted),
             self.check_input,
             self.check_output,
             bound.pack_id,
             bound.version,
             self._warn_contract,
             Redactor(auth).text,
+            self._health_book.enabled,
         )
         if auth is _NO_AUTH:
             self._shared_checks[shared] = (checks, counted)
@@ -1331,23 +1434,143 @@ class Runtime:
             logger.warning("packrun %s", message)
 
     def health(
-        self, pack_id: str, version: str, *, project: str = DEFAULT_PROJECT
+        self,
+        pack_id: str,
+        version: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        per_project: bool = False,
     ) -> VersionHealth:
-        """What this runtime saw of ``pack_id`` ``version`` since it opened: calls, and calls whose
-        input or output broke the tool's declared contract (see ``check_input``/``check_output``).
+        """What the fleet saw of ``pack_id`` ``version``: calls, tool errors, timeouts, sandbox
+        crashes, calls whose input or output broke the tool's declared contract (see
+        ``check_input``/``check_output``), and latency percentiles.
 
         ``version`` names a row as an exact pin of ``project`` would: ``1.2.0`` is the project's
         own custom row when it has one of that number, else the vendor row; ``vendor:1.2.0`` or
         ``custom:1.2.0`` names one channel's row. The counts are the row's, over every project's
-        runs on it (``not_found`` for a version the project does not see).
+        runs on it, or with ``per_project=True`` over the runs of ``project``'s installations
+        (``not_found`` for a version the project does not see).
+
+        Freshness: this runtime's own calls count at once; other runtimes write theirs every
+        ``fleet_interval`` seconds, and this one reads the fleet's sums as often, so theirs show
+        within about two intervals (sums kept since the store was made; a runtime opened with
+        ``count_health=False`` adds nothing).
         """
         check_id("pack id", pack_id)
+        check_flag("per_project", per_project)
         row = self._row(pack_id, version, _check_project(project))
-        shown = str(row.version)
-        counters = self._health.get((pack_id, row.stream, row.version_key))
-        if counters is None:
-            return VersionHealth(pack_id, shown, channel=row.channel)
-        return counters.snapshot(pack_id, shown, row.channel)
+        return self._health_book.figures(
+            pack_id,
+            str(row.version),
+            row.stream,
+            row.version_key,
+            project if per_project else None,
+            row.channel,
+        )
+
+    # --- rollouts and events ------------------------------------------------------------------
+
+    async def start_rollout(
+        self,
+        pack_id: str,
+        version: str,
+        *,
+        steps: Sequence[int] = DEFAULT_STEPS,
+        step_interval: float = 600.0,
+        max_error_rate: float = 0.05,
+        max_error_increase: float = 0.02,
+        min_calls: int = 100,
+        selector: Collection[str] | None = None,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+    ) -> RolloutStatus:
+        """Move the installations of ``project`` that would take ``pack_id`` ``version`` to it in
+        a growing share: ``steps`` percent of them, each step after ``step_interval`` seconds and
+        a health gate.
+
+        The installations are those whose dynamic pin picks the version, those an auto policy
+        moved to it, or with ``selector`` the listed installation ids. Who goes first is decided
+        by a stable hash of the installation id (an installation never flips back and forth).
+        The gate passes once the new version has ``min_calls`` calls from the project's
+        installations with an error rate (tool errors, timeouts, crashes, invalid outputs) at
+        most ``max_error_rate`` and at most ``max_error_increase`` above the version it replaces;
+        a failed gate aborts: every installation moves back (pin events with origin
+        ``rollout``) and runs in flight finish on their version. One rollout per pack and
+        project at a time (``rollout_in_progress``). The rollout lives in the store: any runtime
+        on it continues it, within ``fleet_interval`` seconds, if this one goes away.
+        """
+        _check_actor(actor)
+        return await self._rollouts.start(
+            pack_id,
+            version,
+            steps=steps,
+            step_interval=step_interval,
+            max_error_rate=max_error_rate,
+            max_error_increase=max_error_increase,
+            min_calls=min_calls,
+            selector=selector,
+            project=_check_project(project),
+            actor=actor,
+        )
+
+    async def rollout_status(
+        self, pack_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> RolloutStatus:
+        """The running rollout of ``pack_id`` in ``project``, else its last one (``not_found``
+        when it never had one)."""
+        return await self._rollouts.status(pack_id, _check_project(project))
+
+    async def promote_rollout(
+        self, pack_id: str, *, project: str = DEFAULT_PROJECT, actor: str = "system"
+    ) -> RolloutStatus:
+        """Jump the running rollout of ``pack_id`` to 100%: every installation it covers moves to
+        the new version (``not_found`` when none is running)."""
+        check_id("pack id", pack_id)
+        _check_actor(actor)
+        return await self._rollouts.request(pack_id, _check_project(project), "promote", actor)
+
+    async def abort_rollout(
+        self,
+        pack_id: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> RolloutStatus:
+        """Abort the running rollout of ``pack_id``: every installation it moved goes back to the
+        version it had (one ``rollout_aborted`` event lists them); runs in flight finish on the
+        new version. With ``drain_timeout``, wait up to that many seconds for them to end
+        (``draining`` in the status says how many are left)."""
+        check_id("pack id", pack_id)
+        _check_actor(actor)
+        _check_timeout("drain_timeout", drain_timeout)
+        project = _check_project(project)
+        status = await self._rollouts.request(pack_id, project, "abort", actor)
+        if drain_timeout is not None:
+            deadline = anyio.current_time() + drain_timeout
+            while (status.draining or status.state != "aborted") and (
+                anyio.current_time() < deadline
+            ):
+                await anyio.sleep(0.05)
+                await self._refresh_remote_runs()
+                status = await self._rollouts.status(pack_id, project)
+        return status
+
+    def events(self, since: int = 0, *, follow: bool = False) -> AsyncIterator[Event]:
+        """The fleet's events after the cursor ``since`` (0: from the first), oldest first:
+        publishes, pin moves (with their origin), blocked updates, and rollout starts, steps,
+        promotions, aborts and completions. With ``follow``, keep waiting for new ones (read
+        every ``refresh_interval`` seconds, at least every second). Each event carries its
+        ``cursor``: keep the last one handled and pass it back to resume after it, exactly once.
+
+        >>> async def consume(rt):
+        ...     async for event in rt.events(since=0):
+        ...         print(event.cursor, event.kind)
+        """
+        check_whole("since (an event cursor)", since, 0, 2**63 - 1)
+        check_flag("follow", follow)
+        poll = min(self.refresh_interval, 1.0) or 1.0
+        return read_events(self._store, since, follow, poll)
 
     def _end_run(self, run: Run) -> None:
         calls = self._tracker.end(run)
@@ -1500,6 +1723,16 @@ class Runtime:
             pin = exact_pin(latest, self._resolver.custom_keys(pack_id, project))
         pin = normalize_pin(pin)
         row = self._target(installation_id, pack_id, pin, allow_prerelease, project)
+        if flows_only(row):
+            raise InvalidArgument(
+                "pack to install",
+                pack_id,
+                [
+                    "a pack with an integration, ontology, KB domain, workflow or data source: "
+                    f"{pack_id} {row.version} holds process flows only, which are not installed "
+                    "or pinned (read them with process_flows)"
+                ],
+            )
         now = _now()
         inst = Installation(
             installation_id, pack_id, pin, policy, allow_prerelease, now, project=project
@@ -1533,6 +1766,27 @@ class Runtime:
         With ``expect_pin``, the move happens only if the pin is still that (as read in the
         transaction): how update policies avoid undoing a concurrent manual update.
         """
+        await self._move_pin(
+            installation_id,
+            pin,
+            actor=actor,
+            origin=origin,
+            expect_pin=expect_pin,
+            project=project,
+        )
+        return self._resolver.installation(installation_id)
+
+    async def _move_pin(
+        self,
+        installation_id: str,
+        pin: str,
+        *,
+        actor: str = "system",
+        origin: Origin = "user",
+        expect_pin: str | None = None,
+        project: str | None = None,
+    ) -> PinEvent | None:
+        """:meth:`set_pin`, saying what moved: the pin event, or ``None`` when nothing did."""
         if origin not in ORIGINS:
             raise InvalidArgument("origin", origin, ORIGINS)
         _check_actor(actor)
@@ -1567,7 +1821,7 @@ class Runtime:
             hold = _hold_after(stored, before, row, pin, origin)
             return dataclasses.replace(stored, pin=pin, hold=hold), event
 
-        return await self._update_installation(installation_id, update)
+        return (await self._change_installation(installation_id, update))[1]
 
     async def set_policy(
         self,
@@ -1576,16 +1830,31 @@ class Runtime:
         *,
         actor: str = "system",
         project: str | None = None,
+        min_release_age: float | None = None,
+        window: str | None = None,
     ) -> Installation:
         """Change how an installation follows new versions: ``manual``, ``auto_patch``,
         ``auto_minor``. Recorded on the installation; it ends a hold left by a manual move (the
-        policy applies at once from the current version); no pin moves otherwise."""
+        policy applies at once from the current version); no pin moves otherwise.
+
+        ``min_release_age`` (seconds) makes an auto policy take a version only once it is that
+        old (from its ``published_at``), passing over younger ones; ``window`` (such as
+        ``"mon-fri 02:00-06:00"``, UTC) lets it move only inside that window. Each call sets both:
+        ``None`` means the project's (:meth:`set_project_soak`), or none."""
         if policy not in POLICIES:
             raise InvalidArgument("policy", policy, POLICIES)
         _check_actor(actor)
+        age = check_age("min_release_age", min_release_age)
+        opens = None if window is None else UpdateWindow.parse(window)
         self._resolver.installation(
             installation_id, _optional_project(project)
         )  # not_found naming known ones
+        soak = Soak(age, opens)
+        scope = f"installation:{installation_id}"
+        if soak != self._soak.get(scope, Soak()):
+            async with self._lock:
+                await self._store.set_soak(scope, soak._encode() if soak.is_set else None)
+                self._set_soak(scope, soak)
         changed = await self._update_installation(
             installation_id,
             lambda stored: (dataclasses.replace(stored, policy=policy, hold=None), None),
@@ -1607,14 +1876,116 @@ class Runtime:
         await self._apply_policies([changed])
         return self._resolver.installation(installation_id)
 
+    def _set_soak(self, scope: str, soak: Soak) -> None:
+        if soak.is_set:
+            self._soak[scope] = soak
+        else:
+            self._soak.pop(scope, None)
+
+    def soak_of(self, installation_id: str) -> Soak:
+        """The soak that governs an installation's update policy: its own ``min_release_age``
+        and ``window``, each else its project's (:meth:`set_project_soak`)."""
+        inst = self._resolver.installation(installation_id)
+        own = self._soak.get(f"installation:{inst.id}", Soak())
+        return own._over(self._soak.get(f"project:{inst.project}", Soak()))
+
+    async def set_project_soak(
+        self,
+        min_release_age: float | None = None,
+        *,
+        window: str | None = None,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+    ) -> Soak:
+        """Set the soak of every installation of ``project`` with an auto policy that does not
+        set its own: a ``min_release_age`` (seconds) and an update ``window`` (``None``: none).
+        Policies are applied again at once under the new setting."""
+        age = check_age("min_release_age", min_release_age)
+        opens = None if window is None else UpdateWindow.parse(window)
+        _check_project(project)
+        _check_actor(actor)
+        soak = Soak(age, opens)
+        scope = f"project:{project}"
+        async with self._lock:
+            await self._store.set_soak(scope, soak._encode() if soak.is_set else None)
+            self._set_soak(scope, soak)
+        logger.info(
+            "packrun set the soak of project %s to %s by %s",
+            project,
+            soak.describe(),
+            actor,
+            extra={"event": "soak_set", "project": project, "actor": actor},
+        )
+        await self._apply_policies(
+            [i for i in self._resolver.auto_installations() if i.project == project]
+        )
+        return soak
+
+    def project_soak(self, project: str = DEFAULT_PROJECT) -> Soak:
+        """The soak ``project`` set with :meth:`set_project_soak` (an empty one when none)."""
+        return self._soak.get(f"project:{_check_project(project)}", Soak())
+
+    # --- aliases --------------------------------------------------------------------------------
+
+    async def set_alias(
+        self,
+        pack_id: str,
+        name: str,
+        version: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> AliasChange:
+        """Point the alias ``name`` (``stable``, ``canary``) of ``pack_id`` in ``project`` at
+        ``version`` (``1.2.0``, ``vendor:1.2.0``, ``custom:1.2.0``), creating it if new.
+
+        Every installation pinned ``@name`` moves with it, in one transaction, each with a pin
+        event of origin ``alias``; runs in flight finish on their version. With
+        ``drain_timeout``, the call waits up to that many seconds for those installations' runs on
+        the version left behind to end, and reports those still in flight.
+        """
+        check_alias_name(name)
+        _check_project(project)
+        _check_actor(actor)
+        _check_timeout("drain_timeout", drain_timeout)
+        self._resolver.rows(pack_id, project)  # not_found naming the packs the project sees
+        pin = normalize_pin(version, "version")
+        if follows(pin):
+            raise InvalidArgument("version", version, ["an exact version such as 1.2.0"])
+        row = self._row(pack_id, version, project)
+        if row.contract is not None:
+            check_generation(row.pack_id, str(row.version), row.contract, self.generations)
+        pin = exact_pin(row, self._resolver.custom_keys(pack_id, project))
+        return await move_alias(
+            self, Alias(project, pack_id, name, pin, actor, _now()), row, drain_timeout
+        )
+
+    def aliases(self, pack_id: str | None = None, *, project: str = DEFAULT_PROJECT) -> list[Alias]:
+        """The aliases of ``project`` (of one pack, when given), by pack and name: ``.name
+        .version .actor .at``."""
+        _check_project(project)
+        if pack_id is not None:
+            self._resolver.rows(pack_id, project)
+        return [
+            a
+            for a in self._resolver.all_aliases(project)
+            if pack_id is None or a.pack_id == pack_id
+        ]
+
     async def _update_installation(self, installation_id: str, update: Update) -> Installation:
+        return (await self._change_installation(installation_id, update))[0]
+
+    async def _change_installation(
+        self, installation_id: str, update: Update
+    ) -> tuple[Installation, PinEvent | None]:
         async with self._lock:
             changed, event = await self._store.update_installation(installation_id, update)
             events = self._resolver.history(installation_id)
             self._resolver.set_installation(changed, [*events, event] if event else events)
         if event is not None:
             _log_pin_move(changed.pack_id, event, changed)
-        return changed
+        return changed, event
 
     # --- diffs, policies, reviews, updates and rollbacks ----------------------------------------
 
@@ -1628,20 +1999,39 @@ class Runtime:
 
     async def _apply_policies(self, installations: Sequence[Installation]) -> None:
         """Move ``auto_patch``/``auto_minor`` installations to what their policy allows now."""
+        blocked: list[NewEvent] = []
+        try:
+            await self._apply_each_policy(installations, blocked)
+        finally:
+            if blocked:
+                try:
+                    await self._store.append_events(blocked)
+                except PackrunError as exc:
+                    self._warn("events", f"could not record blocked updates in {self.url}: {exc}")
+
+    async def _apply_each_policy(
+        self, installations: Sequence[Installation], blocked: list[NewEvent]
+    ) -> None:
         for inst in installations:
-            if inst.policy == "manual" or inst.pin in DYNAMIC_PINS:
+            if inst.policy == "manual" or follows(inst.pin):
                 continue
             current = self._cells[inst.id].value
             if current is None:
                 continue
-            target, _ = policy_target(
+            target, refused = policy_target(
                 inst.policy,
                 current.entry,
                 self._resolver.rows(inst.pack_id, inst.project),
                 inst.allow_prerelease,
                 self._diff_of,
                 hold=Version.parse(inst.hold) if inst.hold else None,
+                soak=self.soak_of(inst.id),
+                now=self._clock(),
             )
+            blocked.extend(blocked_events(inst, refused))
+            for b in refused:  # come back when a soaking version is old enough, a window opens
+                if b.until is not None and (self._due is None or b.until < self._due):
+                    self._due = b.until
             if target is None:
                 continue
             try:
@@ -1690,6 +2080,11 @@ class Runtime:
         changed = changed_tools(report.findings, tools)
         usage = self._usage.get(installation_id, WorkflowTools({}, {}))
         in_flight = self._runs_of(installation_id, current.version_key)
+        until = None
+        if inst.policy != "manual" and not follows(inst.pin):
+            until = self.soak_of(inst.id)._soaks_until(target.published_at)
+            if until is not None and until <= self._clock():
+                until = None
         review = UpdateReview(
             installation_id,
             str(current.version),
@@ -1703,6 +2098,8 @@ class Runtime:
             why_acknowledge(report),
             report,
             reauth_reasons(report),
+            notices_between(rows, current, target) if target.version > current.version else (),
+            until,
         )
         return review, target
 
@@ -1818,6 +2215,56 @@ class Runtime:
         still = await self._wait_for_runs(installation_id, current.pack_id, left, drain_timeout)
         return Rollback(installation_id, left, str(target.version), not still, still)
 
+    async def bulk_update(
+        self,
+        selector: Selector | str,
+        *,
+        to: str | None = None,
+        dry_run: bool = True,
+        actor: str = "system",
+        acknowledge_breaking: bool = False,
+    ) -> BulkPlan:
+        """Update every installation ``selector`` picks (a :class:`~packrun.Selector` or text such
+        as ``"pack=acme,version=1.1.0,policy=auto_patch"``) to ``to`` (default: each one's update
+        available, as :meth:`review_update` takes it).
+
+        With ``dry_run=True`` (the default) nothing moves: the :class:`~packrun.BulkPlan` says what
+        would (moves, blocked with reasons, runs in flight, affected workflows). With
+        ``dry_run=False`` the same plan is made and applied, one transaction per installation,
+        each only if its pin is still the one the plan saw; the plan returned says what moved.
+        Majors and breaking targets stay blocked unless ``acknowledge_breaking=True``.
+        """
+        _check_actor(actor)
+        check_flag("dry_run", dry_run)
+        check_flag("acknowledge_breaking", acknowledge_breaking)
+        plan = bulk_plan(self, "update", selector, to, acknowledge_breaking)
+        return plan if dry_run else await bulk_apply(self, plan, actor)
+
+    async def bulk_rollback(
+        self,
+        selector: Selector | str,
+        *,
+        to: str,
+        dry_run: bool = True,
+        actor: str = "system",
+        drain_timeout: float | None = None,
+    ) -> BulkPlan:
+        """Roll back every installation ``selector`` picks to ``to``, as :meth:`bulk_update` does
+        (a plan with ``dry_run=True``, the default; the moves with ``dry_run=False``). An update
+        policy then holds, as after :meth:`rollback`. With ``drain_timeout``, a real run waits up
+        to that many seconds for the moved installations' runs on the versions left to end, and
+        reports those still in flight (``drained``, ``still_in_flight``)."""
+        _check_actor(actor)
+        check_flag("dry_run", dry_run)
+        _check_timeout("drain_timeout", drain_timeout)
+        plan = bulk_plan(self, "rollback", selector, to, True)
+        if dry_run:
+            return plan
+        done = await bulk_apply(self, plan, actor)
+        if drain_timeout is None or not done.moves:
+            return done
+        return await wait_drained(self, done, drain_timeout)
+
     def _runs_of(self, installation_id: str, key: str) -> tuple[str, ...]:
         """The runs of one installation in flight on one version (key), here and elsewhere."""
         return self._tracker.runs_of(installation_id, key)
@@ -1928,6 +2375,9 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    fleet_interval: float = 1.0,
+    count_health: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1953,6 +2403,12 @@ def open_runtime(
     ``"auto"``: bubblewrap when installed) under ``sandbox_limits``, except the code of the
     channels listed in ``in_process`` (``{"vendor"}``), which this process trusts to import.
 
+    Every ``fleet_interval`` seconds the runtime writes its health counts to the store (and reads
+    the fleet's: :meth:`Runtime.health`) and takes its turn at driving rollouts;
+    ``count_health=False`` turns the counting of calls off.
+    ``clock`` (a function returning an aware ``datetime``; default: the system's UTC time) is
+    what update policies read for release ages and update windows; tests pass their own.
+
     >>> import anyio, packrun
     >>> async def main():
     ...     async with packrun.open_runtime("memory:") as rt:
@@ -1977,4 +2433,7 @@ def open_runtime(
         in_process=in_process,
         sandbox=sandbox,
         sandbox_limits=sandbox_limits,
+        fleet_interval=fleet_interval,
+        count_health=count_health,
+        clock=clock,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -28,6 +28,7 @@ from packrun._auth import Auth
 from packrun._checks import CheckMode
 from packrun._contract import DEFAULT_GENERATIONS
 from packrun._dispatch import SandboxLimits, SandboxMode
+from packrun._events import Event
 from packrun._resolver import Resolution
 from packrun._runs import Run, RunScope
 from packrun._runtime import Runtime
@@ -306,6 +307,14 @@ class BlockingRuntime:
     set_policy = _awaited(Runtime.set_policy)
     update = _awaited(Runtime.update)
     rollback = _awaited(Runtime.rollback)
+    bulk_update = _awaited(Runtime.bulk_update)
+    bulk_rollback = _awaited(Runtime.bulk_rollback)
+    set_alias = _awaited(Runtime.set_alias)
+    aliases = _in_loop(Runtime.aliases)
+    set_project_soak = _awaited(Runtime.set_project_soak)
+    project_soak = _in_loop(Runtime.project_soak)
+    soak_of = _in_loop(Runtime.soak_of)
+    pack_updates = _in_loop(Runtime.pack_updates)
     review_update = _in_loop(Runtime.review_update)
     declare_workflow = _awaited(Runtime.declare_workflow)
     set_immutable_versions = _awaited(Runtime.set_immutable_versions)
@@ -335,6 +344,28 @@ class BlockingRuntime:
     source = _in_loop(Runtime.source)
     project_settings = _in_loop(Runtime.project_settings)
     projects = _in_loop(Runtime.projects)
+    start_rollout = _awaited(Runtime.start_rollout)
+    rollout_status = _awaited(Runtime.rollout_status)
+    promote_rollout = _awaited(Runtime.promote_rollout)
+    abort_rollout = _awaited(Runtime.abort_rollout)
+
+    def events(self, since: int = 0, *, follow: bool = False) -> Iterator[Event]:
+        """The fleet's events after the cursor ``since``, as :meth:`packrun.Runtime.events`
+        yields them (each read waits in the calling thread)."""
+        runtime, portal = self._open()
+        events = portal.call(functools.partial(runtime.events, since, follow=follow))
+
+        async def next_event() -> Event | None:
+            try:
+                return await anext(events)
+            except StopAsyncIteration:
+                return None
+
+        def iterate() -> Iterator[Event]:
+            while (event := portal.call(next_event)) is not None:
+                yield event
+
+        return iterate()
 
     def __repr__(self) -> str:
         return f"<BlockingRuntime {self.url} {'closed' if self.closed else 'open'}>"
@@ -355,6 +386,9 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    fleet_interval: float = 1.0,
+    count_health: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -379,6 +413,9 @@ def open_runtime(
             in_process=in_process,
             sandbox=sandbox,
             sandbox_limits=sandbox_limits,
+            fleet_interval=fleet_interval,
+            count_health=count_health,
+            clock=clock,
         )
     )
     rt._start()

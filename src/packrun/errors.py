@@ -20,7 +20,8 @@ One root, :class:`PackrunError`; a family per subject beneath it; a concrete cla
     │   └── BundleContractIncompatible ······ BUNDLE_CONTRACT_INCOMPATIBLE
     ├── UpdateError
     │   ├── BreakingDiff ···················· breaking_diff
-    │   └── DrainTimeout ···················· drain_timeout
+    │   ├── DrainTimeout ···················· drain_timeout
+    │   └── RolloutInProgress ··············· rollout_in_progress
     ├── SyncError
     │   ├── SourceError ····················· source_error
     │   └── UntrustedSource ················· untrusted_source
@@ -71,6 +72,7 @@ __all__ = [
     "NotFound",
     "PackrunError",
     "Problem",
+    "RolloutInProgress",
     "SandboxCrashed",
     "SandboxError",
     "SandboxUnavailable",
@@ -381,6 +383,22 @@ class DrainTimeout(UpdateError):
         shown = ", ".join(self.run_ids[:10]) + (", ..." if len(self.run_ids) > 10 else "")
         super().__init__(
             f"{pack} {version} still has {len(self.run_ids)} run(s) in flight after {timeout:g}s: {shown}"
+        )
+
+
+class RolloutInProgress(UpdateError):
+    """A rollout of the pack is already running in the project: one at a time."""
+
+    code = "rollout_in_progress"
+
+    def __init__(self, pack: str, project: str, rollout_id: str, version: str) -> None:
+        self.pack = pack
+        self.project = project
+        self.rollout_id = rollout_id
+        self.version = version
+        super().__init__(
+            f"{pack} already has rollout {rollout_id} (to {version}) running in project "
+            f"{project}: expected no running rollout; promote or abort it first"
         )
 
 

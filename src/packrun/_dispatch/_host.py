@@ -9,7 +9,10 @@ replaced; only its own call fails.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -30,6 +33,7 @@ from packrun._dispatch._protocol import (
     HEADER,
     Call,
     Cancel,
+    Context,
     Done,
     Failed,
     FromWorker,
@@ -88,11 +92,197 @@ class _Died(Exception):
     """The worker closed its channel or sent something that is not the protocol."""
 
 
+_PAUSE_AT = 1024
+"""Frames read ahead of the call that takes them; past this many the host stops reading the
+worker's channel until the call has taken them, so a worker cannot fill the host's memory."""
+_BUFFER = 64 * 1024
+_SPIN = 20e-6
+"""Seconds a call reads its answer straight from the socket before it waits on the event loop."""
+
+
+class _Link(asyncio.BufferedProtocol):
+    """A worker's channel on asyncio: the event loop reads it into this link's buffer whenever it
+    has something, frames are decoded as they arrive and the call waiting for one is woken. Writes
+    go straight to the socket (what it cannot take now is sent as it drains). One call waits at a
+    time; its deadline is one timer of the loop per link, moved only when a call needs it sooner.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
+        self.frames: collections.deque[FromWorker] = collections.deque()
+        self.limit = _FRAME_SLACK
+        self.error: str | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.expired = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._in = bytearray(_BUFFER)
+        self._view = memoryview(self._in)
+        self._start = 0  # the unread bytes are _in[_start:_end]
+        self._end = 0
+        self._need = HEADER.size  # bytes the frame being read needs in all
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._in) - self._end < max(self._need - (self._end - self._start), 4096):
+            self._make_room()
+        return self._view[self._end :]
+
+    def _make_room(self) -> None:
+        """Move the unread bytes to the front, in a larger buffer when a frame needs one (and a
+        buffer of the usual size again once a large frame is read)."""
+        unread = bytes(self._view[self._start : self._end])
+        size = max(self._need, _BUFFER)
+        if size > len(self._in) or (len(self._in) > _BUFFER and size == _BUFFER):
+            self._in = bytearray(size + 4096)
+            self._view = memoryview(self._in)
+        self._in[: len(unread)] = unread
+        self._start, self._end = 0, len(unread)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end = end = self._end + nbytes
+        start = self._start
+        view = self._view
+        frames = self.frames
+        while end - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._in, start)
+            if size > self.limit:
+                self._fail(f"it sent a message of {size} bytes, over the limit of {self.limit}")
+                return
+            need = HEADER.size + size
+            if end - start < need:
+                self._need = need
+                break
+            try:
+                frames.append(_decode(view[start + HEADER.size : start + need]))
+            except _Died as exc:
+                self._fail(str(exc))
+                return
+            start += need
+            self._need = HEADER.size
+        if start == end:
+            start = self._end = 0
+        self._start = start
+        if len(frames) >= _PAUSE_AT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        if frames:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail("its channel closed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("its channel closed")
+
+    def _fail(self, error: str) -> None:
+        if self.error is None:
+            self.error = error
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def arm(self, timeout: float) -> None:
+        """Start a call's deadline: :meth:`receive` raises ``TimeoutError`` once it passed."""
+        self.expired = False
+        self._deadline = deadline = self.loop.time() + timeout
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._check)
+            self._timer_at = deadline
+
+    def disarm(self) -> None:
+        """The call ended (its timer, if it fires, finds no deadline and stops)."""
+        self._deadline = None
+
+    def _check(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self.loop.time() >= deadline:
+            self.expired = True
+            self._wake()
+        else:  # a later call's deadline
+            self._timer = self.loop.call_at(deadline, self._check)
+            self._timer_at = deadline
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None or self.transport is None:
+            raise _Died(self.error or "its channel closed")
+        self.transport.write(data)
+
+    async def receive(self) -> FromWorker:
+        """The next frame; ``TimeoutError`` once the deadline passed."""
+        frames = self.frames
+        if self.expired:  # checked first: a worker sending without end must not outrun it
+            raise TimeoutError
+        if not frames and self.sock is not None and not getattr(self.loop, "_ready", True):
+            self._spin()
+        while not frames:
+            if self.expired:
+                raise TimeoutError
+            if self.error is not None:
+                raise _Died(self.error)
+            self.waiter = waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        if self._paused and len(frames) < _PAUSE_AT // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return frames.popleft()
+
+    def _spin(self) -> None:
+        """Read the answer straight from the socket if it comes within a few microseconds, while
+        the event loop has nothing else ready to run: a worker answers a short call faster than
+        the loop can go to sleep and be woken again."""
+        sock = self.sock
+        assert sock is not None
+        end = time.perf_counter() + _SPIN
+        while not self.frames and self.error is None:
+            try:
+                count = sock.recv_into(self.get_buffer(-1))
+            except BlockingIOError:
+                if time.perf_counter() > end:
+                    return
+                continue
+            except OSError:
+                return  # the transport sees it too
+            if not count:
+                return
+            self.buffer_updated(count)
+
+    def close(self) -> None:
+        self.disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
 class _Worker:
     """One worker process serving one bundle, one call at a time.
 
-    The channel is read and written directly (a non-blocking socket, waited on only when it has
-    nothing to give): a call costs one wake-up of the event loop, not one per stream layer.
+    On asyncio the channel is a :class:`_Link` (a protocol the event loop feeds). On any other
+    backend (trio) it is read and written directly through anyio (a non-blocking socket, waited
+    on only when it has nothing to give).
     """
 
     def __init__(self, process: Process, key: tuple[str, str]) -> None:
@@ -102,17 +292,29 @@ class _Worker:
         self.idle_since = time.monotonic()
         self.dead = False
         self.killed = False  # by the host (deadline, cancellation, close)
+        self.link: _Link | None = None
+        self.ctx: ToolContext | None = None
+        """The context of the last call sent (the worker keeps it)."""
         self._sock = process.sock
         self._buffer = bytearray()
         self._next_id = 0
 
     async def open(self) -> None:
         self._sock.setblocking(False)
+        loop = asyncio._get_running_loop()  # None on trio
+        if loop is not None:
+            link = _Link(loop)
+            await loop.connect_accepted_socket(lambda: link, self._sock)
+            link.sock = self._sock
+            self.link = link
 
     async def send(self, message: object) -> None:
         await self.send_bytes(frame(_ENCODER, message))
 
     async def send_bytes(self, data: bytes) -> None:
+        if self.link is not None:
+            self.link.write(data)
+            return
         view = memoryview(data)
         try:
             while view:
@@ -136,6 +338,9 @@ class _Worker:
             buffer += chunk
 
     async def receive(self, limit: int) -> FromWorker:
+        if self.link is not None:
+            self.link.limit = limit
+            return await self.link.receive()
         try:
             await self._fill(HEADER.size)
             (size,) = HEADER.unpack_from(self._buffer)
@@ -152,10 +357,22 @@ class _Worker:
         self._next_id += 1
         return self._next_id
 
+    def wake(self) -> None:
+        """Wake a call waiting on the channel (the runtime is closing)."""
+        if self.link is not None:
+            self.link._fail("the runtime is closing")
+            return
+        with contextlib.suppress(OSError, RuntimeError):
+            anyio.notify_closing(self._sock)
+
     def kill(self) -> None:
         self.dead = True
         self.killed = True
-        self.process.kill()
+        if self.link is not None:
+            self.process.kill(close=False)
+            self.link.close()  # the transport owns the socket: it closes it
+        else:
+            self.process.kill()
 
     async def finish(self, limits: SandboxLimits) -> str:
         """Kill the worker, wait for it (no zombie) and say why it ended."""
@@ -163,7 +380,7 @@ class _Worker:
         with anyio.CancelScope(shield=True):
             if not self.killed:  # it died by itself: its own status says how
                 await anyio.to_thread.run_sync(self.process.wait_exit, 1.0)
-            self.process.kill()
+            self.kill()
             await anyio.to_thread.run_sync(self.process.reap)
         return self.process.cause(limits)
 
@@ -314,87 +531,122 @@ class WorkerPool:
         timeout: float,
     ) -> Any:
         """Run ``tool`` in a worker of ``key``; see the module docstring for what can fail."""
-        worker = await self._acquire(key, source)
+        idle = self._idle.get(key)
+        worker = idle.pop() if idle and not self._closed else await self._acquire(key, source)
         try:
-            return await self._call(worker, source, tool, ctx, input, timeout)
+            worker.calls += 1
+            call_id = worker.next_id()
+            auth = ctx.auth
+            if worker.ctx is ctx:  # the same run again: the worker has its context
+                message = Call(call_id, tool, input if type(input) is dict else dict(input))
+            else:
+                context = Context(
+                    ctx.run_id,
+                    ctx.installation_id,
+                    ctx.pack_id,
+                    ctx.version,
+                    auth.mode,
+                    dict(auth.credentials),
+                    list(auth.scopes),
+                    auth.header,
+                )
+                message = Call(
+                    call_id, tool, input if type(input) is dict else dict(input), context
+                )
+            try:
+                data = frame(_ENCODER, message)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidArgument(
+                    f"input of tool {tool!r}",
+                    type(input).__name__,
+                    [
+                        f"values msgpack can carry to the sandbox (strings, numbers, lists, dicts): {exc}"
+                    ],
+                ) from None
+            # From here the worker has the context (or is killed): the run's next calls leave it out.
+            # Held: an object of a run that ended is never taken for a new one.
+            worker.ctx = ctx
+            limit = self.limits.output_bytes + _FRAME_SLACK
+            link = worker.link
+            try:
+                if (
+                    link is not None
+                ):  # asyncio: the deadline is a timer of the loop, no cancel scope
+                    link.limit = limit
+                    link.arm(timeout)
+                    try:
+                        link.write(data)
+                        reply = await link.receive()
+                        if type(reply) is not Done or reply.id != call_id:
+                            reply = await self._until_answer(
+                                worker, reply, call_id, limit, ctx, tool, source
+                            )
+                    finally:
+                        link.disarm()
+                else:
+                    with anyio.fail_after(timeout):
+                        await worker.send_bytes(data)
+                        reply = await self._until_answer(
+                            worker, await worker.receive(limit), call_id, limit, ctx, tool, source
+                        )
+            except TimeoutError:
+                worker.kill()
+                raise ToolTimeout(source.pack, source.version, tool, timeout) from None
+            except _Died as exc:
+                cause = await self._finish(worker)
+                raise SandboxCrashed(
+                    source.pack, source.version, tool, f"{cause} ({exc})"
+                ) from None
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._cancel(worker, call_id)
+                raise
+            if isinstance(reply, Done):
+                return reply.output
+            return await self._failure(worker, source, tool, reply, auth)
         finally:
-            await self._release(worker)
+            if worker.dead or self._closed or worker.calls >= self.limits.max_calls:
+                await self._release(worker)
+            else:  # back to the idle ones, at no await
+                worker.idle_since = time.monotonic()
+                self._idle.setdefault(key, []).append(worker)
+                if self._waiting:
+                    self._signal()
 
-    async def _call(
+    async def _until_answer(
         self,
         worker: _Worker,
-        source: _Source,
-        tool: str,
+        reply: FromWorker,
+        call_id: int,
+        limit: int,
         ctx: ToolContext,
-        input: Mapping[str, Any],
-        timeout: float,
-    ) -> Any:
-        worker.calls += 1
-        call_id = worker.next_id()
-        auth = ctx.auth
-        message = Call(
-            call_id,
-            tool,
-            input if isinstance(input, dict) else dict(input),
-            ctx.run_id,
-            ctx.installation_id,
-            ctx.pack_id,
-            ctx.version,
-            auth.mode,
-            dict(auth.credentials),
-            list(auth.scopes),
-            auth.header,
-        )
-        try:
-            data = frame(_ENCODER, message)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidArgument(
-                f"input of tool {tool!r}",
-                type(input).__name__,
-                [
-                    f"values msgpack can carry to the sandbox (strings, numbers, lists, dicts): {exc}"
-                ],
-            ) from None
-        limit = self.limits.output_bytes + _FRAME_SLACK
-        try:
-            with anyio.fail_after(timeout):
-                await worker.send_bytes(data)
-                logs = 0
-                while True:
-                    reply = await worker.receive(limit)
-                    if isinstance(reply, Done | Failed) and reply.id == call_id:
-                        break
-                    if isinstance(reply, Loaded | LoadFailed):  # a load answered twice: forged
-                        raise _Died("it answered its load again, during a call")
-                    # Anything else (a log record, a stray frame): let the loop run between them,
-                    # or a worker writing frames as fast as it can would starve it, deadline included.
-                    await anyio.lowlevel.checkpoint()
-                    if isinstance(reply, Log) and reply.id == call_id:
-                        logs += 1
-                        if logs <= _LOG_RECORDS:
-                            ctx.logger.log(reply.level, _text(reply.message, auth))
-                        elif logs == _LOG_RECORDS + 1:
-                            logger.warning(
-                                "tool %r of %s %s logged more than %d records in one call; "
-                                "the rest of this call's records are dropped",
-                                tool,
-                                source.pack,
-                                source.version,
-                                _LOG_RECORDS,
-                            )
-        except TimeoutError:
-            worker.kill()
-            raise ToolTimeout(source.pack, source.version, tool, timeout) from None
-        except _Died as exc:
-            cause = await self._finish(worker)
-            raise SandboxCrashed(source.pack, source.version, tool, f"{cause} ({exc})") from None
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._cancel(worker, call_id)
-            raise
-        if isinstance(reply, Done):
-            return reply.output
-        return await self._failure(worker, source, tool, reply, auth)
+        tool: str,
+        source: _Source,
+    ) -> Done | Failed:
+        """Relay the call's log records until its answer (``reply`` is the first frame)."""
+        logs = 0
+        while True:
+            if isinstance(reply, Done | Failed) and reply.id == call_id:
+                return reply
+            if isinstance(reply, Loaded | LoadFailed):  # a load answered twice: forged
+                raise _Died("it answered its load again, during a call")
+            # Anything else (a log record, a stray frame): let the loop run between them, or a
+            # worker writing frames as fast as it can would starve it, deadline included.
+            await anyio.lowlevel.checkpoint()
+            if isinstance(reply, Log) and reply.id == call_id:
+                logs += 1
+                if logs <= _LOG_RECORDS:
+                    ctx.logger.log(reply.level, _text(reply.message, ctx.auth))
+                elif logs == _LOG_RECORDS + 1:
+                    logger.warning(
+                        "tool %r of %s %s logged more than %d records in one call; "
+                        "the rest of this call's records are dropped",
+                        tool,
+                        source.pack,
+                        source.version,
+                        _LOG_RECORDS,
+                    )
+            reply = await worker.receive(limit)
 
     async def _finish(self, worker: _Worker) -> str:
         return await worker.finish(self.limits)  # _release then discards it from the pool
@@ -446,8 +698,7 @@ class WorkerPool:
         self._closed = True
         workers = list(self._all)
         for worker in workers:
-            with contextlib.suppress(OSError, RuntimeError):
-                anyio.notify_closing(worker.process.sock)  # wake a call waiting on it
+            worker.wake()  # a call waiting on it ends
             worker.kill()
         with anyio.CancelScope(shield=True):
             for worker in workers:
@@ -482,10 +733,7 @@ def sandbox_dispatcher(
     source = _Source(bundle.data, bundle.id, bundle.version, bundle.manifest.network is not False)
 
     def entry(tool: str, timeout: float) -> tuple[Any, bool]:
-        async def call(ctx: ToolContext, input: Mapping[str, Any]) -> Any:
-            return await pool.call(key, source, tool, ctx, input, timeout)
-
-        return call, True
+        return functools.partial(pool.call, key, source, tool, timeout=timeout), True
 
     tools = {
         t.id: entry(t.id, pool.limits.call_timeout if t.timeout_s is msgspec.UNSET else t.timeout_s)
@@ -578,7 +826,7 @@ def _receive_blocking(sock: socket.socket, deadline: float) -> FromWorker:
     return _decode(exactly(size))
 
 
-def _decode(body: bytes) -> FromWorker:
+def _decode(body: bytes | memoryview) -> FromWorker:
     """A frame's message; anything that is not one (malformed, nested too deep to decode, of the
     wrong shape) is a protocol violation: the worker is treated as dead."""
     try:

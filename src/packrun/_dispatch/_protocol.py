@@ -2,9 +2,10 @@
 
 Each frame is a 4-byte big-endian length and a msgpack message. The host sends :class:`Load` once
 (the bundle's bytes; the worker imports them in memory, nothing is written to a disk), then one
-:class:`Call` at a time, and :class:`Cancel` to stop the call in progress. The worker answers a load
-with :class:`Loaded` or :class:`LoadFailed`, and a call with :class:`Done` or :class:`Failed`,
-sending :class:`Log` records in between. Credentials travel in each :class:`Call`, never in the load.
+:class:`Call` at a time (with the run's :class:`Context` when it is not the previous call's), and
+:class:`Cancel` to stop the call in progress. The worker answers a load with :class:`Loaded` or
+:class:`LoadFailed`, and a call with :class:`Done` or :class:`Failed`, sending :class:`Log` records
+in between. Credentials travel in a call's context, never in the load.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "HEADER",
     "Call",
     "Cancel",
+    "Context",
     "Done",
     "Failed",
     "FromHost",
@@ -40,12 +42,9 @@ class Load(msgspec.Struct, tag="load", array_like=True):
     log_level: int = 0
 
 
-class Call(msgspec.Struct, tag="call", array_like=True):
-    """Call one tool of the loaded bundle. ``credentials`` belong to this call's run only."""
+class Context(msgspec.Struct, array_like=True):
+    """The run a call belongs to: the tool's ``ToolContext`` and the run's credentials."""
 
-    id: int
-    tool: str
-    input: Any
     run_id: str
     installation_id: str
     pack_id: str
@@ -54,6 +53,17 @@ class Call(msgspec.Struct, tag="call", array_like=True):
     credentials: dict[str, str]
     scopes: list[str]
     header: str
+
+
+class Call(msgspec.Struct, tag="call", array_like=True):
+    """Call one tool of the loaded bundle. ``context`` is left out when it is the one of the
+    previous call to this worker (the same run calling again); its credentials belong to that
+    run only."""
+
+    id: int
+    tool: str
+    input: Any
+    context: Context | None = None
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import IO, Final, Literal, TypeAlias
 
 from packrun._dispatch.worker import BOOT
 from packrun.errors import InvalidArgument, SandboxUnavailable
@@ -61,6 +61,11 @@ class SandboxLimits:
     """Open file descriptors of a worker (``RLIMIT_NOFILE``)."""
     file_bytes: int = 16 * _MIB
     """Largest file a worker may write (``RLIMIT_FSIZE``)."""
+    processes: int = 0
+    """Processes a worker may start. 0 (the default): none, a tool can start threads but no
+    process (a seccomp filter: ``fork`` fails with ``EPERM``). Above 0: the processes and threads
+    of the worker's user (``RLIMIT_NPROC``), which the kernel does not enforce for a user that is
+    root outside the worker's namespaces (``bwrap`` started by root); see docs/sandbox.md."""
     tmp_bytes: int = 64 * _MIB
     """Size of each of a ``bwrap`` worker's in-memory folders (``/tmp`` and its working folder)."""
     call_timeout: float = 30.0
@@ -94,6 +99,11 @@ class SandboxLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"sandbox limit {name}", value, ["an integer of 1 or more"])
+        value = self.processes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidArgument(
+                "sandbox limit processes", value, ["an integer of 0 (none) or more"]
+            )
         for name in ("workers_per_digest", "workers", "max_calls"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -190,27 +200,77 @@ def _bwrap_args(bwrap: str, network: bool, tmp_bytes: int) -> list[str]:
     return args
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid`` (of each of its threads), from ``/proc``; none once it is gone."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                found.extend(int(c) for c in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def kill_tree(pid: int) -> None:
+    """Kill ``pid`` and every process below it, wherever they moved to: stopped first, round after
+    round until no new one appears (a stopped process cannot start another, and the worker, a
+    child subreaper, adopts what its children leave behind), then killed."""
+    _signal(pid, signal.SIGSTOP)
+    seen = {pid}
+    frontier = [pid]
+    for _ in range(10_000):  # bounded by the worker's process limit long before
+        found = [c for p in frontier for c in _children(p) if c not in seen]
+        if not found:
+            # what the stopped ones' orphans became may hang below any of them: one last look
+            found = [c for p in list(seen) for c in _children(p) if c not in seen]
+            if not found:
+                break
+        for child in found:
+            _signal(child, signal.SIGSTOP)
+        seen.update(found)
+        frontier = found
+    for member in seen:
+        _signal(member, signal.SIGKILL)
+
+
 @dataclass(slots=True)
 class Process:
-    """A started worker: its process, the host's end of the channel and its private folder."""
+    """A started worker: its process, the host's end of the channel, its private folder (``process``
+    mode; ``bwrap`` gives it one in memory) and its stderr (a file with no name)."""
 
     popen: subprocess.Popen[bytes]
     sock: socket.socket
-    workdir: str
+    workdir: str | None
     mode: str
+    stderr: IO[bytes] | None = None
     said: str | None = None
-    """The end of its stderr, kept when its folder is removed."""
+    """The end of its stderr, kept once the file is closed."""
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
-    def kill(self) -> None:
-        """Kill the worker's whole process group (what the bundle started too)."""
+    def kill(self, *, close: bool = True) -> None:
+        """Kill the worker, its process group and every process below it (what the bundle
+        started, in a session of its own too) and, unless ``close`` is false (an event loop's
+        transport owns it), close the host's end."""
+        if self.popen.returncode is None:  # not reaped yet: its pid is still its own
+            kill_tree(self.popen.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        if close:
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
     def wait_exit(self, timeout: float) -> None:
         """Give a worker that closed its channel a moment to exit by itself (its status tells why)."""
@@ -218,21 +278,26 @@ class Process:
             self.popen.wait(timeout)
 
     def reap(self) -> int:
-        """Wait for the killed worker (no zombie is left) and remove its folder; its status."""
+        """Wait for the killed worker (no zombie is left), remove its folder and close its stderr;
+        its status."""
         status = self.popen.wait()
         if self.said is None:
-            self.said = self.stderr_tail()  # the cause is read after the folder is gone
-        shutil.rmtree(self.workdir, ignore_errors=True)
+            self.said = self.stderr_tail()  # the cause is read after the file is closed
+        if self.stderr is not None:
+            self.stderr.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return status
 
     def stderr_tail(self, size: int = 2000) -> str:
         if self.said is not None:
             return self.said[-size:]
-        try:
-            with open(os.path.join(self.workdir, "stderr"), "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - size))
-                return handle.read().decode("utf-8", "replace")
+        if self.stderr is None or self.stderr.closed:
+            return ""
+        try:  # pread: the worker writes through the same file offset
+            fd = self.stderr.fileno()
+            end = os.fstat(fd).st_size
+            return os.pread(fd, size, max(0, end - size)).decode("utf-8", "replace")
         except OSError:
             return ""
 
@@ -270,18 +335,83 @@ def _make_host_undumpable() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
+_WORKDIR_PREFIX: Final = "packrun-worker-"
+
+
+def _sweep_workdirs() -> None:
+    """Remove the folders of workers whose host was killed before it could (the folder's name
+    carries its host's process id; a host that is gone leaves it to the next one)."""
+    root = tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    owners = {os.geteuid(), worker_user()}  # its own, or its worker's when it ran as root
+    for name in names:
+        if not name.startswith(_WORKDIR_PREFIX):
+            continue
+        owner = name[len(_WORKDIR_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        path = os.path.join(root, name)
+        try:
+            os.kill(int(owner), 0)
+            continue  # its host is alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_uid in owners:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+_swept: set[str] = set()
+"""The temporary folders swept in this process."""
+
+
+def worker_user() -> int | None:
+    """The user a ``process`` worker becomes: nobody when the host runs as root, else none (it
+    keeps the host's user; it could not become another)."""
+    return _NOBODY if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+
+
 def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
     """Start a worker. Raises :class:`~packrun.errors.SandboxUnavailable` when it cannot start."""
     _make_host_undumpable()
     actual = effective_mode(mode)
-    host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    workdir = tempfile.mkdtemp(prefix="packrun-worker-")
+    bwrap = bwrap_path() if actual == "bwrap" else None
+    if actual == "bwrap" and bwrap is None:
+        raise SandboxUnavailable(
+            mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
+        )
+    if tempfile.gettempdir() not in _swept:
+        _swept.add(tempfile.gettempdir())
+        _sweep_workdirs()
+    user = worker_user() if actual == "process" else None
     env = {name: os.environ[name] for name in limits.env if name in os.environ}
-    worker_limits = {
+    worker_limits: dict[str, object] = {
         key: value
         for key, value in asdict(limits).items()
-        if key in ("memory_bytes", "cpu_seconds", "open_files", "file_bytes", "output_bytes")
+        if key
+        in (
+            "memory_bytes",
+            "cpu_seconds",
+            "open_files",
+            "file_bytes",
+            "output_bytes",
+            "processes",
+        )
     }
+    if user is not None:
+        worker_limits["user"] = user
+        worker_limits["paths"] = [*_runtime_paths(), _packrun_root()]
+    host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    workdir = None  # bubblewrap gives the worker a folder in memory: nothing to leave behind
+    if actual == "process":
+        workdir = tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-")
+        if user is not None:
+            os.chown(workdir, user, user)
     command = [
         os.path.abspath(sys.executable),  # a path with no "..": bubblewrap binds it as given
         "-I",
@@ -292,34 +422,28 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
         json.dumps(worker_limits),
         "0" if actual == "bwrap" else str(os.getpid()),
     ]
-    if actual == "bwrap":
-        bwrap = bwrap_path()
-        if bwrap is None:
-            host.close()
-            child.close()
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise SandboxUnavailable(
-                mode, "bubblewrap (bwrap) is not installed; install it, or use sandbox='process'"
-            )
-        command_inner = command
-        command = [*_bwrap_args(bwrap, network, limits.tmp_bytes), "--", *command_inner[:-1], "0"]
+    if bwrap is not None:
+        command = [*_bwrap_args(bwrap, network, limits.tmp_bytes), "--", *command]
+    # No name: nothing to remove if the host is killed. Closed by Process.reap.
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115
     try:
-        with open(os.path.join(workdir, "stderr"), "wb") as stderr:
-            popen = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=env,
-                cwd=workdir,
-                close_fds=True,
-                pass_fds=(child.fileno(),),
-                start_new_session=True,
-            )
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            cwd=workdir or "/",
+            close_fds=True,
+            pass_fds=(child.fileno(),),
+            start_new_session=True,
+        )
     except OSError as exc:
         host.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stderr.close()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         raise SandboxUnavailable(mode, f"{command[0]}: {exc.strerror or exc}") from None
     finally:
         child.close()
-    return Process(popen, host, workdir, actual)
+    return Process(popen, host, workdir, actual, stderr)

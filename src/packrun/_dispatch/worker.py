@@ -9,12 +9,17 @@ the bundle does is contained by the process itself.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import json
 import os
 import resource
 import signal
+import stat
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def _limit(which: int, value: int) -> None:
@@ -24,11 +29,13 @@ def _limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
 
 
-def _apply_limits(limits: dict[str, int]) -> None:
+def _apply_limits(limits: dict[str, Any]) -> None:
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_AS, limits["memory_bytes"])
     _limit(resource.RLIMIT_NOFILE, limits["open_files"])
     _limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
+    if limits["processes"] > 0:  # 0: no process at all, see _forbid_processes
+        _limit(resource.RLIMIT_NPROC, limits["processes"])
     soft_cpu = limits["cpu_seconds"]
     _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
     # SIGXCPU at the soft limit, SIGKILL a second later if it is ignored.
@@ -37,17 +44,82 @@ def _apply_limits(limits: dict[str, int]) -> None:
 
 
 _PR_SET_DUMPABLE = 4
+_PR_SET_SECCOMP = 22
 _PR_CAPBSET_DROP = 24
+_PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _CAPABILITY_VERSION_3 = 0x20080522
+_CLONE_NEWNS = 0x00020000
+_CLONE_THREAD = 0x00010000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+_MNT_DETACH = 2
 
 
-def _drop_privileges() -> None:
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _blocked(paths: list[str]) -> list[str]:
+    """The folders above ``paths`` that other users cannot pass through (mode without ``o+x``),
+    the shallowest first."""
+    found = set()
+    for path in paths:
+        for parent in reversed(Path(path).parents):
+            if str(parent) != "/" and not os.stat(parent).st_mode & stat.S_IXOTH:
+                found.add(str(parent))
+                break
+    return sorted(found, key=lambda p: (p.count("/"), p))
+
+
+def _open_paths(paths: list[str]) -> None:
+    """Let an unprivileged user reach ``paths`` (the Python runtime and packrun) when a folder
+    above them is closed to others (``/root``, 0700): in a mount namespace of the worker's own,
+    such a folder is covered by an empty one that holds only the paths, bound from the original.
+    Nothing else in the folder is visible. Needs root, before the worker drops it."""
+    libc = _libc()
+    if not _blocked(paths):
+        return
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
+    hold = os.path.join(os.getcwd(), ".packrun-hold")
+    for _ in range(16):  # a closed folder below a closed folder is opened in the next round
+        blocked = _blocked(paths)
+        if not blocked:
+            return
+        folder = blocked[0]
+        needed = {
+            os.path.relpath(p, folder).split(os.sep, 1)[0]
+            for p in paths
+            if p.startswith(folder + os.sep)
+        }
+        os.mkdir(hold, 0o700)
+        if libc.mount(folder.encode(), hold.encode(), None, _MS_BIND | _MS_REC, None) != 0:
+            raise OSError(ctypes.get_errno(), f"bind {folder}")
+        if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", 0, b"mode=0755,size=64k") != 0:
+            raise OSError(ctypes.get_errno(), f"tmpfs on {folder}")
+        for name in needed:
+            source, target = os.path.join(hold, name), os.path.join(folder, name)
+            if os.path.isdir(source):
+                os.mkdir(target)
+            else:
+                open(target, "wb").close()
+            flags = _MS_BIND | _MS_REC
+            if libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
+                raise OSError(ctypes.get_errno(), f"bind {source}")
+        libc.umount2(hold.encode(), _MNT_DETACH)
+        os.rmdir(hold)
+    raise OSError("too many closed folders above the Python runtime")
+
+
+def _drop_privileges(user: int | None) -> None:
     """Keep other processes (and a worker of another project, which runs as the same user) out of
     this one's memory, and leave a worker started as root no capability it could use or regain:
-    not dumpable, no new privileges at exec, an empty bounding set and no capability. Linux only."""
+    not dumpable, no new privileges at exec, an empty bounding set and no capability; with
+    ``user``, the worker becomes that user (and group, with no supplementary group) for good.
+    Linux only."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         prctl, capset = libc.prctl, libc.capset
     except (OSError, AttributeError):  # not Linux
         return
@@ -57,11 +129,71 @@ def _drop_privileges() -> None:
         return
     for cap in range(64):  # past the last one the kernel knows, it answers EINVAL
         prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    if user is not None:
+        os.setgroups([])
+        os.setresgid(user, user, user)
+        os.setresuid(user, user, user)  # every capability goes with uid 0
+        prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # a change of user resets it
+        return
     header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: none
     if capset(header, data) != 0:
         os.write(2, b"packrun worker: cannot drop its capabilities\n")
         os._exit(1)
+
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_SYSCALLS = {  # (clone, clone3, fork or None, vfork or None)
+    "x86_64": (56, 435, 57, 58),
+    "aarch64": (220, 435, None, None),
+}
+
+
+def _forbid_processes() -> None:
+    """A seccomp filter: the worker may start threads but no process (``fork``, ``vfork``,
+    ``clone`` without ``CLONE_THREAD`` fail with ``EPERM``; ``clone3``, whose flags a filter
+    cannot read, answers ``ENOSYS`` and the C library falls back to ``clone``)."""
+    machine = os.uname().machine
+    if machine not in _SYSCALLS:
+        raise OSError(f"no process filter for {machine}")
+    clone, clone3, fork, vfork = _SYSCALLS[machine]
+    allow, deny, absent = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, JSET, BPF_RET
+    program = [
+        (ld, 0, 0, 4),  # the architecture
+        (jeq, 1, 0, _AUDIT_ARCH[machine]),
+        (ret, 0, 0, allow),  # another ABI: not this filter's to judge
+        (ld, 0, 0, 0),  # the system call
+    ]
+    for number in (fork, vfork):
+        if number is not None:
+            program += [(jeq, 0, 1, number), (ret, 0, 0, deny)]
+    program += [
+        (jeq, 0, 1, clone3),
+        (ret, 0, 0, absent),
+        (jeq, 0, 3, clone),  # anything else: allowed
+        (ld, 0, 0, 16),  # clone's flags (the low half of its first argument)
+        (jset, 1, 0, _CLONE_THREAD),  # a thread: allowed
+        (ret, 0, 0, deny),
+        (ret, 0, 0, allow),
+    ]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*i) for i in program))
+    prog = _SockFprog(len(program), filters)
+    if _libc().prctl(_PR_SET_SECCOMP, 2, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "seccomp")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -83,10 +215,25 @@ it from, so host and worker always run the same packrun."""
 
 def main() -> None:
     """Contain this process, then serve the host (``sys.argv``: PATH FD LIMITS PARENT)."""
-    _drop_privileges()
-    _die_with_parent(int(sys.argv[4]))
     limits = json.loads(sys.argv[3])
+    user = limits.get("user")
+    if user is not None:  # started by root in process mode
+        try:
+            _open_paths(limits["paths"])
+        except (OSError, AttributeError) as exc:  # no mount namespace: uid 0, no capability
+            os.write(2, f"packrun worker: stays uid 0, cannot open its runtime: {exc}\n".encode())
+            user = None
+    _drop_privileges(user)
+    _die_with_parent(int(sys.argv[4]))  # after a change of user, which clears the death signal
+    with contextlib.suppress(OSError, AttributeError):  # Linux: orphans of its own stay below it
+        _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _apply_limits(limits)
+    if limits["processes"] == 0 and sys.platform == "linux":  # seccomp is Linux's
+        try:
+            _forbid_processes()
+        except OSError as exc:
+            os.write(2, f"packrun worker: cannot forbid processes: {exc}\n".encode())
+            os._exit(1)
     from packrun._dispatch._serve import serve
 
     serve(int(sys.argv[2]), limits["output_bytes"])

@@ -26,9 +26,12 @@ from packrun.errors import StoreError
 
 __all__ = [
     "DEFAULT_PROJECT",
+    "Alias",
+    "AliasMove",
     "SCHEMES",
     "Change",
     "Decide",
+    "HealthDelta",
     "Installation",
     "LiveRun",
     "Origin",
@@ -36,11 +39,14 @@ __all__ = [
     "Policy",
     "RunEnd",
     "RunRecord",
+    "RolloutRow",
     "Settings",
     "SourceRow",
     "StartedRun",
     "Store",
     "StoreState",
+    "StoredEvent",
+    "NewEvent",
     "Update",
     "WorkflowTools",
     "default_url",
@@ -53,10 +59,20 @@ Policy: TypeAlias = Literal["manual", "auto_patch", "auto_minor"]
 
 POLICIES: Final[tuple[Policy, ...]] = ("manual", "auto_patch", "auto_minor")
 
-Origin: TypeAlias = Literal["user", "policy", "rollback", "install"]
-"""What moved a pin: a person (``user``), an update policy, a rollback, or the install itself."""
+Origin: TypeAlias = Literal["user", "policy", "rollback", "install", "rollout", "bulk", "alias"]
+"""What moved a pin: a person (``user``), an update policy, a rollback, the install itself, a
+ramped rollout (``rollout``: a step, a promotion or an abort), a bulk operation (``bulk``), or the
+move of the alias the installation is pinned to (``alias``)."""
 
-ORIGINS: Final[tuple[Origin, ...]] = ("user", "policy", "rollback", "install")
+ORIGINS: Final[tuple[Origin, ...]] = (
+    "user",
+    "policy",
+    "rollback",
+    "install",
+    "rollout",
+    "bulk",
+    "alias",
+)
 
 Decide: TypeAlias = Callable[[Sequence[CatalogEntry], "Settings"], Literal["insert", "replace"]]
 """The publish decision, given every row of the pack and the settings as they are inside the
@@ -109,6 +125,25 @@ class PinEvent:
     from_version: str | None
     to_version: str | None
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """A named pin (``stable``, ``canary``) of one pack in one project: the exact version it
+    names now (``1.2.0``, ``vendor:1.2.0`` or ``custom:1.2.0``), who moved it last, and when.
+    Installations pinned ``@name`` run what it names."""
+
+    project: str
+    pack_id: str
+    name: str
+    version: str
+    actor: str
+    at: datetime
+
+
+AliasMove: TypeAlias = Callable[["Alias | None", "Sequence[Installation]"], "list[PinEvent]"]
+"""The pin events of an alias move, computed inside the store's transaction from the alias as it
+was (``None`` when new) and the installations pinned to it then."""
 
 
 class RunRecord(NamedTuple):
@@ -190,13 +225,41 @@ class Change:
     """One line of the change log: something about ``key`` (a pack id, an installation id) changed."""
 
     seq: int
-    kind: Literal["pack", "installation", "settings", "usage", "source"]
+    kind: Literal["pack", "installation", "settings", "usage", "source", "alias", "soak"]
     key: str
 
 
 SourceRow: TypeAlias = tuple[str, str, "str | None"]
 """A pack source as stored: its name, its spec and its sync status (both JSON text; the status
 ``None`` until its first sync)."""
+
+
+HealthDelta: TypeAlias = tuple[str, str, str, str, str, int]
+"""What a runtime adds to the fleet's health figures: ``(pack, stream, version key, project,
+metric, amount)``; the store keeps one sum per key and metric."""
+
+NewEvent: TypeAlias = tuple[str, str, str, str, "str | None"]
+"""An event to append: ``(kind, pack, project, body as JSON, dedupe key)``. An event whose
+dedupe key is already in the log is not appended again (``None``: always appended)."""
+
+StoredEvent: TypeAlias = tuple[int, str, datetime, str, str, str]
+"""An event as read: ``(seq, kind, at, pack, project, body as JSON)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRow:
+    """A rollout as stored: its state and its whole description (JSON). ``rev`` grows with every
+    save: a save names the ``rev`` it read, so a concurrent change is never overwritten."""
+
+    id: str
+    pack_id: str
+    project: str
+    state: str
+    rev: int
+    body: str
+
+
+ACTIVE_ROLLOUT_STATES: Final = ("running", "aborting")
 
 
 @dataclass(slots=True)
@@ -372,6 +435,70 @@ class Store(ABC):
     async def save_source_status(self, name: str, status: str) -> None:
         """Record a source's sync status (a change other runtimes hear of); a source removed
         meanwhile is left removed."""
+
+    # --- health, rollouts and events ------------------------------------------------------------
+
+    @abstractmethod
+    async def add_health(self, deltas: Sequence[HealthDelta]) -> None:
+        """Add to the fleet's health sums, in one transaction."""
+
+    @abstractmethod
+    async def health_rows(self) -> list[HealthDelta]:
+        """Every health sum of the fleet."""
+
+    @abstractmethod
+    async def append_events(self, events: Sequence[NewEvent]) -> None:
+        """Append events to the fleet's event log, in one transaction (sequence numbers become
+        visible in increasing order, as the change log's)."""
+
+    @abstractmethod
+    async def read_events(self, since: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events after ``since``, oldest first."""
+
+    @abstractmethod
+    async def create_rollout(
+        self, row: RolloutRow, owner: str, ttl: float, events: Sequence[NewEvent]
+    ) -> None:
+        """Store a new rollout, held by ``owner`` for ``ttl`` seconds, and append ``events``;
+        ``rollout_in_progress`` when the pack has an active rollout in the project."""
+
+    @abstractmethod
+    async def rollouts(
+        self, pack_id: str | None = None, *, active: bool = False
+    ) -> list[RolloutRow]:
+        """Rollouts (of one pack, or every pack; only the active ones with ``active``), oldest
+        first."""
+
+    @abstractmethod
+    async def save_rollout(self, row: RolloutRow, events: Sequence[NewEvent]) -> bool:
+        """Write ``row`` (its ``rev`` one above the stored one) and append ``events``, if the
+        stored rollout is still at ``row.rev - 1``; whether it was written."""
+
+    @abstractmethod
+    async def claim_rollout(self, rollout_id: str, owner: str, ttl: float) -> bool:
+        """Take or renew the lease on driving a rollout for ``ttl`` seconds: whether ``owner``
+        holds it now (``False`` while another owner's lease is live)."""
+
+    @abstractmethod
+    async def aliases(self) -> list[Alias]:
+        """Every alias of every pack and project."""
+
+    @abstractmethod
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        """Create or move an alias in one transaction with the pin events of the installations
+        pinned to it (``moves`` computes them there): the alias as it was (``None`` when new) and
+        the events as stored. Every installation with an event is logged as changed."""
+
+    @abstractmethod
+    async def soak_settings(self) -> dict[str, str]:
+        """The soak and update-window settings, by scope (``project:<id>``,
+        ``installation:<id>``), as JSON text."""
+
+    @abstractmethod
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        """Set (or with ``None`` clear) the soak settings of one scope."""
 
     async def listen(self) -> None:
         """Start hearing of other runtimes' changes, for stores that can (a no-op otherwise)."""

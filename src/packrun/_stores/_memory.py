@@ -7,6 +7,7 @@ taken under the same lock that guards the rows, and every write appends to the c
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,23 +17,31 @@ import anyio
 
 from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
+    ACTIVE_ROLLOUT_STATES,
+    Alias,
+    AliasMove,
     Change,
     Decide,
+    HealthDelta,
     Installation,
     LiveRun,
+    NewEvent,
     PinEvent,
+    RolloutRow,
     RunEnd,
     RunRecord,
     Settings,
     SourceRow,
     StartedRun,
     Store,
+    StoredEvent,
     StoreState,
     Update,
     WorkflowTools,
     stream_settings,
 )
-from packrun.errors import InstallationExists, NotFound, SourceError
+from packrun._stores._fleet import pin_move_body, publish_body
+from packrun.errors import InstallationExists, NotFound, RolloutInProgress, SourceError
 
 __all__ = ["MemoryStore"]
 
@@ -64,6 +73,13 @@ class MemoryStore(Store):
         self._observed: dict[tuple[str, str], frozenset[str]] = {}
         self._sources: dict[str, tuple[str, str | None]] = {}
         self._source_leases: dict[str, tuple[str, float]] = {}
+        self._health: dict[tuple[str, str, str, str, str], int] = {}
+        self._rollouts: dict[str, RolloutRow] = {}
+        self._rollout_leases: dict[str, tuple[str, float]] = {}
+        self._log_events: list[StoredEvent] = []
+        self._dedupe: set[str] = set()
+        self._aliases: dict[tuple[str, str, str], Alias] = {}
+        self._soak: dict[str, str] = {}
 
     async def open(self) -> None:
         return None
@@ -115,6 +131,7 @@ class MemoryStore(Store):
             if entry.digest is not None and prepared.artifact is not None:
                 self._artifacts.setdefault(entry.digest, prepared.artifact)
             self._log("pack", entry.pack_id)
+            self._add_events([("publish", entry.pack_id, entry.project, publish_body(entry), None)])
             return entry
 
     async def retire(self, pack_id: str, version_key: str, project: str = "") -> CatalogEntry:
@@ -139,6 +156,8 @@ class MemoryStore(Store):
     def _append_event(self, event: PinEvent) -> PinEvent:
         stored = dataclasses.replace(event, seq=len(self._events) + 1)
         self._events.append(stored)
+        inst = self._installations[event.installation_id]
+        self._add_events([("pin_move", inst.pack_id, inst.project, pin_move_body(event), None)])
         return stored
 
     async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
@@ -287,3 +306,110 @@ class MemoryStore(Store):
             if name in self._sources:
                 self._sources[name] = (self._sources[name][0], status)
                 self._log("source", name)
+
+    # --- health, rollouts and events ------------------------------------------------------------
+
+    def _add_events(self, events: Sequence[NewEvent]) -> None:
+        at = datetime.now(UTC)
+        for kind, pack, project, body, dedupe in events:
+            if dedupe is not None:
+                if dedupe in self._dedupe:
+                    continue
+                self._dedupe.add(dedupe)
+            self._log_events.append((len(self._log_events) + 1, kind, at, pack, project, body))
+
+    async def add_health(self, deltas: Sequence[HealthDelta]) -> None:
+        async with self._lock:
+            for *key, n in deltas:
+                k = (key[0], key[1], key[2], key[3], key[4])
+                self._health[k] = self._health.get(k, 0) + n
+
+    async def health_rows(self) -> list[HealthDelta]:
+        return [(*k, n) for k, n in self._health.items()]
+
+    async def append_events(self, events: Sequence[NewEvent]) -> None:
+        async with self._lock:
+            self._add_events(events)
+
+    async def read_events(self, since: int, limit: int) -> list[StoredEvent]:
+        return self._log_events[since : since + limit]
+
+    async def create_rollout(
+        self, row: RolloutRow, owner: str, ttl: float, events: Sequence[NewEvent]
+    ) -> None:
+        async with self._lock:
+            for other in self._rollouts.values():
+                if (
+                    other.pack_id == row.pack_id
+                    and other.project == row.project
+                    and other.state in ACTIVE_ROLLOUT_STATES
+                ):
+                    version = json.loads(other.body).get("version", "?")
+                    raise RolloutInProgress(row.pack_id, row.project, other.id, version)
+            self._rollouts[row.id] = row
+            self._rollout_leases[row.id] = (owner, time.time() + ttl)
+            self._add_events(events)
+
+    async def rollouts(
+        self, pack_id: str | None = None, *, active: bool = False
+    ) -> list[RolloutRow]:
+        return [
+            r
+            for r in self._rollouts.values()
+            if (pack_id is None or r.pack_id == pack_id)
+            and (not active or r.state in ACTIVE_ROLLOUT_STATES)
+        ]
+
+    async def save_rollout(self, row: RolloutRow, events: Sequence[NewEvent]) -> bool:
+        async with self._lock:
+            stored = self._rollouts.get(row.id)
+            if stored is None or stored.rev != row.rev - 1:
+                return False
+            self._rollouts[row.id] = row
+            self._add_events(events)
+            return True
+
+    async def claim_rollout(self, rollout_id: str, owner: str, ttl: float) -> bool:
+        async with self._lock:
+            now = time.time()
+            held = self._rollout_leases.get(rollout_id)
+            if held is not None and held[0] != owner and held[1] > now:
+                return False
+            self._rollout_leases[rollout_id] = (owner, now + ttl)
+            return True
+
+    # --- aliases and soak settings ------------------------------------------------------------
+
+    async def aliases(self) -> list[Alias]:
+        return [self._aliases[k] for k in sorted(self._aliases)]
+
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        async with self._lock:
+            key = (alias.project, alias.pack_id, alias.name)
+            before = self._aliases.get(key)
+            pinned = [
+                i
+                for i in sorted(self._installations.values(), key=lambda i: i.id)
+                if (i.project, i.pack_id, i.pin) == (alias.project, alias.pack_id, f"@{alias.name}")
+            ]
+            events = moves(before, pinned)
+            self._aliases[key] = alias
+            stored = []
+            for event in events:
+                stored.append(self._append_event(event))
+                self._log("installation", event.installation_id)
+            self._log("alias", f"{alias.project}/{alias.pack_id}/{alias.name}")
+            return before, stored
+
+    async def soak_settings(self) -> dict[str, str]:
+        return dict(self._soak)
+
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        async with self._lock:
+            if value is None:
+                self._soak.pop(scope, None)
+            else:
+                self._soak[scope] = value
+            self._log("soak", scope)

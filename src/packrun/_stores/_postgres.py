@@ -32,22 +32,29 @@ import anyio.lowlevel
 
 from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
+    Alias,
+    AliasMove,
     Change,
     Decide,
+    HealthDelta,
     Installation,
     LiveRun,
+    NewEvent,
     PinEvent,
+    RolloutRow,
     RunEnd,
     RunRecord,
     Settings,
     SourceRow,
     StartedRun,
     Store,
+    StoredEvent,
     StoreState,
     Update,
     WorkflowTools,
     stream_settings,
 )
+from packrun._stores._fleet import pin_move_body, publish_body
 from packrun._stores._pg_url import parse_url
 from packrun._stores._rows import (
     CATALOG_COLUMNS,
@@ -64,6 +71,7 @@ from packrun.errors import (
     InstallationExists,
     NotFound,
     PackrunError,
+    RolloutInProgress,
     SourceError,
     StoreError,
     VersionExists,
@@ -180,6 +188,53 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 4: projects (custom rows, installations and settings per project).
     MIGRATION_PROJECTS,
+    # 5: the fleet's health sums, its rollouts and its event log.
+    """
+    CREATE TABLE health (
+        pack_id TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        version_key TEXT NOT NULL,
+        project TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (pack_id, stream, version_key, project, metric)
+    );
+    CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        pack_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        state TEXT NOT NULL,
+        rev BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        lease_owner TEXT,
+        lease_until DOUBLE PRECISION,
+        created BIGSERIAL
+    );
+    CREATE UNIQUE INDEX rollouts_active ON rollouts (pack_id, project)
+        WHERE state IN ('running', 'aborting');
+    CREATE TABLE events (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL,
+        pack_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        body TEXT NOT NULL,
+        dedupe TEXT UNIQUE
+    );
+    """,
+    # 6: aliases (named pins per pack and project) and soak settings (release age, window).
+    """
+    CREATE TABLE IF NOT EXISTS aliases (
+        project TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (project, pack_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS soak (scope TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -648,6 +703,9 @@ class PostgresStore(Store):
                     (*row[2:9], row[0], row[1], entry.project),
                 )
             await self._log(conn, "pack", entry.pack_id)
+            await self._add_events(
+                conn, [("publish", entry.pack_id, entry.project, publish_body(entry), None)]
+            )
             stored = await (
                 await conn.execute(
                     f"SELECT {CATALOG_COLUMNS} FROM catalog WHERE pack_id = %s "
@@ -706,6 +764,15 @@ class PostgresStore(Store):
                 ),
             )
         ).fetchone()
+        pack_id, project = await (
+            await conn.execute(
+                "SELECT pack_id, project FROM installations WHERE id = %s",
+                (event.installation_id,),
+            )
+        ).fetchone()
+        await PostgresStore._add_events(
+            conn, [("pin_move", pack_id, project, pin_move_body(event), None)]
+        )
         return dataclasses.replace(event, seq=row[0])
 
     async def create_installation(self, installation: Installation, event: PinEvent) -> PinEvent:
@@ -1003,3 +1070,198 @@ class PostgresStore(Store):
                 await self._log(conn, "source", name)
 
         await self._run("record a sync", body, logged=True)
+
+    # --- health, rollouts and events ------------------------------------------------------------
+    # Events are appended only in transactions that hold the schema's lock (``logged``), so their
+    # sequence numbers become visible in order, as the change log's.
+
+    @staticmethod
+    async def _add_events(conn: _Conn, events: Sequence[NewEvent]) -> None:
+        for kind, pack, project, body, dedupe in events:
+            await conn.execute(
+                "INSERT INTO events (kind, at, pack_id, project, body, dedupe) "
+                "VALUES (%s, clock_timestamp(), %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (kind, pack, project, body, dedupe),
+            )
+
+    async def add_health(self, deltas: Sequence[HealthDelta]) -> None:
+        async def body(conn: _Conn) -> None:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO health (pack_id, stream, version_key, project, metric, n) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pack_id, stream, version_key, "
+                    "project, metric) DO UPDATE SET n = health.n + excluded.n",
+                    sorted(deltas),  # one order for every writer: no deadlock between them
+                )
+
+        await self._run("record health", body)
+
+    async def health_rows(self) -> list[HealthDelta]:
+        async def body(conn: _Conn) -> list[HealthDelta]:
+            rows = await (
+                await conn.execute(
+                    "SELECT pack_id, stream, version_key, project, metric, n FROM health"
+                )
+            ).fetchall()
+            return [(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
+        return await self._run("read health", body)
+
+    async def append_events(self, events: Sequence[NewEvent]) -> None:
+        async def body(conn: _Conn) -> None:
+            await self._add_events(conn, events)
+
+        await self._run("append events", body, logged=True)
+
+    async def read_events(self, since: int, limit: int) -> list[StoredEvent]:
+        async def body(conn: _Conn) -> list[StoredEvent]:
+            rows = await (
+                await conn.execute(
+                    "SELECT seq, kind, at, pack_id, project, body FROM events WHERE seq > %s "
+                    "ORDER BY seq LIMIT %s",
+                    (since, limit),
+                )
+            ).fetchall()
+            return [(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+        return await self._run("read events", body)
+
+    async def create_rollout(
+        self, row: RolloutRow, owner: str, ttl: float, events: Sequence[NewEvent]
+    ) -> None:
+        async def body(conn: _Conn) -> None:
+            active = await (
+                await conn.execute(
+                    "SELECT id, body FROM rollouts WHERE pack_id = %s AND project = %s "
+                    "AND state IN ('running', 'aborting')",
+                    (row.pack_id, row.project),
+                )
+            ).fetchone()
+            if active is not None:
+                version = json.loads(active[1]).get("version", "?")
+                raise RolloutInProgress(row.pack_id, row.project, active[0], version)
+            await conn.execute(
+                "INSERT INTO rollouts (id, pack_id, project, state, rev, body, lease_owner, "
+                f"lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW} + %s)",
+                (row.id, row.pack_id, row.project, row.state, row.rev, row.body, owner, ttl),
+            )
+            await self._add_events(conn, events)
+
+        # Under the schema's lock: two starts of one pack's rollout are serialised.
+        await self._run("start a rollout", body, logged=True)
+
+    async def rollouts(
+        self, pack_id: str | None = None, *, active: bool = False
+    ) -> list[RolloutRow]:
+        async def body(conn: _Conn) -> list[RolloutRow]:
+            where = ["TRUE"]
+            args: list[Any] = []
+            if pack_id is not None:
+                where.append("pack_id = %s")
+                args.append(pack_id)
+            if active:
+                where.append("state IN ('running', 'aborting')")
+            rows = await (
+                await conn.execute(
+                    "SELECT id, pack_id, project, state, rev, body FROM rollouts "
+                    f"WHERE {' AND '.join(where)} ORDER BY created",
+                    args,
+                )
+            ).fetchall()
+            return [RolloutRow(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+
+        return await self._run("read rollouts", body)
+
+    async def save_rollout(self, row: RolloutRow, events: Sequence[NewEvent]) -> bool:
+        async def body(conn: _Conn) -> bool:
+            updated = await conn.execute(
+                "UPDATE rollouts SET state = %s, rev = %s, body = %s WHERE id = %s AND rev = %s",
+                (row.state, row.rev, row.body, row.id, row.rev - 1),
+            )
+            if updated.rowcount:
+                await self._add_events(conn, events)
+            return bool(updated.rowcount)
+
+        return await self._run("save a rollout", body, logged=True)
+
+    async def claim_rollout(self, rollout_id: str, owner: str, ttl: float) -> bool:
+        async def body(conn: _Conn) -> bool:
+            claimed = await conn.execute(
+                f"UPDATE rollouts SET lease_owner = %s, lease_until = {_NOW} + %s WHERE id = %s "
+                f"AND (lease_owner IS NULL OR lease_owner = %s OR coalesce(lease_until, 0) <= {_NOW})",
+                (owner, ttl, rollout_id, owner),
+            )
+            return bool(claimed.rowcount)
+
+        return await self._run("claim a rollout", body)
+
+    # --- aliases and soak settings ------------------------------------------------------------
+
+    _ALIAS_COLUMNS: Final = "project, pack_id, name, version, actor, at"
+
+    async def aliases(self) -> list[Alias]:
+        async def body(conn: _Conn) -> list[Alias]:
+            rows = await (
+                await conn.execute(
+                    f"SELECT {self._ALIAS_COLUMNS} FROM aliases ORDER BY project, pack_id, name"
+                )
+            ).fetchall()
+            return [Alias(*r) for r in rows]
+
+        return await self._run("read the aliases", body)
+
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        async def body(conn: _Conn) -> tuple[Alias | None, list[PinEvent]]:
+            key = (alias.project, alias.pack_id, alias.name)
+            row = await (
+                await conn.execute(
+                    f"SELECT {self._ALIAS_COLUMNS} FROM aliases "
+                    "WHERE project = %s AND pack_id = %s AND name = %s",
+                    key,
+                )
+            ).fetchone()
+            before = None if row is None else Alias(*row)
+            rows = await (
+                await conn.execute(
+                    f"SELECT {INSTALLATION_COLUMNS} FROM installations "
+                    "WHERE project = %s AND pack_id = %s AND pin = %s ORDER BY id FOR UPDATE",
+                    (alias.project, alias.pack_id, f"@{alias.name}"),
+                )
+            ).fetchall()
+            events = moves(before, [installation_from(r) for r in rows])
+            await conn.execute(
+                f"INSERT INTO aliases ({self._ALIAS_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (project, pack_id, name) DO UPDATE SET version = excluded.version, "
+                "actor = excluded.actor, at = excluded.at",
+                (*key, alias.version, alias.actor, alias.at),
+            )
+            stored = [await self._insert_event(conn, e) for e in events]
+            for event in stored:
+                await self._log(conn, "installation", event.installation_id)
+            await self._log(conn, "alias", "/".join(key))
+            return before, stored
+
+        return await self._run("move an alias", body, logged=True)
+
+    async def soak_settings(self) -> dict[str, str]:
+        async def body(conn: _Conn) -> dict[str, str]:
+            rows = await (await conn.execute("SELECT scope, value FROM soak")).fetchall()
+            return {r[0]: r[1] for r in rows}
+
+        return await self._run("read the soak settings", body)
+
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        async def body(conn: _Conn) -> None:
+            if value is None:
+                await conn.execute("DELETE FROM soak WHERE scope = %s", (scope,))
+            else:
+                await conn.execute(
+                    "INSERT INTO soak (scope, value) VALUES (%s, %s) "
+                    "ON CONFLICT (scope) DO UPDATE SET value = excluded.value",
+                    (scope, value),
+                )
+            await self._log(conn, "soak", scope)
+
+        await self._run("change the soak settings", body, logged=True)

@@ -26,22 +26,29 @@ import anyio.to_thread
 
 from packrun._catalog import CatalogEntry, Prepared
 from packrun._stores import (
+    Alias,
+    AliasMove,
     Change,
     Decide,
+    HealthDelta,
     Installation,
     LiveRun,
+    NewEvent,
     PinEvent,
+    RolloutRow,
     RunEnd,
     RunRecord,
     Settings,
     SourceRow,
     StartedRun,
     Store,
+    StoredEvent,
     StoreState,
     Update,
     WorkflowTools,
     stream_settings,
 )
+from packrun._stores._fleet import pin_move_body, publish_body
 from packrun._stores._rows import (
     CATALOG_COLUMNS,
     EVENT_COLUMNS,
@@ -58,6 +65,7 @@ from packrun.errors import (
     InstallationExists,
     NotFound,
     PackrunError,
+    RolloutInProgress,
     SourceError,
     StoreError,
     VersionExists,
@@ -196,6 +204,52 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 6: projects (custom rows, installations and settings per project).
     MIGRATION_PROJECTS,
+    # 7: the fleet's health sums, its rollouts and its event log.
+    """
+    CREATE TABLE health (
+        pack_id TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        version_key TEXT NOT NULL,
+        project TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (pack_id, stream, version_key, project, metric)
+    );
+    CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        pack_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        state TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL
+    );
+    CREATE UNIQUE INDEX rollouts_active ON rollouts (pack_id, project)
+        WHERE state IN ('running', 'aborting');
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        body TEXT NOT NULL,
+        dedupe TEXT UNIQUE
+    );
+    """,
+    # 8: aliases (named pins per pack and project) and soak settings (release age, window).
+    """
+    CREATE TABLE IF NOT EXISTS aliases (
+        project TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (project, pack_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS soak (scope TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -204,6 +258,11 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 _TEXT = datetime.isoformat  # times are stored as ISO 8601 text
 _Starts: TypeAlias = tuple[Sequence[RunRecord], str, float, float]  # start_runs' arguments
 _TIME = datetime.fromisoformat
+
+
+def _alias_from(row: Sequence[Any]) -> Alias:
+    project, pack_id, name, version, actor, at = row
+    return Alias(project, pack_id, name, version, actor, _TIME(at))
 
 
 class SQLiteStore(Store):
@@ -636,6 +695,9 @@ class SQLiteStore(Store):
                     (*row[2:9], row[0], row[1], entry.project),
                 )
             self._log(conn, "pack", entry.pack_id)
+            self._add_events(
+                conn, [("publish", entry.pack_id, entry.project, publish_body(entry), None)]
+            )
             stored = conn.execute(
                 f"SELECT {CATALOG_COLUMNS} FROM catalog "
                 "WHERE pack_id = ? AND version_key = ? AND project = ?",
@@ -693,6 +755,10 @@ class SQLiteStore(Store):
             ),
         )
         assert cursor.lastrowid is not None
+        pack_id, project = conn.execute(
+            "SELECT pack_id, project FROM installations WHERE id = ?", (event.installation_id,)
+        ).fetchone()
+        SQLiteStore._add_events(conn, [("pin_move", pack_id, project, pin_move_body(event), None)])
         return dataclasses.replace(event, seq=cursor.lastrowid)
 
     @staticmethod
@@ -813,5 +879,195 @@ class SQLiteStore(Store):
                 "UPDATE sources SET status = ? WHERE name = ?", (status, name)
             ).rowcount:
                 self._log(conn, "source", name)
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    # --- health, rollouts and events ------------------------------------------------------------
+
+    @staticmethod
+    def _add_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
+        at = datetime.now(UTC).isoformat()
+        conn.executemany(
+            "INSERT OR IGNORE INTO events (kind, at, pack_id, project, body, dedupe) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (kind, at, pack, project, body, dedupe)
+                for kind, pack, project, body, dedupe in events
+            ],
+        )
+
+    async def add_health(self, deltas: Sequence[HealthDelta]) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO health (pack_id, stream, version_key, project, metric, n) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pack_id, stream, version_key, project, "
+                "metric) DO UPDATE SET n = n + excluded.n",
+                deltas,
+            )
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def health_rows(self) -> list[HealthDelta]:
+        def body(conn: sqlite3.Connection) -> list[HealthDelta]:
+            rows = conn.execute(
+                "SELECT pack_id, stream, version_key, project, metric, n FROM health"
+            )
+            return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+        return await self._call(body)
+
+    async def append_events(self, events: Sequence[NewEvent]) -> None:
+        await self._call(lambda conn: self._write(conn, lambda c: self._add_events(c, events)))
+
+    async def read_events(self, since: int, limit: int) -> list[StoredEvent]:
+        def body(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(
+                "SELECT seq, kind, at, pack_id, project, body FROM events WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (since, limit),
+            )
+            return [(r[0], r[1], _TIME(r[2]), r[3], r[4], r[5]) for r in rows]
+
+        return await self._call(body)
+
+    async def create_rollout(
+        self, row: RolloutRow, owner: str, ttl: float, events: Sequence[NewEvent]
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            active = conn.execute(
+                "SELECT id, body FROM rollouts WHERE pack_id = ? AND project = ? "
+                "AND state IN ('running', 'aborting')",
+                (row.pack_id, row.project),
+            ).fetchone()
+            if active is not None:
+                version = json.loads(active[1]).get("version", "?")
+                raise RolloutInProgress(row.pack_id, row.project, active[0], version)
+            conn.execute(
+                "INSERT INTO rollouts (id, pack_id, project, state, rev, body, lease_owner, "
+                "lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.pack_id,
+                    row.project,
+                    row.state,
+                    row.rev,
+                    row.body,
+                    owner,
+                    time.time() + ttl,
+                ),
+            )
+            self._add_events(conn, events)
+
+        await self._call(lambda conn: self._write(conn, body))
+
+    async def rollouts(
+        self, pack_id: str | None = None, *, active: bool = False
+    ) -> list[RolloutRow]:
+        def body(conn: sqlite3.Connection) -> list[RolloutRow]:
+            where = ["1 = 1"]
+            args: list[Any] = []
+            if pack_id is not None:
+                where.append("pack_id = ?")
+                args.append(pack_id)
+            if active:
+                where.append("state IN ('running', 'aborting')")
+            rows = conn.execute(
+                "SELECT id, pack_id, project, state, rev, body FROM rollouts "
+                f"WHERE {' AND '.join(where)} ORDER BY rowid",
+                args,
+            )
+            return [RolloutRow(*r) for r in rows]
+
+        return await self._call(body)
+
+    async def save_rollout(self, row: RolloutRow, events: Sequence[NewEvent]) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            updated = conn.execute(
+                "UPDATE rollouts SET state = ?, rev = ?, body = ? WHERE id = ? AND rev = ?",
+                (row.state, row.rev, row.body, row.id, row.rev - 1),
+            ).rowcount
+            if updated:
+                self._add_events(conn, events)
+            return bool(updated)
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def claim_rollout(self, rollout_id: str, owner: str, ttl: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            return bool(
+                conn.execute(
+                    "UPDATE rollouts SET lease_owner = ?, lease_until = ? WHERE id = ? AND "
+                    "(lease_owner IS NULL OR lease_owner = ? OR coalesce(lease_until, 0) <= ?)",
+                    (owner, now + ttl, rollout_id, owner, now),
+                ).rowcount
+            )
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    # --- aliases and soak settings ------------------------------------------------------------
+
+    _ALIAS_COLUMNS: Final = "project, pack_id, name, version, actor, at"
+
+    async def aliases(self) -> list[Alias]:
+        def body(conn: sqlite3.Connection) -> list[Alias]:
+            rows = conn.execute(
+                f"SELECT {self._ALIAS_COLUMNS} FROM aliases ORDER BY project, pack_id, name"
+            )
+            return [_alias_from(r) for r in rows]
+
+        return await self._call(body)
+
+    async def set_alias(
+        self, alias: Alias, moves: AliasMove
+    ) -> tuple[Alias | None, list[PinEvent]]:
+        def body(conn: sqlite3.Connection) -> tuple[Alias | None, list[PinEvent]]:
+            key = (alias.project, alias.pack_id, alias.name)
+            row = conn.execute(
+                f"SELECT {self._ALIAS_COLUMNS} FROM aliases "
+                "WHERE project = ? AND pack_id = ? AND name = ?",
+                key,
+            ).fetchone()
+            before = None if row is None else _alias_from(row)
+            pinned = [
+                installation_from(r, _TIME)
+                for r in conn.execute(
+                    f"SELECT {INSTALLATION_COLUMNS} FROM installations "
+                    "WHERE project = ? AND pack_id = ? AND pin = ? ORDER BY id",
+                    (alias.project, alias.pack_id, f"@{alias.name}"),
+                )
+            ]
+            events = moves(before, pinned)
+            conn.execute(
+                f"INSERT INTO aliases ({self._ALIAS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (project, pack_id, name) DO UPDATE SET version = excluded.version, "
+                "actor = excluded.actor, at = excluded.at",
+                (*key, alias.version, alias.actor, alias.at.isoformat()),
+            )
+            stored = [self._insert_event(conn, e) for e in events]
+            for event in stored:
+                self._log(conn, "installation", event.installation_id)
+            self._log(conn, "alias", "/".join(key))
+            return before, stored
+
+        return await self._call(lambda conn: self._write(conn, body))
+
+    async def soak_settings(self) -> dict[str, str]:
+        def body(conn: sqlite3.Connection) -> dict[str, str]:
+            return dict(conn.execute("SELECT scope, value FROM soak").fetchall())
+
+        return await self._call(body)
+
+    async def set_soak(self, scope: str, value: str | None) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute("DELETE FROM soak WHERE scope = ?", (scope,))
+            else:
+                conn.execute(
+                    "INSERT INTO soak (scope, value) VALUES (?, ?) "
+                    "ON CONFLICT (scope) DO UPDATE SET value = excluded.value",
+                    (scope, value),
+                )
+            self._log(conn, "soak", scope)
 
         await self._call(lambda conn: self._write(conn, body))
