@@ -302,9 +302,11 @@ RUNTIME: dict[str, Case] = {
     ),
     "history": Case(
         lambda w, **a: w.rt.history(**a),
-        {"installation_id": "acme-prod", "project": "default"},
-        accepts={"project": OPTIONAL},
+        {"installation_id": "acme-prod", "limit": 10, "before": None, "project": "default"},
+        accepts={"project": OPTIONAL, "before": OPTIONAL | {"int"}, "limit": frozenset({"int"})},
+        names={"before": ("cursor",)},
     ),
+    "gc": Case(lambda w, **a: w.rt.gc(**a), {"dry_run": True}, accepts={"dry_run": FLAG}),
 }
 
 RUN: dict[str, Case] = {
@@ -379,6 +381,23 @@ BUNDLE_LIMITS = Case(
             "max_path_length",
             "max_depth",
         )
+    },
+)
+
+RETENTION = Case(
+    lambda w, **a: packrun.Retention(**a),
+    {
+        "ended_runs": 86_400.0,
+        "change_log": 3600.0,
+        "pin_events": 86_400.0,
+        "interval": 60.0,
+        "batch": 100,
+        "pause": 0.0,
+    },
+    accepts={
+        **{k: frozenset({"int", "float"}) for k in ("ended_runs", "change_log", "pin_events")},
+        **{k: frozenset({"int", "float"}) for k in ("interval", "pause")},
+        "batch": frozenset({"int"}),
     },
 )
 
@@ -558,8 +577,10 @@ FUNCTIONS: dict[str, Case] = {
             "in_process": frozenset({"vendor"}),
             "sandbox": "auto",
             "sandbox_limits": None,
+            "retention": None,
         },
         accepts={
+            "retention": OPTIONAL,
             "url": OPTIONAL,
             "refresh_interval": frozenset({"int", "float"}),
             "lease_ttl": frozenset({"int", "float"}),
@@ -585,6 +606,8 @@ MADE_BY_PACKRUN = {
     "EntryManifest",
     "Explanation",
     "Finding",
+    "GcReport",
+    "HistoryPage",
     "Installation",
     "LoadedBundle",
     "Manifest",
@@ -612,6 +635,7 @@ CONSTRUCTORS: dict[str, Case] = {
     "Version": VERSION["Version"],
     "BundleLimits": BUNDLE_LIMITS,
     "SandboxLimits": SANDBOX_LIMITS,
+    "Retention": RETENTION,
 }
 SIGNERS = ROOT / "tests" / "data" / "allowed_signers_example"
 TRUST: dict[str, Case] = {
@@ -811,7 +835,7 @@ def test_any_value_as_an_id__is_a_packrun_error(value: object) -> None:
     misses: list[Callable[[Any], object]] = [
         rt.resolve,
         rt.explain,
-        rt.history,
+        lambda v: anyio.run(rt.history, v),
         rt.installation,
         rt.versions,
         rt.process_flows,

@@ -42,11 +42,12 @@ from packrun._manifest import (
 from packrun._openapi import import_openapi
 from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
+from packrun._retention import HistoryPage, Retention
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, Finding, check, verify
 from packrun._sources import SourceSpec, SourceStatus, SyncItem, SyncReport, Trust
-from packrun._stores import Installation, Origin, PinEvent, Policy, Settings
+from packrun._stores import GcReport, Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
     BumpProblem,
@@ -117,6 +118,8 @@ __all__ = [
     "EntryManifest",
     "Explanation",
     "Finding",
+    "GcReport",
+    "HistoryPage",
     "Installation",
     "InstallationExists",
     "IntegrationContractIncompatible",
@@ -139,6 +142,7 @@ __all__ = [
     "Policy",
     "RULES",
     "Resolution",
+    "Retention",
     "Retirement",
     "RetirementMove",
     "Rollback",

@@ -89,6 +89,14 @@ from packrun._resolver import (
     exact_pin,
     normalize_pin,
 )
+from packrun._retention import (
+    HISTORY_LIMIT,
+    HistoryPage,
+    RemoteRuns,
+    Retention,
+    check_history_page,
+    gc_loop,
+)
 from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._sources._model import DEFAULT_INTERVAL, SourceSpec, SourceStatus, SyncReport, Trust
 from packrun._sources._sync import Syncer, check_name
@@ -96,6 +104,7 @@ from packrun._stores import (
     DEFAULT_PROJECT,
     ORIGINS,
     POLICIES,
+    GcReport,
     Installation,
     LiveRun,
     Origin,
@@ -108,6 +117,7 @@ from packrun._stores import (
     Update,
     WorkflowTools,
     default_url,
+    kept_events,
     open_store,
     stream_settings,
 )
@@ -324,7 +334,10 @@ class Runtime:
         in_process: Collection[str] = frozenset(),
         sandbox: SandboxMode = "auto",
         sandbox_limits: SandboxLimits | None = None,
+        retention: Retention | None = None,
     ) -> None:
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidArgument("retention", retention, ["None or a packrun.Retention"])
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("refresh_interval", refresh_interval)
         check_whole("tool_threads", tool_threads, 1, 100_000)
@@ -373,7 +386,12 @@ class Runtime:
         self.lease_ttl = lease_ttl
         """Seconds a run's lease lasts unless renewed; a dead process's runs expire after it."""
         self.owner = uuid.uuid4().hex
-        """This runtime's id as the holder of run leases."""
+        """This runtime's id as the holder of run leases (and as the writer of its change-log
+        lines, which its refreshes skip: it applied them already)."""
+        store.writer = self.owner
+        self.retention = retention or Retention()
+        """What the store keeps and how this runtime's background pass prunes the rest."""
+        self._remote_runs = RemoteRuns(self.owner)
         self._dispatchers: dict[str, Dispatcher] = {}
         self.check_input: CheckMode = check_input
         """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
@@ -458,6 +476,8 @@ class Runtime:
             self._task_group.start_soon(self._lease_loop)
             self._task_group.start_soon(self._end_loop)
             self._task_group.start_soon(self._reap_loop)
+            if self.retention.interval > 0:
+                self._task_group.start_soon(gc_loop, self._store, self.retention, self._warn)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
         except BaseException:
@@ -503,7 +523,7 @@ class Runtime:
             by_pack.setdefault(entry.pack_id, []).append(entry)
         for pack_id, rows in by_pack.items():
             self._resolver.set_pack(pack_id, rows)
-        events: dict[str, list[PinEvent]] = {}
+        events: dict[str, list[PinEvent]] = {}  # each installation's last and hold events
         for event in state.events:
             events.setdefault(event.installation_id, []).append(event)
         for inst in state.installations:
@@ -554,8 +574,9 @@ class Runtime:
         return self._pool.pids
 
     async def _refresh_remote_runs(self) -> None:
-        live = await self._store.live_runs(time.time())
-        self._remote = [r for r in live if r.owner != self.owner]
+        # Only what changed since the last read; leases that ran out are dropped as they pass.
+        if self._remote_runs.apply(await self._store.run_changes(self._remote_runs.cursor)):
+            self._remote = self._remote_runs.listed()
 
     def _warn(self, kind: str, message: str) -> None:
         # The hot path keeps answering from memory; say so, at most once a minute per kind of
@@ -571,13 +592,19 @@ class Runtime:
         call it to catch up at once."""
         async with self._lock:
             await self._refresh_remote_runs()
-            changes = await self._store.changes(self._seq)
+            # Other runtimes' lines only: this runtime applied its own writes when it made them.
+            batch = await self._store.changes_since(self._seq, self.owner)
             self._refreshed()
+            if batch.behind:  # lines it missed were pruned: reload everything instead
+                logger.info("packrun reloads %s in full: it fell behind the change log", self.url)
+                await self._load()
+                return
+            self._seq = max(self._seq, batch.head)
+            changes = batch.changes
             if not changes:
                 return
             packs = {c.key for c in changes if c.kind == "pack"}
             installations = {c.key for c in changes if c.kind == "installation"}
-            self._seq = changes[-1].seq
             # What others changed (not the echo of this runtime's own writes) may call for an
             # update policy to act: compare what is reloaded with what was held.
             rows_before = {p: self._resolver.rows_or_empty(p) for p in packs}
@@ -1603,7 +1630,9 @@ class Runtime:
         async with self._lock:
             changed, event = await self._store.update_installation(installation_id, update)
             events = self._resolver.history(installation_id)
-            self._resolver.set_installation(changed, [*events, event] if event else events)
+            self._resolver.set_installation(
+                changed, kept_events(changed, [*events, event] if event else events)
+            )
         if event is not None:
             _log_pin_move(changed.pack_id, event, changed)
         return changed
@@ -1916,10 +1945,33 @@ class Runtime:
         check_name(name)
         return self._syncer.status(name)
 
-    def history(self, installation_id: str, *, project: str | None = None) -> list[PinEvent]:
-        """Every pin move of an installation, oldest first: ``.actor .origin .from_version
-        .to_version .at``. With ``project``, the installation must be of that project."""
-        return self._resolver.history(installation_id, _optional_project(project))
+    async def history(
+        self,
+        installation_id: str,
+        *,
+        limit: int = HISTORY_LIMIT,
+        before: int | None = None,
+        project: str | None = None,
+    ) -> HistoryPage:
+        """A page of an installation's pin moves, read from the store: the newest ``limit``
+        (default 100) before the cursor ``before``, oldest first, each with ``.actor .origin
+        .from_version .to_version .at``. The page's ``.before`` is the cursor of the next, older
+        page (``None`` at the first move the store still keeps; see :class:`Retention`). With
+        ``project``, the installation must be of that project."""
+        self._resolver.installation(installation_id, _optional_project(project))
+        check_history_page(limit, before)
+        events = await self._store.pin_events(installation_id, limit + 1, before)
+        more = len(events) > limit
+        page = events[:limit]
+        return HistoryPage(tuple(reversed(page)), page[-1].seq if more else None)
+
+    async def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Prune what :attr:`retention` no longer keeps (ended runs, pin events, change-log
+        lines) now, in small transactions; with ``dry_run``, only count it. The runtime also does
+        this in the background every ``retention.interval`` seconds."""
+        check_flag("dry_run", dry_run)
+        r = self.retention
+        return await self._store.gc(r, dry_run=dry_run, batch=r.batch, pause=r.pause)
 
 
 def open_runtime(
@@ -1937,6 +1989,7 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    retention: Retention | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -1962,6 +2015,9 @@ def open_runtime(
     ``"auto"``: bubblewrap when installed) under ``sandbox_limits``, except the code of the
     channels listed in ``in_process`` (``{"vendor"}``), which this process trusts to import.
 
+    ``retention`` (a :class:`Retention`; its defaults when ``None``) says how long the store keeps
+    ended runs, change-log lines and pin events, and how often this runtime prunes the rest.
+
     >>> import anyio, packrun
     >>> async def main():
     ...     async with packrun.open_runtime("memory:") as rt:
@@ -1986,4 +2042,5 @@ def open_runtime(
         in_process=in_process,
         sandbox=sandbox,
         sandbox_limits=sandbox_limits,
+        retention=retention,
     )

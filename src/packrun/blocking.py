@@ -29,6 +29,7 @@ from packrun._checks import CheckMode
 from packrun._contract import DEFAULT_GENERATIONS
 from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._resolver import Resolution
+from packrun._retention import Retention
 from packrun._runs import Run, RunScope
 from packrun._runtime import Runtime
 from packrun._runtime import open_runtime as _open_async
@@ -312,7 +313,8 @@ class BlockingRuntime:
     pinned_to = _in_loop(Runtime.pinned_to)
     installations = _in_loop(Runtime.installations)
     installation = _in_loop(Runtime.installation)
-    history = _in_loop(Runtime.history)
+    history = _awaited(Runtime.history)
+    gc = _awaited(Runtime.gc)
     in_flight = _in_loop(Runtime.in_flight)
     in_flight_for = _in_loop(Runtime.in_flight_for)
     runs_in_flight = _in_loop(Runtime.runs_in_flight)
@@ -346,6 +348,7 @@ def open_runtime(
     in_process: Collection[str] = frozenset(),
     sandbox: SandboxMode = "auto",
     sandbox_limits: SandboxLimits | None = None,
+    retention: Retention | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -370,6 +373,7 @@ def open_runtime(
             in_process=in_process,
             sandbox=sandbox,
             sandbox_limits=sandbox_limits,
+            retention=retention,
         )
     )
     rt._start()
