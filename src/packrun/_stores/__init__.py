@@ -255,7 +255,8 @@ class StoreState:
     entries: list[CatalogEntry] = field(default_factory=list)
     installations: list[Installation] = field(default_factory=list)
     events: list[PinEvent] = field(default_factory=list)
-    """Per installation, the events resolution keeps (:func:`kept_events`), not its history."""
+    """Per installation, the events resolution keeps (:func:`kept_events`), not its history; in
+    no particular order."""
     seq: int = 0
     """The change-log position this state reflects."""
     project_settings: dict[str, dict[str, bool]] = field(default_factory=dict)

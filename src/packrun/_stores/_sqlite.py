@@ -283,10 +283,12 @@ _E_COLUMNS: Final = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(",")
 def _kept_events_sql(where: str) -> str:
     """Per installation, the pin events a runtime keeps (see ``kept_events``): the last one, and
     the one that set its hold, found by the installation's pointers (no scan of the history)."""
+    also = f"{where} AND" if where else "WHERE"
     return (
         f"SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e ON e.seq = i.last_event "
-        f"{where} UNION SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e "
-        f"ON e.seq = i.hold_event AND e.from_version = i.hold {where} ORDER BY 1"
+        f"{where} UNION ALL SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e "
+        f"ON e.seq = i.hold_event AND e.from_version = i.hold "
+        f"{also} i.hold IS NOT NULL AND i.hold_event <> i.last_event"
     )
 
 
