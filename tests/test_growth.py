@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 import packrun
-from _store_sql import execute, undo_growth
+from _store_sql import execute, split, undo_growth
 from packrun._cli import main
 from packrun._runtime import _now
 from packrun._stores import RunRecord, Store, _postgres, _sqlite, kept_events, open_store
@@ -441,3 +441,71 @@ async def test_a_store_of_the_previous_schema__migrates_with_its_history_and_usa
         await rt.refresh()
         assert rt.in_flight_for("inst") == 1
         assert (await rt.gc(dry_run=True)).ended_runs == 0
+
+
+async def test_postgres__a_run_committed_after_a_later_one_is_still_read(postgres_url: str) -> None:
+    """Transaction ids commit out of order: a run written by a transaction that began first but
+    committed after another's (and after a refresh read that one) is read at the next refresh."""
+    import psycopg
+    from psycopg import sql
+
+    async with packrun.open_runtime(postgres_url, refresh_interval=0) as rt:
+        await catalog(rt)
+        await rt.install("inst", "acme", pin="1.0.0")
+        await rt.refresh()
+        base, schema = split(postgres_url)
+        slow = await psycopg.AsyncConnection.connect(base)
+        try:
+            await slow.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            await slow.execute(
+                "INSERT INTO runs (run_id, installation_id, pack_id, version, digest, contract, "
+                "channel, workflow_id, started_at, owner, lease_until) VALUES ('slow', 'inst', "
+                "'acme', '1.0.0', %s, 2, 'vendor', NULL, now(), 'elsewhere', "
+                "extract(epoch FROM now()) + 600)",
+                (DIGEST,),
+            )  # left uncommitted for now
+            await start(rt._store, "elsewhere", "quick")
+            await rt.refresh()
+            assert rt.in_flight_for("inst") == 1  # "quick" only: "slow" is not committed
+            await slow.commit()
+        finally:
+            await slow.close()
+        await rt.refresh()
+        assert rt.in_flight_for("inst") == 2
+        assert {r.record.run_id for r in rt._remote} == {"slow", "quick"}
+
+
+async def test_refresh__concurrent_writers_runs_all_arrive_incrementally(shared_url: str) -> None:
+    """Two runtimes start and end runs at once while a third refreshes all along: what it holds
+    at the end is exactly the runs in flight, read without a full read after its first."""
+    async with (
+        packrun.open_runtime(shared_url, refresh_interval=0) as reader,
+        packrun.open_runtime(shared_url, refresh_interval=0) as a,
+        packrun.open_runtime(shared_url, refresh_interval=0) as b,
+    ):
+        await catalog(a)
+        await a.install("inst", "acme", pin="1.0.0")
+        await reader.refresh()
+        done = anyio.Event()
+
+        async def write(rt: packrun.Runtime, name: str) -> None:
+            for n in range(30):
+                await start(rt._store, name, f"{name}-{n}")
+                if n % 3 == 0:
+                    await rt._store.end_runs([(f"{name}-{n}", frozenset())], name, _now())
+
+        async def read() -> None:
+            while not done.is_set():
+                await reader.refresh()
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            async with anyio.create_task_group() as writers:
+                writers.start_soon(write, a, "wa")
+                writers.start_soon(write, b, "wb")
+            done.set()
+        await reader.refresh()
+        expected = {f"{w}-{n}" for w in ("wa", "wb") for n in range(30) if n % 3}
+        assert {r.record.run_id for r in reader._remote} == expected
+        assert reader._remote_runs.rows_read < 3 * len(expected) + 30
