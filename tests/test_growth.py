@@ -512,3 +512,17 @@ async def test_refresh__concurrent_writers_runs_all_arrive_incrementally(shared_
         expected = {f"{w}-{n}" for w in ("wa", "wb") for n in range(30) if n % 3}
         assert {r.record.run_id for r in reader._remote} == expected
         assert reader._remote_runs.rows_read < 3 * len(expected) + 30
+
+
+async def test_refresh__reads_no_run_of_its_own(rt: packrun.Runtime) -> None:
+    """Its own starts, ends and lease renewals are not read back: it counts its runs itself."""
+    async with rt.run("inst", run_id="mine"):
+        await rt._flush_ends()
+        await rt.refresh()
+        await rt._store.renew_leases(rt.owner, ["mine"], time.time() + 600)
+        await rt.refresh()
+        assert rt.in_flight_for("inst") == 1
+    await rt._flush_ends()
+    await rt.refresh()
+    assert rt._remote_runs.rows_read == 0
+    assert rt.in_flight_for("inst") == 0

@@ -575,7 +575,8 @@ class Runtime:
 
     async def _refresh_remote_runs(self) -> None:
         # Only what changed since the last read; leases that ran out are dropped as they pass.
-        if self._remote_runs.apply(await self._store.run_changes(self._remote_runs.cursor)):
+        delta = await self._store.run_changes(self._remote_runs.cursor, self.owner)
+        if self._remote_runs.apply(delta):
             self._remote = self._remote_runs.listed()
 
     def _warn(self, kind: str, message: str) -> None:

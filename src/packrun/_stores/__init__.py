@@ -322,10 +322,14 @@ class Store(ABC):
         (all when ``None``), newest first."""
 
     @abstractmethod
-    async def run_changes(self, cursor: int | None) -> RunDelta:
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
         """The runs whose start, end, owner or lease changed since ``cursor`` (a previous
-        :attr:`RunDelta.cursor`); with ``None``, every run in flight. A read with nothing changed
-        reads no run, however many are in flight."""
+        :attr:`RunDelta.cursor`), but those ``skip_owner`` holds (the reader's own writes); with
+        ``None``, every run in flight. A read with nothing changed reads no run, however many are
+        in flight.
+
+        A run the reader takes over from another owner is not read either: that can happen only
+        once the other owner ended it (read as gone) or its lease ran out (dropped as it passes)."""
 
     @abstractmethod
     async def gc(

@@ -61,6 +61,7 @@ class MemoryStore(Store):
         self._run_seq = 0
         self._touched: dict[str, int] = {}  # run id -> its change sequence, in that order
         self._ended_at: dict[str, float] = {}  # run id -> when it ended (wall clock)
+        self._owners: dict[str, str] = {}  # run id -> who started or reopened it last
         self._runs: dict[str, RunRecord] = {}
         self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
         self._declared: dict[tuple[str, str], frozenset[str]] = {}
@@ -129,7 +130,7 @@ class MemoryStore(Store):
         older = [e for e in reversed(events) if before is None or e.seq < before]
         return older[:limit]
 
-    async def run_changes(self, cursor: int | None) -> RunDelta:
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
         now = time.time()
         if cursor is None:
             return RunDelta(self._run_seq, await self.live_runs(now), [], now, full=True)
@@ -139,6 +140,8 @@ class MemoryStore(Store):
             if seq <= cursor:
                 break
             holder = self._live.get(run_id)
+            if skip_owner is not None and self._owners.get(run_id) == skip_owner:
+                continue
             if holder is not None and holder[1] > now:
                 live.append(LiveRun(self._runs[run_id], *holder))
             else:
@@ -194,6 +197,7 @@ class MemoryStore(Store):
                 self._live.pop(run_id, None)
                 self._ended_at.pop(run_id, None)
                 self._touched.pop(run_id, None)
+                self._owners.pop(run_id, None)
             self._events.update(pruned)
             if lines:
                 self._horizon = self._changes[lines - 1].seq
@@ -292,6 +296,7 @@ class MemoryStore(Store):
             if existing is None:
                 self._runs[record.run_id] = record
                 self._live[record.run_id] = (owner, lease_until)
+                self._owners[record.run_id] = owner
                 self._touch(record.run_id)
                 started.append((record, False, None))
                 continue
@@ -300,6 +305,7 @@ class MemoryStore(Store):
                 started.append((existing, True, holder[0]))
                 continue
             self._live[record.run_id] = (owner, lease_until)
+            self._owners[record.run_id] = owner
             self._ended_at.pop(record.run_id, None)
             self._touch(record.run_id)
             started.append((existing, True, None))

@@ -706,7 +706,7 @@ class PostgresStore(Store):
 
         return await self._run("read pin events", body)
 
-    async def run_changes(self, cursor: int | None) -> RunDelta:
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
         # The cursor is the oldest transaction in progress when the last read took its snapshot:
         # every run row written by a transaction that committed after that read carries a txid at
         # or above it (it was in progress then, or began later). A quiet store has none.
@@ -730,8 +730,9 @@ class PostgresStore(Store):
             for r in await (
                 await conn.execute(
                     f"SELECT {RUN_COLUMNS}, owner, lease_until, ended_at IS NULL FROM runs "
-                    "WHERE txid >= %s::text::xid8",
-                    (str(cursor),),
+                    "WHERE txid >= %s::text::xid8 "
+                    "AND (%s::text IS NULL OR owner IS DISTINCT FROM %s)",
+                    (str(cursor), skip_owner, skip_owner),
                 )
             ).fetchall():
                 if r[11] and r[10] is not None and r[10] > now:

@@ -532,7 +532,7 @@ class SQLiteStore(Store):
 
         return await self._call(body)
 
-    async def run_changes(self, cursor: int | None) -> RunDelta:
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
         def body(conn: sqlite3.Connection) -> RunDelta:
             now = time.time()
             if cursor is None:
@@ -544,13 +544,13 @@ class SQLiteStore(Store):
                 )
                 live = [LiveRun(run_from(r, _TIME), r[9], r[10]) for r in rows]
                 return RunDelta(start, live, [], now, full=True)
-            live, gone, last = [], [], cursor
+            live, gone = [], []
+            last = max(cursor, self._state(conn, "run_seq"))
             for r in conn.execute(
                 f"SELECT {RUN_COLUMNS}, owner, lease_until, ended_at, rseq FROM runs "
-                "WHERE rseq > ? ORDER BY rseq",
-                (cursor,),
+                "WHERE rseq > ? AND (? IS NULL OR owner IS NOT ?) ORDER BY rseq",
+                (cursor, skip_owner, skip_owner),
             ):
-                last = r[12]
                 if r[11] is None and r[10] is not None and r[10] > now:
                     live.append(LiveRun(run_from(r, _TIME), r[9], r[10]))
                 else:
