@@ -157,7 +157,7 @@ async def test_rollout__failing_version__aborts_at_the_first_gate_and_everyone_g
         assert aborts[0].data["moved"] == on_new
         assert aborts[0].data["health"]["error_rate"] == 1.0
         assert not [e for e in await all_events(rt) if e.kind == "rollout_step"]
-        moves = [e for e in rt.history(on_new[0]) if e.origin == "rollout"]
+        moves = [e for e in (await rt.history(on_new[0])) if e.origin == "rollout"]
         assert [(e.from_version, e.to_version) for e in moves] == [("1.1.0", "1.0.0")]
         assert moves[-1].actor == f"rollout:{status.id}"
     assert any(getattr(r, "event", None) == "rollout_aborted" for r in caplog.records)

@@ -1159,7 +1159,7 @@ async def test_hundreds_of_concurrent_runs_each_see_exactly_one_version_and_dige
                 elif op % 3 == 1:
                     await rt.set_pin(iid, PINS[op % len(PINS)])
                 else:  # a rollback to what the pin was before
-                    previous = rt.history(iid)[-1].from_pin or PINS[0]
+                    previous = (await rt.history(iid))[-1].from_pin or PINS[0]
                     await rt.set_pin(iid, previous, origin="rollback")
                 stages[op].set()
                 await anyio.sleep(0)
