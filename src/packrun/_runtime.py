@@ -1433,7 +1433,7 @@ class Runtime:
         max_error_rate: float = 0.05,
         max_error_increase: float = 0.02,
         min_calls: int = 100,
-        selector: Collection[str] | None = None,
+        selector: Selector | str | Collection[str] | None = None,
         project: str = DEFAULT_PROJECT,
         actor: str = "system",
     ) -> RolloutStatus:
@@ -1442,7 +1442,9 @@ class Runtime:
         a health gate.
 
         The installations are those whose dynamic pin picks the version, those an auto policy
-        moved to it, or with ``selector`` the listed installation ids. Who goes first is decided
+        moved to it, or with ``selector`` those it picks: a :class:`Selector` (or its text,
+        ``policy=auto_patch,pin=1.1.0``, as the bulk operations take) picks the installations
+        matching it when the rollout starts; a collection names installation ids. Who goes first is decided
         by a stable hash of the installation id (an installation never flips back and forth).
         The gate passes once the new version has ``min_calls`` calls from the project's
         installations with an error rate (tool errors, timeouts, crashes, invalid outputs) at
