@@ -521,12 +521,16 @@ RETENTION = Case(
         "ended_runs": 86_400.0,
         "change_log": 3600.0,
         "pin_events": 86_400.0,
+        "event_log": 86_400.0,
         "interval": 60.0,
         "batch": 100,
         "pause": 0.0,
     },
     accepts={
-        **{k: frozenset({"int", "float"}) for k in ("ended_runs", "change_log", "pin_events")},
+        **{
+            k: frozenset({"int", "float"})
+            for k in ("ended_runs", "change_log", "pin_events", "event_log")
+        },
         **{k: frozenset({"int", "float"}) for k in ("interval", "pause")},
         "batch": frozenset({"int"}),
     },

@@ -382,6 +382,7 @@ def test_cli_gc__dry_run_counts_what_the_pass_then_prunes(tmp_path: Path) -> Non
         "ended_runs": 0,
         "pin_events": 0,
         "changes": 0,
+        "log_events": 0,
     }
     history = cli("history", "inst", "--store", url)
     assert [e["to_pin"] for e in history] == ["1.1.0"]  # the last move is kept
@@ -425,12 +426,13 @@ async def test_a_store_of_the_previous_schema__migrates_with_its_history_and_usa
         explained = rt.explain("inst")
     undo_growth(shared_url)
     if shared_url.startswith("sqlite:///"):
-        execute(shared_url, f"PRAGMA user_version = {_sqlite.SCHEMA_VERSION - 1}")
+        before = _sqlite.MIGRATIONS.index(_sqlite.MIGRATION_GROWTH)
+        execute(shared_url, f"PRAGMA user_version = {before}")
     else:
         execute(
             shared_url,
             "UPDATE packrun_meta SET value = %s WHERE key = 'schema_version'",
-            (str(_postgres.SCHEMA_VERSION - 1),),
+            (str(_postgres.MIGRATIONS.index(_postgres.MIGRATION_GROWTH)),),
         )
     async with packrun.open_runtime(shared_url, refresh_interval=0) as rt:
         assert (await rt.history("inst")).events == history

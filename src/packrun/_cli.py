@@ -697,6 +697,7 @@ async def _cmd_gc(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
         ended_runs=defaults.ended_runs if args.keep_runs is None else args.keep_runs * DAY,
         change_log=defaults.change_log if args.keep_changes is None else args.keep_changes * DAY,
         pin_events=defaults.pin_events if args.keep_events is None else args.keep_events * DAY,
+        event_log=defaults.event_log if args.keep_log is None else args.keep_log * DAY,
     )
     report = await rt.gc(dry_run=args.dry_run)
     out.data(
@@ -705,12 +706,14 @@ async def _cmd_gc(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
             "ended_runs": report.ended_runs,
             "pin_events": report.pin_events,
             "changes": report.changes,
+            "log_events": report.log_events,
         }
     )
     verb = "would prune" if report.dry_run else "pruned"
     out.line(
         f"{verb} {report.ended_runs} ended run(s), {report.pin_events} pin event(s), "
-        f"{report.changes} change-log line(s) from {rt.url}"
+        f"{report.changes} change-log line(s), {report.log_events} event-log event(s) "
+        f"from {rt.url}"
     )
     return EXIT_OK
 
@@ -1546,7 +1549,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = runtime_command(
         "gc",
-        "Prune what retention no longer keeps: old ended runs, pin events, change-log lines.",
+        "Prune what retention no longer keeps: old ended runs, pin events, change-log lines, "
+        "event-log events.",
         _cmd_gc,
     )
     p.add_argument(
@@ -1556,6 +1560,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--keep-runs", "ended runs", Retention().ended_runs / DAY),
         ("--keep-changes", "change-log lines", Retention().change_log / DAY),
         ("--keep-events", "pin events", Retention().pin_events / DAY),
+        ("--keep-log", "the event log's events", Retention().event_log / DAY),
     ):
         p.add_argument(
             flag,

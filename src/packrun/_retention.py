@@ -4,7 +4,8 @@ incremental reads (:class:`RemoteRuns`).
 
 A store prunes by policy: ended runs after ``ended_runs`` seconds, change-log lines after
 ``change_log`` seconds, pin events after ``pin_events`` seconds (an audit trail, kept longest;
-each installation's last event and the one that set its hold are never pruned). A runtime runs
+each installation's last event and the one that set its hold are never pruned), the fleet's event
+log after ``event_log`` seconds (cursors stay valid: sequence numbers are never reused). A runtime runs
 the pass in the background every ``interval`` seconds, in transactions of ``batch`` rows with
 ``pause`` seconds between them, so no write waits long behind it; ``packrun gc`` runs it at once.
 """
@@ -51,20 +52,23 @@ class Retention:
     Every duration is in seconds. The defaults: ended runs 7 days (a run id seen again within
     them resumes with its original binding), the change log 1 day (a runtime that falls further
     behind reloads in full), pin events 365 days (each installation's last event and the one
-    that set its hold are kept for ever). ``interval`` is how often a runtime runs the pass in
-    the background (``0`` turns it off; ``packrun gc`` still works), ``batch`` the most rows one
-    of its transactions deletes, and ``pause`` the seconds between two of them.
+    that set its hold are kept for ever), the fleet's event log 365 days (a reader whose cursor is
+    older than the oldest event kept gets the events still kept). ``interval`` is how often a
+    runtime runs the pass in the background (``0`` turns it off; ``packrun gc`` still works),
+    ``batch`` the most rows one of its transactions deletes, and ``pause`` the seconds between
+    two of them.
     """
 
     ended_runs: float = 7 * DAY
     change_log: float = 1 * DAY
     pin_events: float = 365 * DAY
+    event_log: float = 365 * DAY
     interval: float = 3600.0
     batch: int = 1000
     pause: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("ended_runs", "change_log", "pin_events"):
+        for name in ("ended_runs", "change_log", "pin_events", "event_log"):
             check_seconds(f"retention {name}", getattr(self, name), zero=False)
         check_seconds("retention interval", self.interval)
         check_seconds("retention pause", self.pause)

@@ -275,6 +275,8 @@ class GcReport:
     changes: int = 0
     """Change-log lines older than their retention (never the newest line)."""
     dry_run: bool = False
+    log_events: int = 0
+    """Events of the fleet's event log (``rt.events``) older than their retention."""
 
 
 SourceRow: TypeAlias = tuple[str, str, "str | None"]

@@ -6,6 +6,7 @@ taken under the same lock that guards the rows, and every write appends to the c
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import time
@@ -80,8 +81,9 @@ class MemoryStore(Store):
         self._health: dict[tuple[str, str, str, str, str], int] = {}
         self._rollouts: dict[str, RolloutRow] = {}
         self._rollout_leases: dict[str, tuple[str, float]] = {}
-        self._log_events: list[StoredEvent] = []
-        self._dedupe: set[str] = set()
+        self._log_events: list[StoredEvent] = []  # oldest first; pruned from the front
+        self._log_seq = 0  # the last sequence number given (never reused)
+        self._dedupe: dict[str, int] = {}  # dedupe key -> the sequence number of its event
         self._aliases: dict[tuple[str, str, str], Alias] = {}
         self._soak: dict[str, str] = {}
 
@@ -205,7 +207,9 @@ class MemoryStore(Store):
                 if t >= cutoff:
                     break
                 lines += 1
-            report = GcReport(len(runs), events, lines, dry_run)
+            log_cutoff = now - retention.event_log
+            log = [e[0] for e in self._log_events if e[2].timestamp() < log_cutoff]
+            report = GcReport(len(runs), events, lines, dry_run, len(log))
             if dry_run:
                 return report
             for run_id in runs:
@@ -218,6 +222,10 @@ class MemoryStore(Store):
             if lines:
                 self._horizon = self._changes[lines - 1].seq
                 del self._changes[:lines], self._writers[:lines], self._change_times[:lines]
+            if log:
+                gone = set(log)
+                self._log_events = [e for e in self._log_events if e[0] not in gone]
+                self._dedupe = {k: seq for k, seq in self._dedupe.items() if seq not in gone}
             return report
 
     async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
@@ -429,8 +437,9 @@ class MemoryStore(Store):
             if dedupe is not None:
                 if dedupe in self._dedupe:
                     continue
-                self._dedupe.add(dedupe)
-            self._log_events.append((len(self._log_events) + 1, kind, at, pack, project, body))
+                self._dedupe[dedupe] = self._log_seq + 1
+            self._log_seq += 1
+            self._log_events.append((self._log_seq, kind, at, pack, project, body))
 
     async def add_health(self, deltas: Sequence[HealthDelta]) -> None:
         async with self._lock:
@@ -446,7 +455,8 @@ class MemoryStore(Store):
             self._add_events(events)
 
     async def read_events(self, since: int, limit: int) -> list[StoredEvent]:
-        return self._log_events[since : since + limit]
+        start = bisect.bisect_right(self._log_events, since, key=lambda e: e[0])
+        return self._log_events[start : start + limit]
 
     async def create_rollout(
         self, row: RolloutRow, owner: str, ttl: float, events: Sequence[NewEvent]

@@ -328,6 +328,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 7: growth over time (see MIGRATION_GROWTH).
     MIGRATION_GROWTH,
+    # event log retention: pruned by age.
+    "CREATE INDEX IF NOT EXISTS events_at ON events (at);",
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -835,6 +837,12 @@ class PostgresStore(Store):
                 "seq < (SELECT max(seq) FROM changes) AND (at IS NULL OR at < %s)",
                 (now - retention.change_log,),
             ),
+            "log_events": (
+                "events",
+                "seq",
+                "at < to_timestamp(%s)",
+                (now - retention.event_log,),
+            ),
         }
         counts: dict[str, int] = {}
         for kind, (table, key, where, params) in kinds.items():
@@ -864,7 +872,13 @@ class PostgresStore(Store):
                 if deleted < batch:
                     break
                 await anyio.sleep(pause)
-        return GcReport(counts["ended_runs"], counts["pin_events"], counts["changes"], dry_run)
+        return GcReport(
+            counts["ended_runs"],
+            counts["pin_events"],
+            counts["changes"],
+            dry_run,
+            counts["log_events"],
+        )
 
     @staticmethod
     async def _prune(

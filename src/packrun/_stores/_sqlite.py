@@ -327,6 +327,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 9: growth over time (see MIGRATION_GROWTH).
     MIGRATION_GROWTH,
+    # event log retention: pruned by age.
+    "CREATE INDEX IF NOT EXISTS events_at ON events (at);",
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -655,6 +657,11 @@ class SQLiteStore(Store):
                 "seq < (SELECT max(seq) FROM changes) AND (at IS NULL OR at < ?)",
                 (now - retention.change_log,),
             ),
+            "log_events": (
+                "events",
+                "at < ?",
+                (datetime.fromtimestamp(now - retention.event_log, UTC).isoformat(),),
+            ),
         }
         counts: dict[str, int] = {}
         for kind, (table, where, params) in kinds.items():
@@ -686,7 +693,13 @@ class SQLiteStore(Store):
                 if deleted < batch:
                     break
                 await anyio.sleep(pause)
-        return GcReport(counts["ended_runs"], counts["pin_events"], counts["changes"], dry_run)
+        return GcReport(
+            counts["ended_runs"],
+            counts["pin_events"],
+            counts["changes"],
+            dry_run,
+            counts["log_events"],
+        )
 
     @staticmethod
     def _prune(
@@ -708,10 +721,11 @@ class SQLiteStore(Store):
                 (seqs[-1],),
             )
             return len(seqs)
+        order = " ORDER BY seq" if table == "events" else ""  # the event log: oldest first
         return int(
             conn.execute(
                 f"DELETE FROM {table} WHERE rowid IN "
-                f"(SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
+                f"(SELECT rowid FROM {table} WHERE {where}{order} LIMIT ?)",
                 (*params, batch),
             ).rowcount
         )
