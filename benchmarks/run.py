@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -14,7 +15,9 @@ from _harness import machine, table  # noqa: E402
 
 def main() -> None:
     print(machine())
+    began = time.monotonic()
     for path in sorted(HERE.glob("bench_*.py")):
+        started = time.monotonic()
         module = importlib.import_module(path.stem)
         print(f"\n## {path.stem.removeprefix('bench_')}\n")
         print((module.__doc__ or "").strip().splitlines()[0] + "\n")
@@ -24,6 +27,8 @@ def main() -> None:
             print(f"skipped: {exc.name} is not installed (install the dev dependency group)")
             continue
         print(table(found))
+        print(f"\n({time.monotonic() - started:.0f} s)")
+    print(f"\nThe whole run took {time.monotonic() - began:.0f} s.")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from contextlib import closing
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["execute", "split", "undo_projects"]
+__all__ = ["execute", "split", "undo_growth", "undo_projects"]
 
 
 def split(url: str) -> tuple[str, str]:
@@ -42,7 +42,8 @@ def undo_projects(url: str) -> None:
     """Take a store's tables back to before projects (and the fleet tables after them), as a release from
     before projects left them: no ``project`` columns, one setting per name. Only for a store whose
     rows are all vendor rows or project ``default``'s."""
-    for table in ("health", "rollouts", "events"):  # the migration after projects, undone first
+    undo_growth(url)  # the migrations after projects, undone first
+    for table in ("aliases", "soak", "health", "rollouts", "events"):
         execute(url, f"DROP TABLE IF EXISTS {table}")
     if url.startswith("sqlite:///"):
         statements = [
@@ -72,6 +73,47 @@ def undo_projects(url: str) -> None:
             "ALTER TABLE settings DROP CONSTRAINT settings_pkey",
             "ALTER TABLE settings DROP COLUMN project",
             "ALTER TABLE settings ADD PRIMARY KEY (name)",
+        ]
+    for statement in statements:
+        execute(url, statement)
+
+
+def undo_growth(url: str) -> None:
+    """Take a store's tables back to before growth over time (retention, incremental reads) as
+    the release before it left them; the schema version is the caller's to set."""
+    if url.startswith("sqlite:///"):
+        statements = [
+            *(
+                f"DROP TRIGGER {t}"
+                for t in ("pin_events_kept", "runs_started", "runs_changed", "runs_observed")
+            ),
+            "DROP TABLE observed_tools",
+            "DROP TABLE packrun_state",
+            *(
+                f"DROP INDEX {i}"
+                for i in ("changes_at", "pin_events_at", "runs_by_rseq", "runs_ended")
+            ),
+            "ALTER TABLE changes DROP COLUMN writer",
+            "ALTER TABLE changes DROP COLUMN at",
+            "ALTER TABLE installations DROP COLUMN last_event",
+            "ALTER TABLE installations DROP COLUMN hold_event",
+            "ALTER TABLE runs DROP COLUMN rseq",
+        ]
+    else:
+        statements = [
+            "DROP TRIGGER pin_events_kept ON pin_events",
+            "DROP TRIGGER runs_written ON runs",
+            "DROP TRIGGER runs_observed ON runs",
+            "DROP FUNCTION packrun_pin_event()",
+            "DROP FUNCTION packrun_run_written()",
+            "DROP FUNCTION packrun_run_calls()",
+            "DROP TABLE observed_tools",
+            "DROP TABLE packrun_state",
+            "DROP INDEX pin_events_at",
+            "DROP INDEX runs_ended",
+            "ALTER TABLE changes DROP COLUMN writer, DROP COLUMN at",
+            "ALTER TABLE installations DROP COLUMN last_event, DROP COLUMN hold_event",
+            "ALTER TABLE runs DROP COLUMN txid",
         ]
     for statement in statements:
         execute(url, statement)

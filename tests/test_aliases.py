@@ -43,7 +43,7 @@ async def test_moving_an_alias__moves_every_installation_on_it(store_url: str) -
         assert rt.resolve("a").version == rt.resolve("b").version == "1.1.0"
         assert rt.resolve("c").version == "1.0.0"
         for iid in ("a", "b"):
-            last = rt.history(iid)[-1]
+            last = (await rt.history(iid))[-1]
             assert (last.origin, last.actor, last.from_pin, last.to_pin) == (
                 "alias",
                 "ops",
@@ -55,7 +55,7 @@ async def test_moving_an_alias__moves_every_installation_on_it(store_url: str) -
         assert (alias.name, alias.version, alias.actor) == ("stable", "1.1.0", "ops")
         same = await rt.set_alias("acme", "stable", "1.1.0")
         assert same.installations == ()  # naming the same version again moves nothing
-        assert len(rt.history("a")) == 2
+        assert len(await rt.history("a")) == 2
 
 
 async def test_an_alias__is_one_answer_for_its_installations__not_moved_by_policies(
@@ -137,11 +137,11 @@ async def test_an_alias_move__is_seen_by_every_runtime_of_the_fleet(shared_url: 
         await one.set_alias("acme", "stable", "1.1.0", actor="ops")
         await two.refresh()
         assert two.resolve("a").version == "1.1.0"
-        assert two.history("a")[-1].origin == "alias"
+        assert (await two.history("a"))[-1].origin == "alias"
         assert [(a.name, a.version) for a in two.aliases("acme")] == [("stable", "1.1.0")]
     async with packrun.open_runtime(shared_url, create=False) as rt:  # and after a restart
         assert rt.resolve("a").version == "1.1.0"
-        assert [e.origin for e in rt.history("a")] == ["install", "alias"]
+        assert [e.origin for e in (await rt.history("a"))] == ["install", "alias"]
 
 
 async def test_two_operators_moving_one_alias_at_once__leave_a_consistent_history(
@@ -163,7 +163,7 @@ async def test_two_operators_moving_one_alias_at_once__leave_a_consistent_histor
     async with packrun.open_runtime(shared_url, create=False) as rt:
         [alias] = rt.aliases("acme")
         for n in range(5):
-            moves = [(e.from_version, e.to_version) for e in rt.history(f"i-{n}")[1:]]
+            moves = [(e.from_version, e.to_version) for e in (await rt.history(f"i-{n}"))[1:]]
             # each move starts where the one before it ended, and the last is the alias now
             assert len(moves) == 2
             assert moves[0][0] == "1.0.0"

@@ -361,8 +361,9 @@ RUNTIME: dict[str, Case] = {
     ),
     "history": Case(
         lambda w, **a: w.rt.history(**a),
-        {"installation_id": "acme-prod", "project": "default"},
-        accepts={"project": OPTIONAL},
+        {"installation_id": "acme-prod", "limit": 10, "before": None, "project": "default"},
+        accepts={"project": OPTIONAL, "before": OPTIONAL | {"int"}, "limit": frozenset({"int"})},
+        names={"before": ("cursor",)},
     ),
     "bulk_update": Case(
         lambda w, **a: w.rt.bulk_update(**a),
@@ -417,6 +418,7 @@ RUNTIME: dict[str, Case] = {
         accepts={"dry_run": FLAG, "drain_timeout": OPTIONAL | {"int", "float"}},
         names={"to": ("version",)},
     ),
+    "gc": Case(lambda w, **a: w.rt.gc(**a), {"dry_run": True}, accepts={"dry_run": FLAG}),
 }
 
 RUN: dict[str, Case] = {
@@ -510,6 +512,27 @@ BUNDLE_LIMITS = Case(
             "max_path_length",
             "max_depth",
         )
+    },
+)
+
+RETENTION = Case(
+    lambda w, **a: packrun.Retention(**a),
+    {
+        "ended_runs": 86_400.0,
+        "change_log": 3600.0,
+        "pin_events": 86_400.0,
+        "event_log": 86_400.0,
+        "interval": 60.0,
+        "batch": 100,
+        "pause": 0.0,
+    },
+    accepts={
+        **{
+            k: frozenset({"int", "float"})
+            for k in ("ended_runs", "change_log", "pin_events", "event_log")
+        },
+        **{k: frozenset({"int", "float"}) for k in ("interval", "pause")},
+        "batch": frozenset({"int"}),
     },
 )
 
@@ -694,8 +717,10 @@ FUNCTIONS: dict[str, Case] = {
             "fleet_interval": 1.0,
             "count_health": True,
             "clock": None,
+            "retention": None,
         },
         accepts={
+            "retention": OPTIONAL,
             "url": OPTIONAL,
             "fleet_interval": frozenset({"int", "float"}),
             "count_health": FLAG,
@@ -731,6 +756,8 @@ MADE_BY_PACKRUN = {
     "Event",
     "Explanation",
     "Finding",
+    "GcReport",
+    "HistoryPage",
     "Installation",
     "LiveVersion",
     "LoadedBundle",
@@ -767,6 +794,7 @@ CONSTRUCTORS: dict[str, Case] = {
     "Version": VERSION["Version"],
     "BundleLimits": BUNDLE_LIMITS,
     "SandboxLimits": SANDBOX_LIMITS,
+    "Retention": RETENTION,
 }
 SIGNERS = ROOT / "tests" / "data" / "allowed_signers_example"
 TRUST: dict[str, Case] = {
@@ -980,7 +1008,7 @@ def test_any_value_as_an_id__is_a_packrun_error(value: object) -> None:
     misses: list[Callable[[Any], object]] = [
         rt.resolve,
         rt.explain,
-        rt.history,
+        lambda v: anyio.run(rt.history, v),
         rt.installation,
         rt.versions,
         rt.process_flows,

@@ -50,7 +50,8 @@ async def test_bulk_update__dry_run__plans_moves_and_blocks_and_changes_nothing(
     async with packrun.open_runtime(store_url, in_process=TRUSTED) as rt:
         await fleet(rt)
         before = {
-            i.id: (rt.resolve(i.id).version, len(rt.history(i.id))) for i in rt.installations()
+            i.id: (rt.resolve(i.id).version, len(await rt.history(i.id)))
+            for i in rt.installations()
         }
         async with rt.run("old-a", run_id="r-1", workflow_id="wf"):
             plan = await rt.bulk_update("pack=acme,project=default", to="1.1.0")
@@ -68,7 +69,8 @@ async def test_bulk_update__dry_run__plans_moves_and_blocks_and_changes_nothing(
         assert plan.runs_in_flight == 1
         assert "would move: 3; blocked: 2" in str(plan)
         after = {
-            i.id: (rt.resolve(i.id).version, len(rt.history(i.id))) for i in rt.installations()
+            i.id: (rt.resolve(i.id).version, len(await rt.history(i.id)))
+            for i in rt.installations()
         }
         assert after == before
 
@@ -87,7 +89,7 @@ async def test_bulk_update__for_real__does_exactly_what_the_dry_run_planned(
         assert [m.installation_id for m in done.moves] == ["old-a", "old-b", "other-project"]
         for iid in ("old-a", "old-b", "other-project"):
             assert rt.resolve(iid).version == "1.1.0"
-            last = rt.history(iid)[-1]
+            last = (await rt.history(iid))[-1]
             assert (last.origin, last.actor, last.from_version, last.to_version) == (
                 "bulk",
                 "ops",
@@ -121,7 +123,7 @@ async def test_bulk_rollback__moves_down_and_holds_the_policy(store_url: str) ->
         assert [(m.installation_id, m.bump) for m in done.moves] == [("mid", "downgrade")]
         assert rt.resolve("mid").version == "1.0.0"
         assert rt.installation("mid").hold == "1.0.1"
-        assert rt.history("mid")[-1].origin == "bulk"
+        assert (await rt.history("mid"))[-1].origin == "bulk"
         up = await rt.bulk_rollback("pack=acme,version=1.0.0,project=default", to="1.0.1")
         assert {b.kind for b in up.blocked} == {"not_below"}
 
@@ -162,7 +164,7 @@ async def test_bulk_update__two_runtimes_at_once__move_each_installation_once(
     assert sorted(moved) == [f"i-{n:02}" for n in range(12)]  # each exactly once
     async with packrun.open_runtime(shared_url, create=False) as rt:
         for n in range(12):
-            events = [e for e in rt.history(f"i-{n:02}") if e.origin == "bulk"]
+            events = [e for e in (await rt.history(f"i-{n:02}")) if e.origin == "bulk"]
             assert len(events) == 1
             assert rt.resolve(f"i-{n:02}").version == "1.1.0"
 

@@ -428,7 +428,7 @@ async def test_ctrl_c__rollback_interrupted_while_waiting_for_the_drain__says_it
         assert "the rollback stands" in error["message"]
         await rt.refresh()
         assert rt.resolve("inst").version == "1.0.0"
-        assert [e.origin for e in rt.history("inst")] == ["install", "rollback"]
+        assert [e.origin for e in (await rt.history("inst"))] == ["install", "rollback"]
 
 
 # --- JSON through msgspec -------------------------------------------------------------------------
@@ -437,7 +437,7 @@ async def test_ctrl_c__rollback_interrupted_while_waiting_for_the_drain__says_it
 def test_json__is_msgspec_encoding_of_the_public_types(slow: str) -> None:
     async def library() -> tuple[Any, ...]:
         async with packrun.open_runtime(slow, create=False, refresh_interval=0) as rt:
-            return rt.versions("slow"), rt.installation("inst"), rt.history("inst")
+            return rt.versions("slow"), rt.installation("inst"), list(await rt.history("inst"))
 
     entries, inst, history = anyio.run(library)
     _, out, _ = run("versions", "slow", "--json", "--store", slow)

@@ -99,3 +99,23 @@ def test_status__shows_health_figures(tmp_path: Path) -> None:
     code, out, _ = run("status", "shop", "--store", url)
     assert code == 0
     assert "p99 ms" in out
+
+
+def test_rollout_start__selector_picks_installations__select_and_selector_exclude(
+    tmp_path: Path,
+) -> None:
+    url = fleet(tmp_path)
+    with blocking.open_runtime(url, in_process={"vendor"}) as rt:
+        rt.set_pin("inst-0", "1.0.0")
+        rt.set_pin("inst-1", "1.0.0")
+    code, out, err = run(
+        "rollout", "start", "shop", "1.1.0", "--selector", "pack=shop,pin=1.0.0",
+        "--select", "inst-0", "--store", url,
+    )  # fmt: skip
+    assert code == 2
+    assert "[usage_error]" in out + err
+    started = run_json(
+        "rollout", "start", "shop", "1.1.0", "--steps", "50,100", "--step-interval", "3600",
+        "--selector", "pack=shop,pin=1.0.0", "--store", url,
+    )  # fmt: skip
+    assert (started["installations"], started["ramped"]) == (2, 1)

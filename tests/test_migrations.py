@@ -155,7 +155,7 @@ async def test_migration__every_row_is_kept_and_lands_in_project_default(
         "desk": "1.1.0",
     }
     assert rt.resolve("acme-vendor").channel == "vendor"
-    assert [(e.origin, e.actor) for e in rt.history("acme-dev")] == [
+    assert [(e.origin, e.actor) for e in (await rt.history("acme-dev"))] == [
         ("install", "system"),
         ("user", "alice"),
     ]

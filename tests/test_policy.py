@@ -95,9 +95,9 @@ def versions_of(rt: Runtime, *iids: str) -> dict[str, str]:
     return {iid: rt.resolve(iid).version for iid in iids}
 
 
-def moves(rt: Runtime, iid: str) -> list[tuple[str, str, str | None, str | None]]:
+async def moves(rt: Runtime, iid: str) -> list[tuple[str, str, str | None, str | None]]:
     """``(origin, actor, from_version, to_version)`` of every pin event of ``iid``."""
-    return [(e.origin, e.actor, e.from_version, e.to_version) for e in rt.history(iid)]
+    return [(e.origin, e.actor, e.from_version, e.to_version) for e in await rt.history(iid)]
 
 
 @asynccontextmanager
@@ -210,7 +210,7 @@ async def test_manual_installations_never_move_and_show_no_blocked_update(rt: Ru
         "manual-custom": "1.0.0",
     }
     for iid in ("manual", "manual-custom"):
-        assert moves(rt, iid) == [("install", "system", None, "1.0.0")]
+        assert (await moves(rt, iid)) == [("install", "system", None, "1.0.0")]
         why = rt.explain(iid)
         assert why.update_blocked == ()
         assert "update blocked" not in str(why)
@@ -225,7 +225,7 @@ async def test_dynamic_pins_are_not_touched_by_policies(rt: Runtime) -> None:
     assert versions_of(rt, "latest", "vendor") == {"latest": "1.1.1", "vendor": "2.0.0"}
     for iid, pin in (("latest", "latest"), ("vendor", "latest-vendor")):
         assert rt.installation(iid).pin == pin
-        assert [e.origin for e in rt.history(iid)] == ["install"]
+        assert [e.origin for e in (await rt.history(iid))] == ["install"]
         assert rt.explain(iid).update_blocked == ()
 
 
@@ -245,7 +245,7 @@ async def test_pre_releases_are_policy_targets_only_with_allow_prerelease(rt: Ru
     assert rt.resolve("plain").version == "1.0.0"
     assert rt.resolve("early-minor").version == "1.1.0-beta.1"
     assert rt.resolve("early").version == "1.0.1-rc.1"  # a minor: not for auto_patch
-    assert rt.history("early")[-1].actor == "policy:auto_patch"
+    assert (await rt.history("early"))[-1].actor == "policy:auto_patch"
 
 
 async def test_auto_updates_stay_on_the_installation_channel(rt: Runtime) -> None:
@@ -275,26 +275,26 @@ async def test_setting_a_policy_on_an_installation_behind_applies_at_once(rt: Ru
     changed = await rt.set_policy("a", "auto_minor")
     assert changed.policy == "auto_minor"
     assert rt.resolve("a").version == "1.1.0"
-    assert moves(rt, "a")[-1] == ("policy", "policy:auto_minor", "1.0.0", "1.1.0")
+    assert (await moves(rt, "a"))[-1] == ("policy", "policy:auto_minor", "1.0.0", "1.1.0")
     await rt.set_policy("b", "auto_patch")
     assert rt.resolve("b").version == "1.0.1"
-    assert moves(rt, "b")[-1] == ("policy", "policy:auto_patch", "1.0.0", "1.0.1")
+    assert (await moves(rt, "b"))[-1] == ("policy", "policy:auto_patch", "1.0.0", "1.0.1")
 
     await rt.set_policy("a", "manual")  # nothing moves back
     assert rt.resolve("a").version == "1.1.0"
-    assert len(rt.history("a")) == 2
+    assert len(await rt.history("a")) == 2
 
 
 async def test_every_policy_move_is_a_pin_event_of_origin_policy(rt: Runtime) -> None:
     await publish(rt, "1.0.0")
     await rt.install("minor", "acme", policy="auto_minor", actor="ops")
     await publish(rt, *ORDER[1:])
-    assert moves(rt, "minor") == [
+    assert (await moves(rt, "minor")) == [
         ("install", "ops", None, "1.0.0"),
         ("policy", "policy:auto_minor", "1.0.0", "1.0.1"),
         ("policy", "policy:auto_minor", "1.0.1", "1.1.0"),
     ]
-    events = rt.history("minor")
+    events = await rt.history("minor")
     assert [(e.from_pin, e.to_pin) for e in events[1:]] == [("1.0.0", "1.0.1"), ("1.0.1", "1.1.0")]
     assert events[1].at <= events[2].at
     last = rt.explain("minor").last_event
@@ -313,7 +313,7 @@ async def test_retired_versions_are_not_policy_targets(rt: Runtime) -> None:
     assert all(not b.startswith("1.0.2") for b in rt.explain("p").update_blocked)
     await rt.publish(variant("1.0.1", "1.0.3"))
     assert rt.resolve("p").version == "1.0.3"
-    assert [e.to_version for e in rt.history("p")] == ["1.0.0", "1.0.1", "1.0.3"]
+    assert [e.to_version for e in (await rt.history("p"))] == ["1.0.0", "1.0.1", "1.0.3"]
 
 
 async def test_a_policy_move_is_seen_by_another_runtime_and_recorded_once(
@@ -328,8 +328,8 @@ async def test_a_policy_move_is_seen_by_another_runtime_and_recorded_once(
         await anyio.sleep(0.2)
         await b.refresh()
         assert (
-            moves(b, "p")
-            == moves(a, "p")
+            (await moves(b, "p"))
+            == (await moves(a, "p"))
             == [
                 ("install", "system", None, "1.0.0"),
                 ("policy", "policy:auto_patch", "1.0.0", "1.0.1"),
@@ -337,7 +337,7 @@ async def test_a_policy_move_is_seen_by_another_runtime_and_recorded_once(
         )
     async with packrun.open_runtime(shared_url) as c:  # and it is durable
         assert c.resolve("p").version == "1.0.1"
-        assert moves(c, "p")[-1] == ("policy", "policy:auto_patch", "1.0.0", "1.0.1")
+        assert (await moves(c, "p"))[-1] == ("policy", "policy:auto_patch", "1.0.0", "1.0.1")
 
 
 async def test_a_policy_move_never_undoes_a_concurrent_manual_update(rt: Runtime) -> None:
@@ -353,7 +353,7 @@ async def test_a_policy_move_never_undoes_a_concurrent_manual_update(rt: Runtime
             await rt.update("crm", to="2.0.0", actor="ops", acknowledge_breaking=True)
 
         tg.start_soon(admin)
-    history = moves(rt, "crm")
+    history = await moves(rt, "crm")
     assert [m[3] for m in history if m[:2] == ("user", "ops")] == ["2.0.0"]
     downgrades = [
         m
@@ -383,7 +383,7 @@ async def test_a_stale_runtime_does_not_undo_another_runtimes_update_by_policy(
         await publish(a, "1.0.1")  # a has not seen b's update yet
         await b.refresh()
         assert b.resolve("crm").version == "2.0.0"
-        assert moves(b, "crm")[-1] == ("user", "ops", "1.0.0", "2.0.0")
+        assert (await moves(b, "crm"))[-1] == ("user", "ops", "1.0.0", "2.0.0")
 
 
 async def test_each_diff_is_computed_once_however_many_installations_share_the_step(
@@ -691,11 +691,11 @@ async def test_update_to_a_minor_needs_no_acknowledgement_and_records_the_actor(
     assert (review.from_version, review.to_version, review.verdict) == ("1.0.0", "1.1.0", "ok")
     assert rt.resolve("crm").version == "1.1.0"
     assert rt.installation("crm").pin == "1.1.0"
-    assert moves(rt, "crm")[-1] == ("user", "ops", "1.0.0", "1.1.0")
+    assert (await moves(rt, "crm"))[-1] == ("user", "ops", "1.0.0", "1.1.0")
     await publish(rt, "2.0.0")
     await rt.install("crm2", "acme", pin="1.0.0")
     await rt.update("crm2", to="1.0.1")  # a patch, default actor
-    assert moves(rt, "crm2")[-1] == ("user", "system", "1.0.0", "1.0.1")
+    assert (await moves(rt, "crm2"))[-1] == ("user", "system", "1.0.0", "1.0.1")
 
 
 @pytest.mark.parametrize(
@@ -710,7 +710,7 @@ async def test_update_to_a_major_or_a_breaking_target_needs_acknowledge_breaking
 ) -> None:
     await publish(rt, *ORDER)
     await rt.install("crm", "acme", pin="1.1.0")
-    before = rt.history("crm")
+    before = await rt.history("crm")
     with pytest.raises(BreakingDiff) as refused:
         await rt.update("crm", to=target, actor="ops")
     error = refused.value
@@ -725,12 +725,12 @@ async def test_update_to_a_major_or_a_breaking_target_needs_acknowledge_breaking
         assert reason in message
     assert rt.resolve("crm").version == "1.1.0"
     assert rt.installation("crm").pin == "1.1.0"
-    assert rt.history("crm") == before
+    assert await rt.history("crm") == before
 
     review = await rt.update("crm", to=target, actor="ops", acknowledge_breaking=True)
     assert review.needs_acknowledgement
     assert rt.resolve("crm").version == target
-    assert moves(rt, "crm")[-1] == ("user", "ops", "1.1.0", target)
+    assert (await moves(rt, "crm"))[-1] == ("user", "ops", "1.1.0", target)
 
 
 async def test_update_without_a_target_goes_to_the_newest_on_the_channel(rt: Runtime) -> None:
@@ -778,20 +778,20 @@ async def test_rollback_to_an_earlier_live_or_retired_version(rt: Runtime) -> No
     assert done.drained is None
     assert done.still_in_flight == ()
     assert rt.resolve("crm").version == "1.1.0"
-    assert moves(rt, "crm")[-1] == ("rollback", "ops", "2.0.0", "1.1.0")
+    assert (await moves(rt, "crm"))[-1] == ("rollback", "ops", "2.0.0", "1.1.0")
 
     await rt.retire("acme", "1.0.1")
     done = await rt.rollback("crm", to="1.0.1")
     assert (done.from_version, done.to_version) == ("1.1.0", "1.0.1")
     assert rt.resolve("crm").version == "1.0.1"
-    assert moves(rt, "crm")[-1] == ("rollback", "system", "1.1.0", "1.0.1")
+    assert (await moves(rt, "crm"))[-1] == ("rollback", "system", "1.1.0", "1.0.1")
     assert "retired" in " ".join(rt.explain("crm").notes)
 
 
 async def test_rollback_to_the_same_or_a_later_version_is_invalid(rt: Runtime) -> None:
     await publish(rt, "1.0.0", "1.1.0", "2.0.0")
     await rt.install("crm", "acme", pin="1.1.0")
-    before = rt.history("crm")
+    before = await rt.history("crm")
     for target in ("1.1.0", "2.0.0"):
         with pytest.raises(InvalidArgument) as refused:
             await rt.rollback("crm", to=target)
@@ -800,7 +800,7 @@ async def test_rollback_to_the_same_or_a_later_version_is_invalid(rt: Runtime) -
     with pytest.raises(NotFound):
         await rt.rollback("crm", to="0.9.0")
     assert rt.resolve("crm").version == "1.1.0"
-    assert rt.history("crm") == before
+    assert await rt.history("crm") == before
 
 
 async def test_rollback_with_a_drain_timeout_reports_the_runs_still_in_flight(
@@ -816,7 +816,7 @@ async def test_rollback_with_a_drain_timeout_reports_the_runs_still_in_flight(
         assert done.still_in_flight == ("r-stuck",)
         assert 0.25 <= elapsed < 3
         assert rt.resolve("crm").version == "1.0.0"  # the pin moved anyway
-        assert moves(rt, "crm")[-1][:1] == ("rollback",)
+        assert (await moves(rt, "crm"))[-1][:1] == ("rollback",)
         assert rt.version_status("acme", "1.1.0") == "draining"
 
 
@@ -901,7 +901,7 @@ async def test_a_publisher_applies_policies_to_installations_made_by_another_run
         await publish(a, "1.0.1")  # a has not refreshed since b installed
         await b.refresh()
         assert b.resolve("from-b").version == "1.0.1"
-        assert b.history("from-b")[-1].origin == "policy"
+        assert (await b.history("from-b"))[-1].origin == "policy"
 
 
 async def test_a_runtime_that_learns_of_a_new_version_applies_the_policy_too(
@@ -927,7 +927,7 @@ async def test_a_runtime_that_learns_of_a_new_version_applies_the_policy_too(
             await store.close()
         await rt.refresh()
         assert rt.resolve("auto").version == "1.0.1"
-        assert rt.history("auto")[-1].origin == "policy"
+        assert (await rt.history("auto"))[-1].origin == "policy"
 
 
 async def test_an_installation_on_a_release_candidate__moves_to_its_release(

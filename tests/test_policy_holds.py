@@ -43,8 +43,8 @@ def variant(base: str, version: str) -> bytes:
     return bundle_bytes(manifest, dict(bundle.files))
 
 
-def moves(rt: Runtime, iid: str) -> list[tuple[str, str | None, str | None]]:
-    return [(e.origin, e.from_version, e.to_version) for e in rt.history(iid)]
+async def moves(rt: Runtime, iid: str) -> list[tuple[str, str | None, str | None]]:
+    return [(e.origin, e.from_version, e.to_version) for e in await rt.history(iid)]
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ async def test_rollback__holds_the_policy_until_a_version_above_the_one_left(rt:
 
     await rt.publish(variant("1.1.0", "1.1.1"))  # above the version left: the policy moves again
     assert rt.resolve("crm").version == "1.1.1"
-    assert moves(rt, "crm")[-1] == ("policy", "1.0.0", "1.1.1")
+    assert (await moves(rt, "crm"))[-1] == ("policy", "1.0.0", "1.1.1")
     assert rt.installation("crm").hold is None
     assert rt.explain("crm").holding is None
 
@@ -118,7 +118,7 @@ async def test_set_policy__ends_the_hold_and_applies_at_once(rt: Runtime) -> Non
     await rt.set_policy("crm", "auto_minor")
     assert rt.installation("crm").hold is None
     assert rt.resolve("crm").version == "1.1.0"
-    assert moves(rt, "crm")[-1] == ("policy", "1.0.0", "1.1.0")
+    assert (await moves(rt, "crm"))[-1] == ("policy", "1.0.0", "1.1.0")
 
 
 async def test_a_manual_installation__records_the_hold_but_says_nothing(rt: Runtime) -> None:
@@ -148,7 +148,7 @@ async def test_another_runtimes_refresh__does_not_undo_a_rollback(shared_url: st
         assert b.explain("crm").holding is not None
         await a.refresh()
         assert a.resolve("crm").version == "1.0.0"
-        assert moves(a, "crm")[-1] == ("rollback", "1.1.0", "1.0.0")
+        assert (await moves(a, "crm"))[-1] == ("rollback", "1.1.0", "1.0.0")
 
         await b.publish(dist("2.0.0"))  # a publisher elsewhere holds it too
         await a.refresh()
@@ -169,7 +169,7 @@ async def test_idle_runtimes_with_their_refresh_loops__keep_the_rollback(shared_
         # Closing waits for the refresh that read the rollback, policy step included.
         await a.refresh()
         assert a.resolve("crm").version == "1.0.0"
-        assert [m[0] for m in moves(a, "crm")] == ["install", "policy", "rollback"]
+        assert [m[0] for m in (await moves(a, "crm"))] == ["install", "policy", "rollback"]
 
 
 async def test_a_policy_move_decided_before_a_rollback_elsewhere__is_not_written(
@@ -192,7 +192,7 @@ async def test_a_policy_move_decided_before_a_rollback_elsewhere__is_not_written
         )
         await a.refresh()
         assert a.resolve("crm").version == "1.0.0"
-        assert moves(a, "crm")[-1] == ("rollback", "1.1.0", "1.0.0")
+        assert (await moves(a, "crm"))[-1] == ("rollback", "1.1.0", "1.0.0")
 
 
 # --- the stored hold: a store made by the previous schema migrates --------------------------------
@@ -213,7 +213,10 @@ async def test_a_store_of_the_previous_schema__migrates_and_holds(shared_url: st
     async with packrun.open_runtime(shared_url) as rt:
         assert rt.installation("crm").hold is None
         assert rt.resolve("crm").version == "1.1.0"
-        assert moves(rt, "crm") == [("install", None, "1.0.0"), ("policy", "1.0.0", "1.1.0")]
+        assert (await moves(rt, "crm")) == [
+            ("install", None, "1.0.0"),
+            ("policy", "1.0.0", "1.1.0"),
+        ]
         await rt.rollback("crm", "1.0.0")
     async with packrun.open_runtime(shared_url) as rt:
         assert rt.installation("crm").hold == "1.1.0"

@@ -7,6 +7,7 @@ isolation at large; these tests pin down each rule with a case of its own.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -235,6 +236,11 @@ async def test_install_without_a_pin__pins_the_vendor_row_it_picked_unambiguousl
 # --- isolation of installations -----------------------------------------------------------------
 
 
+async def _settled(answer: object) -> object:
+    """``answer``, awaited when it is awaitable (``history`` reads the store)."""
+    return await answer if inspect.isawaitable(answer) else answer
+
+
 async def test_another_projects_installation__is_not_found_and_never_named(rt: Runtime) -> None:
     await rt.publish(dist("acme", "1.0.0"))
     await rt.publish(dist("acme", "1.0.1"))
@@ -247,7 +253,7 @@ async def test_another_projects_installation__is_not_found_and_never_named(rt: R
         lambda: rt.review_update("secret", project="p2"),
     ):
         with pytest.raises(packrun.NotFound) as missing:
-            call()
+            await _settled(call())
         assert missing.value.known == ("mine",)
     with pytest.raises(packrun.NotFound):
         await rt.update("secret", project="p2")
@@ -260,7 +266,7 @@ async def test_another_projects_installation__is_not_found_and_never_named(rt: R
     assert "acme" not in str(taken.value)
     assert "1.0.0" not in str(taken.value)
     assert rt.resolve("secret").version == "1.0.0"
-    assert [e.to_version for e in rt.history("secret", project="p1")] == ["1.0.0"]
+    assert [e.to_version for e in (await rt.history("secret", project="p1"))] == ["1.0.0"]
 
 
 async def test_not_found_for_a_pin__lists_only_the_rows_the_project_sees(rt: Runtime) -> None:

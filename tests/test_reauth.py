@@ -189,7 +189,7 @@ async def test_an_auto_policy__never_moves_into_needs_reauth(tmp_path: Path) -> 
         assert rt.explain("svc-prod").update_blocked == (
             '1.1.0: needs re-authentication (required credential field "region" added)',
         )
-        assert [e.origin for e in rt.history("svc-prod")] == ["install"]
+        assert [e.origin for e in (await rt.history("svc-prod"))] == ["install"]
         await rt.publish(svc("1.2.0", tmp_path))  # 1.0.0's auth again: taken
         assert rt.resolve("svc-prod").version == "1.2.0"
 

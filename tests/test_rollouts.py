@@ -157,7 +157,7 @@ async def test_rollout__failing_version__aborts_at_the_first_gate_and_everyone_g
         assert aborts[0].data["moved"] == on_new
         assert aborts[0].data["health"]["error_rate"] == 1.0
         assert not [e for e in await all_events(rt) if e.kind == "rollout_step"]
-        moves = [e for e in rt.history(on_new[0]) if e.origin == "rollout"]
+        moves = [e for e in (await rt.history(on_new[0])) if e.origin == "rollout"]
         assert [(e.from_version, e.to_version) for e in moves] == [("1.1.0", "1.0.0")]
         assert moves[-1].actor == f"rollout:{status.id}"
     assert any(getattr(r, "event", None) == "rollout_aborted" for r in caplog.records)
@@ -454,3 +454,26 @@ async def test_opentelemetry__exports_the_health_counters(tmp_path: Path) -> Non
     assert points["packrun.tool_errors"] == [(where, 2)]
     latency = points["packrun.call.latency"]
     assert sum(n for _, n in latency) == 1  # the first call of every sixteen is timed
+
+
+async def test_a_rollout_selector__picks_the_installations_it_matches_when_it_starts(
+    tmp_path: Path,
+) -> None:
+    async with opened("memory:", fleet_interval=60) as rt:
+        await rt.publish(shop(tmp_path, "1.0.0"))
+        await rt.install("auto", "shop", "1.0.0", policy="auto_minor")
+        await rt.install("m1", "shop", "1.0.0")
+        await rt.install("m2", "shop", "1.0.0")
+        await rt.publish(shop(tmp_path, "1.1.0"))
+        with pytest.raises(InvalidArgument, match="selector"):
+            await rt.start_rollout("shop", "1.1.0", selector="pack=other")
+        with pytest.raises(InvalidArgument, match="selector"):
+            await rt.start_rollout("shop", "1.1.0", selector="nonsense")
+        status = await rt.start_rollout(
+            "shop", "1.1.0", steps=(100,), step_interval=0, selector="policy=manual,pin=1.0.0"
+        )
+        assert status.installations == 2  # m1 and m2; "auto" is on 1.1.0 already
+        await rt.install("m3", "shop", "1.0.0")  # after the start: not in the rollout's list
+        await until(rt, lambda s: s.state == "completed")
+        versions = {i: rt.resolve(i).version for i in ("auto", "m1", "m2", "m3")}
+        assert versions == {"auto": "1.1.0", "m1": "1.1.0", "m2": "1.1.0", "m3": "1.0.0"}

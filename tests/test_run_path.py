@@ -1,8 +1,7 @@
 """The cost of a run in objects: what a run start + finish makes, keeps and leaves behind.
 
 Counted, never timed: reference cycles left per run, the holds a loaded bundle gets, when the tool
-context is made, what the in-memory store keeps of ended runs, and which stores record a start
-without an await.
+context is made, and which stores record a start without an await.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import pytest
 import packrun
 from packrun import Auth
 from packrun._bundle import _finder
-from packrun._stores._memory import MemoryStore
 from test_runs import TRUSTED, setup_probe
 
 pytestmark = pytest.mark.anyio
@@ -74,32 +72,6 @@ async def test_the_tool_context_is_made_by_the_first_call_once() -> None:
             assert ctx.run_id == run.run_id
             await run.call("whoami")
             assert run._ctx is ctx
-
-
-async def test_the_memory_store_keeps_the_latest_ended_runs_for_a_resume(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(MemoryStore, "ended_runs_kept", 4)
-    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
-        await setup_probe(rt, "1.0.0", "2.0.0")
-        for n in range(7):
-            async with rt.run("inst", run_id=f"r-{n}"):
-                pass
-        await rt._tracker.flush_ends()
-        store = rt._store
-        assert isinstance(store, MemoryStore)
-        # Kept in two halves of 2: r-0 and r-1 were dropped with their half, r-6 starts the next.
-        assert (list(store._ended_before), list(store._ended)) == (["r-4", "r-5"], ["r-6"])
-        assert not store._runs
-        assert not store._live
-        gc.collect()
-        assert not any(gc.is_tracked(record) for record in store._ended_before.values())
-        await rt.set_pin("inst", "2.0.0")
-        for run_id in ("r-4", "r-6"):
-            async with rt.run("inst", run_id=run_id) as kept:
-                assert (kept.resumed, kept.version) == (True, "1.0.0")
-        async with rt.run("inst", run_id="r-0") as forgotten:
-            assert (forgotten.resumed, forgotten.version) == (False, "2.0.0")
 
 
 async def test_the_in_memory_store_records_a_start_without_an_await(tmp_path: Path) -> None:

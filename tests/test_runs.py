@@ -896,7 +896,7 @@ async def test_a_run_on_a_chosen_version__binds_to_it_counts_on_it_and_leaves_th
     rt: Runtime,
 ) -> None:
     digests = await setup_probe(rt, "1.0.0", "2.0.0")
-    history = rt.history("inst")
+    history = await rt.history("inst")
     async with rt.run("inst", version="2.0.0") as run:
         assert (run.version, run.digest, run.chosen, run.resumed) == (
             "2.0.0", digests["2.0.0"], True, False
@@ -915,7 +915,7 @@ async def test_a_run_on_a_chosen_version__binds_to_it_counts_on_it_and_leaves_th
             assert (usual.version, usual.chosen) == ("1.0.0", False)
     assert rt.version_status(PACK, "2.0.0") == "drained"
     await rt.wait_drained(PACK, "2.0.0", timeout=5)
-    assert rt.history("inst") == history
+    assert await rt.history("inst") == history
     assert rt.resolve("inst").version == "1.0.0"
     assert await rt.call("inst", "whoami", version="vendor:2.0.0") == {
         "version": "2.0.0",
@@ -1159,7 +1159,7 @@ async def test_hundreds_of_concurrent_runs_each_see_exactly_one_version_and_dige
                 elif op % 3 == 1:
                     await rt.set_pin(iid, PINS[op % len(PINS)])
                 else:  # a rollback to what the pin was before
-                    previous = rt.history(iid)[-1].from_pin or PINS[0]
+                    previous = (await rt.history(iid))[-1].from_pin or PINS[0]
                     await rt.set_pin(iid, previous, origin="rollback")
                 stages[op].set()
                 await anyio.sleep(0)

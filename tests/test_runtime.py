@@ -372,7 +372,7 @@ async def test_an_unknown_pin_is_an_invalid_argument(rt: Runtime, pin: str) -> N
     with pytest.raises(InvalidArgument):
         await rt.set_pin("y", pin)
     assert rt.resolve("y").pin == "1.0.0"
-    assert len(rt.history("y")) == 1
+    assert len(await rt.history("y")) == 1
 
 
 async def test_an_exact_pin_to_a_missing_version_is_not_found(rt: Runtime) -> None:
@@ -391,7 +391,7 @@ async def test_installing_the_same_id_twice_is_refused(rt: Runtime) -> None:
         await rt.install("acme-prod", "acme", pin="1.1.0")
     assert refused.value.code == "installation_exists"
     assert rt.resolve("acme-prod").version == "1.0.0"
-    assert len(rt.history("acme-prod")) == 1
+    assert len(await rt.history("acme-prod")) == 1
 
 
 async def test_an_unknown_policy_is_an_invalid_argument(rt: Runtime) -> None:
@@ -494,7 +494,7 @@ async def test_concurrent_installs_of_one_id_have_exactly_one_winner(rt: Runtime
     winners = [o for o in outcomes if o != "refused"]
     assert len(winners) == 1
     assert rt.resolve("one").pin == winners[0]
-    assert len(rt.history("one")) == 1
+    assert len(await rt.history("one")) == 1
 
 
 # --- 3. history ---------------------------------------------------------------------------------
@@ -507,7 +507,7 @@ async def test_every_pin_move_is_recorded_with_actor_origin_and_versions(rt: Run
     await rt.set_pin("h", "latest", actor="bob")
     await rt.set_pin("h", "1.0.0", actor="carol")
 
-    first, second, third = rt.history("h")
+    first, second, third = await rt.history("h")
     assert (first.origin, first.actor) == ("install", "alice")
     assert (first.from_pin, first.to_pin) == (None, "1.0.0")
     assert (first.from_version, first.to_version) == (None, "1.0.0")
@@ -533,7 +533,7 @@ async def test_set_policy_records_no_pin_event(rt: Runtime) -> None:
     updated = await rt.set_policy("h", "auto_minor")
     assert updated.policy == "auto_minor"
     assert rt.installations()[0].policy == "auto_minor"
-    assert [e.origin for e in rt.history("h")] == ["install"]
+    assert [e.origin for e in (await rt.history("h"))] == ["install"]
     assert rt.resolve("h").pin == "1.0.0"
 
 
@@ -541,7 +541,7 @@ async def test_an_unknown_installation_is_not_found(rt: Runtime) -> None:
     await rt.publish(dist("acme", "1.0.0"))
     await rt.install("known", "acme")
     with pytest.raises(NotFound):
-        rt.history("nope")
+        (await rt.history("nope"))
     with pytest.raises(NotFound):
         rt.resolve("nope")
     with pytest.raises(NotFound):
@@ -666,8 +666,8 @@ async def test_a_second_runtime_sees_publishes_and_pin_changes_after_refresh(
         await b.refresh()
         assert b.resolve("shared").version == "1.0.0"
         assert b.resolve("shared").pin == "1.0.0"
-        assert b.history("shared")[-1].actor == "ops"
-        assert b.history("shared") == a.history("shared")
+        assert (await b.history("shared"))[-1].actor == "ops"
+        assert await b.history("shared") == await a.history("shared")
 
         await a.retire("acme", "1.1.0")
         await a.set_immutable_versions(False)
@@ -766,7 +766,7 @@ async def test_the_state_survives_closing_and_reopening_the_runtime(shared_url: 
             "acme": rt.versions("acme"),
             "helpdesk": rt.versions("helpdesk"),
             "installations": rt.installations(),
-            "history": {i.id: rt.history(i.id) for i in rt.installations()},
+            "history": {i.id: await rt.history(i.id) for i in rt.installations()},
             "resolve": {i.id: rt.resolve(i.id) for i in rt.installations()},
             "flows": rt.process_flows("helpdesk"),
         }
@@ -774,13 +774,13 @@ async def test_the_state_survives_closing_and_reopening_the_runtime(shared_url: 
         assert rt.versions("acme") == before["acme"]
         assert rt.versions("helpdesk") == before["helpdesk"]
         assert rt.installations() == before["installations"]
-        assert {i.id: rt.history(i.id) for i in rt.installations()} == before["history"]
+        assert {i.id: await rt.history(i.id) for i in rt.installations()} == before["history"]
         assert {i.id: rt.resolve(i.id) for i in rt.installations()} == before["resolve"]
         assert rt.process_flows("helpdesk") == before["flows"]
         assert rt.settings.immutable_versions is False
         assert rt.resolve("a").version == "1.1.1"
         assert rt.resolve("b").version == "1.1.0"
-        assert all(e.at.tzinfo is not None for e in rt.history("a"))
+        assert all(e.at.tzinfo is not None for e in (await rt.history("a")))
         assert await rt.artifact(digest_of("acme", "1.0.0")) == dist("acme", "1.0.0").read_bytes()
 
 
@@ -961,7 +961,7 @@ async def test_set_pin_and_set_policy_at_once__neither_is_lost(store_url: str) -
             tg.start_soon(functools.partial(rt.set_pin, "i", "1.1.0", actor="b"))
         inst = rt.installation("i")
         assert inst.policy == "auto_minor"
-        moves = [(e.from_pin, e.to_pin) for e in rt.history("i")[1:]]
+        moves = [(e.from_pin, e.to_pin) for e in (await rt.history("i"))[1:]]
         # Each move is recorded from what it replaced: the two moves chain.
         assert moves[0][0] == "1.0.0"
         assert moves[1][0] == moves[0][1]
@@ -1000,7 +1000,8 @@ async def test_refresh__a_damaged_row_is_skipped_and_later_changes_still_arrive(
         await a.publish(dist("acme", "1.0.0"))
         with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn, conn:
             conn.execute(
-                "INSERT INTO installations VALUES "
+                "INSERT INTO installations (id, pack_id, pin, policy, allow_prerelease, "
+                "created_at, hold, project) VALUES "
                 "('bad', 'acme', '1.0.0', 'manual', 0, 'not-a-date', NULL, 'default')"
             )
             conn.execute("INSERT INTO changes (kind, key) VALUES ('installation', 'bad')")
@@ -1058,7 +1059,7 @@ async def test_an_actor_that_cannot_be_recorded_is_invalid_argument_on_every_sto
         await rt.install("i", "acme", actor="Jane Doe <jane@example.com>")
         with pytest.raises(packrun.InvalidArgument, match="not a valid actor"):
             await rt.set_pin("i", "1.0.0", actor=actor)  # type: ignore[arg-type]
-        assert [(e.actor, e.origin) for e in rt.history("i")] == [
+        assert [(e.actor, e.origin) for e in (await rt.history("i"))] == [
             ("Jane Doe <jane@example.com>", "install")
         ]
 

@@ -452,10 +452,10 @@ async def test_a_tool_cannot_move_another_installations_pin(rt: Runtime) -> None
         "moved": 0
     }
     assert rt.resolve("victim-inst").version == "1.0.0"
-    assert [e.actor for e in rt.history("victim-inst")] == [
-        e.actor for e in rt.history("victim-inst")
+    assert [e.actor for e in (await rt.history("victim-inst"))] == [
+        e.actor for e in (await rt.history("victim-inst"))
     ]
-    assert all(e.actor != "evil" for e in rt.history("victim-inst"))
+    assert all(e.actor != "evil" for e in (await rt.history("victim-inst")))
 
 
 async def test_a_worker_gets_no_environment_but_the_variables_listed(

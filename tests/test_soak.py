@@ -69,7 +69,7 @@ async def test_a_soaking_version__is_taken_once_old_enough__with_no_other_event(
         clock.now = until
         await rt.refresh()  # what the refresh loop does on its own
         assert rt.resolve("crm").version == "1.0.1"
-        last = rt.history("crm")[-1]
+        last = (await rt.history("crm"))[-1]
         assert (last.origin, last.to_version) == ("policy", "1.0.1")
         assert rt.explain("crm").soaking == ()
 
@@ -213,4 +213,4 @@ async def test_the_refresh_loop__takes_a_soaked_version_on_its_own() -> None:
         with anyio.fail_after(30):  # no call here: the background loop moves it
             while rt.resolve("crm").version != "1.0.1":
                 await anyio.sleep(0.01)
-        assert rt.history("crm")[-1].origin == "policy"
+        assert (await rt.history("crm"))[-1].origin == "policy"

@@ -28,6 +28,6 @@ async def test_versions_filtered_by_a_resolution__find_the_row_that_runs() -> No
         assert [str(e.version) for e in rows] == ["1.0.1"]
         assert rows[0] is res.entry
         assert res.entry.version == res.version
-        [event] = rt.history("acme-prod")
+        [event] = await rt.history("acme-prod")
         assert res.entry.version == event.to_version
         assert {e.version for e in rt.versions("acme")} >= {"1.0.0", "1.1.0"}

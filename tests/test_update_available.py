@@ -88,7 +88,7 @@ async def test_explain_review_update_and_policies__agree_on_the_update_available
             assert row.is_live, name
             assert early or not row.version.is_prerelease, name
             # A policy moves within what is available, never past it.
-            last = rt.history(name)[-1]
+            last = (await rt.history(name))[-1]
             if last.origin == "policy":
                 assert last.to_version is not None
                 assert packrun.Version.parse(last.to_version) <= row.version, name

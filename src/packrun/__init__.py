@@ -46,13 +46,14 @@ from packrun._manifest import (
 from packrun._openapi import import_openapi
 from packrun._policy import AffectedWorkflow, Retirement, RetirementMove, Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
+from packrun._retention import HistoryPage, Retention
 from packrun._rollouts import RolloutState, RolloutStatus
 from packrun._runs import Run, RuntimeStats
 from packrun._runtime import Runtime, open_runtime
 from packrun._soak import Soak, UpdateWindow
 from packrun._source import CheckReport, Finding, check, verify
 from packrun._sources import SourceSpec, SourceStatus, SyncItem, SyncReport, Trust
-from packrun._stores import Alias, Installation, Origin, PinEvent, Policy, Settings
+from packrun._stores import Alias, GcReport, Installation, Origin, PinEvent, Policy, Settings
 from packrun._versions import (
     BumpKind,
     BumpProblem,
@@ -139,6 +140,8 @@ __all__ = [
     "EventKind",
     "Explanation",
     "Finding",
+    "GcReport",
+    "HistoryPage",
     "Installation",
     "InstallationExists",
     "IntegrationContractIncompatible",
@@ -165,6 +168,7 @@ __all__ = [
     "RULES",
     "ReleaseNotice",
     "Resolution",
+    "Retention",
     "Retirement",
     "RetirementMove",
     "Rollback",

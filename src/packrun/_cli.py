@@ -52,6 +52,7 @@ from packrun._manifest import (
 )
 from packrun._policy import Rollback, UpdateReview
 from packrun._resolver import Explanation, Resolution
+from packrun._retention import DAY, HISTORY_LIMIT, Retention
 from packrun._runs import Run
 from packrun._runtime import Runtime, open_runtime
 from packrun._source import CheckReport, check, discover, verify
@@ -678,13 +679,42 @@ async def _cmd_explain(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
 
 
 async def _cmd_history(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
-    events = rt.history(args.id, project=_project(args))
-    out.data([_event_json(e) for e in events])
-    for e in events:
+    page = await rt.history(args.id, limit=args.limit, before=args.before, project=_project(args))
+    out.data([_event_json(e) for e in page])
+    for e in page:
         out.line(
             f"{_time(e.at)}  {e.from_pin or '-'} -> {e.to_pin} "
             f"({e.from_version or '-'} -> {e.to_version or '-'}) by {e.actor} ({e.origin})"
         )
+    if page.before is not None:
+        out.line(f"older moves: packrun history {args.id} --before {page.before}")
+    return EXIT_OK
+
+
+async def _cmd_gc(rt: Runtime, args: argparse.Namespace, out: _Output) -> int:
+    defaults = Retention()
+    rt.retention = Retention(
+        ended_runs=defaults.ended_runs if args.keep_runs is None else args.keep_runs * DAY,
+        change_log=defaults.change_log if args.keep_changes is None else args.keep_changes * DAY,
+        pin_events=defaults.pin_events if args.keep_events is None else args.keep_events * DAY,
+        event_log=defaults.event_log if args.keep_log is None else args.keep_log * DAY,
+    )
+    report = await rt.gc(dry_run=args.dry_run)
+    out.data(
+        {
+            "dry_run": report.dry_run,
+            "ended_runs": report.ended_runs,
+            "pin_events": report.pin_events,
+            "changes": report.changes,
+            "log_events": report.log_events,
+        }
+    )
+    verb = "would prune" if report.dry_run else "pruned"
+    out.line(
+        f"{verb} {report.ended_runs} ended run(s), {report.pin_events} pin event(s), "
+        f"{report.changes} change-log line(s), {report.log_events} event-log event(s) "
+        f"from {rt.url}"
+    )
     return EXIT_OK
 
 
@@ -1497,8 +1527,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id", metavar="ID")
 
-    p = runtime_command("history", "Print an installation's pin moves, oldest first.", _cmd_history)
+    p = runtime_command(
+        "history",
+        "Print an installation's pin moves, oldest first (the newest --limit of them).",
+        _cmd_history,
+    )
     p.add_argument("id", metavar="ID")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=HISTORY_LIMIT,
+        help=f"the most moves to print (default: {HISTORY_LIMIT})",
+    )
+    p.add_argument(
+        "--before",
+        type=int,
+        default=None,
+        metavar="SEQ",
+        help="print the moves before this one (the cursor the previous page printed)",
+    )
+
+    p = runtime_command(
+        "gc",
+        "Prune what retention no longer keeps: old ended runs, pin events, change-log lines, "
+        "event-log events.",
+        _cmd_gc,
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="count what would be pruned, prune nothing"
+    )
+    for flag, what, days in (
+        ("--keep-runs", "ended runs", Retention().ended_runs / DAY),
+        ("--keep-changes", "change-log lines", Retention().change_log / DAY),
+        ("--keep-events", "pin events", Retention().pin_events / DAY),
+        ("--keep-log", "the event log's events", Retention().event_log / DAY),
+    ):
+        p.add_argument(
+            flag,
+            type=float,
+            default=None,
+            metavar="DAYS",
+            help=f"keep {what} this many days (default: {days:g})",
+        )
 
     p = runtime_command(
         "review",

@@ -59,7 +59,7 @@ async def _cmd_rollout(rt: Runtime, args: argparse.Namespace, out: _Output) -> i
             max_error_rate=args.max_error_rate,
             max_error_increase=args.max_error_increase,
             min_calls=args.min_calls,
-            selector=args.select,
+            selector=args.selector if args.selector is not None else args.select,
             project=project,
             actor=args.actor,
         )
@@ -134,7 +134,15 @@ def register(
         metavar="N",
         help="calls a gate waits for before it judges (default: 100)",
     )
-    p.add_argument(
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--selector",
+        metavar="SELECTOR",
+        default=None,
+        help="roll out to the installations this selector picks now, as for packrun bulk "
+        "(pack=...,version=...,policy=...,pin=...)",
+    )
+    chosen.add_argument(
         "--select",
         action="append",
         metavar="ID",

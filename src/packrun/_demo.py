@@ -234,8 +234,8 @@ class _Story:
             f"by {event.actor} ({event.origin})"
         )
 
-    def moves(self, installation_id: str) -> list[str]:
-        return [self.move(e) for e in self.rt.history(installation_id)]
+    async def moves(self, installation_id: str) -> list[str]:
+        return [self.move(e) for e in await self.rt.history(installation_id)]
 
     def status(self, pack: str, version: str) -> str:
         status = self.rt.version_status(pack, version)
@@ -300,7 +300,7 @@ class _Story:
 
     async def automatic_updates(self) -> None:
         self.section("Automatic updates: auto_minor takes 1.1.0, auto_patch waits for a patch")
-        self.say(f"history: {self.moves('acme-auto')[-1]}")
+        self.say(f"history: {(await self.moves('acme-auto'))[-1]}")
         self.say(
             f"acme-patch stays on {self.rt.resolve('acme-patch').version}: auto_patch does not "
             "take the minor 1.1.0"
@@ -402,7 +402,7 @@ class _Story:
                 else f"still in flight after 0.2s: {', '.join(back.still_in_flight)}"
             )
             self.say(f"rollback acme-prod {back.from_version} -> {back.to_version}: {waited}")
-            self.say(f"history: {self.moves('acme-prod')[-1]}")
+            self.say(f"history: {(await self.moves('acme-prod'))[-1]}")
             await run.call("list_contacts", {"limit": 1})
             self.say(
                 f"new runs get {self.rt.resolve('acme-prod').version}; r-6 calls again: "

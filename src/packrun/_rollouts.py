@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import anyio
 
 from packrun._args import check_id, check_seconds, check_whole
+from packrun._bulk import Selector
 from packrun._catalog import CatalogEntry
 from packrun._checks import VersionHealth
 from packrun._resolver import DYNAMIC_PINS, exact_pin
@@ -193,7 +194,7 @@ class Rollouts:
         max_error_rate: float,
         max_error_increase: float,
         min_calls: int,
-        selector: Collection[str] | None,
+        selector: Selector | str | Collection[str] | None,
         project: str,
         actor: str,
     ) -> RolloutStatus:
@@ -204,12 +205,19 @@ class Rollouts:
         _check_rate("max_error_rate", max_error_rate)
         _check_rate("max_error_increase", max_error_increase)
         check_whole("min_calls", min_calls, 0, 10**12)
-        if selector is not None and (
+        if isinstance(selector, Selector | str):
+            selector = self._selected(pack_id, project, Selector._of(selector))
+        elif selector is not None and (
             not isinstance(selector, list | tuple | set | frozenset)
             or not all(isinstance(i, str) for i in selector)
         ):
             raise InvalidArgument(
-                "selector", selector, ["None or a collection of installation ids"]
+                "selector",
+                selector,
+                [
+                    "None, a Selector or its text (pack=...,policy=...), or a collection of "
+                    "installation ids"
+                ],
             )
         target = rt._row(pack_id, version, project)
         members = self._members(pack_id, target, project, selector)
@@ -260,6 +268,24 @@ class Rollouts:
         if len(shares) == 1:
             await self._drive(row)  # a single step of 100: done
         return await self.status(pack_id, project)
+
+    def _selected(self, pack_id: str, project: str, selector: Selector) -> tuple[str, ...]:
+        """The ids of ``project``'s installations of ``pack_id`` that ``selector`` picks now (the
+        same test as the bulk operations'); the rollout keeps them as its list."""
+        if selector.pack not in (None, pack_id) or selector.project not in (None, project):
+            raise InvalidArgument(
+                "selector", str(selector), [f"a selector of {pack_id} installations in {project}"]
+            )
+        picked = []
+        for inst in self._rt._resolver.installations(project):
+            res = self._rt._cells[inst.id].value
+            if inst.pack_id == pack_id and selector._matches(
+                inst,
+                None if res is None else res.entry.version,
+                None if res is None else res.channel,
+            ):
+                picked.append(inst.id)
+        return tuple(picked)
 
     def _members(
         self,

@@ -99,6 +99,14 @@ from packrun._resolver import (
     follows,
     normalize_pin,
 )
+from packrun._retention import (
+    HISTORY_LIMIT,
+    HistoryPage,
+    RemoteRuns,
+    Retention,
+    check_history_page,
+    gc_loop,
+)
 from packrun._rollouts import DEFAULT_STEPS, Rollouts, RolloutStatus
 from packrun._runs import Run, RunScope, RuntimeStats
 from packrun._soak import Soak, UpdateWindow, check_age
@@ -109,6 +117,7 @@ from packrun._stores import (
     ORIGINS,
     POLICIES,
     Alias,
+    GcReport,
     Installation,
     LiveRun,
     NewEvent,
@@ -122,6 +131,7 @@ from packrun._stores import (
     Update,
     WorkflowTools,
     default_url,
+    kept_events,
     open_store,
     stream_settings,
 )
@@ -329,7 +339,10 @@ class Runtime:
         fleet_interval: float = 1.0,
         count_health: bool = True,
         clock: Callable[[], datetime] | None = None,
+        retention: Retention | None = None,
     ) -> None:
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidArgument("retention", retention, ["None or a packrun.Retention"])
         check_seconds("lease_ttl", lease_ttl, zero=False)
         check_seconds("fleet_interval", fleet_interval, zero=False)
         check_flag("count_health", count_health)
@@ -385,7 +398,11 @@ class Runtime:
         self._refreshed_at = time.monotonic()  # the last successful refresh (or the load)
         self._refresh_failures = 0  # failed refreshes in a row
         self.owner = uuid.uuid4().hex
-        """This runtime's id as the holder of run leases."""
+        """This runtime's id as the holder of run leases (and as the writer of its change-log
+        lines, which its refreshes skip: it applied them already)."""
+        store.writer = self.owner
+        self.retention = retention or Retention()
+        """What the store keeps and how this runtime's background pass prunes the rest."""
         self._tracker = RunTracker(store, self.owner, lease_ttl, self._warn)
         self._dispatchers: dict[str, Dispatcher] = {}
         # Runs in flight here by the loaded bundle they use (its id()): they share one hold on it.
@@ -472,6 +489,8 @@ class Runtime:
             self._task_group.start_soon(self._reap_loop)
             self._task_group.start_soon(self._fleet_loop)
             instrument(self._health_book)
+            if self.retention.interval > 0:
+                self._task_group.start_soon(gc_loop, self._store, self.retention, self._warn)
             if self.background_sync and self._syncer.statuses:
                 self._syncer.start(self._task_group)
         except BaseException:
@@ -519,7 +538,7 @@ class Runtime:
             by_pack.setdefault(entry.pack_id, []).append(entry)
         for pack_id, rows in by_pack.items():
             self._resolver.set_pack(pack_id, rows)
-        events: dict[str, list[PinEvent]] = {}
+        events: dict[str, list[PinEvent]] = {}  # each installation's last and hold events
         for event in state.events:
             events.setdefault(event.installation_id, []).append(event)
         for inst in state.installations:
@@ -612,6 +631,11 @@ class Runtime:
     def _remote(self, runs: list[LiveRun]) -> None:
         self._tracker.remote = runs
 
+    @property
+    def _remote_runs(self) -> RemoteRuns:
+        """What this runtime keeps of other runtimes' runs (the tracker's incremental reads)."""
+        return self._tracker.remote_runs
+
     def _warn(self, kind: str, message: str) -> None:
         # The hot path keeps answering from memory; say so, at most once a minute per kind of
         # warning, so one kind never hides another.
@@ -631,13 +655,19 @@ class Runtime:
             await self._apply_policies(self._resolver.auto_installations())
         async with self._lock:
             await self._refresh_remote_runs()
-            changes = await self._store.changes(self._seq)
+            # Other runtimes' lines only: this runtime applied its own writes when it made them.
+            batch = await self._store.changes_since(self._seq, self.owner)
             self._refreshed()
+            if batch.behind:  # lines it missed were pruned: reload everything instead
+                logger.info("packrun reloads %s in full: it fell behind the change log", self.url)
+                await self._load()
+                return
+            self._seq = max(self._seq, batch.head)
+            changes = batch.changes
             if not changes:
                 return
             packs = {c.key for c in changes if c.kind == "pack"}
             installations = {c.key for c in changes if c.kind == "installation"}
-            self._seq = changes[-1].seq
             # What others changed (not the echo of this runtime's own writes) may call for an
             # update policy to act: compare what is reloaded with what was held.
             rows_before = {p: self._resolver.rows_or_empty(p) for p in packs}
@@ -1480,7 +1510,7 @@ class Runtime:
         max_error_rate: float = 0.05,
         max_error_increase: float = 0.02,
         min_calls: int = 100,
-        selector: Collection[str] | None = None,
+        selector: Selector | str | Collection[str] | None = None,
         project: str = DEFAULT_PROJECT,
         actor: str = "system",
     ) -> RolloutStatus:
@@ -1489,7 +1519,9 @@ class Runtime:
         a health gate.
 
         The installations are those whose dynamic pin picks the version, those an auto policy
-        moved to it, or with ``selector`` the listed installation ids. Who goes first is decided
+        moved to it, or with ``selector`` those it picks: a :class:`Selector` (or its text,
+        ``policy=auto_patch,pin=1.1.0``, as the bulk operations take) picks the installations
+        matching it when the rollout starts; a collection names installation ids. Who goes first is decided
         by a stable hash of the installation id (an installation never flips back and forth).
         The gate passes once the new version has ``min_calls`` calls from the project's
         installations with an error rate (tool errors, timeouts, crashes, invalid outputs) at
@@ -1982,7 +2014,9 @@ class Runtime:
         async with self._lock:
             changed, event = await self._store.update_installation(installation_id, update)
             events = self._resolver.history(installation_id)
-            self._resolver.set_installation(changed, [*events, event] if event else events)
+            self._resolver.set_installation(
+                changed, kept_events(changed, [*events, event] if event else events)
+            )
         if event is not None:
             _log_pin_move(changed.pack_id, event, changed)
         return changed, event
@@ -2354,10 +2388,33 @@ class Runtime:
         check_name(name)
         return self._syncer.status(name)
 
-    def history(self, installation_id: str, *, project: str | None = None) -> list[PinEvent]:
-        """Every pin move of an installation, oldest first: ``.actor .origin .from_version
-        .to_version .at``. With ``project``, the installation must be of that project."""
-        return self._resolver.history(installation_id, _optional_project(project))
+    async def history(
+        self,
+        installation_id: str,
+        *,
+        limit: int = HISTORY_LIMIT,
+        before: int | None = None,
+        project: str | None = None,
+    ) -> HistoryPage:
+        """A page of an installation's pin moves, read from the store: the newest ``limit``
+        (default 100) before the cursor ``before``, oldest first, each with ``.actor .origin
+        .from_version .to_version .at``. The page's ``.before`` is the cursor of the next, older
+        page (``None`` at the first move the store still keeps; see :class:`Retention`). With
+        ``project``, the installation must be of that project."""
+        self._resolver.installation(installation_id, _optional_project(project))
+        check_history_page(limit, before)
+        events = await self._store.pin_events(installation_id, limit + 1, before)
+        more = len(events) > limit
+        page = events[:limit]
+        return HistoryPage(tuple(reversed(page)), page[-1].seq if more else None)
+
+    async def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Prune what :attr:`retention` no longer keeps (ended runs, pin events, change-log
+        lines) now, in small transactions; with ``dry_run``, only count it. The runtime also does
+        this in the background every ``retention.interval`` seconds."""
+        check_flag("dry_run", dry_run)
+        r = self.retention
+        return await self._store.gc(r, dry_run=dry_run, batch=r.batch, pause=r.pause)
 
 
 def open_runtime(
@@ -2378,6 +2435,7 @@ def open_runtime(
     fleet_interval: float = 1.0,
     count_health: bool = True,
     clock: Callable[[], datetime] | None = None,
+    retention: Retention | None = None,
 ) -> Runtime:
     """A runtime on the store at ``url``; use it with ``async with``.
 
@@ -2408,6 +2466,8 @@ def open_runtime(
     ``count_health=False`` turns the counting of calls off.
     ``clock`` (a function returning an aware ``datetime``; default: the system's UTC time) is
     what update policies read for release ages and update windows; tests pass their own.
+    ``retention`` (a :class:`Retention`; its defaults when ``None``) says how long the store keeps
+    ended runs, change-log lines and pin events, and how often this runtime prunes the rest.
 
     >>> import anyio, packrun
     >>> async def main():
@@ -2436,4 +2496,5 @@ def open_runtime(
         fleet_interval=fleet_interval,
         count_health=count_health,
         clock=clock,
+        retention=retention,
     )

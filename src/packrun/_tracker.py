@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import anyio
 
+from packrun._retention import RemoteRuns
 from packrun._runs import Run
 from packrun._stores import LiveRun, RunRecord, StartedRun, Store
 from packrun._versions import version_key
@@ -63,6 +64,7 @@ class RunTracker:
         self.runs: dict[str, Run] = {}
         """This runtime's runs in flight, by id."""
         self.remote: list[LiveRun] = []
+        self.remote_runs = RemoteRuns(owner)
         """Other runtimes' runs in flight, as of the last :meth:`refresh_remote`."""
         self.by_version: dict[tuple[str, str], int] = {}  # (pack, version key) -> runs here
         self.by_installation: dict[str, int] = {}
@@ -301,9 +303,11 @@ class RunTracker:
                     self._warn("lease", f"could not renew run leases in {self._store.url}: {exc}")
 
     async def refresh_remote(self) -> None:
-        """Read which runs other runtimes hold under live leases."""
-        live = await self._store.live_runs(time.time())
-        self.remote = [r for r in live if r.owner != self.owner]
+        """Read which runs other runtimes hold under live leases: only what changed since the last
+        read (leases that ran out are dropped as they pass)."""
+        delta = await self._store.run_changes(self.remote_runs.cursor, self.owner)
+        if self.remote_runs.apply(delta):
+            self.remote = self.remote_runs.listed()
 
     # --- in-flight queries ----------------------------------------------------------------------
 

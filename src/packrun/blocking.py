@@ -30,6 +30,7 @@ from packrun._contract import DEFAULT_GENERATIONS
 from packrun._dispatch import SandboxLimits, SandboxMode
 from packrun._events import Event
 from packrun._resolver import Resolution
+from packrun._retention import Retention
 from packrun._runs import Run, RunScope
 from packrun._runtime import Runtime
 from packrun._runtime import open_runtime as _open_async
@@ -330,7 +331,8 @@ class BlockingRuntime:
     pinned_to = _in_loop(Runtime.pinned_to)
     installations = _in_loop(Runtime.installations)
     installation = _in_loop(Runtime.installation)
-    history = _in_loop(Runtime.history)
+    history = _awaited(Runtime.history)
+    gc = _awaited(Runtime.gc)
     in_flight = _in_loop(Runtime.in_flight)
     in_flight_for = _in_loop(Runtime.in_flight_for)
     runs_in_flight = _in_loop(Runtime.runs_in_flight)
@@ -389,6 +391,7 @@ def open_runtime(
     fleet_interval: float = 1.0,
     count_health: bool = True,
     clock: Callable[[], datetime] | None = None,
+    retention: Retention | None = None,
 ) -> BlockingRuntime:
     """Open a runtime on the store at ``url`` for synchronous code; it is open when this returns.
 
@@ -416,6 +419,7 @@ def open_runtime(
             fleet_interval=fleet_interval,
             count_health=count_health,
             clock=clock,
+            retention=retention,
         )
     )
     rt._start()

@@ -141,15 +141,15 @@ async def run_fault_publish(spec: dict[str, Any]) -> dict[str, Any]:
     data = make_bundle(spec["pack"], spec["version"], spec.get("variant", ""))
     log = PostgresStore._log
 
-    async def paused_log(conn: Any, kind: str, key: str) -> None:
+    async def paused_log(self: PostgresStore, conn: Any, kind: str, key: str) -> None:
         # The fault, injected in this process only: the change-log line is the publish
         # transaction's last write (the artifact and the catalog row are written, uncommitted);
         # report it and stay in the transaction until the parent kills the process.
-        await log(conn, kind, key)
+        await log(self, conn, kind, key)
         emit({"event": "paused", "pid": os.getpid()})
         await anyio.sleep(60)
 
-    PostgresStore._log = staticmethod(paused_log)  # type: ignore[method-assign]
+    PostgresStore._log = paused_log  # type: ignore[method-assign]
     async with packrun.open_runtime(spec["url"], refresh_interval=0) as rt:
         await rt.publish(data)
     return {"outcome": "not_killed"}
@@ -178,7 +178,9 @@ async def run_watch(spec: dict[str, Any]) -> dict[str, Any]:
                     last[iid] = version
                     emit({"event": "seen", "iid": iid, "version": version, "t": time.time()})
             await anyio.sleep(0.001)
-        history = {iid: [[e.origin, e.actor, e.to_pin] for e in rt.history(iid)] for iid in iids}
+        history = {
+            iid: [[e.origin, e.actor, e.to_pin] for e in (await rt.history(iid))] for iid in iids
+        }
     return {"outcome": "done", "history": history}
 
 

@@ -192,7 +192,7 @@ async def run_watch(spec: dict[str, Any]) -> dict[str, Any]:
                 seen.append(version)
                 emit({"event": "seen", "version": version, "t": time.time()})
             await anyio.sleep(0.002)
-        history = [[e.origin, e.actor, e.to_pin] for e in rt.history(iid)]
+        history = [[e.origin, e.actor, e.to_pin] for e in (await rt.history(iid))]
     return {"outcome": "done", "seen": seen, "history": history}
 
 

@@ -57,7 +57,9 @@ async def _rollback(url: str) -> None:
 
 async def _state(url: str) -> tuple[str, list[tuple[str, str | None]]]:
     async with packrun.open_runtime(url) as rt:
-        return rt.resolve("crm").version, [(e.origin, e.to_version) for e in rt.history("crm")]
+        return rt.resolve("crm").version, [
+            (e.origin, e.to_version) for e in (await rt.history("crm"))
+        ]
 
 
 def test_an_idle_executor_process__does_not_undo_a_rollback(

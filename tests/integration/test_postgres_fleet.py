@@ -710,6 +710,6 @@ def test_a_server_restart_mid_work_loses_no_committed_write_and_every_process_re
                 # pinned to latest: its pack's newest version
                 newest = max(packrun.Version.parse(v) for p, v in expected_rows if p == pack)
                 assert rt.resolve(iid).version == str(newest)
-                assert [e.origin for e in rt.history(iid)][:2] == ["install", "user"]
+                assert [e.origin for e in (await rt.history(iid))][:2] == ["install", "user"]
 
     anyio.run(fresh)

@@ -74,7 +74,7 @@ async def test_a_rollout__continues_after_its_starting_process_is_killed__sticky
         assert {rt.resolve(i).version for i in FLEET} == {"1.1.0"}
         first = set(ramped(FLEET, 10))
         for iid in FLEET:
-            moves = [e.to_version for e in rt.history(iid) if e.origin == "rollout"]
+            moves = [e.to_version for e in (await rt.history(iid)) if e.origin == "rollout"]
             # Never back and forth: held back once (unless ramped at the first step), then on.
             assert moves == ([] if iid in first else ["1.0.0", "1.1.0"]), iid
         steps = [e.data["step"] for e in [e async for e in rt.events()] if e.kind == "rollout_step"]

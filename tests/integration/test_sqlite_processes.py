@@ -496,13 +496,13 @@ async def _installs_scenario(db: Path, tmp_path: Path, spawn: Spawn) -> None:
             for iid in ids:
                 expected = "1.1.0" if int(iid.split("-")[1]) % 2 == 0 else "1.0.1"
                 assert answers[iid] == expected, iid
-                assert [e.origin for e in fresh.history(iid)] == ["install", "user", "user"]
+                assert [e.origin for e in (await fresh.history(iid))] == ["install", "user", "user"]
 
         # The runtime that was open all along caught up through the change log, identically.
         await early.refresh()
         assert sorted(i.id for i in early.installations()) == ids
         assert {iid: early.resolve(iid).version for iid in ids} == answers
-        assert all(len(early.history(iid)) == 3 for iid in ids)
+        assert [len(await early.history(iid)) for iid in ids] == [3] * len(ids)
     check_store(db)
 
 

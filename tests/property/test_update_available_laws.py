@@ -82,7 +82,7 @@ async def check(rows: list[tuple[str, str, bool]], wanted: list[tuple[int, Polic
             except NotFound:
                 reviewed = None
             assert reviewed == expected
-            for event in rt.history(name):
+            for event in await rt.history(name):
                 if event.origin == "policy":
                     assert event.to_version is not None
                     moved = rt.versions("acme")

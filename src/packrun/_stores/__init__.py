@@ -21,6 +21,7 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 import anyio
 
 from packrun._catalog import CatalogEntry, Prepared
+from packrun._retention import Retention
 from packrun._stores._pg_url import mask_url
 from packrun.errors import StoreError
 
@@ -30,13 +31,16 @@ __all__ = [
     "AliasMove",
     "SCHEMES",
     "Change",
+    "ChangeBatch",
     "Decide",
     "HealthDelta",
+    "GcReport",
     "Installation",
     "LiveRun",
     "Origin",
     "PinEvent",
     "Policy",
+    "RunDelta",
     "RunEnd",
     "RunRecord",
     "RolloutRow",
@@ -50,6 +54,7 @@ __all__ = [
     "Update",
     "WorkflowTools",
     "default_url",
+    "kept_events",
     "open_store",
     "stream_settings",
 ]
@@ -229,6 +234,51 @@ class Change:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """What :meth:`Store.changes_since` read: the lines other writers logged after a position."""
+
+    changes: list[Change]
+    """Lines after the position written by other runtimes, oldest first."""
+    head: int
+    """The newest line of the log (this runtime's own included): the position to read from next."""
+    behind: bool = False
+    """Lines after the position were pruned by retention: the reader must reload in full."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunDelta:
+    """What :meth:`Store.run_changes` read: the runs whose start, end, owner or lease changed
+    since a cursor (or, for a first read, every run in flight)."""
+
+    cursor: int
+    """Where the next read starts."""
+    live: list[LiveRun]
+    """Runs changed (or, on a full read, every run) that are in flight under a live lease."""
+    gone: list[str]
+    """Ids of runs changed that are no longer in flight (ended, or their lease expired)."""
+    now: float
+    """The store's clock (seconds since the epoch): what leases are measured on."""
+    full: bool = False
+    """Whether this was a full read (``live`` is then every run in flight)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What one garbage collection pass deleted (or, with ``dry_run``, would delete)."""
+
+    ended_runs: int = 0
+    """Ended runs older than their retention (and abandoned runs: never ended, lease long expired)."""
+    pin_events: int = 0
+    """Pin events older than their retention, except each installation's last one and the one
+    that set its hold."""
+    changes: int = 0
+    """Change-log lines older than their retention (never the newest line)."""
+    dry_run: bool = False
+    log_events: int = 0
+    """Events of the fleet's event log (``rt.events``) older than their retention."""
+
+
 SourceRow: TypeAlias = tuple[str, str, "str | None"]
 """A pack source as stored: its name, its spec and its sync status (both JSON text; the status
 ``None`` until its first sync)."""
@@ -270,6 +320,8 @@ class StoreState:
     entries: list[CatalogEntry] = field(default_factory=list)
     installations: list[Installation] = field(default_factory=list)
     events: list[PinEvent] = field(default_factory=list)
+    """Per installation, the events resolution keeps (:func:`kept_events`), not its history; in
+    no particular order."""
     seq: int = 0
     """The change-log position this state reflects."""
     project_settings: dict[str, dict[str, bool]] = field(default_factory=dict)
@@ -293,6 +345,9 @@ class Store(ABC):
     """
 
     url: str
+    writer: str | None = None
+    """The id of the runtime writing through this store: its change-log lines carry it, so that
+    it can skip the echo of its own writes (:meth:`changes_since`)."""
     create: bool = True
     """Whether ``open`` may create the store (a file, a schema) when it does not exist yet; when
     false, a missing store is a ``store_error`` and nothing is created."""
@@ -320,6 +375,43 @@ class Store(ABC):
         """Change-log lines after ``since``, oldest first."""
 
     @abstractmethod
+    async def changes_since(self, since: int, writer: str | None) -> ChangeBatch:
+        """The lines after ``since`` that another writer than ``writer`` logged, the log's head,
+        and whether lines after ``since`` were pruned meanwhile (a reader that far behind must
+        reload). A read with nothing new costs one indexed lookup."""
+
+    @abstractmethod
+    async def pin_events(
+        self, installation_id: str, limit: int, before: int | None = None
+    ) -> list[PinEvent]:
+        """Up to ``limit`` pin events of an installation with a sequence number below ``before``
+        (all when ``None``), newest first."""
+
+    @abstractmethod
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
+        """The runs whose start, end, owner or lease changed since ``cursor`` (a previous
+        :attr:`RunDelta.cursor`), but those ``skip_owner`` holds (the reader's own writes); with
+        ``None``, every run in flight. A read with nothing changed reads no run, however many are
+        in flight.
+
+        A run the reader takes over from another owner is not read either: that can happen only
+        once the other owner ended it (read as gone) or its lease ran out (dropped as it passes)."""
+
+    @abstractmethod
+    async def gc(
+        self,
+        retention: Retention,
+        *,
+        dry_run: bool = False,
+        now: float | None = None,
+        batch: int = 1000,
+        pause: float = 0.0,
+    ) -> GcReport:
+        """Delete what ``retention`` no longer keeps, in transactions of at most ``batch`` rows
+        with ``pause`` seconds between them; with ``dry_run``, count it and delete nothing.
+        ``now`` (seconds since the epoch) defaults to the store's clock."""
+
+    @abstractmethod
     async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
         """Every row of one pack."""
 
@@ -327,7 +419,8 @@ class Store(ABC):
     async def installation(
         self, installation_id: str
     ) -> tuple[Installation | None, list[PinEvent]]:
-        """One installation (``None`` when there is none) and its pin events."""
+        """One installation (``None`` when there is none) and the pin events resolution keeps
+        (:func:`kept_events`): its last one, and the one that set its hold."""
 
     @abstractmethod
     async def settings(self) -> Settings:
@@ -515,6 +608,29 @@ class Store(ABC):
     @abstractmethod
     async def artifact(self, digest: str) -> bytes:
         """The bytes of an artifact; ``not_found`` when the store has none with that digest."""
+
+
+def kept_events(installation: Installation, events: Sequence[PinEvent]) -> list[PinEvent]:
+    """Of an installation's pin events, those a runtime keeps in memory: the last one (what
+    ``explain`` shows and re-authentication is judged on) and, while a manual move holds its
+    policy, the newest manual move down from the held version (what ``explain`` says of the
+    hold). Oldest first; at most two, however long the history."""
+    if not events:
+        return []
+    ordered = sorted(events, key=lambda e: e.seq)
+    kept = [ordered[-1]]
+    if installation.hold is not None:
+        hold = next(
+            (
+                e
+                for e in reversed(ordered)
+                if e.origin in ("user", "rollback") and e.from_version == installation.hold
+            ),
+            None,
+        )
+        if hold is not None and hold.seq != kept[0].seq:
+            kept.insert(0, hold)
+    return kept
 
 
 def default_url() -> str:

@@ -6,28 +6,32 @@ taken under the same lock that guards the rows, and every write appends to the c
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 
 from packrun._catalog import CatalogEntry, Prepared
+from packrun._retention import Retention
 from packrun._stores import (
     ACTIVE_ROLLOUT_STATES,
     Alias,
     AliasMove,
     Change,
+    ChangeBatch,
     Decide,
+    GcReport,
     HealthDelta,
     Installation,
     LiveRun,
     NewEvent,
     PinEvent,
     RolloutRow,
+    RunDelta,
     RunEnd,
     RunRecord,
     Settings,
@@ -38,6 +42,7 @@ from packrun._stores import (
     StoreState,
     Update,
     WorkflowTools,
+    kept_events,
     stream_settings,
 )
 from packrun._stores._fleet import pin_move_body, publish_body
@@ -47,12 +52,7 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore(Store):
-    """State in dictionaries of this process. Each ``memory:`` store is private to its runtime.
-
-    It keeps the bindings of the latest ended runs for a resume, at least ``ended_runs_kept / 2``
-    and at most ``ended_runs_kept`` of them; a run id ended before those starts afresh."""
-
-    ended_runs_kept = 100_000
+    """State in dictionaries of this process. Each ``memory:`` store is private to its runtime."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -62,12 +62,17 @@ class MemoryStore(Store):
         self._entries: dict[tuple[str, str, str], CatalogEntry] = {}  # pack, project, version key
         self._artifacts: dict[str, bytes] = {}
         self._installations: dict[str, Installation] = {}
-        self._events: list[PinEvent] = []
+        self._events: dict[str, list[PinEvent]] = {}  # by installation, oldest first
+        self._event_seq = 0
         self._changes: list[Change] = []
-        self._runs: dict[str, RunRecord] = {}  # runs in flight (or held by another owner)
-        # Ended runs, for a resume: plain tuples, which the garbage collector stops tracking.
-        self._ended: dict[str, tuple[Any, ...]] = {}
-        self._ended_before: dict[str, tuple[Any, ...]] = {}  # the half before, dropped whole
+        self._writers: list[str | None] = []  # the writer of each line of ``_changes``
+        self._change_times: list[float] = []
+        self._horizon = 0  # the newest change-log line pruned
+        self._run_seq = 0
+        self._touched: dict[str, int] = {}  # run id -> its change sequence, in that order
+        self._ended_at: dict[str, float] = {}  # run id -> when it ended (wall clock)
+        self._owners: dict[str, str] = {}  # run id -> who started or reopened it last
+        self._runs: dict[str, RunRecord] = {}
         self._live: dict[str, tuple[str, float]] = {}  # run id -> (owner, lease until)
         self._declared: dict[tuple[str, str], frozenset[str]] = {}
         self._observed: dict[tuple[str, str], frozenset[str]] = {}
@@ -76,8 +81,9 @@ class MemoryStore(Store):
         self._health: dict[tuple[str, str, str, str, str], int] = {}
         self._rollouts: dict[str, RolloutRow] = {}
         self._rollout_leases: dict[str, tuple[str, float]] = {}
-        self._log_events: list[StoredEvent] = []
-        self._dedupe: set[str] = set()
+        self._log_events: list[StoredEvent] = []  # oldest first; pruned from the front
+        self._log_seq = 0  # the last sequence number given (never reused)
+        self._dedupe: dict[str, int] = {}  # dedupe key -> the sequence number of its event
         self._aliases: dict[tuple[str, str, str], Alias] = {}
         self._soak: dict[str, str] = {}
 
@@ -88,7 +94,18 @@ class MemoryStore(Store):
         return None
 
     def _log(self, kind: str, key: str) -> None:
-        self._changes.append(Change(len(self._changes) + 1, kind, key))  # type: ignore[arg-type]
+        seq = self._head() + 1
+        self._changes.append(Change(seq, kind, key))  # type: ignore[arg-type]
+        self._writers.append(self.writer)
+        self._change_times.append(time.time())
+
+    def _head(self) -> int:
+        return self._changes[-1].seq if self._changes else self._horizon
+
+    def _touch(self, run_id: str) -> None:
+        self._run_seq += 1
+        self._touched.pop(run_id, None)
+        self._touched[run_id] = self._run_seq
 
     async def load(self) -> StoreState:
         async with self._lock:
@@ -96,13 +113,120 @@ class MemoryStore(Store):
                 self._settings,
                 list(self._entries.values()),
                 list(self._installations.values()),
-                list(self._events),
-                len(self._changes),
+                [
+                    e
+                    for i in self._installations.values()
+                    for e in kept_events(i, self._events.get(i.id, []))
+                ],
+                self._head(),
                 {p: dict(v) for p, v in self._project_settings.items()},
             )
 
     async def changes(self, since: int) -> list[Change]:
-        return self._changes[since:]
+        return [c for c in self._changes if c.seq > since]
+
+    async def changes_since(self, since: int, writer: str | None) -> ChangeBatch:
+        head = self._head()
+        if head <= since:
+            return ChangeBatch([], head)
+        first = self._changes[0].seq if self._changes else head + 1
+        start = max(0, since + 1 - first)  # lines are numbered without gaps
+        return ChangeBatch(
+            [
+                c
+                for c, w in zip(self._changes[start:], self._writers[start:], strict=True)
+                if w is None or w != writer
+            ],
+            head,
+            since < self._horizon,
+        )
+
+    async def pin_events(
+        self, installation_id: str, limit: int, before: int | None = None
+    ) -> list[PinEvent]:
+        events = self._events.get(installation_id, [])
+        older = [e for e in reversed(events) if before is None or e.seq < before]
+        return older[:limit]
+
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
+        now = time.time()
+        if cursor is None:
+            return RunDelta(self._run_seq, await self.live_runs(now), [], now, full=True)
+        live: list[LiveRun] = []
+        gone: list[str] = []
+        for run_id, seq in reversed(self._touched.items()):
+            if seq <= cursor:
+                break
+            holder = self._live.get(run_id)
+            if skip_owner is not None and self._owners.get(run_id) == skip_owner:
+                continue
+            if holder is not None and holder[1] > now:
+                live.append(LiveRun(self._runs[run_id], *holder))
+            else:
+                gone.append(run_id)
+        return RunDelta(self._run_seq, live, gone, now)
+
+    async def gc(
+        self,
+        retention: Retention,
+        *,
+        dry_run: bool = False,
+        now: float | None = None,
+        batch: int = 1000,
+        pause: float = 0.0,
+    ) -> GcReport:
+        async with self._lock:
+            now = time.time() if now is None else now
+            runs = [
+                run_id
+                for run_id, at in self._ended_at.items()
+                if run_id not in self._live and at < now - retention.ended_runs
+            ]
+            runs += [
+                run_id
+                for run_id, (_, until) in self._live.items()
+                if until < now - retention.ended_runs
+            ]
+            pruned: dict[str, list[PinEvent]] = {}
+            events = 0
+            for iid, kept in self._events.items():
+                inst = self._installations.get(iid)
+                keep = {e.seq for e in kept_events(inst, kept)} if inst is not None else set()
+                old = [
+                    e
+                    for e in kept
+                    if e.seq not in keep and e.at.timestamp() < now - retention.pin_events
+                ]
+                events += len(old)
+                if old:
+                    gone = {e.seq for e in old}
+                    pruned[iid] = [e for e in kept if e.seq not in gone]
+            cutoff = now - retention.change_log
+            lines = 0
+            for t in self._change_times[:-1]:  # a prefix, never the newest line
+                if t >= cutoff:
+                    break
+                lines += 1
+            log_cutoff = now - retention.event_log
+            log = [e[0] for e in self._log_events if e[2].timestamp() < log_cutoff]
+            report = GcReport(len(runs), events, lines, dry_run, len(log))
+            if dry_run:
+                return report
+            for run_id in runs:
+                self._runs.pop(run_id, None)
+                self._live.pop(run_id, None)
+                self._ended_at.pop(run_id, None)
+                self._touched.pop(run_id, None)
+                self._owners.pop(run_id, None)
+            self._events.update(pruned)
+            if lines:
+                self._horizon = self._changes[lines - 1].seq
+                del self._changes[:lines], self._writers[:lines], self._change_times[:lines]
+            if log:
+                gone = set(log)
+                self._log_events = [e for e in self._log_events if e[0] not in gone]
+                self._dedupe = {k: seq for k, seq in self._dedupe.items() if seq not in gone}
+            return report
 
     async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
         return [e for (p, _, _), e in self._entries.items() if p == pack_id]
@@ -110,8 +234,10 @@ class MemoryStore(Store):
     async def installation(
         self, installation_id: str
     ) -> tuple[Installation | None, list[PinEvent]]:
-        events = [e for e in self._events if e.installation_id == installation_id]
-        return self._installations.get(installation_id), events
+        inst = self._installations.get(installation_id)
+        if inst is None:
+            return None, []
+        return inst, kept_events(inst, self._events.get(installation_id, []))
 
     async def settings(self) -> Settings:
         return self._settings
@@ -154,8 +280,9 @@ class MemoryStore(Store):
             return self._settings
 
     def _append_event(self, event: PinEvent) -> PinEvent:
-        stored = dataclasses.replace(event, seq=len(self._events) + 1)
-        self._events.append(stored)
+        self._event_seq += 1
+        stored = dataclasses.replace(event, seq=self._event_seq)
+        self._events.setdefault(event.installation_id, []).append(stored)
         inst = self._installations[event.installation_id]
         self._add_events([("pin_move", inst.pack_id, inst.project, pin_move_body(event), None)])
         return stored
@@ -198,16 +325,18 @@ class MemoryStore(Store):
         run_id = record.run_id
         existing = self._runs.get(run_id)
         if existing is None:
-            ended = self._ended.pop(run_id, None) or self._ended_before.pop(run_id, None)
-            if ended is None:
-                self._runs[run_id] = record
-                self._live[run_id] = (owner, lease_until)
-                return (record, False, None)
-            existing = self._runs[run_id] = RunRecord._make(ended)
+            self._runs[run_id] = record
+            self._live[run_id] = (owner, lease_until)
+            self._owners[run_id] = owner
+            self._touch(run_id)
+            return (record, False, None)
         holder = self._live.get(run_id)
         if holder is not None and holder[0] != owner and holder[1] > now:
             return (existing, True, holder[0])
         self._live[run_id] = (owner, lease_until)
+        self._owners[run_id] = owner
+        self._ended_at.pop(run_id, None)
+        self._touch(run_id)
         return (existing, True, None)
 
     async def end_runs(self, ends: Sequence[RunEnd], owner: str, at: datetime) -> None:
@@ -215,17 +344,10 @@ class MemoryStore(Store):
             holder = self._live.get(run_id)
             if holder is not None and holder[0] == owner:
                 del self._live[run_id]
-                holder = None
+                self._ended_at[run_id] = at.timestamp()
+                self._touch(run_id)
             record = self._runs.get(run_id)
-            if record is None:
-                continue
-            if holder is None:
-                del self._runs[run_id]
-                ended = self._ended
-                ended[run_id] = tuple(record)
-                if len(ended) >= self.ended_runs_kept // 2:  # two halves: no scan, no per-run cost
-                    self._ended_before, self._ended = ended, {}
-            if record.workflow_id is not None and calls:
+            if record is not None and record.workflow_id is not None and calls:
                 key = (record.installation_id, record.workflow_id)
                 self._observed[key] = self._observed.get(key, frozenset()) | calls
                 self._log("usage", record.installation_id)
@@ -251,6 +373,7 @@ class MemoryStore(Store):
             holder = self._live.get(run_id)
             if holder is not None and holder[0] == owner:
                 self._live[run_id] = (owner, lease_until)
+                self._touch(run_id)
 
     async def live_runs(self, now: float) -> list[LiveRun]:
         return [
@@ -315,8 +438,9 @@ class MemoryStore(Store):
             if dedupe is not None:
                 if dedupe in self._dedupe:
                     continue
-                self._dedupe.add(dedupe)
-            self._log_events.append((len(self._log_events) + 1, kind, at, pack, project, body))
+                self._dedupe[dedupe] = self._log_seq + 1
+            self._log_seq += 1
+            self._log_events.append((self._log_seq, kind, at, pack, project, body))
 
     async def add_health(self, deltas: Sequence[HealthDelta]) -> None:
         async with self._lock:
@@ -332,7 +456,8 @@ class MemoryStore(Store):
             self._add_events(events)
 
     async def read_events(self, since: int, limit: int) -> list[StoredEvent]:
-        return self._log_events[since : since + limit]
+        start = bisect.bisect_right(self._log_events, since, key=lambda e: e[0])
+        return self._log_events[start : start + limit]
 
     async def create_rollout(
         self, row: RolloutRow, owner: str, ttl: float, events: Sequence[NewEvent]

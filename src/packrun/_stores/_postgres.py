@@ -31,17 +31,21 @@ import anyio
 import anyio.lowlevel
 
 from packrun._catalog import CatalogEntry, Prepared
+from packrun._retention import Retention
 from packrun._stores import (
     Alias,
     AliasMove,
     Change,
+    ChangeBatch,
     Decide,
+    GcReport,
     HealthDelta,
     Installation,
     LiveRun,
     NewEvent,
     PinEvent,
     RolloutRow,
+    RunDelta,
     RunEnd,
     RunRecord,
     Settings,
@@ -86,6 +90,13 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
+
+async def _fetch_one(conn: Any, query: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row ``query`` returns."""
+    row = await (await conn.execute(query, params)).fetchone()
+    return row[0]
+
+
 _T = TypeVar("_T")
 _Conn = Any  # psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -103,6 +114,86 @@ MIGRATION_PROJECTS: Final = """
 project's id for a custom row); installations and settings belong to a project (settings with an
 empty project are the store's own). What a store held before lands in project ``default``: its
 custom rows, its installations; its settings stay the store's."""
+
+
+MIGRATION_GROWTH: Final = """
+    CREATE TABLE packrun_state (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO packrun_state (name, value) VALUES ('changes_horizon', 0);
+    ALTER TABLE changes ADD COLUMN writer TEXT;
+    ALTER TABLE changes ADD COLUMN at DOUBLE PRECISION;
+    CREATE INDEX changes_at ON changes (at);
+    ALTER TABLE installations ADD COLUMN last_event BIGINT;
+    ALTER TABLE installations ADD COLUMN hold_event BIGINT;
+    UPDATE installations SET last_event = (
+        SELECT max(seq) FROM pin_events e WHERE e.installation_id = installations.id);
+    UPDATE installations SET hold_event = (
+        SELECT max(seq) FROM pin_events e WHERE e.installation_id = installations.id
+        AND e.origin IN ('user', 'rollback') AND e.from_version = installations.hold)
+        WHERE hold IS NOT NULL;
+    CREATE INDEX pin_events_at ON pin_events (at);
+    CREATE FUNCTION packrun_pin_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE installations SET last_event = NEW.seq,
+            hold_event = CASE WHEN NEW.origin IN ('user', 'rollback')
+                AND NEW.from_version = hold THEN NEW.seq ELSE hold_event END
+        WHERE id = NEW.installation_id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER pin_events_kept AFTER INSERT ON pin_events
+        FOR EACH ROW EXECUTE FUNCTION packrun_pin_event();
+    ALTER TABLE runs ADD COLUMN txid xid8;
+    CREATE INDEX runs_by_txid ON runs (txid);
+    CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE FUNCTION packrun_run_written() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.txid := pg_current_xact_id();
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER runs_written BEFORE INSERT OR UPDATE OF ended_at, owner, lease_until ON runs
+        FOR EACH ROW EXECUTE FUNCTION packrun_run_written();
+    CREATE TABLE observed_tools (
+        installation_id TEXT NOT NULL,
+        workflow_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        PRIMARY KEY (installation_id, workflow_id, tool)
+    );
+    INSERT INTO observed_tools (installation_id, workflow_id, tool)
+        SELECT DISTINCT r.installation_id, r.workflow_id, t.tool
+        FROM runs r, jsonb_array_elements_text(r.calls::jsonb) AS t (tool)
+        WHERE r.workflow_id IS NOT NULL AND r.calls IS NOT NULL;
+    CREATE FUNCTION packrun_run_calls() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO observed_tools (installation_id, workflow_id, tool)
+            SELECT NEW.installation_id, NEW.workflow_id, t.tool
+            FROM jsonb_array_elements_text(NEW.calls::jsonb) AS t (tool)
+            ON CONFLICT DO NOTHING;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER runs_observed AFTER UPDATE OF calls ON runs FOR EACH ROW
+        WHEN (NEW.calls IS NOT NULL AND NEW.workflow_id IS NOT NULL)
+        EXECUTE FUNCTION packrun_run_calls()
+"""
+"""5: growth over time. Change-log lines carry their writer (a runtime skips its own) and time
+(retention); ``packrun_state`` holds the newest line pruned. Every write of a run's start, end,
+owner or lease stamps it with its transaction id (``txid``): a reader of runs in flight reads only
+the rows written since the oldest transaction in progress at its last read. An installation
+points at its last pin event and at the one that set its hold (what a runtime loads, instead of
+the whole history). The tools workflows' runs called are kept per workflow in
+``observed_tools``, not re-read from every run."""
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script: split at semicolons outside ``$$`` bodies."""
+    found: list[str] = []
+    for index, part in enumerate(script.split("$$")):
+        pieces = [part] if index % 2 else part.split(";")
+        if index == 0:
+            found.extend(pieces)
+            continue
+        # A body (odd) or the text after it (even) continues the statement it is in.
+        found[-1] += "$$" + pieces[0]
+        found.extend(pieces[1:])
+    return [s for s in found if s.strip()]
 
 
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -235,9 +326,28 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE TABLE IF NOT EXISTS soak (scope TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 7: growth over time (see MIGRATION_GROWTH).
+    MIGRATION_GROWTH,
+    # event log retention: pruned by age.
+    "CREATE INDEX IF NOT EXISTS events_at ON events (at);",
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+_E_COLUMNS: Final = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+
+
+def _kept_events_sql(where: str) -> str:
+    """Per installation, the pin events a runtime keeps (see ``kept_events``): the last one, and
+    the one that set its hold, found by the installation's pointers (no scan of the history)."""
+    also = f"{where} AND" if where else "WHERE"
+    return (
+        f"SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e ON e.seq = i.last_event "
+        f"{where} UNION ALL SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e "
+        f"ON e.seq = i.hold_event AND e.from_version = i.hold "
+        f"{also} i.hold IS NOT NULL AND i.hold_event <> i.last_event"
+    )
+
+
 CONNECT_TIMEOUT: Final = 10
 """Seconds to wait for a new connection to the server."""
 POOL_TIMEOUT: Final = 10.0
@@ -364,9 +474,11 @@ class PostgresStore(Store):
     async def _notify(self, conn: _Conn) -> None:
         await conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(self._channel)))
 
-    @staticmethod
-    async def _log(conn: _Conn, kind: str, key: str) -> None:
-        await conn.execute("INSERT INTO changes (kind, key) VALUES (%s, %s)", (kind, key))
+    async def _log(self, conn: _Conn, kind: str, key: str) -> None:
+        await conn.execute(
+            f"INSERT INTO changes (kind, key, writer, at) VALUES (%s, %s, %s, {_NOW})",
+            (kind, key, self.writer),
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -456,9 +568,8 @@ class PostgresStore(Store):
                 f"this packrun knows up to {SCHEMA_VERSION}): upgrade packrun to open it"
             )
         for number in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            for statement in _statements(MIGRATIONS[number]):
+                await conn.execute(statement)
         await conn.execute(
             "INSERT INTO packrun_meta (key, value) VALUES ('schema_version', %s) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -565,9 +676,7 @@ class PostgresStore(Store):
             insts = await (
                 await conn.execute(f"SELECT {INSTALLATION_COLUMNS} FROM installations")
             ).fetchall()
-            events = await (
-                await conn.execute(f"SELECT {EVENT_COLUMNS} FROM pin_events ORDER BY seq")
-            ).fetchall()
+            events = await (await conn.execute(_kept_events_sql(""))).fetchall()
             return StoreState(
                 await self._settings_from(conn),
                 [entry_from(r) for r in entries],
@@ -612,6 +721,185 @@ class PostgresStore(Store):
 
         return await self._run("read its change log", body)
 
+    async def changes_since(self, since: int, writer: str | None) -> ChangeBatch:
+        async def body(conn: _Conn) -> ChangeBatch:
+            await conn.execute(_SNAPSHOT)
+            (head,) = await (
+                await conn.execute("SELECT coalesce(max(seq), 0) FROM changes")
+            ).fetchone()
+            if head <= since:
+                return ChangeBatch([], head)
+            horizon = await self._state(conn, "changes_horizon")
+            rows = await (
+                await conn.execute(
+                    "SELECT seq, kind, key FROM changes WHERE seq > %s "
+                    "AND writer IS DISTINCT FROM %s ORDER BY seq",
+                    (since, writer),
+                )
+            ).fetchall()
+            return ChangeBatch([Change(*row) for row in rows], head, since < horizon)
+
+        return await self._run("read its change log", body)
+
+    @staticmethod
+    async def _state(conn: _Conn, name: str) -> int:
+        row = await (
+            await conn.execute("SELECT value FROM packrun_state WHERE name = %s", (name,))
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def pin_events(
+        self, installation_id: str, limit: int, before: int | None = None
+    ) -> list[PinEvent]:
+        async def body(conn: _Conn) -> list[PinEvent]:
+            rows = await (
+                await conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM pin_events WHERE installation_id = %s "
+                    "AND seq < %s ORDER BY seq DESC LIMIT %s",
+                    (installation_id, before if before is not None else 2**62, limit),
+                )
+            ).fetchall()
+            return [event_from(r) for r in rows]
+
+        return await self._run("read pin events", body)
+
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
+        # The cursor is the oldest transaction in progress when the last read took its snapshot:
+        # every run row written by a transaction that committed after that read carries a txid at
+        # or above it (it was in progress then, or began later). A quiet store has none.
+        async def body(conn: _Conn) -> RunDelta:
+            start, now = await (
+                await conn.execute(
+                    f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, {_NOW}"
+                )
+            ).fetchone()
+            if cursor is None:
+                rows = await (
+                    await conn.execute(
+                        f"SELECT {RUN_COLUMNS}, owner, lease_until FROM runs "
+                        "WHERE ended_at IS NULL AND lease_until > %s",
+                        (now,),
+                    )
+                ).fetchall()
+                live = [LiveRun(run_from(r), r[9], r[10]) for r in rows]
+                return RunDelta(start, live, [], now, full=True)
+            live, gone = [], []
+            for r in await (
+                await conn.execute(
+                    f"SELECT {RUN_COLUMNS}, owner, lease_until, ended_at IS NULL FROM runs "
+                    "WHERE txid >= %s::text::xid8 "
+                    "AND (%s::text IS NULL OR owner IS DISTINCT FROM %s)",
+                    (str(cursor), skip_owner, skip_owner),
+                )
+            ).fetchall():
+                if r[11] and r[10] is not None and r[10] > now:
+                    live.append(LiveRun(run_from(r), r[9], r[10]))
+                else:
+                    gone.append(r[0])
+            return RunDelta(start, live, gone, now)
+
+        return await self._run("read runs in flight", body)
+
+    async def gc(
+        self,
+        retention: Retention,
+        *,
+        dry_run: bool = False,
+        now: float | None = None,
+        batch: int = 1000,
+        pause: float = 0.0,
+    ) -> GcReport:
+        if now is None:
+            now = await self._run(
+                "read its clock",
+                lambda conn: _fetch_one(conn, f"SELECT {_NOW}"),
+            )
+        assert now is not None
+        kinds: dict[str, tuple[str, str, str, tuple[Any, ...]]] = {
+            "ended_runs": (
+                "runs",
+                "run_id",
+                "(ended_at IS NOT NULL AND ended_at < to_timestamp(%s)) "
+                "OR (ended_at IS NULL AND lease_until < %s)",
+                (now - retention.ended_runs, now - retention.ended_runs),
+            ),
+            "pin_events": (
+                "pin_events",
+                "seq",
+                "at < to_timestamp(%s) AND NOT EXISTS (SELECT 1 FROM installations i "
+                "WHERE i.id = pin_events.installation_id "
+                "AND (i.last_event = pin_events.seq OR i.hold_event = pin_events.seq))",
+                (now - retention.pin_events,),
+            ),
+            "changes": (
+                "changes",
+                "seq",
+                "seq < (SELECT max(seq) FROM changes) AND (at IS NULL OR at < %s)",
+                (now - retention.change_log,),
+            ),
+            "log_events": (
+                "events",
+                "seq",
+                "at < to_timestamp(%s)",
+                (now - retention.event_log,),
+            ),
+        }
+        counts: dict[str, int] = {}
+        for kind, (table, key, where, params) in kinds.items():
+            counts[kind] = 0
+
+            async def count(
+                conn: _Conn, t: str = table, w: str = where, p: tuple[Any, ...] = params
+            ) -> int:
+                return int(await _fetch_one(conn, f"SELECT count(*) FROM {t} WHERE {w}", p))
+
+            async def prune(
+                conn: _Conn,
+                t: str = table,
+                k: str = key,
+                w: str = where,
+                p: tuple[Any, ...] = params,
+            ) -> int:
+                return await self._prune(conn, t, k, w, p, batch)
+
+            if dry_run:
+                counts[kind] = await self._run("count what retention prunes", count)
+                continue
+            while True:
+                with anyio.CancelScope(shield=True):  # a close cancels between batches only
+                    deleted = await self._run("prune what retention no longer keeps", prune)
+                counts[kind] += deleted
+                if deleted < batch:
+                    break
+                await anyio.sleep(pause)
+        return GcReport(
+            counts["ended_runs"],
+            counts["pin_events"],
+            counts["changes"],
+            dry_run,
+            counts["log_events"],
+        )
+
+    @staticmethod
+    async def _prune(
+        conn: _Conn, table: str, key: str, where: str, params: tuple[Any, ...], batch: int
+    ) -> int:
+        """Delete one batch of ``table``'s rows matching ``where``; how many were deleted."""
+        rows = await (
+            await conn.execute(
+                f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {where} "
+                f"ORDER BY {key} LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {key}",
+                (*params, batch),
+            )
+        ).fetchall()
+        if table == "changes" and rows:  # the newest line pruned is the horizon
+            await conn.execute(
+                "UPDATE packrun_state SET value = greatest(value, %s) "
+                "WHERE name = 'changes_horizon'",
+                (max(r[0] for r in rows),),
+            )
+        return len(rows)
+
     async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
         return await self._run("read a pack", lambda conn: self._pack_rows(conn, pack_id))
 
@@ -636,11 +924,7 @@ class PostgresStore(Store):
                 )
             ).fetchone()
             events = await (
-                await conn.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM pin_events WHERE installation_id = %s "
-                    "ORDER BY seq",
-                    (installation_id,),
-                )
+                await conn.execute(_kept_events_sql("WHERE i.id = %(id)s"), {"id": installation_id})
             ).fetchall()
             return (installation_from(row) if row else None, [event_from(e) for e in events])
 
@@ -981,15 +1265,14 @@ class PostgresStore(Store):
         ).fetchall():
             declared.setdefault(iid, {})[workflow] = frozenset(json.loads(tools))
         observed: dict[str, dict[str, frozenset[str]]] = {}
-        for iid, workflow, calls in await (
+        for iid, workflow, tool in await (
             await conn.execute(
-                "SELECT installation_id, workflow_id, calls FROM runs "
-                f"WHERE workflow_id IS NOT NULL AND calls IS NOT NULL{only}",
+                f"SELECT installation_id, workflow_id, tool FROM observed_tools WHERE TRUE{only}",
                 params,
             )
         ).fetchall():
             seen = observed.setdefault(iid, {})
-            seen[workflow] = seen.get(workflow, frozenset()) | frozenset(json.loads(calls))
+            seen[workflow] = seen.get(workflow, frozenset()) | {tool}
         return {
             iid: WorkflowTools(declared.get(iid, {}), observed.get(iid, {}))
             for iid in declared.keys() | observed.keys()

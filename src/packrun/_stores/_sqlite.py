@@ -25,17 +25,21 @@ from typing import Any, Final, TypeAlias, TypeVar
 import anyio.to_thread
 
 from packrun._catalog import CatalogEntry, Prepared
+from packrun._retention import Retention
 from packrun._stores import (
     Alias,
     AliasMove,
     Change,
+    ChangeBatch,
     Decide,
+    GcReport,
     HealthDelta,
     Installation,
     LiveRun,
     NewEvent,
     PinEvent,
     RolloutRow,
+    RunDelta,
     RunEnd,
     RunRecord,
     Settings,
@@ -112,6 +116,77 @@ MIGRATION_PROJECTS: Final = """
 project's id for a custom row); installations and settings belong to a project (settings with an
 empty project are the store's own). What a store held before lands in project ``default``: its
 custom rows, its installations; its settings stay the store's."""
+
+
+MIGRATION_GROWTH: Final = """
+    CREATE TABLE packrun_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO packrun_state (name, value) VALUES ('run_seq', 0), ('changes_horizon', 0);
+    ALTER TABLE changes ADD COLUMN writer TEXT;
+    ALTER TABLE changes ADD COLUMN at REAL;
+    CREATE INDEX changes_at ON changes (at);
+    ALTER TABLE installations ADD COLUMN last_event INTEGER;
+    ALTER TABLE installations ADD COLUMN hold_event INTEGER;
+    UPDATE installations SET last_event = (
+        SELECT max(seq) FROM pin_events e WHERE e.installation_id = installations.id);
+    UPDATE installations SET hold_event = (
+        SELECT max(seq) FROM pin_events e WHERE e.installation_id = installations.id
+        AND e.origin IN ('user', 'rollback') AND e.from_version = installations.hold)
+        WHERE hold IS NOT NULL;
+    CREATE INDEX pin_events_at ON pin_events (at);
+    CREATE TRIGGER pin_events_kept AFTER INSERT ON pin_events BEGIN
+        UPDATE installations SET last_event = NEW.seq,
+            hold_event = CASE WHEN NEW.origin IN ('user', 'rollback')
+                AND NEW.from_version = hold THEN NEW.seq ELSE hold_event END
+        WHERE id = NEW.installation_id;
+    END;
+    ALTER TABLE runs ADD COLUMN rseq INTEGER;
+    CREATE INDEX runs_by_rseq ON runs (rseq);
+    CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE TRIGGER runs_started AFTER INSERT ON runs BEGIN
+        UPDATE packrun_state SET value = value + 1 WHERE name = 'run_seq';
+        UPDATE runs SET rseq = (SELECT value FROM packrun_state WHERE name = 'run_seq')
+            WHERE rowid = NEW.rowid;
+    END;
+    CREATE TRIGGER runs_changed AFTER UPDATE OF ended_at, owner, lease_until ON runs BEGIN
+        UPDATE packrun_state SET value = value + 1 WHERE name = 'run_seq';
+        UPDATE runs SET rseq = (SELECT value FROM packrun_state WHERE name = 'run_seq')
+            WHERE rowid = NEW.rowid;
+    END;
+    CREATE TABLE observed_tools (
+        installation_id TEXT NOT NULL,
+        workflow_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        PRIMARY KEY (installation_id, workflow_id, tool)
+    );
+    INSERT OR IGNORE INTO observed_tools (installation_id, workflow_id, tool)
+        SELECT r.installation_id, r.workflow_id, j.value FROM runs r, json_each(r.calls) j
+        WHERE r.workflow_id IS NOT NULL AND r.calls IS NOT NULL;
+    CREATE TRIGGER runs_observed AFTER UPDATE OF calls ON runs
+        WHEN NEW.calls IS NOT NULL AND NEW.workflow_id IS NOT NULL BEGIN
+        INSERT OR IGNORE INTO observed_tools (installation_id, workflow_id, tool)
+            SELECT NEW.installation_id, NEW.workflow_id, value FROM json_each(NEW.calls);
+    END;
+"""
+"""7: growth over time. Change-log lines carry their writer (a runtime skips its own) and time
+(retention); ``packrun_state`` holds the newest line pruned and the run change sequence. Every
+write of a run's start, end, owner or lease stamps it with the next ``rseq`` (readers of runs in
+flight read only what changed). An installation points at its last pin event and at the one that
+set its hold (what a runtime loads, instead of the whole history). The tools workflows' runs
+called are kept per workflow in ``observed_tools``, not re-read from every run."""
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (a trigger's body holds semicolons of its own)."""
+    found, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip().rstrip(";").strip():
+                found.append(pending)
+            pending = ""
+    if pending.strip():
+        found.append(pending)
+    return found
 
 
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -250,10 +325,32 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE TABLE IF NOT EXISTS soak (scope TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 9: growth over time (see MIGRATION_GROWTH).
+    MIGRATION_GROWTH,
+    # event log retention: pruned by age.
+    "CREATE INDEX IF NOT EXISTS events_at ON events (at);",
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
+
+_E_COLUMNS: Final = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+
+
+def _kept_events_sql(where: str) -> str:
+    """Per installation, the pin events a runtime keeps (see ``kept_events``): the last one, and
+    the one that set its hold, found by the installation's pointers (no scan of the history)."""
+    also = f"{where} AND" if where else "WHERE"
+    return (
+        f"SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e ON e.seq = i.last_event "
+        f"{where} UNION ALL SELECT {_E_COLUMNS} FROM installations i JOIN pin_events e "
+        f"ON e.seq = i.hold_event AND e.from_version = i.hold "
+        f"{also} i.hold IS NOT NULL AND i.hold_event <> i.last_event"
+    )
+
+
+_KEPT_EVENTS: Final = _kept_events_sql("")
+_KEPT_EVENTS_OF: Final = _kept_events_sql("WHERE i.id = :id")
 
 _TEXT = datetime.isoformat  # times are stored as ISO 8601 text
 _Starts: TypeAlias = tuple[Sequence[RunRecord], str, float, float]  # start_runs' arguments
@@ -329,9 +426,11 @@ class SQLiteStore(Store):
         finally:
             conn.execute("COMMIT")
 
-    @staticmethod
-    def _log(conn: sqlite3.Connection, kind: str, key: str) -> None:
-        conn.execute("INSERT INTO changes (kind, key) VALUES (?, ?)", (kind, key))
+    def _log(self, conn: sqlite3.Connection, kind: str, key: str) -> None:
+        conn.execute(
+            "INSERT INTO changes (kind, key, writer, at) VALUES (?, ?, ?, ?)",
+            (kind, key, self.writer, time.time()),
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -396,9 +495,8 @@ class SQLiteStore(Store):
                 raise StoreError(f"{self.path} holds tables that are not a packrun store")
 
             for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(MIGRATIONS[number]):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -431,10 +529,7 @@ class SQLiteStore(Store):
                     installation_from(r, _TIME)
                     for r in conn.execute(f"SELECT {INSTALLATION_COLUMNS} FROM installations")
                 ],
-                [
-                    event_from(r, _TIME)
-                    for r in conn.execute(f"SELECT {EVENT_COLUMNS} FROM pin_events ORDER BY seq")
-                ],
+                [event_from(r, _TIME) for r in conn.execute(_KEPT_EVENTS)],
                 seq,
                 self._project_settings_from(conn),
             )
@@ -471,6 +566,170 @@ class SQLiteStore(Store):
 
         return await self._call(body)
 
+    async def changes_since(self, since: int, writer: str | None) -> ChangeBatch:
+        def body(conn: sqlite3.Connection) -> ChangeBatch:
+            self._check_file()
+            head = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+            if head <= since:
+                return ChangeBatch([], head)
+            horizon = self._state(conn, "changes_horizon")
+            rows = conn.execute(
+                "SELECT seq, kind, key FROM changes WHERE seq > ? "
+                "AND (writer IS NULL OR writer IS NOT ?) ORDER BY seq",
+                (since, writer),
+            )
+            return ChangeBatch([Change(*row) for row in rows], head, since < horizon)
+
+        return await self._call(lambda conn: self._read(conn, body))
+
+    @staticmethod
+    def _state(conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT value FROM packrun_state WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def pin_events(
+        self, installation_id: str, limit: int, before: int | None = None
+    ) -> list[PinEvent]:
+        def body(conn: sqlite3.Connection) -> list[PinEvent]:
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM pin_events WHERE installation_id = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (installation_id, before if before is not None else 2**62, limit),
+            )
+            return [event_from(r, _TIME) for r in rows]
+
+        return await self._call(body)
+
+    async def run_changes(self, cursor: int | None, skip_owner: str | None = None) -> RunDelta:
+        def body(conn: sqlite3.Connection) -> RunDelta:
+            now = time.time()
+            if cursor is None:
+                start = self._state(conn, "run_seq")
+                rows = conn.execute(
+                    f"SELECT {RUN_COLUMNS}, owner, lease_until FROM runs "
+                    "WHERE ended_at IS NULL AND lease_until > ?",
+                    (now,),
+                )
+                live = [LiveRun(run_from(r, _TIME), r[9], r[10]) for r in rows]
+                return RunDelta(start, live, [], now, full=True)
+            live, gone = [], []
+            last = max(cursor, self._state(conn, "run_seq"))
+            for r in conn.execute(
+                f"SELECT {RUN_COLUMNS}, owner, lease_until, ended_at, rseq FROM runs "
+                "WHERE rseq > ? AND (? IS NULL OR owner IS NOT ?) ORDER BY rseq",
+                (cursor, skip_owner, skip_owner),
+            ):
+                if r[11] is None and r[10] is not None and r[10] > now:
+                    live.append(LiveRun(run_from(r, _TIME), r[9], r[10]))
+                else:
+                    gone.append(r[0])
+            return RunDelta(last, live, gone, now)
+
+        return await self._call(lambda conn: self._read(conn, body))
+
+    async def gc(
+        self,
+        retention: Retention,
+        *,
+        dry_run: bool = False,
+        now: float | None = None,
+        batch: int = 1000,
+        pause: float = 0.0,
+    ) -> GcReport:
+        now = time.time() if now is None else now
+        runs_before = datetime.fromtimestamp(now - retention.ended_runs, UTC).isoformat()
+        events_before = datetime.fromtimestamp(now - retention.pin_events, UTC).isoformat()
+        kinds: dict[str, tuple[str, str, tuple[Any, ...]]] = {
+            "ended_runs": (
+                "runs",
+                "(ended_at IS NOT NULL AND ended_at < ?) OR (ended_at IS NULL AND lease_until < ?)",
+                (runs_before, now - retention.ended_runs),
+            ),
+            "pin_events": (
+                "pin_events",
+                "at < ? AND NOT EXISTS (SELECT 1 FROM installations i "
+                "WHERE i.id = pin_events.installation_id "
+                "AND (i.last_event = pin_events.seq OR i.hold_event = pin_events.seq))",
+                (events_before,),
+            ),
+            "changes": (
+                "changes",
+                "seq < (SELECT max(seq) FROM changes) AND (at IS NULL OR at < ?)",
+                (now - retention.change_log,),
+            ),
+            "log_events": (
+                "events",
+                "at < ?",
+                (datetime.fromtimestamp(now - retention.event_log, UTC).isoformat(),),
+            ),
+        }
+        counts: dict[str, int] = {}
+        for kind, (table, where, params) in kinds.items():
+            counts[kind] = 0
+
+            def count(
+                conn: sqlite3.Connection,
+                t: str = table,
+                w: str = where,
+                p: tuple[Any, ...] = params,
+            ) -> int:
+                return int(conn.execute(f"SELECT count(*) FROM {t} WHERE {w}", p).fetchone()[0])
+
+            def prune(
+                conn: sqlite3.Connection,
+                t: str = table,
+                w: str = where,
+                p: tuple[Any, ...] = params,
+            ) -> int:
+                return self._write(conn, lambda c: self._prune(c, t, w, p, batch))
+
+            if dry_run:
+                counts[kind] = await self._call(count)
+                continue
+            while True:
+                with anyio.CancelScope(shield=True):  # a close cancels between batches only
+                    deleted = await self._call(prune)
+                counts[kind] += deleted
+                if deleted < batch:
+                    break
+                await anyio.sleep(pause)
+        return GcReport(
+            counts["ended_runs"],
+            counts["pin_events"],
+            counts["changes"],
+            dry_run,
+            counts["log_events"],
+        )
+
+    @staticmethod
+    def _prune(
+        conn: sqlite3.Connection, table: str, where: str, params: tuple[Any, ...], batch: int
+    ) -> int:
+        """Delete one batch of ``table``'s rows matching ``where``; how many were deleted."""
+        if table == "changes":  # a prefix of the log; the newest line pruned is the horizon
+            seqs = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT seq FROM changes WHERE {where} ORDER BY seq LIMIT ?", (*params, batch)
+                )
+            ]
+            if not seqs:
+                return 0
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (seqs[-1],))
+            conn.execute(
+                "UPDATE packrun_state SET value = max(value, ?) WHERE name = 'changes_horizon'",
+                (seqs[-1],),
+            )
+            return len(seqs)
+        order = " ORDER BY seq" if table == "events" else ""  # the event log: oldest first
+        return int(
+            conn.execute(
+                f"DELETE FROM {table} WHERE rowid IN "
+                f"(SELECT rowid FROM {table} WHERE {where}{order} LIMIT ?)",
+                (*params, batch),
+            ).rowcount
+        )
+
     async def pack_entries(self, pack_id: str) -> list[CatalogEntry]:
         return await self._call(lambda conn: self._pack_rows(conn, pack_id))
 
@@ -487,10 +746,7 @@ class SQLiteStore(Store):
                 f"SELECT {INSTALLATION_COLUMNS} FROM installations WHERE id = ?",
                 (installation_id,),
             ).fetchone()
-            events = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM pin_events WHERE installation_id = ? ORDER BY seq",
-                (installation_id,),
-            )
+            events = conn.execute(_KEPT_EVENTS_OF, {"id": installation_id})
             return (
                 installation_from(row, _TIME) if row else None,
                 [event_from(e, _TIME) for e in events],
@@ -599,35 +855,36 @@ class SQLiteStore(Store):
         await self._call(lambda conn: self._write(conn, body))
 
     async def all_workflow_tools(self) -> dict[str, WorkflowTools]:
-        def body(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                "SELECT installation_id FROM workflows UNION "
-                "SELECT DISTINCT installation_id FROM runs "
-                "WHERE workflow_id IS NOT NULL AND calls IS NOT NULL"
-            )
-            return [r[0] for r in rows]
-
-        return {i: await self.workflow_tools(i) for i in await self._call(body)}
+        return await self._call(lambda conn: self._read(conn, lambda c: self._usage(c, None)))
 
     async def workflow_tools(self, installation_id: str) -> WorkflowTools:
-        def body(conn: sqlite3.Connection) -> WorkflowTools:
-            declared = {
-                w: frozenset(json.loads(t))
-                for w, t in conn.execute(
-                    "SELECT workflow_id, tools FROM workflows WHERE installation_id = ?",
-                    (installation_id,),
-                )
-            }
-            observed: dict[str, frozenset[str]] = {}
-            for w, calls in conn.execute(
-                "SELECT workflow_id, calls FROM runs WHERE installation_id = ? "
-                "AND workflow_id IS NOT NULL AND calls IS NOT NULL",
-                (installation_id,),
-            ):
-                observed[w] = observed.get(w, frozenset()) | frozenset(json.loads(calls))
-            return WorkflowTools(declared, observed)
+        found = await self._call(
+            lambda conn: self._read(conn, lambda c: self._usage(c, installation_id))
+        )
+        return found.get(installation_id, WorkflowTools({}, {}))
 
-        return await self._call(lambda conn: self._read(conn, body))
+    @staticmethod
+    def _usage(conn: sqlite3.Connection, installation_id: str | None) -> dict[str, WorkflowTools]:
+        """Declared and observed tools by installation (of one, or of all)."""
+        only = "" if installation_id is None else " WHERE installation_id = ?"
+        params = () if installation_id is None else (installation_id,)
+        declared: dict[str, dict[str, frozenset[str]]] = {}
+        for iid, workflow, tools in conn.execute(
+            f"SELECT installation_id, workflow_id, tools FROM workflows{only}", params
+        ):
+            declared.setdefault(iid, {})[workflow] = frozenset(json.loads(tools))
+        observed: dict[str, dict[str, set[str]]] = {}
+        for iid, workflow, tool in conn.execute(
+            f"SELECT installation_id, workflow_id, tool FROM observed_tools{only}", params
+        ):
+            observed.setdefault(iid, {}).setdefault(workflow, set()).add(tool)
+        return {
+            iid: WorkflowTools(
+                declared.get(iid, {}),
+                {w: frozenset(t) for w, t in observed.get(iid, {}).items()},
+            )
+            for iid in declared.keys() | observed.keys()
+        }
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_until: float) -> None:
         def body(conn: sqlite3.Connection) -> None:
