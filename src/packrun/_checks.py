@@ -452,7 +452,9 @@ class CallChecks:
         "count",
         "counters",
         "input_mode",
+        "inputs",
         "output_mode",
+        "outputs",
         "pack_id",
         "version",
         "warn",
@@ -481,12 +483,26 @@ class CallChecks:
         self.pack_id = pack_id
         self.version = version
         self.warn = warn
+        self.inputs = frozenset(
+            () if input_mode == "off" else (t for t, c in contracts.items() if c.input is not None)
+        )
+        """The tools whose input is checked (a call of another skips :meth:`check_input`)."""
+        self.outputs = frozenset(
+            ()
+            if output_mode == "off"
+            else (t for t, c in contracts.items() if c.output is not None)
+        )
+        """The tools whose output is checked (a call of another skips :meth:`after`)."""
 
     def before(self, tool: str, value: Mapping[str, Any]) -> None:
         """Count the call and check its input; raises :class:`~packrun.InvalidInput` in
         ``enforce`` mode."""
         if self.count:
             self.counters.calls += 1
+        self.check_input(tool, value)
+
+    def check_input(self, tool: str, value: Mapping[str, Any]) -> None:
+        """Check a call's input; raises :class:`~packrun.InvalidInput` in ``enforce`` mode."""
         if self.input_mode == "off":
             return
         contract = self.contracts.get(tool)

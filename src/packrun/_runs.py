@@ -145,8 +145,12 @@ class Run:
         checks = self._checks
         if checks is None:
             return await self._dispatch(tool, fn, is_async, value)
-        checks.before(tool, value)
-        if is_async and checks.counters.calls & LATENCY_SAMPLE != 1:
+        counters = checks.counters
+        if checks.count:
+            counters.calls += 1
+        if tool in checks.inputs:
+            checks.check_input(tool, value)
+        if is_async and counters.calls & LATENCY_SAMPLE != 1:
             # The common case, here rather than in _dispatch: one coroutine frame fewer a call.
             failure = None
             try:
@@ -163,7 +167,7 @@ class Run:
                 raise failure  # outside the handler: the original is not its context
         elif not checks.count:
             output = await self._dispatch(tool, fn, is_async, value)
-        elif checks.counters.calls & LATENCY_SAMPLE != 1:  # health: how the call failed, if so
+        elif counters.calls & LATENCY_SAMPLE != 1:  # health: how the call failed, if so
             try:
                 output = await self._dispatch(tool, fn, is_async, value)
             except BaseException as exc:
@@ -177,7 +181,8 @@ class Run:
                 checks.failed(exc, perf_counter() - started)
                 raise
             checks.ended(perf_counter() - started)
-        checks.after(tool, output)
+        if tool in checks.outputs:
+            checks.after(tool, output)
         return output
 
     async def _dispatch(self, tool: str, fn: Any, is_async: bool, value: Mapping[str, Any]) -> Any:
