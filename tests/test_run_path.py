@@ -14,7 +14,7 @@ import pytest
 
 import packrun
 from packrun import Auth
-from packrun._bundle import _finder
+from packrun._bundle import _finder, _Slot
 from test_runs import TRUSTED, setup_probe
 
 pytestmark = pytest.mark.anyio
@@ -56,9 +56,21 @@ async def test_the_runs_in_flight_on_a_bundle_share_one_hold_on_it() -> None:
                 assert rt.in_flight("probe", "1.0.0") == 3
             assert slot.holds == 1
             assert await first.call("whoami") == {"version": "1.0.0", "marker": "m1.0.0"}
-        assert slot.holds == 0  # the last run gave it back: the bundle may be evicted again
+        # The last run's end keeps the hold until the ends are written: a run that starts
+        # meanwhile takes it over (one hold, not a second).
+        assert slot.holds == 1
         async with rt.run("inst"):
             assert slot.holds == 1
+        with anyio.fail_after(5):  # then it is given back: the bundle may be evicted again
+            while holds(slot):
+                await anyio.sleep(0.001)
+        async with rt.run("inst"):
+            assert holds(slot) == 1
+    assert holds(slot) == 0  # and nothing is held once the runtime is closed
+
+
+def holds(slot: _Slot) -> int:
+    return slot.holds
 
 
 async def test_the_tool_context_is_made_by_the_first_call_once() -> None:
@@ -116,4 +128,37 @@ async def test_starts_that_load_their_bundle_concurrently_give_every_hold_back()
                 await anyio.sleep(0.01)
             assert _finder.slots[digests["1.0.0"]].holds >= 1
             release.set()
-        assert _finder.slots[digests["1.0.0"]].holds == 0
+        with anyio.fail_after(5):  # given back once the ends are written
+            while _finder.slots[digests["1.0.0"]].holds:
+                await anyio.sleep(0.001)
+
+
+async def test_a_run_after_a_change_of_check_modes_binds_with_the_new_modes() -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0")
+        for _ in range(3):  # the installation's runs bound alike: the later ones reuse the first's
+            async with rt.run("inst") as run:
+                assert run._checks is not None
+                assert (run._checks.input_mode, run._checks.output_mode) == ("enforce", "warn")
+        rt.check_input = "off"
+        rt.check_output = "enforce"
+        async with rt.run("inst") as run:
+            assert run._checks is not None
+            assert (run._checks.input_mode, run._checks.output_mode) == ("off", "enforce")
+        # With credentials: checks of its own.
+        async with rt.run("inst", auth=Auth.api_key("k-1")) as run:
+            assert run._checks is not None
+            assert run._checks.input_mode == "off"
+
+
+async def test_a_run_after_a_pin_move_binds_to_the_new_version() -> None:
+    async with packrun.open_runtime("memory:", in_process=TRUSTED) as rt:
+        await setup_probe(rt, "1.0.0", "2.0.0")
+        for _ in range(3):
+            assert (await rt.call("inst", "whoami"))["version"] == "1.0.0"
+        async with rt.run("inst") as old:
+            await rt.set_pin("inst", "2.0.0")
+            async with rt.run("inst") as new:
+                assert (await new.call("whoami"))["version"] == "2.0.0"
+                assert (await old.call("whoami"))["version"] == "1.0.0"
+        assert (await rt.call("inst", "whoami"))["version"] == "2.0.0"

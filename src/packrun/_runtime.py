@@ -315,6 +315,35 @@ _NO_AUTH = Auth.none()
 _WARN_EVERY_SECONDS = 60.0  # per kind of warning
 
 
+class _FastBind:
+    """How an installation's last run without credentials bound, for the next one with the same
+    resolution and check modes (its bundle still held by the runs here)."""
+
+    __slots__ = (
+        "bundle_key",
+        "checks",
+        "dispatcher",
+        "input_mode",
+        "logger",
+        "output_mode",
+        "res",
+        "version_key",
+    )
+
+    def __init__(
+        self, res: Resolution, input_mode: str, output_mode: str, dispatcher: Dispatcher, run: Run
+    ) -> None:
+        assert dispatcher.loaded is not None
+        self.res = res
+        self.input_mode = input_mode
+        self.output_mode = output_mode
+        self.dispatcher = dispatcher
+        self.bundle_key = id(dispatcher.loaded)  # valid while this holds the dispatcher
+        self.logger = run._logger
+        self.version_key = run.version_key
+        self.checks = run._checks
+
+
 class Runtime:
     """A process's view of one store: the catalog, the installations and the resolver.
 
@@ -403,10 +432,14 @@ class Runtime:
         store.writer = self.owner
         self.retention = retention or Retention()
         """What the store keeps and how this runtime's background pass prunes the rest."""
-        self._tracker = RunTracker(store, self.owner, lease_ttl, self._warn)
+        self._tracker = RunTracker(
+            store, self.owner, lease_ttl, self._warn, ends_written=self._release_idle_bundles
+        )
         self._dispatchers: dict[str, Dispatcher] = {}
         # Runs in flight here by the loaded bundle they use (its id()): they share one hold on it.
         self._bundle_runs: dict[int, int] = {}
+        self._idle_bundles: dict[int, LoadedBundle] = {}  # held with no run on them (yet)
+        self._fast_binds: dict[str, _FastBind] = {}  # by installation: how its last run bound
         self._release = self._release_bundle  # one bound method for every run
         self.check_input: CheckMode = check_input
         """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
@@ -1221,6 +1254,7 @@ class Runtime:
         if res.digest is None:
             raise NotFound("integration to run in pack", res.pack_id)
         tracker = self._tracker
+        fresh = run_id is None
         if run_id is None:
             run_id = tracker.new_id()  # one given was checked by run(), the only maker of scopes
         record = RunRecord(
@@ -1234,7 +1268,7 @@ class Runtime:
             workflow_id,
             datetime.now(UTC),
         )
-        started = tracker.begin_now(record)
+        started = tracker.begin_now(record, fresh)
         if started is None:
             return self._start_written(record, res, auth, version)
         return self._admit(started, res, auth, version)
@@ -1252,6 +1286,32 @@ class Runtime:
         be loaded (or served by a sandbox worker) first."""
         tracker = self._tracker
         bound, resumed, _ = started
+        if not resumed and auth is _NO_AUTH and version is None:
+            # The common case: bound as the installation's last run was (same resolution, check
+            # modes and held bundle), without looking any of it up again.
+            fast = self._fast_binds.get(bound.installation_id)
+            if (
+                fast is not None
+                and fast.res is res
+                and fast.input_mode is self.check_input
+                and fast.output_mode is self.check_output
+            ):
+                runs = self._bundle_runs.get(fast.bundle_key)
+                if runs is not None:  # the runs here hold its bundle (so it is still loaded)
+                    self._bundle_runs[fast.bundle_key] = runs + 1
+                    run = Run(
+                        bound,
+                        fast.dispatcher,
+                        auth,
+                        fast.logger,
+                        False,
+                        fast.version_key,
+                        self._tool_threads,
+                        fast.checks,
+                        release=self._release,
+                    )
+                    tracker.admit(run)
+                    return run
         try:
             if bound.digest is None:
                 raise NotFound("integration to run in pack", bound.pack_id)
@@ -1266,6 +1326,11 @@ class Runtime:
             run = self._bind(bound, resumed, row, dispatcher, auth)
             if version is not None and not resumed:
                 run.chosen = True
+            elif not resumed and auth is _NO_AUTH and dispatcher.loaded is not None:
+                assert run._checks is not None
+                self._fast_binds[bound.installation_id] = _FastBind(
+                    res, self.check_input, self.check_output, dispatcher, run
+                )
         except BaseException:
             tracker.abandon(bound.run_id)
             raise
@@ -1286,7 +1351,7 @@ class Runtime:
             if dispatcher.loaded is not None:  # loaded with a hold of its own
                 key = id(dispatcher.loaded)
                 runs = self._bundle_runs.get(key)
-                if runs:  # the runs here hold it already
+                if runs is not None:  # the runs here hold it already (or lately)
                     release_bundle(dispatcher.loaded)
                 self._bundle_runs[key] = (runs or 0) + 1
             run = self._bind(bound, resumed, row, dispatcher, auth)
@@ -1359,7 +1424,7 @@ class Runtime:
             return None
         key = id(dispatcher.loaded)
         runs = self._bundle_runs.get(key)
-        if runs:  # held by the runs here already: counted, no lock taken
+        if runs is not None:  # held by the runs here already (or lately): counted, no lock taken
             self._bundle_runs[key] = runs + 1
             return dispatcher
         if hold_bundle(dispatcher.loaded):
@@ -1368,14 +1433,23 @@ class Runtime:
         return None
 
     def _release_bundle(self, loaded: LoadedBundle) -> None:
-        """A run on ``loaded`` ended: the last one here gives the runs' hold back."""
+        """A run on ``loaded`` ended. When it was the last one here, the runs' hold stays until
+        the run ends are next written (:meth:`_release_idle_bundles`): a run that starts
+        meanwhile takes it over without a lock, so a run after run does not take and give back
+        the bundle's hold every time."""
         key = id(loaded)
         runs = self._bundle_runs[key] - 1
-        if runs:
-            self._bundle_runs[key] = runs
-        else:
-            del self._bundle_runs[key]
-            release_bundle(loaded)
+        self._bundle_runs[key] = runs
+        if not runs:
+            self._idle_bundles[key] = loaded
+
+    def _release_idle_bundles(self) -> None:
+        """Give back the holds of the bundles no run here has used since they went idle."""
+        idle, self._idle_bundles = self._idle_bundles, {}
+        for key, loaded in idle.items():
+            if self._bundle_runs.get(key) == 0:
+                del self._bundle_runs[key]
+                release_bundle(loaded)
 
     def _bound_row(self, bound: RunRecord, res: Resolution, resumed: bool) -> CatalogEntry | None:
         """The catalog row a run binds to: the one resolved, or for a resumed run the row of its
@@ -1616,6 +1690,7 @@ class Runtime:
         for run in list(self._tracker.runs.values()):
             self._end_run(run)
         await self._tracker.flush_ends()
+        self._release_idle_bundles()
 
     def in_flight(self, pack_id: str, version: str, *, project: str | None = None) -> int:
         """Runs in flight on ``pack_id`` ``version``: this runtime's, exactly, plus those other

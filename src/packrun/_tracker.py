@@ -51,13 +51,20 @@ class _StartWaiter:
 class RunTracker:
     """The run books of one runtime (``owner`` in the store's leases).
 
-    ``warn(kind, message)`` reports a failure of a background write (rate-limited by the runtime).
+    ``warn(kind, message)`` reports a failure of a background write (rate-limited by the runtime);
+    ``ends_written()`` is called after each background write of run ends.
     """
 
     def __init__(
-        self, store: Store, owner: str, lease_ttl: float, warn: Callable[[str, str], None]
+        self,
+        store: Store,
+        owner: str,
+        lease_ttl: float,
+        warn: Callable[[str, str], None],
+        ends_written: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._ends_written = ends_written
         self.owner = owner
         self.lease_ttl = lease_ttl
         self._warn = warn
@@ -89,22 +96,24 @@ class RunTracker:
         counter in hex (``3f9c2a7be01d4c55-1a``)."""
         return f"{self._id_prefix}-{next(self._ids):x}"
 
-    def begin_now(self, record: RunRecord) -> StartedRun | None:
+    def begin_now(self, record: RunRecord, fresh: bool = False) -> StartedRun | None:
         """:meth:`begin` without an await, on a store that records a start at once (the
         in-memory store); ``None`` when the start has to be awaited (:meth:`begin` then). Nothing
         here suspends, so a run starts on that store with no checkpoint, as it would through
-        :meth:`begin`."""
+        :meth:`begin`. A ``fresh`` run id (one :meth:`new_id` gave) cannot be in flight, queued
+        to end or started concurrently: it needs no reservation."""
         if not self._sync_start:
             return None
         run_id = record.run_id
-        if run_id in self.runs or run_id in self._starting:
+        if not fresh and (run_id in self.runs or run_id in self._starting):
             raise InvalidArgument("run id", run_id, ["an id that is not in flight in this runtime"])
         now = time.time()
         started = self._store.start_run_now(record, self.owner, now, now + self.lease_ttl)
         if started is None or started[2] is not None:
             return None  # held elsewhere: begin() waits a moment for its end, then refuses it
-        self._starting.add(run_id)
-        self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: its end is moot
+        if not fresh:
+            self._starting.add(run_id)
+            self._pending_ends.pop(run_id, None)  # ended a moment ago and reopened: moot now
         return started
 
     async def begin(self, record: RunRecord) -> StartedRun:
@@ -225,8 +234,9 @@ class RunTracker:
     # --- ends -----------------------------------------------------------------------------------
 
     def end(self, run: Run) -> frozenset[str] | None:
-        """Count ``run`` out and queue its end for the store; return the tools it called
-        (``None`` when it was not in flight here: ended already, or replaced)."""
+        """Count ``run`` out and queue its end for the store; return the tools it called when
+        it is a workflow's run (else none: only a workflow's usage records them; ``None`` when
+        it was not in flight here: ended already, or replaced)."""
         run._end()
         if self.runs.pop(run.run_id, None) is not run:
             return None
@@ -243,7 +253,8 @@ class RunTracker:
             by_installation[run.installation_id] = left
         else:
             del by_installation[run.installation_id]
-        calls = frozenset(run._calls) if run._calls else _NO_CALLS
+        # The tools called matter to the store only for a run of a workflow (its usage).
+        calls = frozenset(run._calls) if run._calls and run.workflow_id is not None else _NO_CALLS
         self._pending_ends[run.run_id] = calls
         if not self._ends_signalled:
             self._ends_signalled = True
@@ -267,6 +278,7 @@ class RunTracker:
                 await anyio.sleep(_END_RETRY_SECONDS)  # the store is away: try again later
                 self._ends_signalled = True
                 self._ends_ready.set()
+            self._ends_written()
 
     async def flush_ends(self) -> bool:
         """Write the pending ends; ``False`` when the store failed (they are pending again)."""
