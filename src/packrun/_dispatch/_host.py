@@ -44,6 +44,7 @@ from packrun._dispatch._protocol import (
     frame,
 )
 from packrun._dispatch._spawn import Process, SandboxLimits, effective_mode, spawn
+from packrun._dispatch._spin import Spin
 from packrun._redact import Redactor
 from packrun.errors import (
     InvalidArgument,
@@ -98,6 +99,7 @@ worker's channel until the call has taken them, so a worker cannot fill the host
 _BUFFER = 64 * 1024
 _SPIN = 20e-6
 """Seconds a call reads its answer straight from the socket before it waits on the event loop."""
+SPIN = Spin()
 
 
 class _Link(asyncio.BufferedProtocol):
@@ -251,15 +253,18 @@ class _Link(asyncio.BufferedProtocol):
     def _spin(self) -> None:
         """Read the answer straight from the socket if it comes within a few microseconds, while
         the event loop has nothing else ready to run: a worker answers a short call faster than
-        the loop can go to sleep and be woken again."""
+        the loop can go to sleep and be woken again. Not while the cores are contended (see
+        :class:`Spin`): a process that blocks is then woken sooner than one that spins runs."""
         sock = self.sock
         assert sock is not None
-        end = time.perf_counter() + _SPIN
+        end = SPIN.start(_SPIN)
+        if not end:
+            return
         while not self.frames and self.error is None:
             try:
                 count = sock.recv_into(self.get_buffer(-1))
             except BlockingIOError:
-                if time.perf_counter() > end:
+                if not SPIN.waiting(end):
                     return
                 continue
             except OSError:
