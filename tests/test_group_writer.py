@@ -9,6 +9,7 @@ from several processes on one file.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from pathlib import Path
@@ -91,6 +92,69 @@ async def test_a_stopped_writer__starts_again_on_the_next_item() -> None:
     assert await writer.submit(2) == 2
     await anyio.to_thread.run_sync(writer.stop)
     assert (writer.groups, writer.items) == (2, 2)
+
+
+def blocked_writer() -> tuple[GroupWriter[int, int], threading.Event, threading.Event]:
+    """A writer whose writes wait for ``release`` (``entered`` is set when one starts)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def write(items: list[int]) -> list[int]:
+        entered.set()
+        release.wait(TIMEOUT)
+        return [item * 10 for item in items]
+
+    return GroupWriter(write, "test-writer"), entered, release
+
+
+async def test_a_caller_cancelled_during_its_write__learns_the_result_then_is_cancelled() -> None:
+    writer, entered, release = blocked_writer()
+    seen: list[object] = []
+    try:
+        with anyio.move_on_after(TIMEOUT) as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_then_release() -> None:
+                    await anyio.to_thread.run_sync(entered.wait, TIMEOUT)
+                    scope.cancel()  # while the item is being written
+                    await anyio.sleep(0.05)  # the cancellation is delivered meanwhile
+                    release.set()
+
+                tg.start_soon(cancel_then_release)
+                seen.append(await writer.submit(4))  # written: the caller learns of it
+                seen.append("before the next await")
+                await anyio.sleep(0)  # the cancellation reaches the caller here
+                seen.append("never")
+        assert scope.cancelled_caught
+    finally:
+        release.set()
+        await anyio.to_thread.run_sync(writer.stop)
+    assert seen == [40, "before the next await"]
+
+
+async def test_a_native_asyncio_timeout_during_a_write__still_times_out_after_it() -> None:
+    writer, entered, release = blocked_writer()
+    seen: list[object] = []
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, release.set)  # from the loop: released after the timeout fired
+    try:
+
+        async def timed() -> None:
+            async with asyncio.timeout(0.05):
+                seen.append(await writer.submit(7))
+                await asyncio.sleep(0)
+                seen.append("never")
+
+        with pytest.raises(TimeoutError):
+            await timed()
+        assert entered.is_set()
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0  # nothing left pending
+        await asyncio.sleep(0)  # and no cancellation is delivered later
+    finally:
+        release.set()
+        await anyio.to_thread.run_sync(writer.stop)
+    assert seen == [70]
 
 
 async def test_many_concurrent_runs_on_sqlite__each_durable_when_run_returns__counts_exact(

@@ -26,30 +26,53 @@ _Result = TypeVar("_Result")
 _Post = Callable[[Callable[[], object]], object]
 
 
-def _poster() -> _Post:
-    """How a thread schedules a callback in the running event loop, without waiting for it."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # not asyncio: trio (the one other backend the stores run on)
-        import trio
+def _trio_poster() -> _Post:
+    """How a thread schedules a callback in the running trio loop, without waiting for it (trio
+    is the one backend besides asyncio that the stores run on)."""
+    import trio
 
-        return trio.lowlevel.current_trio_token().run_sync_soon
+    return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 class _Waiter:
-    __slots__ = ("done", "error", "item", "post", "result")
+    __slots__ = ("done", "error", "finished", "future", "item", "post", "result")
 
     def __init__(self, item: Any, post: _Post) -> None:
         self.item = item
         self.post = post
-        self.done = anyio.Event()
+        self.finished = False
+        self.future: asyncio.Future[None] | None = None  # on asyncio
+        self.done: anyio.Event | None = None  # on trio
         self.result: Any = None
         self.error: BaseException | None = None
 
 
 def _wake(waiters: list[_Waiter]) -> None:
     for waiter in waiters:
-        waiter.done.set()
+        waiter.finished = True
+        if waiter.future is not None:
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+        elif waiter.done is not None:
+            waiter.done.set()
+
+
+async def _outlast(waiter: _Waiter, loop: asyncio.AbstractEventLoop, message: Any) -> None:
+    """The caller was cancelled while its item was queued or being written: wait for the write
+    all the same (the item is written whatever happens to the caller, who must learn of it),
+    then ask for the cancellation again, with its message, so that it reaches the caller at its
+    next ``await`` (as it would after a shielded wait: anyio tells its cancel scopes' own
+    cancellations apart by their message)."""
+    while not waiter.finished:
+        waiter.future = loop.create_future()
+        try:
+            await waiter.future
+        except asyncio.CancelledError as again:
+            message = again.args[0] if again.args else message
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # one request taken back, one made: the task's count stays as it was
+        task.cancel(message)
 
 
 class GroupWriter(Generic[_Item, _Result]):
@@ -74,8 +97,33 @@ class GroupWriter(Generic[_Item, _Result]):
         """Queue ``item`` and wait until its group is written; raise what the write raised.
 
         The wait is shielded: once queued, the item is written whatever happens to the caller,
-        who must learn of it (a run start that committed exists in the store)."""
-        waiter = _Waiter(item, _poster())
+        who must learn of it (a run start that committed exists in the store); a cancellation
+        of the caller reaches it after the write, at its next ``await``. On asyncio the wait is
+        one future of the loop's, which the writer's callback resolves."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            waiter = _Waiter(item, loop.call_soon_threadsafe)
+            future = waiter.future = loop.create_future()
+            self._enqueue(waiter)
+            try:
+                await future
+            except asyncio.CancelledError as cancelled:
+                await _outlast(waiter, loop, cancelled.args[0] if cancelled.args else None)
+        else:
+            waiter = _Waiter(item, _trio_poster())
+            done = waiter.done = anyio.Event()
+            self._enqueue(waiter)
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        result: _Result = waiter.result
+        return result
+
+    def _enqueue(self, waiter: _Waiter) -> None:
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -84,12 +132,6 @@ class GroupWriter(Generic[_Item, _Result]):
                 self._thread.start()
             self._queue.append(waiter)
             self._cond.notify()
-        with anyio.CancelScope(shield=True):
-            await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        result: _Result = waiter.result
-        return result
 
     def stop(self) -> None:
         """Write what is queued, then end the thread (blocking: call it from a worker thread)."""
