@@ -400,6 +400,36 @@ class _Source:
     network: bool
 
 
+class _Wait:
+    """A call waiting for a worker or for room: a future of the event loop on asyncio (cheaper
+    to make than an anyio event, which looks up the running backend), else an anyio event."""
+
+    __slots__ = ("event", "future", "woken")
+
+    def __init__(self) -> None:
+        self.woken = False
+        self.future: asyncio.Future[None] | None = None
+        self.event: anyio.Event | None = None
+        try:
+            self.future = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # not asyncio (trio)
+            self.event = anyio.Event()
+
+    def set(self) -> None:
+        self.woken = True
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_result(None)
+        elif self.event is not None:
+            self.event.set()
+
+    async def wait(self) -> None:
+        if self.future is not None:
+            await self.future
+        elif self.event is not None:
+            await self.event.wait()
+
+
 class WorkerPool:
     """The sandbox workers of one runtime, keyed by ``(project, digest)``."""
 
@@ -412,11 +442,15 @@ class WorkerPool:
         self._idle: dict[tuple[str, str], list[_Worker]] = {}
         self._alive: dict[tuple[str, str], int] = {}
         self._all: set[_Worker] = set()
-        self._changed = anyio.Event()
+        # Calls waiting: for a worker of their key (its workers_per_digest all busy), or (None)
+        # for room under the total. Each worker or slot that comes free wakes one of them.
+        self._waiters: dict[tuple[str, str] | None, collections.deque[_Wait]] = {}
         self._waiting = 0
         self._closed = False
         self.started = 0
         """Workers started so far."""
+        self.wakeups = 0
+        """Waiting calls woken so far (one for each worker or slot that came free)."""
 
     @property
     def pids(self) -> list[int]:
@@ -424,10 +458,31 @@ class WorkerPool:
         reaped)."""
         return sorted(w.process.pid for w in self._all)
 
-    def _signal(self) -> None:
-        if self._waiting:  # a call waits for a worker (or a slot) to come free
-            self._changed.set()
-            self._changed = anyio.Event()
+    def _signal(self, key: tuple[str, str], room: bool = False) -> None:
+        """A worker or a slot of ``key`` came free (and, with ``room``, room under the total):
+        wake the first call waiting for one of ``key``, and one waiting for room when ``room``
+        or when none waits for ``key``. A woken call looks again and waits again if it finds
+        nothing (someone else took it)."""
+        if not self._waiting:
+            return
+        queue = self._waiters.get(key)
+        woke = False
+        if queue:
+            woke = self._wake(queue)
+        if room or not woke:
+            queue = self._waiters.get(None)
+            if queue:
+                self._wake(queue)
+
+    def _wake(self, queue: collections.deque[_Wait]) -> bool:
+        queue.popleft().set()
+        self.wakeups += 1
+        return True
+
+    def _wake_all(self) -> None:
+        for queue in self._waiters.values():
+            while queue:
+                self._wake(queue)
 
     async def _start(self, key: tuple[str, str], source: _Source) -> _Worker:
         tool_logger = logging.getLogger(f"packrun.tools.{source.pack}")
@@ -479,7 +534,7 @@ class WorkerPool:
         self._alive[key] = self._alive.get(key, 1) - 1
         if self._alive[key] <= 0:
             del self._alive[key]
-        self._signal()
+        self._signal(key)
 
     async def _discard(self, worker: _Worker) -> str:
         """Stop a worker and free its slot (every worker started is discarded exactly once)."""
@@ -488,7 +543,7 @@ class WorkerPool:
         self._free_slot(worker.key)
         cause = await worker.finish(self.limits)
         self._all.discard(worker)  # once reaped: until then it counts, and sandbox_workers shows it
-        self._signal()
+        self._signal(worker.key, room=True)
         return cause
 
     async def _acquire(self, key: tuple[str, str], source: _Source) -> _Worker:
@@ -498,18 +553,30 @@ class WorkerPool:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop()
+            waits_for: tuple[str, str] | None = key  # a worker of its own key
             if self._alive.get(key, 0) < self.limits.workers_per_digest:
                 if len(self._all) >= self.limits.workers:
                     victim = self._oldest_idle()
                     if victim is not None:
                         await self._discard(victim)
                         continue
+                    waits_for = None  # room under the total
                 else:
                     self._alive[key] = self._alive.get(key, 0) + 1  # the slot, held at once
                     return await self._start(key, source)
+            wait = _Wait()
+            queue = self._waiters.setdefault(waits_for, collections.deque())
+            queue.append(wait)
             self._waiting += 1
             try:
-                await self._changed.wait()
+                await wait.wait()
+            except BaseException:
+                if wait.woken:  # woken, but leaving: what woke it goes to the next one
+                    if queue:
+                        self._wake(queue)
+                else:
+                    queue.remove(wait)
+                raise
             finally:
                 self._waiting -= 1
 
@@ -524,7 +591,7 @@ class WorkerPool:
             return
         worker.idle_since = time.monotonic()
         self._idle.setdefault(worker.key, []).append(worker)
-        self._signal()
+        self._signal(worker.key)
 
     async def call(
         self,
@@ -616,7 +683,7 @@ class WorkerPool:
                 worker.idle_since = time.monotonic()
                 self._idle.setdefault(key, []).append(worker)
                 if self._waiting:
-                    self._signal()
+                    self._signal(key)
 
     async def _until_answer(
         self,
@@ -711,7 +778,7 @@ class WorkerPool:
         self._all.clear()
         self._idle.clear()
         self._alive.clear()
-        self._signal()
+        self._wake_all()
 
 
 def _adapter_name(bundle: Bundle, generations: Collection[int]) -> str | None:
