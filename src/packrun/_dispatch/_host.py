@@ -272,6 +272,8 @@ class _Link(asyncio.BufferedProtocol):
             if not count:
                 return
             self.buffer_updated(count)
+        if self.frames:
+            SPIN.hit()
 
     def close(self) -> None:
         self.disarm()

@@ -76,13 +76,17 @@ class _Channel:
                 return message
             try:
                 self._fill(socket.MSG_DONTWAIT)
+                if spin_until > 0:  # it came while polling
+                    _SPIN_STATE.hit()
                 continue
             except BlockingIOError:
                 pass
             if not spin_until:
                 spin_until = _SPIN_STATE.start(_SPIN) or -1.0
-            if spin_until > 0 and _SPIN_STATE.waiting(spin_until):
-                continue
+            if spin_until > 0:
+                if _SPIN_STATE.waiting(spin_until):
+                    continue
+                spin_until = -1.0  # polled long enough: block
             self._fill(0)
 
     def poll(self) -> FromHost | None:
