@@ -12,7 +12,7 @@ import pytest
 import packrun
 from packrun._bundle import bundle_bytes
 from packrun._dispatch import _host
-from packrun._dispatch._spin import MISSES, OFF_SECONDS, PREEMPTED, Spin
+from packrun._dispatch._spin import OFF_SECONDS, PREEMPTED, Spin
 from test_sandbox import HAVE_BWRAP, IN_CI
 
 pytestmark = pytest.mark.anyio
@@ -68,31 +68,6 @@ def test_a_process_taken_off_its_core_stops_polling_for_a_while() -> None:
     assert spin.start(20e-6) == 0.0  # off: the next waits block at once
     clock.now += OFF_SECONDS
     assert spin.start(20e-6) > 0  # and on again afterwards
-
-
-def test_waits_that_keep_ending_empty_handed_turn_polling_off() -> None:
-    clock = FakeClock()
-    spin = Spin(clock.perf_counter, clock.sched_yield)
-
-    def wait_in_vain() -> None:
-        until = spin.start(4 * STEP)
-        assert until > 0
-        while True:
-            clock.now += STEP
-            if not spin.waiting(until):
-                return
-
-    for _ in range(MISSES - 1):
-        wait_in_vain()
-    spin.hit()  # one wait that got its answer: the count starts again
-    for _ in range(MISSES - 1):
-        wait_in_vain()
-    assert spin.off_until == 0.0
-    wait_in_vain()  # the MISSES-th in a row
-    assert spin.off_until == clock.now + OFF_SECONDS
-    assert spin.start(4 * STEP) == 0.0
-    clock.now += OFF_SECONDS
-    assert spin.start(4 * STEP) > 0
 
 
 @pytest.mark.parametrize("polling", [True, False])

@@ -76,8 +76,6 @@ class _Channel:
                 return message
             try:
                 self._fill(socket.MSG_DONTWAIT)
-                if spin_until > 0:  # it came while polling
-                    _SPIN_STATE.hit()
                 continue
             except BlockingIOError:
                 pass

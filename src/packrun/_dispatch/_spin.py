@@ -4,10 +4,10 @@ A process asleep in the kernel on an idle (virtual) machine takes tens of micros
 one that keeps polling its socket sees the answer as soon as it arrives. Polling only pays while
 the cores have room: when something else wants the core, a process that blocks is woken ahead of
 the busy ones, while a polling one waits for its turn like them. So each wait polls until its end
-and yields the core between polls; polling turns off for ``OFF_SECONDS`` when a poll finds it
-was not running for a while (taken off the core), or when ``MISSES`` waits in a row ended without
-what they waited for (on a busy machine the other end is slow to answer, and an idle one sends
-nothing soon).
+and yields the core between polls, and a poll that finds it was not running for a while (taken
+off the core) turns polling off for ``OFF_SECONDS``. (Turning it off after waits that came back
+empty-handed was tried: the two ends then turned each other off, and a call on a moderately busy
+machine took twice as long.)
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ __all__ = ["Spin"]
 
 PREEMPTED = 200e-6
 """A gap between two polls this long means the process was taken off its core."""
-MISSES = 8
-"""Waits in a row that ended empty-handed before polling turns off."""
-OFF_SECONDS = 1.0
-"""How long polling stays off after either."""
+OFF_SECONDS = 0.1
+"""How long polling stays off after that."""
 
 
 class Spin:
@@ -31,7 +29,7 @@ class Spin:
     poll of the wait under way. ``clock`` and ``yield_core`` are ``time.perf_counter`` and
     ``os.sched_yield`` but in tests."""
 
-    __slots__ = ("_clock", "_last", "_misses", "_yield", "off_until")
+    __slots__ = ("_clock", "_last", "_yield", "off_until")
 
     def __init__(
         self,
@@ -40,7 +38,6 @@ class Spin:
     ) -> None:
         self.off_until = 0.0
         self._last = 0.0
-        self._misses = 0
         self._clock = clock
         self._yield = yield_core
 
@@ -60,15 +57,7 @@ class Spin:
             self.off_until = now + OFF_SECONDS
             return False
         if now >= until:
-            self._misses += 1
-            if self._misses >= MISSES:
-                self._misses = 0
-                self.off_until = now + OFF_SECONDS
             return False
         self._last = now
         self._yield()
         return True
-
-    def hit(self) -> None:
-        """What the wait was for came while polling."""
-        self._misses = 0
