@@ -109,10 +109,6 @@ class _Link(asyncio.BufferedProtocol):
     time; its deadline is one timer of the loop per link, moved only when a call needs it sooner.
     """
 
-    calls = 0
-    """Calls waiting for an answer on a link, in this process: a call polls its socket only when
-    it is the one (a heuristic: runtimes in other threads count too)."""
-
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
@@ -237,12 +233,7 @@ class _Link(asyncio.BufferedProtocol):
         frames = self.frames
         if self.expired:  # checked first: a worker sending without end must not outrun it
             raise TimeoutError
-        if (
-            not frames
-            and _Link.calls == 1  # another call's answer would wait while this one polls
-            and self.sock is not None
-            and not getattr(self.loop, "_ready", True)
-        ):
+        if not frames and self.sock is not None and not getattr(self.loop, "_ready", True):
             self._spin()
         while not frames:
             if self.expired:
@@ -655,7 +646,6 @@ class WorkerPool:
                 ):  # asyncio: the deadline is a timer of the loop, no cancel scope
                     link.limit = limit
                     link.arm(timeout)
-                    _Link.calls += 1
                     try:
                         link.write(data)
                         reply = await link.receive()
@@ -664,7 +654,6 @@ class WorkerPool:
                                 worker, reply, call_id, limit, ctx, tool, source
                             )
                     finally:
-                        _Link.calls -= 1
                         link.disarm()
                 else:
                     with anyio.fail_after(timeout):
