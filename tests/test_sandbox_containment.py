@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import packrun
+import packrun._dispatch._spawn
 from packrun import Auth, Runtime, SandboxCrashed, SandboxLimits, SandboxMode, SandboxUnavailable
 from packrun._bundle import bundle_bytes
 from packrun._dispatch._spawn import WORKER_IDS, _ids_folder
@@ -418,6 +419,22 @@ async def test_a_worker_id_is_held_until_its_worker_ends_also_across_executors(
     async with runtime("process", limits) as rt:
         assert (await call(rt, "whoami", {}))["id"][0] == only[0]
     assert processes_of(only[0]) == []
+
+
+async def test_a_planted_folder_of_worker_id_locks_is_refused(
+    root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a user that is not root created the lock folder first (where /run is not root's, it lies in
+    # the temporary folder, which anyone may write): its locks would be that user's to hold
+    planted = tmp_path / "packrun-worker-ids"
+    planted.mkdir()
+    os.chown(planted, WORKER_IDS[0], WORKER_IDS[0])
+    async with runtime("process") as rt:
+        monkeypatch.setattr(packrun._dispatch._spawn, "_ids_folder", lambda: str(planted))
+        with pytest.raises(SandboxUnavailable, match="not a folder of root's alone"):
+            await call(rt, "whoami", {})
+        assert rt.sandbox_workers == []
+    assert list(planted.iterdir()) == []
 
 
 @pytest.mark.parametrize(

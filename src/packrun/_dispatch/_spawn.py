@@ -394,26 +394,31 @@ def claim_id(ids: tuple[int, int]) -> tuple[int, int]:
     descriptor whose lock holds it (``flock`` on a file named after the id, released when the
     last process holding the descriptor, the worker's supervisor, ends). The lowest free id."""
     folder = _ids_folder()
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(folder, 0o700)
-    info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+            raise SandboxUnavailable(
+                "process", f"{folder} is not a folder of root's alone (mode 0700): remove it"
+            )
+        first, count = ids
+        for uid in range(first, first + count):
+            fd = os.open(
+                os.path.join(folder, str(uid)),
+                os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return uid, fd
+    except OSError as exc:
         raise SandboxUnavailable(
-            "process", f"{folder} is not a folder of root's alone (mode 0700): remove it"
-        )
-    first, count = ids
-    for uid in range(first, first + count):
-        fd = os.open(
-            os.path.join(folder, str(uid)),
-            os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return uid, fd
+            "process", f"cannot claim a worker id in {folder}: {exc.strerror or exc}"
+        ) from None
     raise SandboxUnavailable(
         "process", f"all {count} worker ids from {first} are held by live workers (worker_ids)"
     )
