@@ -205,7 +205,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
-def children(pid: int) -> list[int]:
+def _children(pid: int) -> list[int]:
     """The children of ``pid`` (of each of its threads), from ``/proc``; none once it is gone."""
     found: list[int] = []
     try:
@@ -235,10 +235,10 @@ def kill_below(pid: int, *, itself: bool = True) -> None:
     seen = {pid}
     frontier = [pid]
     for _ in range(100_000):  # bounded by the processes a worker may start long before
-        found = [c for p in frontier for c in children(p) if c not in seen]
+        found = [c for p in frontier for c in _children(p) if c not in seen]
         if not found:
             # what the stopped ones' orphans became may hang below any of them: one last look
-            found = [c for p in list(seen) for c in children(p) if c not in seen]
+            found = [c for p in list(seen) for c in _children(p) if c not in seen]
             if not found:
                 break
         for child in found:
@@ -360,7 +360,7 @@ def main() -> None:
             user = None
     _drop_privileges(user)
     _die_with_parent(parent)  # after a change of user, which clears the death signal
-    if not supervised:  # its supervisor adopts the orphans; else: Linux, they stay below it
+    if not supervised:  # no supervisor (bwrap, or not Linux): its orphans stay below it
         with contextlib.suppress(OSError, AttributeError):
             _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _apply_limits(limits)
