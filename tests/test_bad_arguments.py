@@ -554,6 +554,7 @@ SANDBOX_LIMITS = Case(
         **dict.fromkeys(("workers_per_digest", "workers", "max_calls"), 4),
         **dict.fromkeys(("call_timeout", "load_timeout", "cancel_grace", "idle_timeout"), 5.0),
         "env": (),
+        "worker_ids": (1_879_048_192, 65_536),
     },
     accepts={
         **dict.fromkeys(

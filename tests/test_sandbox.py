@@ -42,6 +42,7 @@ from packrun import (
     ToolTimeout,
 )
 from packrun._bundle import bundle_bytes
+from packrun._dispatch._spawn import WORKER_IDS
 
 pytestmark = pytest.mark.anyio
 
@@ -1135,8 +1136,11 @@ def escape(ctx, input):
 async def test_a_worker_has_no_capability_and_cannot_mknod_or_mount(mode: SandboxMode) -> None:
     async with attacker(mode, ESCAPE_CODE, ["escape"]) as rt:
         out = await call(rt, "escape")
-    if mode == "bwrap" or os.geteuid() == 0:
-        assert out["id"] == [65534, 65534, 65534]  # nobody when the host runs as root
+    if mode == "bwrap":
+        assert out["id"] == [65534, 65534, 65534]  # nobody in a user namespace of its own
+    elif os.geteuid() == 0:  # a worker id of its own when the host runs as root
+        assert out["id"] == [out["id"][0]] * 3
+        assert WORKER_IDS[0] <= out["id"][0] < sum(WORKER_IDS)
     else:  # the executor's user, without a capability
         assert out["id"] == [os.getuid(), os.geteuid(), os.getgid()]
     assert set(out["caps"].values()) == {0}, out["caps"]  # CapEff, CapPrm, CapBnd, ...: none
@@ -1445,6 +1449,7 @@ OUTLIVE_CODE = r"""
 import os
 import sys
 import tempfile
+import time
 
 from packrun.sdk import Integration
 
@@ -1461,9 +1466,24 @@ def escape_group(ctx, input):
             os.execv(sys.executable, [sys.executable, "-c", code, input["marker"]])
         os._exit(0)
     os.waitpid(pid, 0)
+    for _ in range(1000):  # until its orphan runs what it execs (a bounded wait)
+        if running(input["marker"]):
+            break
+        time.sleep(0.01)
     if input.get("then_exit"):
         os._exit(3)  # the worker dies on its own, before the runtime can take its orphan down
     return {"started": True}
+
+
+def running(marker):
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if marker.encode() in handle.read().split(b"\0"):
+                    return True
+        except OSError:
+            pass
+    return False
 """
 
 
@@ -1507,25 +1527,22 @@ async def test_a_process_escaping_the_workers_group_ends_with_the_runtime(
                 os.kill(pid, signal.SIGKILL)
 
 
-async def test_a_process_escaping_a_worker_that_dies_on_its_own__bwrap_ends_it__process_does_not(
+async def test_a_process_escaping_a_worker_that_dies_on_its_own_ends_with_it(
     mode: SandboxMode,
 ) -> None:
     marker = f"packrun-test-escapee-{os.getpid()}-{time.monotonic_ns()}"
     async with attacker(mode, OUTLIVE_CODE, ["escape_group"], FORKING) as rt:
         with pytest.raises(SandboxCrashed, match="exited with status 3"):
+            # the worker exits only once its orphan runs (in a session of its own)
             await call(rt, "escape_group", {"marker": marker, "then_exit": True})
-    deadline = time.monotonic() + 10
-    while mode == "bwrap" and processes_with(marker) and time.monotonic() < deadline:
-        await anyio.sleep(0.05)
-    if mode == "process":  # it may still be on its way to its exec
-        while not processes_with(marker) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while processes_with(marker) and time.monotonic() < deadline:
             await anyio.sleep(0.05)
-    left = [p for p in processes_with(marker) if alive(p)]
+        left = [p for p in processes_with(marker) if alive(p)]
     try:
-        if mode == "bwrap":  # the pid namespace ends with the worker, and all in it
-            assert left == []
-        else:  # documented: its orphan went to the system's init when the worker died
-            assert len(left) == 1
+        # bwrap: the pid namespace ends with the worker, and all in it; process mode: the
+        # worker's supervisor adopted the orphan and killed it when the worker ended
+        assert left == []
     finally:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
@@ -1628,7 +1645,7 @@ def pid(ctx, input):
 USER_TOOLS = ["whoami", "fork", "bomb", "pid"]
 
 
-async def test_a_worker_started_by_root_runs_as_nobody_and_cannot_read_roots_files(
+async def test_a_worker_started_by_root_runs_as_a_user_of_its_own_and_cannot_read_roots_files(
     mode: SandboxMode, tmp_path: Path
 ) -> None:
     folder = tmp_path / "open"
@@ -1644,8 +1661,9 @@ async def test_a_worker_started_by_root_runs_as_nobody_and_cannot_read_roots_fil
     if mode == "bwrap":  # nobody in a namespace of its own, and a /tmp of its own
         assert out["id"] == [65534] * 4
         assert out["read"] == "FileNotFoundError"
-    elif os.geteuid() == 0:  # the host runs as root: its worker does not
-        assert out["id"] == [65534] * 4
+    elif os.geteuid() == 0:  # the host runs as root: its worker does not, nor as nobody
+        assert out["id"] == [out["id"][0]] * 4
+        assert WORKER_IDS[0] <= out["id"][0] < sum(WORKER_IDS)
         assert out["groups"] == []
         assert out["read"] == "PermissionError"
     else:  # documented: the executor's own user, which can read what that user can

@@ -3,22 +3,27 @@
 A worker is a fresh interpreter started by exec (``sys.executable -I -m packrun._dispatch.worker``),
 never a fork of the host, whose memory holds other runs' credentials. It gets an empty environment
 but for the variables the operator lists, a private empty working folder, no file descriptors but
-its end of a socketpair (and its stderr, a file in that folder), its own process group (session),
-resource limits it applies in its first lines, and death with the host. With bubblewrap it also
-runs as nobody (65534) in a user namespace of its own with no capability, and gets its own pid,
-ipc, uts, cgroup (and, for a manifest with ``"network": false``, network) namespaces and
-a read-only view of the Python runtime only.
+its end of a socketpair (and its stderr, a file with no name), its own process group (session),
+resource limits it applies in its first lines, and death with the host. In ``process`` mode the
+process started stays the supervisor of the one that serves the bundle (see
+:mod:`packrun._dispatch.worker`), and under a root executor the bundle's process runs as a user
+id of its own, claimed from :attr:`SandboxLimits.worker_ids` for as long as its supervisor lives.
+With bubblewrap it runs as nobody (65534) in a user namespace of its own with no capability, and
+gets its own pid, ipc, uts, cgroup (and, for a manifest with ``"network": false``, network)
+namespaces and a read-only view of the Python runtime only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Final, Literal, TypeAlias
 
-from packrun._dispatch.worker import BOOT
+from packrun._dispatch.worker import BOOT, kill_below
 from packrun.errors import InvalidArgument, SandboxUnavailable
 
 __all__ = [
@@ -43,6 +48,13 @@ SandboxMode: TypeAlias = Literal["process", "bwrap", "auto"]
 SANDBOX_MODES: Final = ("auto", "bwrap", "process")
 _MIB = 1024 * 1024
 _NOBODY: Final = 65534
+_SUPERVISOR_GRACE: Final = 5.0
+"""Seconds a killed worker's supervisor has to reap what was below it and exit."""
+_LAST_ID: Final = 2**32 - 2  # (uid_t) -1 means "no change" to the kernel
+WORKER_IDS: Final = (1_879_048_192, 65_536)
+"""The default user and group ids of ``process`` workers under a root executor: first, how many.
+1879048192 (0x70000000) up: a range systemd documents as unused (above the ranges it gives
+containers, below the ids that are negative as signed numbers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +98,10 @@ class SandboxLimits:
     """Largest encoded output a tool may return (``invalid_response`` past it)."""
     env: tuple[str, ...] = field(default=())
     """Names of the host's environment variables passed to workers (none by default)."""
+    worker_ids: tuple[int, int] = WORKER_IDS
+    """``(first, count)``: the user and group ids ``process`` workers of a root executor run
+    as, one of its own for each live worker (ids no user or other program of the machine may
+    use). Unused by an executor that is not root and by ``bwrap``."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -120,6 +136,23 @@ class SandboxLimits:
                 "sandbox limit env", self.env, ["a tuple of environment variable names"]
             )
         object.__setattr__(self, "env", tuple(self.env))
+        ids: object = self.worker_ids
+        if (
+            not isinstance(ids, tuple | list)
+            or len(ids) != 2
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not 1 <= ids[0] <= ids[0] + ids[1] - 1 <= _LAST_ID
+            or ids[0] <= _NOBODY <= ids[0] + ids[1] - 1
+        ):
+            raise InvalidArgument(
+                "sandbox limit worker_ids",
+                self.worker_ids,
+                [
+                    "(first, count): a first id of 1 or more and a count of 1 or more, "
+                    f"the last id at most {_LAST_ID} and 65534 (nobody) not among them"
+                ],
+            )
+        object.__setattr__(self, "worker_ids", tuple(ids))
 
 
 def bwrap_path() -> str | None:
@@ -200,49 +233,6 @@ def _bwrap_args(bwrap: str, network: bool, tmp_bytes: int) -> list[str]:
     return args
 
 
-def _children(pid: int) -> list[int]:
-    """The children of ``pid`` (of each of its threads), from ``/proc``; none once it is gone."""
-    found: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
-                found.extend(int(c) for c in handle.read().split())
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def kill_tree(pid: int) -> None:
-    """Kill ``pid`` and every process below it, wherever they moved to: stopped first, round after
-    round until no new one appears (a stopped process cannot start another, and the worker, a
-    child subreaper, adopts what its children leave behind), then killed."""
-    _signal(pid, signal.SIGSTOP)
-    seen = {pid}
-    frontier = [pid]
-    for _ in range(10_000):  # bounded by the worker's process limit long before
-        found = [c for p in frontier for c in _children(p) if c not in seen]
-        if not found:
-            # what the stopped ones' orphans became may hang below any of them: one last look
-            found = [c for p in list(seen) for c in _children(p) if c not in seen]
-            if not found:
-                break
-        for child in found:
-            _signal(child, signal.SIGSTOP)
-        seen.update(found)
-        frontier = found
-    for member in seen:
-        _signal(member, signal.SIGKILL)
-
-
 @dataclass(slots=True)
 class Process:
     """A started worker: its process, the host's end of the channel, its private folder (``process``
@@ -263,11 +253,18 @@ class Process:
     def kill(self, *, close: bool = True) -> None:
         """Kill the worker, its process group and every process below it (what the bundle
         started, in a session of its own too) and, unless ``close`` is false (an event loop's
-        transport owns it), close the host's end."""
+        transport owns it), close the host's end. In ``process`` mode the supervisor is spared:
+        once all below it are killed it reaps them and exits by itself (no zombie is left for
+        the system's init to reap)."""
         if self.popen.returncode is None:  # not reaped yet: its pid is still its own
-            kill_tree(self.popen.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
+            if self.mode == "process":
+                kill_below(self.popen.pid, itself=False)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.popen.pid, signal.SIGCONT)  # were it stopped
+            else:
+                kill_below(self.popen.pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
         if close:
             with contextlib.suppress(OSError):
                 self.sock.close()
@@ -280,7 +277,11 @@ class Process:
     def reap(self) -> int:
         """Wait for the killed worker (no zombie is left), remove its folder and close its stderr;
         its status."""
-        status = self.popen.wait()
+        try:
+            status = self.popen.wait(_SUPERVISOR_GRACE)
+        except subprocess.TimeoutExpired:  # a supervisor that does not end: killed with the rest
+            kill_below(self.popen.pid)
+            status = self.popen.wait()
         if self.said is None:
             self.said = self.stderr_tail()  # the cause is read after the file is closed
         if self.stderr is not None:
@@ -338,7 +339,7 @@ def _make_host_undumpable() -> None:
 _WORKDIR_PREFIX: Final = "packrun-worker-"
 
 
-def _sweep_workdirs() -> None:
+def _sweep_workdirs(ids: tuple[int, int]) -> None:
     """Remove the folders of workers whose host was killed before it could (the folder's name
     carries its host's process id; a host that is gone leaves it to the next one)."""
     root = tempfile.gettempdir()
@@ -346,7 +347,8 @@ def _sweep_workdirs() -> None:
         names = os.listdir(root)
     except OSError:
         return
-    owners = {os.geteuid(), worker_user()}  # its own, or its worker's when it ran as root
+    first, count = ids
+    owners = {os.geteuid()}  # its own, or (below) its worker's when it ran as root
     for name in names:
         if not name.startswith(_WORKDIR_PREFIX):
             continue
@@ -362,7 +364,8 @@ def _sweep_workdirs() -> None:
         except (PermissionError, OverflowError):
             continue
         with contextlib.suppress(OSError):
-            if os.lstat(path).st_uid in owners:
+            uid = os.lstat(path).st_uid
+            if uid in owners or first <= uid < first + count:
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -370,10 +373,55 @@ _swept: set[str] = set()
 """The temporary folders swept in this process."""
 
 
-def worker_user() -> int | None:
-    """The user a ``process`` worker becomes: nobody when the host runs as root, else none (it
-    keeps the host's user; it could not become another)."""
-    return _NOBODY if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+def _root() -> bool:
+    """Whether this process runs as root (its ``process`` workers then get user ids of their own)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _ids_folder() -> str:
+    """The folder of the lock files that claim worker ids: root's alone (``/run`` when root owns
+    it and nobody else may write there, else the temporary folder)."""
+    run = "/run"
+    with contextlib.suppress(OSError):
+        info = os.lstat(run)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022:
+            return os.path.join(run, "packrun-worker-ids")
+    return os.path.join(tempfile.gettempdir(), "packrun-worker-ids")
+
+
+def claim_id(ids: tuple[int, int]) -> tuple[int, int]:
+    """A user id of ``ids`` that no live worker of any executor of this machine holds, and the
+    descriptor whose lock holds it (``flock`` on a file named after the id, released when the
+    last process holding the descriptor, the worker's supervisor, ends). The lowest free id."""
+    folder = _ids_folder()
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+            raise SandboxUnavailable(
+                "process", f"{folder} is not a folder of root's alone (mode 0700): remove it"
+            )
+        first, count = ids
+        for uid in range(first, first + count):
+            fd = os.open(
+                os.path.join(folder, str(uid)),
+                os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return uid, fd
+    except OSError as exc:
+        raise SandboxUnavailable(
+            "process", f"cannot claim a worker id in {folder}: {exc.strerror or exc}"
+        ) from None
+    raise SandboxUnavailable(
+        "process", f"all {count} worker ids from {first} are held by live workers (worker_ids)"
+    )
 
 
 def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
@@ -387,8 +435,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
         )
     if tempfile.gettempdir() not in _swept:
         _swept.add(tempfile.gettempdir())
-        _sweep_workdirs()
-    user = worker_user() if actual == "process" else None
+        _sweep_workdirs(limits.worker_ids)
     env = {name: os.environ[name] for name in limits.env if name in os.environ}
     worker_limits: dict[str, object] = {
         key: value
@@ -403,9 +450,30 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
             "processes",
         )
     }
-    if user is not None:
-        worker_limits["user"] = user
-        worker_limits["paths"] = [*_runtime_paths(), _packrun_root()]
+    user = lock = None
+    if actual == "process":
+        worker_limits["supervise"] = True
+        if _root():
+            user, lock = claim_id(limits.worker_ids)
+            worker_limits.update(user=user, lock=lock, paths=[*_runtime_paths(), _packrun_root()])
+    try:
+        return _start(mode, actual, bwrap, limits, worker_limits, env, network, user, lock)
+    finally:
+        if lock is not None:
+            os.close(lock)  # the supervisor holds it now (or nobody: the id is free again)
+
+
+def _start(
+    mode: str,
+    actual: str,
+    bwrap: str | None,
+    limits: SandboxLimits,
+    worker_limits: dict[str, object],
+    env: dict[str, str],
+    network: bool,
+    user: int | None,
+    lock: int | None,
+) -> Process:
     host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     workdir = None  # bubblewrap gives the worker a folder in memory: nothing to leave behind
     if actual == "process":
@@ -435,7 +503,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
             env=env,
             cwd=workdir or "/",
             close_fds=True,
-            pass_fds=(child.fileno(),),
+            pass_fds=(child.fileno(),) if lock is None else (child.fileno(), lock),
             start_new_session=True,
         )
     except OSError as exc:

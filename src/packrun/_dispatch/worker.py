@@ -5,6 +5,13 @@ capability, not dumpable), applies its resource limits and arranges to die with 
 then serves one bundle over the channel ``FD``: one :class:`~packrun._dispatch._protocol.Load`,
 then calls one at a time until the host closes the channel. Nothing here trusts the bundle; what
 the bundle does is contained by the process itself.
+
+In ``process`` mode the process the host starts stays a supervisor that never runs bundle code:
+it forks the process that serves the bundle (which talks to the host directly over the channel),
+adopts whatever that process orphans, and when it ends, however it ends, kills every process left
+below it and exits with its status. Under a root executor the supervisor keeps uid 0 with no
+capability but ``CAP_KILL`` while the bundle's process runs as a user of its own, which can
+neither signal nor trace it.
 """
 
 from __future__ import annotations
@@ -43,12 +50,14 @@ def _apply_limits(limits: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (min(soft_cpu, hard), hard))
 
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_SECCOMP = 22
 _PR_CAPBSET_DROP = 24
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _CAPABILITY_VERSION_3 = 0x20080522
+_CAP_KILL = 5
 _CLONE_NEWNS = 0x00020000
 _CLONE_THREAD = 0x00010000
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
@@ -196,6 +205,128 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid`` (of each of its threads), from ``/proc``; none once it is gone."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                found.extend(int(c) for c in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def kill_below(pid: int, *, itself: bool = True) -> None:
+    """Kill every process below ``pid`` (and ``pid`` itself unless ``itself`` is false), wherever
+    they moved to: stopped first, round after round until no new one appears (a stopped process
+    cannot start another, and a subreaper adopts what its children leave behind), then killed."""
+    if itself:
+        _signal(pid, signal.SIGSTOP)
+    seen = {pid}
+    frontier = [pid]
+    for _ in range(100_000):  # bounded by the processes a worker may start long before
+        found = [c for p in frontier for c in _children(p) if c not in seen]
+        if not found:
+            # what the stopped ones' orphans became may hang below any of them: one last look
+            found = [c for p in list(seen) for c in _children(p) if c not in seen]
+            if not found:
+                break
+        for child in found:
+            _signal(child, signal.SIGSTOP)
+        seen.update(found)
+        frontier = found
+    if not itself:
+        seen.discard(pid)
+    for member in seen:
+        _signal(member, signal.SIGKILL)
+
+
+_WATCHED = {signal.SIGCHLD, signal.SIGTERM}
+
+
+def _keep_only_kill(libc: Any) -> None:
+    """Leave a supervisor started as root only ``CAP_KILL`` (to end its tree), for good."""
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    for cap in range(64):
+        if cap != _CAP_KILL:
+            libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)(1 << _CAP_KILL, 1 << _CAP_KILL, 0, 0, 0, 0)
+    if libc.capset(header, data) != 0:
+        os.write(2, b"packrun worker: its supervisor cannot drop its capabilities\n")
+        kill_below(os.getpid(), itself=False)
+        os._exit(1)
+
+
+def _supervise(host: int, channel: int, lock: int | None) -> int:
+    """Fork the process that serves the bundle and return in it (the supervisor's pid); in this
+    process, stay its supervisor until it ends, then kill every process left below and exit with
+    its status. The supervisor dies with the host too, but ends its tree first (its death
+    signal, ``SIGTERM``, is waited for, like its children's ends)."""
+    libc = _libc()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if host and os.getppid() != host:  # the host died before the line above
+        os._exit(1)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _limit(resource.RLIMIT_CORE, 0)
+    try:
+        served = os.fork()
+    except OSError as exc:
+        os.write(2, f"packrun worker: cannot start: {exc}\n".encode())
+        os._exit(1)
+    if served == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
+        if lock is not None:
+            os.close(lock)  # the supervisor holds the worker's user id for as long as it lives
+        return os.getppid()
+    os.close(channel)  # the host and the bundle's process talk directly
+    if os.geteuid() == 0:
+        _keep_only_kill(libc)  # fewer capabilities: the death signal stays
+    status: int | None = None
+    while status is None:
+        if signal.sigwaitinfo(_WATCHED).si_signo == signal.SIGTERM:
+            break  # the host is gone (or the bundle's process, of the same user, asked)
+        with contextlib.suppress(ChildProcessError):
+            while True:  # reap every process that ended, orphans adopted included
+                pid, ended = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                if pid == served:
+                    status = ended
+    kill_below(os.getpid(), itself=False)
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            pid, ended = os.waitpid(-1, 0)
+            if pid == served:
+                status = ended
+    _end_as(status)
+    return 0  # not reached
+
+
+def _end_as(status: int | None) -> None:
+    """Exit as the bundle's process did: with its exit status, or killed by its signal."""
+    if status is not None and os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # a signal whose default is not to end a process
+    os._exit(os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else 1)
+
+
 def _die_with_parent(parent: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -216,6 +347,10 @@ it from, so host and worker always run the same packrun."""
 def main() -> None:
     """Contain this process, then serve the host (``sys.argv``: PATH FD LIMITS PARENT)."""
     limits = json.loads(sys.argv[3])
+    parent = int(sys.argv[4])
+    supervised = limits.get("supervise", False) and sys.platform == "linux"
+    if supervised:  # from here on, the process that serves the bundle
+        parent = _supervise(parent, int(sys.argv[2]), limits.get("lock"))
     user = limits.get("user")
     if user is not None:  # started by root in process mode
         try:
@@ -224,9 +359,10 @@ def main() -> None:
             os.write(2, f"packrun worker: stays uid 0, cannot open its runtime: {exc}\n".encode())
             user = None
     _drop_privileges(user)
-    _die_with_parent(int(sys.argv[4]))  # after a change of user, which clears the death signal
-    with contextlib.suppress(OSError, AttributeError):  # Linux: orphans of its own stay below it
-        _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _die_with_parent(parent)  # after a change of user, which clears the death signal
+    if not supervised:  # no supervisor (bwrap, or not Linux): its orphans stay below it
+        with contextlib.suppress(OSError, AttributeError):
+            _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _apply_limits(limits)
     if limits["processes"] == 0 and sys.platform == "linux":  # seccomp is Linux's
         try:
