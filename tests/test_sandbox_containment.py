@@ -48,6 +48,13 @@ from packrun.sdk import Integration
 
 integration = Integration("contain")
 
+if "PACKRUN_TEST_IMPORTED" in os.environ:  # who imported this bundle, where the host can see it
+    try:
+        with open(os.environ["PACKRUN_TEST_IMPORTED"], "a") as handle:
+            handle.write(f"{os.getuid()}\n")
+    except OSError:
+        pass
+
 
 def running(marker):
     for entry in os.listdir("/proc"):
@@ -131,8 +138,31 @@ def attack(ctx, input):
         out["kill supervisor"] = attempt(lambda: os.kill(sup, signal.SIGKILL))
         out["kill"] = attempt(lambda: os.kill(pid, signal.SIGKILL))
     return out
+
+
+IPC_KEY = 0x7061636B
+LEFT = ("/tmp/left-behind", "/var/tmp/left-behind", "/dev/shm/left-behind")
+
+
+@integration.tool("leave")
+def leave(ctx, input):
+    """Leave files and System V IPC objects behind for the next worker of this user id."""
+    for path in LEFT:
+        with open(path, "w") as handle:
+            handle.write("secret of " + input["project"])
+    libc = ctypes.CDLL(None, use_errno=True)
+    return {"id": os.getuid(), "shm": libc.shmget(IPC_KEY, 4096, 0o1600),  # IPC_CREAT
+            "msg": libc.msgget(IPC_KEY, 0o1600)}
+
+
+@integration.tool("look")
+def look(ctx, input):
+    """What of a former worker's leftovers this worker sees."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return {"id": os.getuid(), "files": [p for p in LEFT if os.path.exists(p)],
+            "shm": libc.shmget(IPC_KEY, 0, 0), "msg": libc.msgget(IPC_KEY, 0)}
 '''
-TOOLS = ["whoami", "outlive", "attack"]
+TOOLS = ["whoami", "outlive", "attack", "leave", "look"]
 FORKING = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, processes=64)
 LIMITS = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20)
 
@@ -353,7 +383,9 @@ async def test_a_worker_cannot_signal_trace_or_read_another_projects_worker(
         assert attacker["cwd"] == victim["cwd"] == "/packrun-worker"
     elif os.geteuid() == 0:  # a user of its own: another worker's processes and files are closed
         assert attacker["id"][0] != victim["id"][0]
-        assert out == dict.fromkeys(out, "PermissionError")
+        # its own /tmp does not even hold another worker's folder
+        folder = {"list folder": "FileNotFoundError", "read file": "FileNotFoundError"}
+        assert out == {**dict.fromkeys(out, "PermissionError"), **folder}
         assert len(out) == 7
     else:  # documented: workers of an executor that is not root share its user
         assert attacker["id"] == victim["id"]
@@ -421,6 +453,60 @@ async def test_a_worker_id_is_held_until_its_worker_ends_also_across_executors(
     assert processes_of(only[0]) == []
 
 
+def wait_id_free(uid: int) -> None:
+    """Until no supervisor holds the lock of worker id ``uid`` (a bounded poll)."""
+    lock = os.open(os.path.join(_ids_folder(), str(uid)), os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(0.05)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            break
+    finally:
+        os.close(lock)
+
+
+async def test_a_worker_sees_nothing_a_former_worker_of_its_user_id_left_behind(root: None) -> None:
+    only = (WORKER_IDS[0] + 50_000 + os.getpid() % 5_000, 1)  # both workers get this id
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, worker_ids=only)
+    async with runtime("process", limits, projects=("acme",)) as rt:
+        left = await call(rt, "leave", {"project": "acme"}, project="acme")
+    assert left["id"] == only[0]
+    assert left["shm"] >= 0  # created, in the worker's own IPC namespace
+    assert left["msg"] >= 0
+    wait_id_free(only[0])
+    async with runtime("process", limits, projects=("globex",)) as rt:
+        seen = await call(rt, "look", {}, project="globex")
+    assert seen == {"id": only[0], "files": [], "shm": -1, "msg": -1}
+    # nor are they anywhere on the machine: they were in memory of the ended worker's own
+    assert not any(os.path.exists(p) for p in ("/tmp/left-behind", "/dev/shm/left-behind"))
+    assert not os.path.exists("/var/tmp/left-behind")
+
+
+async def test_a_root_executors_worker_without_namespaces_does_not_start(
+    root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imported = tmp_path / "imported"
+    monkeypatch.setenv("PACKRUN_TEST_IMPORTED", str(imported))
+    limits = SandboxLimits(memory_bytes=256 * MIB, load_timeout=20, env=("PACKRUN_TEST_IMPORTED",))
+    async with runtime("process", limits) as rt:
+        for worker in list(rt.sandbox_workers):  # the one that checked the bundle at publish
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        imported.unlink(missing_ok=True)
+        monkeypatch.setattr(packrun._dispatch._spawn, "_FAIL_ISOLATION", True)
+        with pytest.raises(SandboxUnavailable, match="sandbox='bwrap'") as caught:
+            await call(rt, "whoami", {})
+        assert caught.value.code == "sandbox_unavailable"
+        assert "namespace" in str(caught.value)
+    # the bundle's code never ran: neither as uid 0 (which would have written here) nor at all
+    assert not imported.exists()
+
+
 async def test_a_planted_folder_of_worker_id_locks_is_refused(
     root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -437,8 +523,40 @@ async def test_a_planted_folder_of_worker_id_locks_is_refused(
     assert list(planted.iterdir()) == []
 
 
+CLAIM = """\
+import os, sys
+os.close(0)  # the lowest free descriptor: the worker would get it in place of its stdin
+from packrun._dispatch._spawn import claim_id
+print(claim_id((int(sys.argv[1]), 1))[1])
+"""
+
+
+def test_a_claimed_worker_id_is_held_by_a_descriptor_above_the_standard_ones(root: None) -> None:
+    uid = WORKER_IDS[0] + 40_000 + os.getpid() % 5_000
+    done = subprocess.run([sys.executable, "-c", CLAIM, str(uid)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 3
+
+
+def test_a_failed_claim_of_a_worker_id_leaks_no_descriptor(
+    root: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(fd: int, how: int) -> None:
+        raise OSError(37, "No locks available")  # ENOLCK
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(SandboxUnavailable, match="No locks available"):
+        packrun._dispatch._spawn.claim_id((WORKER_IDS[0] + 45_000, 1))
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 @pytest.mark.parametrize(
-    "ids", [(0, 10), (100, 0), (2**32 - 10, 20), (65_000, 1_000), [5], (1.5, 2), (True, 2), "1,2"]
+    "ids",
+    [
+        *[(0, 10), (42, 1), (1_000, 10), (65_535, 5), (70_000, 0), (2**32 - 10, 20)],
+        *[(65_000, 1_000), [5], (1.5, 2), (True, 2), "1,2"],
+    ],
 )
 def test_bad_worker_ids_are_invalid_argument(ids: Any) -> None:
     with pytest.raises(packrun.InvalidArgument, match="worker_ids"):

@@ -50,6 +50,7 @@ _MIB = 1024 * 1024
 _NOBODY: Final = 65534
 _SUPERVISOR_GRACE: Final = 5.0
 """Seconds a killed worker's supervisor has to reap what was below it and exit."""
+_FIRST_ID: Final = 65_536  # above every system and login id, and nobody (65534)
 _LAST_ID: Final = 2**32 - 2  # (uid_t) -1 means "no change" to the kernel
 WORKER_IDS: Final = (1_879_048_192, 65_536)
 """The default user and group ids of ``process`` workers under a root executor: first, how many.
@@ -79,7 +80,8 @@ class SandboxLimits:
     of the worker's user (``RLIMIT_NPROC``), which the kernel does not enforce for a user that is
     root outside the worker's namespaces (``bwrap`` started by root); see docs/sandbox.md."""
     tmp_bytes: int = 64 * _MIB
-    """Size of each of a ``bwrap`` worker's in-memory folders (``/tmp`` and its working folder)."""
+    """Size of each of a worker's in-memory folders: ``bwrap``, ``/tmp`` and its working folder;
+    ``process`` under a root executor, ``/tmp``, ``/var/tmp`` and ``/dev/shm``."""
     call_timeout: float = 30.0
     """Deadline of a call when the tool's manifest sets no ``timeout_s``."""
     load_timeout: float = 30.0
@@ -101,7 +103,8 @@ class SandboxLimits:
     worker_ids: tuple[int, int] = WORKER_IDS
     """``(first, count)``: the user and group ids ``process`` workers of a root executor run
     as, one of its own for each live worker (ids no user or other program of the machine may
-    use). Unused by an executor that is not root and by ``bwrap``."""
+    use; the first at least 65536, above every system user and group). Unused by an executor
+    that is not root and by ``bwrap``."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -141,15 +144,14 @@ class SandboxLimits:
             not isinstance(ids, tuple | list)
             or len(ids) != 2
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-            or not 1 <= ids[0] <= ids[0] + ids[1] - 1 <= _LAST_ID
-            or ids[0] <= _NOBODY <= ids[0] + ids[1] - 1
+            or not _FIRST_ID <= ids[0] <= ids[0] + ids[1] - 1 <= _LAST_ID
         ):
             raise InvalidArgument(
                 "sandbox limit worker_ids",
                 self.worker_ids,
                 [
-                    "(first, count): a first id of 1 or more and a count of 1 or more, "
-                    f"the last id at most {_LAST_ID} and 65534 (nobody) not among them"
+                    f"(first, count): a first id of {_FIRST_ID} or more (no system user or "
+                    f"group, nor nobody) and a count of 1 or more, the last id at most {_LAST_ID}"
                 ],
             )
         object.__setattr__(self, "worker_ids", tuple(ids))
@@ -389,6 +391,11 @@ def _ids_folder() -> str:
     return os.path.join(tempfile.gettempdir(), "packrun-worker-ids")
 
 
+_FAIL_ISOLATION = False
+"""Tests only: a root executor's ``process`` worker fails to get its namespaces, as it would
+without the privilege (it must then exit without running bundle code)."""
+
+
 def claim_id(ids: tuple[int, int]) -> tuple[int, int]:
     """A user id of ``ids`` that no live worker of any executor of this machine holds, and the
     descriptor whose lock holds it (``flock`` on a file named after the id, released when the
@@ -404,17 +411,9 @@ def claim_id(ids: tuple[int, int]) -> tuple[int, int]:
             )
         first, count = ids
         for uid in range(first, first + count):
-            fd = os.open(
-                os.path.join(folder, str(uid)),
-                os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return uid, fd
+            claimed = _claim(os.path.join(folder, str(uid)))
+            if claimed is not None:
+                return uid, claimed
     except OSError as exc:
         raise SandboxUnavailable(
             "process", f"cannot claim a worker id in {folder}: {exc.strerror or exc}"
@@ -422,6 +421,33 @@ def claim_id(ids: tuple[int, int]) -> tuple[int, int]:
     raise SandboxUnavailable(
         "process", f"all {count} worker ids from {first} are held by live workers (worker_ids)"
     )
+
+
+def _claim(path: str) -> int | None:
+    """A descriptor (3 or above: the worker gets it as is) holding the lock of ``path``, or
+    None when a live worker holds it. A lock file removed while held (by a cleaner of the
+    temporary folder) would let two workers claim one id: the lock is taken again on the file
+    now at ``path``."""
+    for _ in range(8):
+        opened = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 3)
+        finally:
+            os.close(opened)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.lstat(path).st_ino:
+                    os.utime(fd)  # a cleaner of old files spares it for as long as its worker
+                    return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the file was removed or replaced since it was opened: again
+    raise OSError(f"{path} keeps being removed or replaced")
 
 
 def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
@@ -448,6 +474,7 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
             "file_bytes",
             "output_bytes",
             "processes",
+            "tmp_bytes",
         )
     }
     user = lock = None
@@ -455,7 +482,12 @@ def spawn(mode: str, limits: SandboxLimits, *, network: bool = True) -> Process:
         worker_limits["supervise"] = True
         if _root():
             user, lock = claim_id(limits.worker_ids)
-            worker_limits.update(user=user, lock=lock, paths=[*_runtime_paths(), _packrun_root()])
+            try:
+                paths = [*_runtime_paths(), _packrun_root()]
+                worker_limits.update(user=user, lock=lock, paths=paths, fail=_FAIL_ISOLATION)
+            except BaseException:
+                os.close(lock)
+                raise
     try:
         return _start(mode, actual, bwrap, limits, worker_limits, env, network, user, lock)
     finally:

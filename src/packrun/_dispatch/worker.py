@@ -11,7 +11,8 @@ it forks the process that serves the bundle (which talks to the host directly ov
 adopts whatever that process orphans, and when it ends, however it ends, kills every process left
 below it and exits with its status. Under a root executor the supervisor keeps uid 0 with no
 capability but ``CAP_KILL`` while the bundle's process runs as a user of its own, which can
-neither signal nor trace it.
+neither signal nor trace it, in mount and IPC namespaces of its own (fresh ``/tmp``,
+``/var/tmp`` and ``/dev/shm``); without them it does not start.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 
 def _limit(which: int, value: int) -> None:
@@ -60,6 +61,8 @@ _CAPABILITY_VERSION_3 = 0x20080522
 _CAP_KILL = 5
 _CLONE_NEWNS = 0x00020000
 _CLONE_THREAD = 0x00010000
+_CLONE_NEWIPC = 0x08000000
+_MS_NOSUID, _MS_NODEV = 0x2, 0x4
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 _MNT_DETACH = 2
 
@@ -80,45 +83,61 @@ def _blocked(paths: list[str]) -> list[str]:
     return sorted(found, key=lambda p: (p.count("/"), p))
 
 
-def _open_paths(paths: list[str]) -> None:
-    """Let an unprivileged user reach ``paths`` (the Python runtime and packrun) when a folder
-    above them is closed to others (``/root``, 0700): in a mount namespace of the worker's own,
-    such a folder is covered by an empty one that holds only the paths, bound from the original.
-    Nothing else in the folder is visible. Needs root, before the worker drops it."""
-    libc = _libc()
-    if not _blocked(paths):
-        return
-    if libc.unshare(_CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-    libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
-    hold = os.path.join(os.getcwd(), ".packrun-hold")
-    for _ in range(16):  # a closed folder below a closed folder is opened in the next round
-        blocked = _blocked(paths)
-        if not blocked:
-            return
-        folder = blocked[0]
-        needed = {
-            os.path.relpath(p, folder).split(os.sep, 1)[0]
-            for p in paths
-            if p.startswith(folder + os.sep)
-        }
-        os.mkdir(hold, 0o700)
-        if libc.mount(folder.encode(), hold.encode(), None, _MS_BIND | _MS_REC, None) != 0:
-            raise OSError(ctypes.get_errno(), f"bind {folder}")
-        if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", 0, b"mode=0755,size=64k") != 0:
+def _cover(libc: Any, folder: str, needed: set[str], options: bytes) -> None:
+    """Mount a fresh tmpfs (``options``) on ``folder`` holding only its entries ``needed``,
+    each bound from the original folder (reached through a descriptor opened before)."""
+    fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
             raise OSError(ctypes.get_errno(), f"tmpfs on {folder}")
         for name in needed:
-            source, target = os.path.join(hold, name), os.path.join(folder, name)
+            source, target = f"/proc/self/fd/{fd}/{name}", os.path.join(folder, name)
             if os.path.isdir(source):
                 os.mkdir(target)
             else:
                 open(target, "wb").close()
             flags = _MS_BIND | _MS_REC
             if libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
-                raise OSError(ctypes.get_errno(), f"bind {source}")
-        libc.umount2(hold.encode(), _MNT_DETACH)
-        os.rmdir(hold)
-    raise OSError("too many closed folders above the Python runtime")
+                raise OSError(ctypes.get_errno(), f"bind {folder}/{name}")
+    finally:
+        os.close(fd)
+
+
+def _within(paths: list[str], folder: str) -> set[str]:
+    """The entries of ``folder`` that ``paths`` lie in."""
+    return {
+        os.path.relpath(p, folder).split(os.sep, 1)[0]
+        for p in paths
+        if p.startswith(folder + os.sep)
+    }
+
+
+def _isolate(paths: list[str], tmp_bytes: int, fail: bool = False) -> None:
+    """In mount and IPC namespaces of the worker's own: let an unprivileged user reach ``paths``
+    (the Python runtime, packrun and the worker's folder) when a folder above them is closed to
+    others (``/root``, 0700), by covering such a folder with an empty one that holds only the
+    paths, bound from the original (nothing else in it is visible); and give the worker a fresh
+    ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (``tmp_bytes`` each) and no System V IPC object of
+    another, so nothing a former worker of the same user id left there is visible. Needs root,
+    before the worker drops it. ``fail`` (tests only) makes it fail as without the privilege."""
+    libc = _libc()
+    if fail or libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC) != 0:
+        raise OSError(ctypes.get_errno() or errno.EPERM, "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "make / private")
+    for _ in range(16):  # a closed folder below a closed folder is opened in the next round
+        blocked = _blocked(paths)
+        if not blocked:
+            break
+        _cover(libc, blocked[0], _within(paths, blocked[0]), b"mode=0755,size=64k")
+    else:
+        raise OSError("too many closed folders above the Python runtime")
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        with contextlib.suppress(FileNotFoundError):
+            info = os.lstat(folder)
+            if stat.S_ISDIR(info.st_mode):
+                options = f"mode=1777,size={tmp_bytes}".encode()
+                _cover(libc, folder, _within(paths, os.path.realpath(folder)), options)
 
 
 def _drop_privileges(user: int | None) -> None:
@@ -337,6 +356,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+UNISOLATED: Final = (
+    "packrun worker: a root executor's process worker needs a mount and IPC namespace of its "
+    "own (to reach the Python runtime as its own user and to get private /tmp, /var/tmp and "
+    "/dev/shm) and could not get one; allow them (CAP_SYS_ADMIN, e.g. outside a restricted "
+    "container) or use sandbox='bwrap'"
+)
+"""What a root executor's ``process`` worker says on stderr before it exits without running
+bundle code when it cannot get namespaces of its own."""
+_UNISOLATED_STATUS: Final = 78  # EX_CONFIG
+
 BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1]); from packrun._dispatch.worker import main; main()"
 )
@@ -354,10 +383,12 @@ def main() -> None:
     user = limits.get("user")
     if user is not None:  # started by root in process mode
         try:
-            _open_paths(limits["paths"])
-        except (OSError, AttributeError) as exc:  # no mount namespace: uid 0, no capability
-            os.write(2, f"packrun worker: stays uid 0, cannot open its runtime: {exc}\n".encode())
-            user = None
+            here = os.getcwd()
+            _isolate([*limits["paths"], here], limits["tmp_bytes"], limits.get("fail", False))
+            os.chdir(here)  # the same folder, bound into the fresh /tmp
+        except (OSError, AttributeError) as exc:  # no namespaces: it would stay uid 0
+            os.write(2, f"{UNISOLATED}: {exc}\n".encode())
+            os._exit(_UNISOLATED_STATUS)
     _drop_privileges(user)
     _die_with_parent(parent)  # after a change of user, which clears the death signal
     if not supervised:  # no supervisor (bwrap, or not Linux): its orphans stay below it
