@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -640,9 +641,29 @@ def non_root_python(non_root_home: Path) -> str:
     venv = non_root_home / "venv"
     subprocess.run([usable[0], "-m", "venv", "--without-pip", str(venv)], check=True)
     (site,) = venv.glob("lib/python*/site-packages")
-    packages = sysconfig.get_paths()["purelib"]
-    (site / "packrun-tests.pth").write_text(f"{packages}\n{Path(packrun.__file__).parent.parent}\n")
+    # Copies of packrun and what it imports at run time: the tests' own environment may lie in
+    # a folder other users cannot enter (a temporary folder of mode 0700, /root).
+    for name in RUNTIME_IMPORTS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue  # not needed on this Python (typing_extensions)
+        if spec.submodule_search_locations:
+            source = Path(next(iter(spec.submodule_search_locations)))
+            shutil.copytree(
+                source, site / source.name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(spec.origin, site / Path(spec.origin).name)
+    for file in importlib.metadata.distribution("packrun").files or ():  # its version, from them
+        if file.parts[0].endswith(".dist-info"):
+            target = site.joinpath(*file.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(str(file.locate())), target)
     return str(venv / "bin" / "python")
+
+
+RUNTIME_IMPORTS = ("packrun", "anyio", "idna", "sniffio", "typing_extensions", "msgspec", "semver")
+"""The modules packrun imports at run time (its dependencies' own included)."""
 
 
 def test_an_executor_that_is_not_root_runs_its_process_workers_as_its_own_user(
