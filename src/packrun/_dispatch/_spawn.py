@@ -260,9 +260,14 @@ class Process:
         the system's init to reap)."""
         if self.popen.returncode is None:  # not reaped yet: its pid is still its own
             if self.mode == "process":
+                # The supervisor is stopped while the processes below it are found and killed:
+                # it cannot reap one meanwhile, so no pid found is freed and reused before the
+                # kill reaches it. Then it goes on, reaps them all and exits.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.popen.pid, signal.SIGSTOP)
                 kill_below(self.popen.pid, itself=False)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(self.popen.pid, signal.SIGCONT)  # were it stopped
+                    os.kill(self.popen.pid, signal.SIGCONT)
             else:
                 kill_below(self.popen.pid)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
