@@ -436,19 +436,7 @@ async def test_a_worker_id_is_held_until_its_worker_ends_also_across_executors(
                 host.wait()
             finally:
                 host.kill()
-    lock = os.open(os.path.join(_ids_folder(), str(only[0])), os.O_RDONLY)
-    try:  # until the supervisor of the killed host's worker has ended its tree and itself
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                time.sleep(0.05)
-                continue
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            break
-    finally:
-        os.close(lock)
+    wait_id_free(only[0])  # the killed host's worker's supervisor ended its tree and itself
     async with runtime("process", limits) as rt:
         assert (await call(rt, "whoami", {}))["id"][0] == only[0]
     assert processes_of(only[0]) == []
