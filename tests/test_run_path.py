@@ -64,6 +64,7 @@ async def test_the_runs_in_flight_on_a_bundle_share_one_hold_on_it() -> None:
         with anyio.fail_after(5):  # then it is given back: the bundle may be evicted again
             while holds(slot):
                 await anyio.sleep(0.001)
+        assert "inst" not in rt._fast_binds  # nor kept alive by how the runs bound to it
         async with rt.run("inst"):
             assert holds(slot) == 1
     assert holds(slot) == 0  # and nothing is held once the runtime is closed

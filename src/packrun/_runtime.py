@@ -440,6 +440,7 @@ class Runtime:
         self._bundle_runs: dict[int, int] = {}
         self._idle_bundles: dict[int, LoadedBundle] = {}  # held with no run on them (yet)
         self._fast_binds: dict[str, _FastBind] = {}  # by installation: how its last run bound
+        self._fast_by_bundle: dict[int, set[str]] = {}  # the installations of each bundle there
         self._release = self._release_bundle  # one bound method for every run
         self.check_input: CheckMode = check_input
         """What a call whose input breaks the tool's declared input gets: ``enforce`` (refused
@@ -1328,9 +1329,9 @@ class Runtime:
                 run.chosen = True
             elif not resumed and auth is _NO_AUTH and dispatcher.loaded is not None:
                 assert run._checks is not None
-                self._fast_binds[bound.installation_id] = _FastBind(
-                    res, self.check_input, self.check_output, dispatcher, run
-                )
+                fast = _FastBind(res, self.check_input, self.check_output, dispatcher, run)
+                self._fast_binds[bound.installation_id] = fast
+                self._fast_by_bundle.setdefault(fast.bundle_key, set()).add(bound.installation_id)
         except BaseException:
             tracker.abandon(bound.run_id)
             raise
@@ -1450,6 +1451,11 @@ class Runtime:
             if self._bundle_runs.get(key) == 0:
                 del self._bundle_runs[key]
                 release_bundle(loaded)
+                # Forget how runs bound to it: an evicted bundle is not kept alive from here.
+                for installation_id in self._fast_by_bundle.pop(key, ()):
+                    fast = self._fast_binds.get(installation_id)
+                    if fast is not None and fast.bundle_key == key:
+                        del self._fast_binds[installation_id]
 
     def _bound_row(self, bound: RunRecord, res: Resolution, resumed: bool) -> CatalogEntry | None:
         """The catalog row a run binds to: the one resolved, or for a resumed run the row of its
