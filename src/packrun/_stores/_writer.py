@@ -28,7 +28,11 @@ _Post = Callable[[Callable[[], object]], object]
 
 def _trio_poster() -> _Post:
     """How a thread schedules a callback in the running trio loop, without waiting for it (trio
-    is the one backend besides asyncio that the stores run on)."""
+    is the one backend besides asyncio that the stores run on).
+
+    Imported here, not declared as a dependency: this runs only inside a trio event loop, so trio
+    is installed (anyio's ``trio`` extra); anyio's own thread calls wait for the callback, which
+    would hold the writer thread until the loop ran it."""
     import trio
 
     return trio.lowlevel.current_trio_token().run_sync_soon
