@@ -253,18 +253,17 @@ class _Link(asyncio.BufferedProtocol):
     def _spin(self) -> None:
         """Read the answer straight from the socket if it comes within a few microseconds, while
         the event loop has nothing else ready to run: a worker answers a short call faster than
-        the loop can go to sleep and be woken again. Not while the cores are contended (see
-        :class:`Spin`): a process that blocks is then woken sooner than one that spins runs."""
+        the loop can go to sleep and be woken again. While the cores are contended (see
+        :class:`Spin`) it reads once only: the worker then often ran on this core while the call
+        was written, and its answer is there already."""
         sock = self.sock
         assert sock is not None
         end = SPIN.start(_SPIN)
-        if not end:
-            return
         while not self.frames and self.error is None:
             try:
                 count = sock.recv_into(self.get_buffer(-1))
             except BlockingIOError:
-                if not SPIN.waiting(end):
+                if not end or not SPIN.waiting(end):
                     return
                 continue
             except OSError:

@@ -66,26 +66,29 @@ class _Channel:
         """The next message from the host (blocking); exits when the host closed the channel.
 
         It first reads without blocking for up to ``_SPIN`` seconds (yielding the core to anything
-        else ready to run meanwhile; not at all while the cores are contended, see :class:`Spin`):
-        a host that calls again at once finds the worker awake, rather than asleep in the kernel
-        and slow to wake."""
-        spin_until = 0.0
-        while True:
+        else ready to run meanwhile): a host that calls again at once finds the worker awake,
+        rather than asleep in the kernel and slow to wake. While the cores are contended (see
+        :class:`Spin`) it goes straight to a blocking read, which returns at once with what has
+        arrived."""
+        message = self._frame()
+        if message is not None:
+            return message
+        spin_until = _SPIN_STATE.start(_SPIN)
+        while spin_until:
+            try:
+                self._fill(socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if not _SPIN_STATE.waiting(spin_until):
+                    break  # polled long enough: block
+                continue
             message = self._frame()
             if message is not None:
                 return message
-            try:
-                self._fill(socket.MSG_DONTWAIT)
-                continue
-            except BlockingIOError:
-                pass
-            if not spin_until:
-                spin_until = _SPIN_STATE.start(_SPIN) or -1.0
-            if spin_until > 0:
-                if _SPIN_STATE.waiting(spin_until):
-                    continue
-                spin_until = -1.0  # polled long enough: block
+        while True:  # polling off: straight to a blocking read (it returns at once with data)
             self._fill(0)
+            message = self._frame()
+            if message is not None:
+                return message
 
     def poll(self) -> FromHost | None:
         """The next message if one has arrived, without waiting for one."""
