@@ -239,13 +239,17 @@ def call_rows() -> list[Row]:
         try:
             async with rt.run("gen2") as run:
                 assert run.adapter is None
-                tool = rt._dispatchers[run.digest or ""].loaded.tools["noop"]
+                loaded = rt._dispatchers[run.digest or ""].loaded
+                assert loaded is not None  # a trusted channel's bundle, loaded in-process
+                tool = loaded.tools["noop"]
                 ctx = run._context()
                 found["gen2"] = await abest_of(lambda: run.call("noop", INPUT))
                 found["gen2 direct"] = await abest_of(lambda: tool(ctx, INPUT))
             async with rt.run("gen1") as run:
                 assert run.adapter == "1->2"
-                handle = rt._dispatchers[run.digest or ""].loaded.handle
+                loaded = rt._dispatchers[run.digest or ""].loaded
+                assert loaded is not None
+                handle = loaded.handle
                 assert handle is not None
                 flat = {"type": "none"}  # what the adapter gives a generation-1 handle
                 found["gen1"] = await abest_of(lambda: run.call("noop", INPUT))
