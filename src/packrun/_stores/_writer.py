@@ -10,6 +10,7 @@ taken the moment it arrives, never held back for a batching window.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -30,12 +31,12 @@ def _trio_poster() -> _Post:
     """How a thread schedules a callback in the running trio loop, without waiting for it (trio
     is the one backend besides asyncio that the stores run on).
 
-    Imported here, not declared as a dependency: this runs only inside a trio event loop, so trio
-    is installed (anyio's ``trio`` extra); anyio's own thread calls wait for the callback, which
-    would hold the writer thread until the loop ran it."""
-    import trio
-
-    return trio.lowlevel.current_trio_token().run_sync_soon
+    trio is not a dependency and is not imported: this runs only inside a trio event loop, so the
+    module is loaded already and is taken from ``sys.modules``. anyio's own thread calls wait for
+    the callback, which would hold the writer thread until the loop ran it."""
+    trio: Any = sys.modules["trio"]
+    post: _Post = trio.lowlevel.current_trio_token().run_sync_soon
+    return post
 
 
 class _Waiter:
