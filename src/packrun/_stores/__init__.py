@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Literal, NamedTuple, TypeAlias
+from typing import Final, Literal, NamedTuple, TypeAlias, TypeVar
 
 import anyio
 
@@ -24,6 +24,8 @@ from packrun._catalog import CatalogEntry, Prepared
 from packrun._retention import Retention
 from packrun._stores._pg_url import mask_url
 from packrun.errors import StoreError
+
+_Spec = TypeVar("_Spec")
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -35,6 +37,7 @@ __all__ = [
     "Decide",
     "HealthDelta",
     "GcReport",
+    "gc_in_batches",
     "Installation",
     "LiveRun",
     "Origin",
@@ -277,6 +280,41 @@ class GcReport:
     dry_run: bool = False
     log_events: int = 0
     """Events of the fleet's event log (``rt.events``) older than their retention."""
+
+
+async def gc_in_batches(
+    kinds: Mapping[str, _Spec],
+    count: Callable[[_Spec], Awaitable[int]],
+    prune: Callable[[_Spec], Awaitable[int]],
+    *,
+    dry_run: bool,
+    batch: int,
+    pause: float,
+) -> GcReport:
+    """A garbage collection pass of a store that deletes in batches: for each kind
+    (``ended_runs``, ``pin_events``, ``changes``, ``log_events``) and its store-specific ``spec``,
+    ``count(spec)`` the rows with ``dry_run``, else ``prune(spec)`` one batch at a time (a batch
+    is never cut by a close: the shield) with ``pause`` seconds between full batches."""
+    counts: dict[str, int] = {}
+    for kind, spec in kinds.items():
+        if dry_run:
+            counts[kind] = await count(spec)
+            continue
+        counts[kind] = 0
+        while True:
+            with anyio.CancelScope(shield=True):  # a close cancels between batches only
+                deleted = await prune(spec)
+            counts[kind] += deleted
+            if deleted < batch:
+                break
+            await anyio.sleep(pause)
+    return GcReport(
+        counts["ended_runs"],
+        counts["pin_events"],
+        counts["changes"],
+        dry_run,
+        counts["log_events"],
+    )
 
 
 SourceRow: TypeAlias = tuple[str, str, "str | None"]

@@ -56,6 +56,7 @@ from packrun._stores import (
     StoreState,
     Update,
     WorkflowTools,
+    gc_in_batches,
     stream_settings,
 )
 from packrun._stores._fleet import pin_move_body, publish_body
@@ -844,41 +845,23 @@ class PostgresStore(Store):
                 (now - retention.event_log,),
             ),
         }
-        counts: dict[str, int] = {}
-        for kind, (table, key, where, params) in kinds.items():
-            counts[kind] = 0
+        Spec = tuple[str, str, str, tuple[Any, ...]]
 
-            async def count(
-                conn: _Conn, t: str = table, w: str = where, p: tuple[Any, ...] = params
-            ) -> int:
-                return int(await _fetch_one(conn, f"SELECT count(*) FROM {t} WHERE {w}", p))
+        async def count(spec: Spec) -> int:
+            table, _, where, params = spec
+            sql = f"SELECT count(*) FROM {table} WHERE {where}"
+            found = await self._run(
+                "count what retention prunes", lambda conn: _fetch_one(conn, sql, params)
+            )
+            return int(found)
 
-            async def prune(
-                conn: _Conn,
-                t: str = table,
-                k: str = key,
-                w: str = where,
-                p: tuple[Any, ...] = params,
-            ) -> int:
-                return await self._prune(conn, t, k, w, p, batch)
+        async def prune(spec: Spec) -> int:
+            return await self._run(
+                "prune what retention no longer keeps",
+                lambda conn: self._prune(conn, *spec, batch),
+            )
 
-            if dry_run:
-                counts[kind] = await self._run("count what retention prunes", count)
-                continue
-            while True:
-                with anyio.CancelScope(shield=True):  # a close cancels between batches only
-                    deleted = await self._run("prune what retention no longer keeps", prune)
-                counts[kind] += deleted
-                if deleted < batch:
-                    break
-                await anyio.sleep(pause)
-        return GcReport(
-            counts["ended_runs"],
-            counts["pin_events"],
-            counts["changes"],
-            dry_run,
-            counts["log_events"],
-        )
+        return await gc_in_batches(kinds, count, prune, dry_run=dry_run, batch=batch, pause=pause)
 
     @staticmethod
     async def _prune(

@@ -50,6 +50,7 @@ from packrun._stores import (
     StoreState,
     Update,
     WorkflowTools,
+    gc_in_batches,
     stream_settings,
 )
 from packrun._stores._fleet import pin_move_body, publish_body
@@ -663,43 +664,19 @@ class SQLiteStore(Store):
                 (datetime.fromtimestamp(now - retention.event_log, UTC).isoformat(),),
             ),
         }
-        counts: dict[str, int] = {}
-        for kind, (table, where, params) in kinds.items():
-            counts[kind] = 0
+        Spec = tuple[str, str, tuple[Any, ...]]
 
-            def count(
-                conn: sqlite3.Connection,
-                t: str = table,
-                w: str = where,
-                p: tuple[Any, ...] = params,
-            ) -> int:
-                return int(conn.execute(f"SELECT count(*) FROM {t} WHERE {w}", p).fetchone()[0])
+        async def count(spec: Spec) -> int:
+            table, where, params = spec
+            sql = f"SELECT count(*) FROM {table} WHERE {where}"
+            return await self._call(lambda conn: int(conn.execute(sql, params).fetchone()[0]))
 
-            def prune(
-                conn: sqlite3.Connection,
-                t: str = table,
-                w: str = where,
-                p: tuple[Any, ...] = params,
-            ) -> int:
-                return self._write(conn, lambda c: self._prune(c, t, w, p, batch))
+        async def prune(spec: Spec) -> int:
+            return await self._call(
+                lambda conn: self._write(conn, lambda c: self._prune(c, *spec, batch))
+            )
 
-            if dry_run:
-                counts[kind] = await self._call(count)
-                continue
-            while True:
-                with anyio.CancelScope(shield=True):  # a close cancels between batches only
-                    deleted = await self._call(prune)
-                counts[kind] += deleted
-                if deleted < batch:
-                    break
-                await anyio.sleep(pause)
-        return GcReport(
-            counts["ended_runs"],
-            counts["pin_events"],
-            counts["changes"],
-            dry_run,
-            counts["log_events"],
-        )
+        return await gc_in_batches(kinds, count, prune, dry_run=dry_run, batch=batch, pause=pause)
 
     @staticmethod
     def _prune(
